@@ -1,0 +1,62 @@
+# hostmem - build, test, demo.
+#   make          library (build/libhostmem.a, build/libhostmem.so) and the tool
+#   make demo     the main job: the tool's walk through the contract
+#   make check    every test: plain, then ASan+UBSan, then TSan
+CC ?= cc
+CFLAGS_BASE := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes \
+               -Wno-missing-field-initializers -Iinclude -Isrc -pthread
+OPT ?= -O2 -g
+LIB_SRC := $(wildcard src/*.c)
+TEST_NAMES := $(patsubst tests/%.c,%,$(wildcard tests/test_*.c))
+
+B := build
+LIB_OBJ := $(patsubst src/%.c,$(B)/obj/%.o,$(LIB_SRC))
+PIC_OBJ := $(patsubst src/%.c,$(B)/pic/%.o,$(LIB_SRC))
+
+.PHONY: all demo check check-plain check-asan check-tsan tests clean
+all: $(B)/libhostmem.a $(B)/libhostmem.so $(B)/hostmem
+
+$(B)/obj/%.o: src/%.c src/*.h include/hostmem.h | $(B)/obj
+	$(CC) $(CFLAGS_BASE) $(OPT) -fvisibility=hidden -c $< -o $@
+$(B)/pic/%.o: src/%.c src/*.h include/hostmem.h | $(B)/pic
+	$(CC) $(CFLAGS_BASE) $(OPT) -fvisibility=hidden -fPIC -c $< -o $@
+$(B)/libhostmem.a: $(LIB_OBJ)
+	ar rcs $@ $^
+$(B)/libhostmem.so: $(PIC_OBJ)
+	$(CC) -shared -pthread -o $@ $^
+$(B)/hostmem: tools/hostmem.c $(B)/libhostmem.a
+	$(CC) $(CFLAGS_BASE) $(OPT) $< $(B)/libhostmem.a -o $@
+$(B)/obj $(B)/pic $(B)/tests:
+	mkdir -p $@
+
+demo: $(B)/hostmem
+	./$(B)/hostmem demo
+
+# Tests link the static library: they may use internal seams (src/os.h).
+$(B)/tests/%: tests/%.c tests/test.h $(B)/libhostmem.a | $(B)/tests
+	$(CC) $(CFLAGS_BASE) $(OPT) $< $(B)/libhostmem.a -o $@
+$(B)/tests/cxx_header: tests/cxx_header.cpp include/hostmem.h $(B)/libhostmem.a | $(B)/tests
+	$(CXX) -std=c++11 -Wall -Wextra -Werror -Iinclude $< $(B)/libhostmem.a -pthread -o $@
+
+tests: $(addprefix $(B)/tests/,$(TEST_NAMES)) $(B)/tests/cxx_header
+
+check-plain: tests
+	sh tests/run.sh plain $(B)/tests
+
+check-asan:
+	$(MAKE) --no-print-directory B=build/asan OPT="-O1 -g -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer" tests
+	HOSTMEM_ITERATIONS=4000 ASAN_OPTIONS=detect_leaks=1 sh tests/run.sh asan build/asan/tests
+
+check-tsan:
+	$(MAKE) --no-print-directory B=build/tsan OPT="-O1 -g -fsanitize=thread" tests
+	HOSTMEM_ITERATIONS=2000 TSAN_OPTIONS=halt_on_error=1 sh tests/run.sh tsan build/tsan/tests
+
+check: all
+	rm -f build/results
+	$(MAKE) --no-print-directory check-plain
+	$(MAKE) --no-print-directory check-asan
+	$(MAKE) --no-print-directory check-tsan
+	sh tests/total.sh
+
+clean:
+	rm -rf build

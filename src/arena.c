@@ -1,0 +1,425 @@
+/*
+ * arena.c - where reservations live: address space carved into granules.
+ *
+ * An arena is one kernel mapping of m->arena_size bytes (PROT_NONE in strict
+ * mode, read-write in compact mode), G-aligned, whose granules are handed to
+ * reservations. Neighbouring reservations with the same hardware protection
+ * therefore share one kernel mapping, and a reservation that is never
+ * committed costs no system call at all. Reservations bigger than a quarter of
+ * an arena, and reservations at a caller's address outside every arena, get a
+ * kernel mapping of their own (a standalone arena holding one reservation).
+ *
+ * Invariants: a granule's bit is set iff a live (or being-created) reservation
+ * holds it; the address map says "slack of this arena" for every clear granule
+ * and names the reservation for every granule a published reservation holds.
+ * Arena pages that no reservation holds are zero and carry the reserved-page
+ * protection. Allocation takes the manager's arena lock; freeing granules is a
+ * lock-free atomic clear, so release never waits for an allocator.
+ */
+#include <errno.h>
+#include <string.h>
+
+#include "internal.h"
+
+#define BOTTOM_UP_START ((uintptr_t)0x200000000000ull) /* 32 TiB: above brk, below mmap_base */
+
+static size_t arena_struct_bytes(uint32_t granules)
+{
+    return sizeof(struct arena) + ((granules + 63) / 64) * sizeof(uint64_t);
+}
+
+static int reserved_prot(const struct manager *m)
+{
+    return m->compact ? OS_PROT_READ | OS_PROT_WRITE : OS_PROT_NONE;
+}
+
+static uintptr_t slack_entry(const struct manager *m, struct arena *a)
+{
+    return manager_tag(m) | (uintptr_t)a | ENTRY_SLACK;
+}
+
+/* Registers a in the manager's table (arena lock held). */
+static HRESULT table_insert(struct manager *m, struct arena *a)
+{
+    uint32_t count = atomic_load_explicit(&m->arena_count, memory_order_relaxed);
+    for (uint32_t i = 0; i < count; i++) {
+        if (!atomic_load_explicit(&m->arenas[i], memory_order_relaxed)) {
+            a->index = i;
+            atomic_store_explicit(&m->arenas[i], a, memory_order_release);
+            return S_OK;
+        }
+    }
+    if (count == m->arena_capacity)
+        return E_OUTOFMEMORY;
+    a->index = count;
+    atomic_store_explicit(&m->arenas[count], a, memory_order_release);
+    atomic_store_explicit(&m->arena_count, count + 1, memory_order_release);
+    return S_OK;
+}
+
+/* Maps size bytes aligned to G, near hint (NULL: wherever the kernel likes). */
+static HRESULT map_aligned(struct manager *m, uintptr_t hint, size_t size, uintptr_t *out)
+{
+    void *p;
+    int err = hostmem_os->map((void *)hint, size, reserved_prot(m), 0, &p);
+    if (err)
+        return E_OUTOFMEMORY;
+    uintptr_t a = (uintptr_t)p;
+    if ((a & (g_granule - 1)) == 0) {
+        *out = a;
+        return S_OK;
+    }
+    hostmem_os->unmap(p, size);
+    err = hostmem_os->map((void *)hint, size + g_granule, reserved_prot(m), 0, &p);
+    if (err)
+        return E_OUTOFMEMORY;
+    a = (uintptr_t)p;
+    uintptr_t aligned = (a + g_granule - 1) & ~(uintptr_t)(g_granule - 1);
+    if (aligned > a && hostmem_os->unmap(p, aligned - a)) {
+        hostmem_os->unmap(p, size + g_granule);
+        return E_OUTOFMEMORY;
+    }
+    uintptr_t tail = a + size + g_granule - (aligned + size);
+    if (tail)
+        hostmem_os->unmap((void *)(aligned + size), tail);
+    *out = aligned;
+    return S_OK;
+}
+
+/* A new arena (arena lock held). */
+static HRESULT arena_create(struct manager *m, bool top_down, struct arena **out)
+{
+    size_t size = m->arena_size;
+    uint32_t granules = (uint32_t)(size >> g_granule_shift);
+    uintptr_t base;
+    HRESULT hr = map_aligned(m, top_down ? 0 : m->next_hint, size, &base);
+    if (hr != S_OK)
+        return hr;
+    hr = radix_prepare(base, base + size);
+    struct arena *a = hr == S_OK ? slab_alloc(&m->arena_slab, arena_struct_bytes(granules)) : NULL;
+    if (!a) {
+        hostmem_os->unmap((void *)base, size);
+        return E_OUTOFMEMORY;
+    }
+    memset(a, 0, arena_struct_bytes(granules));
+    atomic_store_explicit(&a->base, base, memory_order_relaxed);
+    atomic_store_explicit(&a->end, base + size, memory_order_relaxed);
+    a->manager = m;
+    a->granules = granules;
+    atomic_store_explicit(&a->free_granules, granules, memory_order_relaxed);
+    a->hint = top_down ? granules : 0;
+    a->top_down = top_down;
+    if (table_insert(m, a) != S_OK) {
+        slab_free(&m->arena_slab, a, arena_struct_bytes(granules));
+        hostmem_os->unmap((void *)base, size);
+        return E_OUTOFMEMORY;
+    }
+    radix_store_range(base, base + size, slack_entry(m, a));
+    if (!top_down)
+        m->next_hint = base + size;
+    counter_add(&m->arena_bytes, size);
+    counter_add(&m->arenas_live, 1);
+    *out = a;
+    return S_OK;
+}
+
+static inline bool bit_test(struct arena *a, uint32_t i)
+{
+    return atomic_load_explicit(&a->bitmap[i / 64], memory_order_relaxed) >> (i % 64) & 1;
+}
+
+static bool range_free(struct arena *a, uint32_t first, uint32_t n)
+{
+    for (uint32_t i = first; i < first + n; i++) {
+        if ((i % 64) == 0 && i + 64 <= first + n) {
+            if (atomic_load_explicit(&a->bitmap[i / 64], memory_order_relaxed))
+                return false;
+            i += 63;
+            continue;
+        }
+        if (bit_test(a, i))
+            return false;
+    }
+    return true;
+}
+
+static void range_set(struct arena *a, uint32_t first, uint32_t n)
+{
+    for (uint32_t i = first; i < first + n; i++)
+        atomic_fetch_or_explicit(&a->bitmap[i / 64], (uint64_t)1 << (i % 64), memory_order_relaxed);
+    atomic_fetch_sub_explicit(&a->free_granules, n, memory_order_relaxed);
+}
+
+static void range_clear(struct arena *a, uint32_t first, uint32_t n)
+{
+    for (uint32_t i = first; i < first + n; i++)
+        atomic_fetch_and_explicit(&a->bitmap[i / 64], ~((uint64_t)1 << (i % 64)),
+                                  memory_order_release);
+    atomic_fetch_add_explicit(&a->free_granules, n, memory_order_relaxed);
+}
+
+/* Finds n free granules: next-fit upwards, or the highest fit for top-down. */
+static bool arena_find(struct arena *a, uint32_t n, uint32_t *out)
+{
+    if (atomic_load_explicit(&a->free_granules, memory_order_relaxed) < n)
+        return false;
+    uint32_t total = a->granules;
+    if (a->top_down) {
+        uint32_t top = a->hint < total ? a->hint + 1 : total;
+        for (int pass = 0; pass < 2; pass++) {
+            uint32_t run = 0;
+            for (uint32_t i = top; i-- > 0;) {
+                if ((i % 64) == 63 && run == 0 &&
+                    atomic_load_explicit(&a->bitmap[i / 64], memory_order_relaxed) == ~(uint64_t)0) {
+                    i -= 63;
+                    continue;
+                }
+                run = bit_test(a, i) ? 0 : run + 1;
+                if (run == n) {
+                    *out = i;
+                    a->hint = i ? i - 1 : total;
+                    return true;
+                }
+            }
+            top = total;
+        }
+        return false;
+    }
+    uint32_t start = a->hint;
+    for (int pass = 0; pass < 2; pass++) {
+        uint32_t run = 0;
+        for (uint32_t i = start; i < total; i++) {
+            if ((i % 64) == 0 && run == 0 &&
+                atomic_load_explicit(&a->bitmap[i / 64], memory_order_relaxed) == ~(uint64_t)0) {
+                i += 63;
+                continue;
+            }
+            run = bit_test(a, i) ? 0 : run + 1;
+            if (run == n) {
+                *out = i + 1 - n;
+                a->hint = i + 1 < total ? i + 1 : 0;
+                return true;
+            }
+        }
+        start = 0;
+    }
+    return false;
+}
+
+static void reservation_init(struct manager *m, struct reservation *r, struct arena *a,
+                             uintptr_t base, size_t size, unsigned attr)
+{
+    /* r may be a recycled slot that a stale reader still looks at: make the
+     * sequence odd while the fields change, even (and larger) after. */
+    uint64_t seq = atomic_load_explicit(&r->seq, memory_order_relaxed);
+    seq = (seq + 2) & ~(uint64_t)1;
+    atomic_store_explicit(&r->seq, seq + 1, memory_order_release);
+    atomic_thread_fence(memory_order_release);
+    atomic_store_explicit(&r->base, base, memory_order_relaxed);
+    atomic_store_explicit(&r->pages, size >> g_page_shift, memory_order_relaxed);
+    runs_init(r, attr);
+    atomic_store_explicit(&r->alloc_protect, 0, memory_order_relaxed);
+    r->flags = a->standalone ? RES_STANDALONE : 0;
+    r->arena = a;
+    r->committed = attr ? size >> g_page_shift : 0;
+    (void)m;
+    atomic_store_explicit(&r->seq, seq + 2, memory_order_release);
+}
+
+/* Standalone: its own kernel mapping at base (fixed) or wherever (base 0). */
+static HRESULT reserve_standalone(struct manager *m, uintptr_t base, size_t size, bool top_down,
+                                  unsigned attr, struct reservation **out)
+{
+    size_t span = (size + g_granule - 1) & ~(uintptr_t)(g_granule - 1);
+    uintptr_t at;
+    if (base) {
+        if (base + span > ADDRESS_LIMIT || base + span < base)
+            return HRESULT_FROM_WIN32(ERROR_INVALID_ADDRESS);
+        HRESULT hr = radix_prepare(base, base + span);
+        if (hr != S_OK)
+            return hr;
+        void *p;
+        int err = hostmem_os->map((void *)base, span, reserved_prot(m), 1, &p);
+        if (err)
+            return err == EEXIST ? HRESULT_FROM_WIN32(ERROR_INVALID_ADDRESS) : E_OUTOFMEMORY;
+        at = base;
+    } else {
+        HRESULT hr = map_aligned(m, top_down ? 0 : m->next_hint, span, &at);
+        if (hr != S_OK)
+            return hr;
+        hr = radix_prepare(at, at + span);
+        if (hr != S_OK) {
+            hostmem_os->unmap((void *)at, span);
+            return hr;
+        }
+    }
+    HRESULT hr = lock_enter(m, m->arena_lock);
+    if (hr != S_OK) {
+        hostmem_os->unmap((void *)at, span);
+        return hr;
+    }
+    struct arena *a = slab_alloc(&m->arena_slab, arena_struct_bytes(0));
+    struct reservation *r = a ? slab_alloc(&m->arena_slab, sizeof *r) : NULL;
+    if (r) {
+        memset(a, 0, sizeof *a);
+        atomic_store_explicit(&a->base, at, memory_order_relaxed);
+        atomic_store_explicit(&a->end, at + span, memory_order_relaxed);
+        a->manager = m;
+        a->standalone = true;
+        a->top_down = top_down;
+        if (table_insert(m, a) != S_OK) {
+            slab_free(&m->arena_slab, r, sizeof *r);
+            r = NULL;
+        }
+    }
+    if (!r) {
+        if (a)
+            slab_free(&m->arena_slab, a, arena_struct_bytes(0));
+        lock_leave(m, m->arena_lock);
+        hostmem_os->unmap((void *)at, span);
+        return E_OUTOFMEMORY;
+    }
+    reservation_init(m, r, a, at, size, attr);
+    hr = lock_leave(m, m->arena_lock);
+    *out = r;
+    return hr;
+}
+
+HRESULT arena_reserve(struct manager *m, uintptr_t base, size_t size, bool top_down, unsigned attr,
+                      struct reservation **out)
+{
+    uint32_t n = (uint32_t)((size + g_granule - 1) >> g_granule_shift);
+    if (base == 0 && size > m->arena_size / 4)
+        return reserve_standalone(m, 0, size, top_down, attr, out);
+    struct arena *a = NULL;
+    uint32_t first = 0;
+    if (base) {
+        uintptr_t e = radix_load(base);
+        if (entry_id(e) != m->id)
+            return reserve_standalone(m, base, size, top_down, attr, out);
+        if (!(e & ENTRY_SLACK))
+            return HRESULT_FROM_WIN32(ERROR_INVALID_ADDRESS);
+        a = entry_pointer(e);
+        uintptr_t abase = atomic_load_explicit(&a->base, memory_order_relaxed);
+        if (base + size > atomic_load_explicit(&a->end, memory_order_relaxed) || base + size < base)
+            return HRESULT_FROM_WIN32(ERROR_INVALID_ADDRESS);
+        first = (uint32_t)((base - abase) >> g_granule_shift);
+    }
+    HRESULT hr = lock_enter(m, m->arena_lock);
+    if (hr != S_OK)
+        return hr;
+    if (base) {
+        if (!range_free(a, first, n)) {
+            lock_leave(m, m->arena_lock);
+            return HRESULT_FROM_WIN32(ERROR_INVALID_ADDRESS);
+        }
+    } else {
+        a = m->current[top_down];
+        if (!a || !arena_find(a, n, &first)) {
+            a = NULL;
+            uint32_t count = atomic_load_explicit(&m->arena_count, memory_order_relaxed);
+            for (uint32_t i = 0; i < count && !a; i++) {
+                struct arena *c = atomic_load_explicit(&m->arenas[i], memory_order_relaxed);
+                if (c && !c->standalone && c->top_down == top_down && c != m->current[top_down] &&
+                    arena_find(c, n, &first))
+                    a = c;
+            }
+            if (!a) {
+                hr = arena_create(m, top_down, &a);
+                if (hr != S_OK) {
+                    lock_leave(m, m->arena_lock);
+                    return hr;
+                }
+                arena_find(a, n, &first);
+            }
+            m->current[top_down] = a;
+        }
+    }
+    struct reservation *r = slab_alloc(&m->arena_slab, sizeof *r);
+    if (!r) {
+        lock_leave(m, m->arena_lock);
+        return E_OUTOFMEMORY;
+    }
+    range_set(a, first, n);
+    uintptr_t at = atomic_load_explicit(&a->base, memory_order_relaxed) +
+                   ((uintptr_t)first << g_granule_shift);
+    reservation_init(m, r, a, at, size, attr);
+    hr = lock_leave(m, m->arena_lock);
+    *out = r;
+    return hr;
+}
+
+void arena_publish(struct manager *m, struct reservation *r)
+{
+    uintptr_t base = atomic_load_explicit(&r->base, memory_order_relaxed);
+    size_t size = atomic_load_explicit(&r->pages, memory_order_relaxed) << g_page_shift;
+    uintptr_t span = (size + g_granule - 1) & ~(uintptr_t)(g_granule - 1);
+    radix_store_range(base, base + span, manager_tag(m) | (uintptr_t)r);
+}
+
+void arena_abandon(struct manager *m, struct reservation *r)
+{
+    struct arena *a = r->arena;
+    uintptr_t base = atomic_load_explicit(&r->base, memory_order_relaxed);
+    size_t size = atomic_load_explicit(&r->pages, memory_order_relaxed) << g_page_shift;
+    uintptr_t span = (size + g_granule - 1) & ~(uintptr_t)(g_granule - 1);
+    if (a->standalone) {
+        hostmem_os->unmap((void *)base, span);
+        atomic_store_explicit(&m->arenas[a->index], NULL, memory_order_release);
+        slab_free_remote(&m->arena_slab, a, arena_struct_bytes(0));
+    } else {
+        uintptr_t abase = atomic_load_explicit(&a->base, memory_order_relaxed);
+        range_clear(a, (uint32_t)((base - abase) >> g_granule_shift),
+                    (uint32_t)(span >> g_granule_shift));
+    }
+    slab_free_remote(&m->arena_slab, r, sizeof *r);
+}
+
+void arena_unreserve(struct manager *m, struct reservation *r)
+{
+    struct arena *a = r->arena;
+    uintptr_t base = atomic_load_explicit(&r->base, memory_order_relaxed);
+    size_t size = atomic_load_explicit(&r->pages, memory_order_relaxed) << g_page_shift;
+    uintptr_t span = (size + g_granule - 1) & ~(uintptr_t)(g_granule - 1);
+    radix_store_range(base, base + span, a->standalone ? 0 : slack_entry(m, a));
+    runs_clear(&stripe_of(m, base)->slab, r);
+    if (!a->standalone) {
+        uintptr_t abase = atomic_load_explicit(&a->base, memory_order_relaxed);
+        range_clear(a, (uint32_t)((base - abase) >> g_granule_shift),
+                    (uint32_t)(span >> g_granule_shift));
+    } else {
+        atomic_store_explicit(&m->arenas[a->index], NULL, memory_order_release);
+        slab_free_remote(&m->arena_slab, a, arena_struct_bytes(0));
+    }
+    slab_free_remote(&m->arena_slab, r, sizeof *r);
+}
+
+void arena_destroy_all(struct manager *m)
+{
+    uint32_t count = atomic_load_explicit(&m->arena_count, memory_order_relaxed);
+    for (uint32_t i = 0; i < count; i++) {
+        struct arena *a = atomic_load_explicit(&m->arenas[i], memory_order_relaxed);
+        if (!a)
+            continue;
+        uintptr_t base = atomic_load_explicit(&a->base, memory_order_relaxed);
+        uintptr_t end = atomic_load_explicit(&a->end, memory_order_relaxed);
+        radix_store_range(base, end, 0);
+        hostmem_os->unmap((void *)base, end - base);
+        atomic_store_explicit(&m->arenas[i], NULL, memory_order_relaxed);
+    }
+}
+
+uintptr_t arena_next_start(struct manager *m, uintptr_t address)
+{
+    uintptr_t best = UINTPTR_MAX;
+    uint32_t count = atomic_load_explicit(&m->arena_count, memory_order_acquire);
+    for (uint32_t i = 0; i < count; i++) {
+        struct arena *a = atomic_load_explicit(&m->arenas[i], memory_order_acquire);
+        if (!a)
+            continue;
+        uintptr_t base = atomic_load_explicit(&a->base, memory_order_relaxed);
+        if (base > address && base < best)
+            best = base;
+    }
+    return best;
+}

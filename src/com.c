@@ -1,0 +1,327 @@
+/*
+ * com.c - the COM face of a manager: vtable, QueryInterface, reference counts,
+ * creation and destruction, and the native inspection calls.
+ *
+ * Owns: the manager's lifetime and its id (the tag of its entries in the
+ * process-wide address map; ids are recycled only after the manager's entries
+ * are gone). Must never: hand out a manager that is half-built; touch memory
+ * after shutdown.
+ */
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+const IID IID_IUnknown = {0x00000000, 0x0000, 0x0000, {0xC0, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x46}};
+const IID IID_IHostMemoryManager = {0x7BC698D1, 0xF9E3, 0x4460, {0x9C, 0xDE, 0xD0, 0x42, 0x48, 0xE9, 0xFA, 0x25}};
+const IID IID_IHostMalloc = {0x1831991C, 0xCC53, 0x4A31, {0xB2, 0x18, 0x04, 0xE9, 0x10, 0x44, 0x64, 0x79}};
+const IID IID_ICLRMemoryNotificationCallback = {0x47EB8E57, 0x0846, 0x4546, {0xAF, 0x76, 0x6F, 0x42, 0xFC, 0xFC, 0x26, 0x49}};
+
+#define DEFAULT_ARENA_SIZE ((size_t)1 << 30)
+#define ARENA_TABLE_CAPACITY ((uint32_t)1 << 20)
+#define MAX_MANAGERS 65535u
+
+/* ---- manager ids ------------------------------------------------------------------ */
+static pthread_mutex_t id_lock = PTHREAD_MUTEX_INITIALIZER;
+static uint64_t id_used[(MAX_MANAGERS + 1) / 64 + 1];
+static unsigned id_next = 1;
+
+static unsigned id_take(void)
+{
+    unsigned id = 0;
+    pthread_mutex_lock(&id_lock);
+    for (unsigned tries = 0; tries < MAX_MANAGERS && !id; tries++) {
+        unsigned c = id_next;
+        id_next = id_next == MAX_MANAGERS ? 1 : id_next + 1;
+        if (!(id_used[c / 64] >> (c % 64) & 1)) {
+            id_used[c / 64] |= (uint64_t)1 << (c % 64);
+            id = c;
+        }
+    }
+    pthread_mutex_unlock(&id_lock);
+    return id;
+}
+
+static void id_give_back(unsigned id)
+{
+    pthread_mutex_lock(&id_lock);
+    id_used[id / 64] &= ~((uint64_t)1 << (id % 64));
+    pthread_mutex_unlock(&id_lock);
+}
+
+/* ---- IUnknown ----------------------------------------------------------------------- */
+static int iid_equal(const IID *a, const IID *b)
+{
+    return memcmp(a, b, sizeof *a) == 0;
+}
+
+static HRESULT STDMETHODCALLTYPE m_query_interface(IHostMemoryManager *self, REFIID riid, void **ppv)
+{
+    if (!ppv)
+        return E_POINTER;
+    if (!riid) {
+        *ppv = NULL;
+        return E_INVALIDARG;
+    }
+    if (iid_equal(riid, &IID_IUnknown) || iid_equal(riid, &IID_IHostMemoryManager)) {
+        self->lpVtbl->AddRef(self);
+        *ppv = self;
+        return S_OK;
+    }
+    *ppv = NULL;
+    return E_NOINTERFACE;
+}
+
+static ULONG STDMETHODCALLTYPE m_add_ref(IHostMemoryManager *self)
+{
+    return atomic_fetch_add(&manager_from(self)->references, 1) + 1;
+}
+
+static void manager_teardown(struct manager *m)
+{
+    vm_release_all(m);
+}
+
+static void manager_destroy(struct manager *m)
+{
+    if (atomic_load(&m->state) != STATE_SHUTDOWN)
+        manager_teardown(m);
+    if (m->locks_created) {
+        for (int i = 0; i < STRIPES; i++)
+            m->lock_ops.destroy(m->lock_ops.context, m->stripes[i].lock);
+        m->lock_ops.destroy(m->lock_ops.context, m->arena_lock);
+    }
+    for (int i = 0; i < STRIPES; i++)
+        slab_destroy(&m->stripes[i].slab);
+    slab_destroy(&m->arena_slab);
+    if (m->arenas)
+        hostmem_os->unmap((void *)m->arenas, (size_t)m->arena_capacity * sizeof *m->arenas);
+    if (m->id)
+        id_give_back(m->id);
+    free(m);
+}
+
+static ULONG STDMETHODCALLTYPE m_release(IHostMemoryManager *self)
+{
+    struct manager *m = manager_from(self);
+    ULONG left = atomic_fetch_sub(&m->references, 1) - 1;
+    if (left == 0)
+        manager_destroy(m);
+    return left;
+}
+
+/* ---- the interface's methods -------------------------------------------------------- */
+static HRESULT STDMETHODCALLTYPE m_create_malloc(IHostMemoryManager *self, DWORD type,
+                                                 IHostMalloc **out)
+{
+    (void)type;
+    if (out)
+        *out = NULL;
+    HRESULT hr = manager_check(manager_from(self));
+    return hr != S_OK ? hr : E_NOTIMPL; /* issue 4 */
+}
+
+static HRESULT STDMETHODCALLTYPE m_virtual_alloc(IHostMemoryManager *self, void *address,
+                                                 SIZE_T size, DWORD type, DWORD protect,
+                                                 EMemoryCriticalLevel level, void **out)
+{
+    return vm_alloc(manager_from(self), address, size, type, protect, level, out);
+}
+
+static HRESULT STDMETHODCALLTYPE m_virtual_free(IHostMemoryManager *self, LPVOID address,
+                                                SIZE_T size, DWORD type)
+{
+    return vm_free(manager_from(self), address, size, type);
+}
+
+static HRESULT STDMETHODCALLTYPE m_virtual_query(IHostMemoryManager *self, void *address,
+                                                 void *buffer, SIZE_T length, SIZE_T *result)
+{
+    struct manager *m = manager_from(self);
+    HRESULT hr = manager_check(m);
+    if (hr != S_OK)
+        return hr;
+    if (!buffer || !result)
+        return E_POINTER;
+    if (length < sizeof(MEMORY_BASIC_INFORMATION))
+        return HRESULT_FROM_WIN32(ERROR_BAD_LENGTH);
+    MEMORY_BASIC_INFORMATION info;
+    hr = vm_query(m, address, &info);
+    if (hr != S_OK)
+        return hr;
+    memcpy(buffer, &info, sizeof info);
+    *result = sizeof info;
+    return S_OK;
+}
+
+static HRESULT STDMETHODCALLTYPE m_virtual_protect(IHostMemoryManager *self, void *address,
+                                                   SIZE_T size, DWORD protect, DWORD *old)
+{
+    return vm_protect(manager_from(self), address, size, protect, old);
+}
+
+static HRESULT STDMETHODCALLTYPE m_get_memory_load(IHostMemoryManager *self, DWORD *load,
+                                                   SIZE_T *available)
+{
+    (void)load;
+    (void)available;
+    HRESULT hr = manager_check(manager_from(self));
+    return hr != S_OK ? hr : E_NOTIMPL; /* issue 3 */
+}
+
+static HRESULT STDMETHODCALLTYPE m_register_callback(IHostMemoryManager *self,
+                                                     ICLRMemoryNotificationCallback *callback)
+{
+    (void)callback;
+    HRESULT hr = manager_check(manager_from(self));
+    return hr != S_OK ? hr : E_NOTIMPL; /* issue 3 */
+}
+
+static HRESULT STDMETHODCALLTYPE m_needs_space(IHostMemoryManager *self, LPVOID start, SIZE_T size)
+{
+    (void)start;
+    (void)size;
+    HRESULT hr = manager_check(manager_from(self));
+    return hr != S_OK ? hr : E_NOTIMPL; /* issue 3 */
+}
+
+static HRESULT STDMETHODCALLTYPE m_acquired_space(IHostMemoryManager *self, LPVOID start,
+                                                  SIZE_T size)
+{
+    (void)start;
+    (void)size;
+    HRESULT hr = manager_check(manager_from(self));
+    return hr != S_OK ? hr : E_NOTIMPL; /* issue 3 */
+}
+
+static HRESULT STDMETHODCALLTYPE m_released_space(IHostMemoryManager *self, LPVOID start)
+{
+    (void)start;
+    HRESULT hr = manager_check(manager_from(self));
+    return hr != S_OK ? hr : E_NOTIMPL; /* issue 3 */
+}
+
+static const IHostMemoryManagerVtbl manager_vtbl = {
+    m_query_interface,   m_add_ref,         m_release,           m_create_malloc,
+    m_virtual_alloc,     m_virtual_free,    m_virtual_query,     m_virtual_protect,
+    m_get_memory_load,   m_register_callback, m_needs_space,     m_acquired_space,
+    m_released_space,
+};
+
+static int is_manager(IHostMemoryManager *i)
+{
+    return i && i->lpVtbl == &manager_vtbl;
+}
+
+/* ---- creation ------------------------------------------------------------------------- */
+HRESULT hostmem_create(const hostmem_config *config, IHostMemoryManager **out)
+{
+    if (!out)
+        return E_POINTER;
+    *out = NULL;
+    geometry_ensure();
+    hostmem_config c;
+    memset(&c, 0, sizeof c);
+    if (config) {
+        if (config->size < offsetof(hostmem_config, lock_ops) || config->size > 4096)
+            return E_INVALIDARG;
+        memcpy(&c, config, config->size < sizeof c ? config->size : sizeof c);
+    }
+    if (c.flags & ~HOSTMEM_COMPACT)
+        return E_INVALIDARG;
+    if (c.arena_size == 0)
+        c.arena_size = DEFAULT_ARENA_SIZE;
+    if (c.arena_size % g_granule || c.arena_size < 4 * g_granule ||
+        c.arena_size > ((size_t)1 << 40))
+        return E_INVALIDARG;
+    if (c.lock_ops && (!c.lock_ops->create || !c.lock_ops->enter || !c.lock_ops->leave ||
+                       !c.lock_ops->destroy))
+        return E_INVALIDARG;
+
+    struct manager *m = calloc(1, sizeof *m);
+    if (!m)
+        return E_OUTOFMEMORY;
+    m->iface.lpVtbl = &manager_vtbl;
+    atomic_init(&m->references, 1);
+    m->flags = c.flags;
+    m->compact = (c.flags & HOSTMEM_COMPACT) != 0;
+    m->timeout_ms = c.lock_timeout_ms ? c.lock_timeout_ms : HOSTMEM_INFINITE;
+    m->arena_size = c.arena_size;
+    m->commit_limit = c.commit_limit;
+    m->lock_ops = c.lock_ops ? *c.lock_ops : lock_posix_ops;
+    m->next_hint = 0x200000000000ull;
+    m->id = id_take();
+    HRESULT hr = m->id ? S_OK : E_OUTOFMEMORY;
+    if (hr == S_OK) {
+        m->arena_capacity = ARENA_TABLE_CAPACITY;
+        void *table;
+        if (hostmem_os->map(NULL, (size_t)m->arena_capacity * sizeof *m->arenas,
+                            OS_PROT_READ | OS_PROT_WRITE, 0, &table))
+            hr = E_OUTOFMEMORY;
+        else
+            m->arenas = table;
+    }
+    int created = 0;
+    if (hr == S_OK)
+        hr = m->lock_ops.create(m->lock_ops.context, &m->arena_lock);
+    for (; hr == S_OK && created < STRIPES; created++)
+        hr = m->lock_ops.create(m->lock_ops.context, &m->stripes[created].lock);
+    if (hr != S_OK) {
+        if (created > 0 || m->arena_lock) {
+            for (int i = 0; i < created - 1; i++)
+                m->lock_ops.destroy(m->lock_ops.context, m->stripes[i].lock);
+            m->lock_ops.destroy(m->lock_ops.context, m->arena_lock);
+        }
+        manager_destroy(m);
+        return hr;
+    }
+    m->locks_created = true;
+    *out = &m->iface;
+    return S_OK;
+}
+
+HRESULT hostmem_shutdown(IHostMemoryManager *manager)
+{
+    if (!is_manager(manager))
+        return E_POINTER;
+    struct manager *m = manager_from(manager);
+    HRESULT hr = lock_enter(m, m->arena_lock);
+    if (hr != S_OK)
+        return hr;
+    int taken = 0;
+    for (; taken < STRIPES; taken++) {
+        hr = lock_enter(m, m->stripes[taken].lock);
+        if (hr != S_OK)
+            break;
+    }
+    if (hr == S_OK) {
+        atomic_store(&m->state, STATE_SHUTDOWN);
+        manager_teardown(m);
+    }
+    for (int i = 0; i < taken; i++)
+        m->lock_ops.leave(m->lock_ops.context, m->stripes[i].lock);
+    m->lock_ops.leave(m->lock_ops.context, m->arena_lock);
+    return hr;
+}
+
+HRESULT hostmem_get_stats(IHostMemoryManager *manager, hostmem_stats *stats)
+{
+    if (!is_manager(manager) || !stats)
+        return E_POINTER;
+    if (stats->size < offsetof(hostmem_stats, arena_bytes) + sizeof(size_t))
+        return E_INVALIDARG;
+    struct manager *m = manager_from(manager);
+    hostmem_stats s;
+    memset(&s, 0, sizeof s);
+    s.size = sizeof s;
+    s.reserved_bytes = atomic_load_explicit(&m->reserved_bytes, memory_order_relaxed);
+    s.committed_bytes = atomic_load_explicit(&m->committed_bytes, memory_order_relaxed);
+    s.peak_committed_bytes = atomic_load_explicit(&m->peak_committed, memory_order_relaxed);
+    s.reservations = atomic_load_explicit(&m->reservations, memory_order_relaxed);
+    s.arenas = atomic_load_explicit(&m->arenas_live, memory_order_relaxed);
+    s.arena_bytes = atomic_load_explicit(&m->arena_bytes, memory_order_relaxed);
+    size_t n = stats->size < sizeof s ? stats->size : sizeof s;
+    memcpy((char *)stats + sizeof s.size, (char *)&s + sizeof s.size, n - sizeof s.size);
+    return S_OK;
+}

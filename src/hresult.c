@@ -1,0 +1,108 @@
+/*
+ * hresult.c - the one table from internal failures to HRESULTs, the names of
+ * the codes, the disabled state, and the process-wide geometry.
+ *
+ * manager_fail() is the single way into the disabled state (SPEC §2): after it
+ * every call on the manager returns HOST_E_CLRNOTAVAILABLE. It is the natural
+ * breakpoint for "the manager could not vouch for its state".
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "internal.h"
+
+size_t g_page;
+unsigned g_page_shift;
+size_t g_granule;
+unsigned g_granule_shift;
+
+void geometry_init(void)
+{
+    size_t page = os_page_size();
+    size_t granule = page > 65536 ? page : 65536;
+    unsigned ps = 0, gs = 0;
+    while (((size_t)1 << ps) < page)
+        ps++;
+    while (((size_t)1 << gs) < granule)
+        gs++;
+    g_page_shift = ps;
+    g_granule_shift = gs;
+    g_granule = granule;
+    g_page = page;
+}
+
+static pthread_once_t geometry_once = PTHREAD_ONCE_INIT;
+
+void geometry_ensure(void)
+{
+    pthread_once(&geometry_once, geometry_init);
+}
+
+size_t hostmem_page_size(void)
+{
+    geometry_ensure();
+    return g_page;
+}
+
+size_t hostmem_granularity(void)
+{
+    geometry_ensure();
+    return g_granule;
+}
+
+HRESULT hresult_from_errno(int err)
+{
+    switch (err) {
+    case 0:
+        return S_OK;
+    case ENOMEM:
+    case EAGAIN:
+        return E_OUTOFMEMORY;
+    case EEXIST:
+        return HRESULT_FROM_WIN32(ERROR_INVALID_ADDRESS);
+    case EINVAL:
+        return E_INVALIDARG;
+    default:
+        return E_OUTOFMEMORY;
+    }
+}
+
+HRESULT manager_fail(struct manager *m, const char *why)
+{
+    int live = STATE_LIVE;
+    if (atomic_compare_exchange_strong(&m->state, &live, STATE_DISABLED) &&
+        getenv("HOSTMEM_DEBUG"))
+        fprintf(stderr, "hostmem: manager %u disabled: %s\n", m->id, why);
+    return E_FAIL;
+}
+
+static const struct {
+    HRESULT hr;
+    const char *name;
+} result_names[] = {
+    {S_OK, "S_OK"},
+    {S_FALSE, "S_FALSE"},
+    {E_NOTIMPL, "E_NOTIMPL"},
+    {E_NOINTERFACE, "E_NOINTERFACE"},
+    {E_POINTER, "E_POINTER"},
+    {E_FAIL, "E_FAIL"},
+    {E_OUTOFMEMORY, "E_OUTOFMEMORY"},
+    {E_INVALIDARG, "E_INVALIDARG"},
+    {HRESULT_FROM_WIN32(ERROR_INVALID_ADDRESS), "ERROR_INVALID_ADDRESS"},
+    {HRESULT_FROM_WIN32(ERROR_BAD_LENGTH), "ERROR_BAD_LENGTH"},
+    {HOST_E_INVALIDOPERATION, "HOST_E_INVALIDOPERATION"},
+    {HOST_E_CLRNOTAVAILABLE, "HOST_E_CLRNOTAVAILABLE"},
+    {HOST_E_TIMEOUT, "HOST_E_TIMEOUT"},
+    {HOST_E_NOT_OWNER, "HOST_E_NOT_OWNER"},
+    {HOST_E_ABANDONED, "HOST_E_ABANDONED"},
+};
+
+const char *hostmem_result_name(HRESULT hr)
+{
+    for (size_t i = 0; i < sizeof result_names / sizeof result_names[0]; i++)
+        if (result_names[i].hr == hr)
+            return result_names[i].name;
+    return NULL;
+}

@@ -1,0 +1,265 @@
+/*
+ * internal.h - the structures shared by hostmem's modules.
+ *
+ * Error convention inside the library: functions return an HRESULT (S_OK or
+ * the code the public method must return), never an errno; the OS seam's errno
+ * values are mapped in one place, hresult.c. Names: module_verb.
+ *
+ * Concurrency model (docs/design.md has the whole story):
+ *   - the address map (radix.c) is a process-wide two-level table from 64 KiB
+ *     granule to owner, read with atomic loads and no lock;
+ *   - a reservation's page runs are published through a two-copy latch
+ *     (reservation.c) so that VirtualQuery never waits for a writer, even one
+ *     suspended in the middle of a change;
+ *   - writers of one reservation hold its stripe lock (one of STRIPES host
+ *     locks chosen by the reservation's base); granule allocation holds the
+ *     manager's arena lock; no lock is held across a call into the host other
+ *     than the lock callbacks themselves;
+ *   - metadata lives in type-stable slabs (slab.c) that are returned to the OS
+ *     only when the manager is destroyed, so a lock-free reader never touches
+ *     unmapped memory.
+ */
+#ifndef HOSTMEM_INTERNAL_H
+#define HOSTMEM_INTERNAL_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "hostmem.h"
+#include "os.h"
+
+#define HIDDEN __attribute__((visibility("hidden")))
+
+/* ---- process-wide geometry (set once by geometry_init) ---------------------- */
+extern size_t g_page;          /* P */
+extern unsigned g_page_shift;
+extern size_t g_granule;       /* G = max(64 KiB, P) */
+extern unsigned g_granule_shift;
+void geometry_init(void) HIDDEN;
+void geometry_ensure(void) HIDDEN; /* once per process */
+
+static inline uintptr_t page_down(uintptr_t a) { return a & ~(uintptr_t)(g_page - 1); }
+static inline uintptr_t granule_down(uintptr_t a) { return a & ~(uintptr_t)(g_granule - 1); }
+
+/* The user address space hostmem manages: [0, 2^47). */
+#define ADDRESS_BITS 47
+#define ADDRESS_LIMIT ((uintptr_t)1 << ADDRESS_BITS)
+
+/* ---- locks (lock.c) ---------------------------------------------------------- */
+struct manager;
+HRESULT lock_enter(struct manager *m, void *lock) HIDDEN;
+HRESULT lock_leave(struct manager *m, void *lock) HIDDEN;
+extern const hostmem_lock_ops lock_posix_ops HIDDEN;
+
+/* ---- slabs (slab.c): type-stable metadata memory ----------------------------- */
+#define SLAB_CLASSES 24 /* 32 B << class */
+struct slab_chunk;
+struct slab {
+    void *free_list[SLAB_CLASSES];       /* owner's lock held */
+    _Atomic(void *) remote[SLAB_CLASSES]; /* pushed without the lock */
+    struct slab_chunk *chunks;
+    char *bump;
+    size_t bump_left;
+    size_t bytes; /* bytes obtained from the OS */
+};
+void *slab_alloc(struct slab *s, size_t size) HIDDEN;              /* owner's lock held */
+void slab_free(struct slab *s, void *p, size_t size) HIDDEN;       /* owner's lock held */
+void slab_free_remote(struct slab *s, void *p, size_t size) HIDDEN; /* any thread */
+void slab_destroy(struct slab *s) HIDDEN;
+size_t slab_class_size(size_t size) HIDDEN;
+
+/* ---- the address map (radix.c) ---------------------------------------------- */
+/*
+ * An entry describes one granule: 0 = no manager owns it; otherwise the top 16
+ * bits hold the owning manager's id and the rest a pointer: to a reservation
+ * (bit 0 clear) or to the arena whose free space the granule is (bit 0 set).
+ */
+#define ENTRY_SLACK ((uintptr_t)1)
+#define ENTRY_ID_SHIFT 48
+#define ENTRY_POINTER_MASK (((uintptr_t)1 << ENTRY_ID_SHIFT) - 1)
+static inline unsigned entry_id(uintptr_t e) { return (unsigned)(e >> ENTRY_ID_SHIFT); }
+static inline void *entry_pointer(uintptr_t e) { return (void *)(e & ENTRY_POINTER_MASK & ~ENTRY_SLACK); }
+
+uintptr_t radix_load(uintptr_t address) HIDDEN;
+HRESULT radix_prepare(uintptr_t start, uintptr_t end) HIDDEN; /* makes the leaves exist */
+void radix_store_range(uintptr_t start, uintptr_t end, uintptr_t entry) HIDDEN;
+
+/* ---- reservations and their runs (reservation.c) ----------------------------- */
+/*
+ * A run word: (first page << 16) | attribute. The attribute is the Windows
+ * protection of a committed page (with its modifiers), 0 for a reserved page.
+ * Runs are sorted, start at page 0, and are maximal: neighbours differ.
+ */
+#define RUN_ATTR_BITS 16
+#define RUN_ATTR_MASK 0xFFFFu
+static inline uint64_t run_make(uint64_t page, unsigned attr) { return page << RUN_ATTR_BITS | attr; }
+static inline uint64_t run_page(uint64_t run) { return run >> RUN_ATTR_BITS; }
+static inline unsigned run_attr(uint64_t run) { return (unsigned)(run & RUN_ATTR_MASK); }
+
+struct runbuf {
+    _Atomic uint32_t capacity; /* fixed for the life of the memory */
+    _Atomic uint32_t count;
+    _Atomic uint64_t run[];
+};
+
+/* Tagged value of a latch copy: bit 0 set = a single run with attribute value>>1. */
+#define RUNS_INLINE ((uintptr_t)1)
+
+#define RES_TOUCHED 0x1u   /* some page was ever committed or reset: release must clean */
+#define RES_STANDALONE 0x2u /* has its own kernel mapping, not carved from an arena */
+#define RES_WAS_RESET 0x4u  /* MEM_RESET was applied to some of its pages */
+
+struct arena;
+struct reservation {
+    _Atomic uint64_t seq;         /* latch sequence, bumped by every change */
+    _Atomic uintptr_t base;
+    _Atomic uint64_t pages;
+    _Atomic uintptr_t runs[2];    /* the two latch copies */
+    _Atomic uint32_t alloc_protect;
+    uint32_t flags;               /* RES_*: writers only */
+    struct arena *arena;          /* writers only */
+    uint64_t committed;           /* committed pages: writers only */
+};
+
+/* A consistent snapshot of the run around one page, read without locks. */
+struct run_view {
+    uintptr_t base;
+    uint64_t pages;
+    uint32_t alloc_protect;
+    uint64_t first, end; /* the run's pages [first, end) */
+    unsigned attr;
+};
+/* Returns 0 if r no longer covers the page at address (released or reused). */
+int reservation_read(struct reservation *r, uintptr_t entry_expected, uintptr_t address,
+                     struct run_view *view) HIDDEN;
+
+/* Writers (stripe lock held). */
+uint32_t runs_count(const struct reservation *r) HIDDEN;
+uint64_t runs_get(const struct reservation *r, uint32_t i) HIDDEN;
+/* Pre-allocates what applying a change to [first, end) needs; S_OK or E_OUTOFMEMORY. */
+HRESULT runs_reserve_space(struct slab *s, struct reservation *r, uint32_t count,
+                           uintptr_t spare[2]) HIDDEN;
+/* Publishes: pages [first, end) take attr. spare from runs_reserve_space. */
+void runs_apply(struct slab *s, struct reservation *r, uint64_t first, uint64_t end,
+                unsigned attr, uintptr_t spare[2]) HIDDEN;
+void runs_release_space(struct slab *s, uintptr_t spare[2]) HIDDEN;
+void runs_init(struct reservation *r, unsigned attr) HIDDEN;
+void runs_clear(struct slab *s, struct reservation *r) HIDDEN;
+/* Count of runs after [first,end) takes attr (an upper bound is fine). */
+uint32_t runs_count_after(const struct reservation *r, uint64_t first, uint64_t end) HIDDEN;
+
+/* ---- arenas (arena.c) ------------------------------------------------------------ */
+struct arena {
+    _Atomic uintptr_t base, end; /* read by lock-free readers */
+    struct manager *manager;
+    uint32_t index;            /* slot in the manager's arena table */
+    uint32_t granules;
+    _Atomic uint32_t free_granules;
+    uint32_t hint;             /* next-fit cursor (arena lock) */
+    bool standalone;
+    bool top_down;
+    _Atomic uint64_t bitmap[]; /* granule in use (arenas only) */
+};
+
+/* ---- the manager ---------------------------------------------------------------- */
+#define STRIPES 64
+enum { STATE_LIVE = 0, STATE_DISABLED = 1, STATE_SHUTDOWN = 2 };
+
+struct stripe {
+    void *lock;
+    struct slab slab; /* run buffers of this stripe's reservations */
+} __attribute__((aligned(64)));
+
+struct manager {
+    IHostMemoryManager iface; /* first: the COM object */
+    _Atomic uint32_t references;
+    _Atomic int state;
+    unsigned id;
+    uint32_t flags;
+    DWORD timeout_ms;
+    bool compact;
+    size_t arena_size;
+    size_t commit_limit;
+    hostmem_lock_ops lock_ops;
+    bool locks_created;
+
+    void *arena_lock;
+    struct slab arena_slab;         /* reservation and arena structs (arena lock) */
+    _Atomic(struct arena *) *arenas; /* table of arenas, NULL = free slot */
+    _Atomic uint32_t arena_count;    /* slots in use or ever used */
+    uint32_t arena_capacity;
+    struct arena *current[2];       /* allocation cursors: bottom-up, top-down */
+    uintptr_t next_hint;
+
+    _Atomic size_t reserved_bytes;
+    _Atomic size_t committed_bytes;
+    _Atomic size_t peak_committed;
+    _Atomic size_t reservations;
+    _Atomic size_t arena_bytes;
+    _Atomic size_t arenas_live;
+
+    struct stripe stripes[STRIPES];
+};
+
+static inline struct manager *manager_from(IHostMemoryManager *i) { return (struct manager *)i; }
+static inline uintptr_t manager_tag(const struct manager *m)
+{
+    return (uintptr_t)m->id << ENTRY_ID_SHIFT;
+}
+static inline struct stripe *stripe_of(struct manager *m, uintptr_t base)
+{
+    uintptr_t g = base >> 16;
+    g ^= g >> 7;
+    return &m->stripes[g % STRIPES];
+}
+
+/* arena.c (arena lock held unless noted) */
+/* Allocates and initialises a reservation (all pages attr) without publishing
+ * it in the address map; takes the arena lock itself. */
+HRESULT arena_reserve(struct manager *m, uintptr_t address, size_t size, bool top_down,
+                      unsigned attr, struct reservation **out) HIDDEN;
+void arena_publish(struct manager *m, struct reservation *r) HIDDEN;
+void arena_abandon(struct manager *m, struct reservation *r) HIDDEN; /* never published */
+/* Unpublishes and frees a reservation whose pages are already clean; stripe lock held. */
+void arena_unreserve(struct manager *m, struct reservation *r) HIDDEN;
+void arena_destroy_all(struct manager *m) HIDDEN;
+struct arena *arena_of(struct manager *m, uintptr_t address) HIDDEN; /* lock-free */
+uintptr_t arena_next_start(struct manager *m, uintptr_t address) HIDDEN; /* lock-free */
+
+/* hresult.c */
+HRESULT hresult_from_errno(int err) HIDDEN;
+HRESULT manager_fail(struct manager *m, const char *why) HIDDEN; /* -> E_FAIL, disabled */
+static inline HRESULT manager_check(struct manager *m)
+{
+    return atomic_load_explicit(&m->state, memory_order_acquire) == STATE_LIVE
+               ? S_OK
+               : HOST_E_CLRNOTAVAILABLE;
+}
+
+/* protection helpers (vm.c) */
+int protect_to_os(unsigned attr, bool compact) HIDDEN;
+bool protect_valid(DWORD protect) HIDDEN;
+
+/* vm.c / query.c: the COM methods */
+HRESULT vm_alloc(struct manager *m, void *address, SIZE_T size, DWORD type, DWORD protect,
+                 EMemoryCriticalLevel level, void **out) HIDDEN;
+HRESULT vm_free(struct manager *m, void *address, SIZE_T size, DWORD type) HIDDEN;
+HRESULT vm_protect(struct manager *m, void *address, SIZE_T size, DWORD protect,
+                   DWORD *old) HIDDEN;
+HRESULT vm_query(struct manager *m, void *address, MEMORY_BASIC_INFORMATION *info) HIDDEN;
+void vm_release_all(struct manager *m) HIDDEN;
+
+/* counters */
+static inline void counter_add(_Atomic size_t *c, size_t v)
+{
+    atomic_fetch_add_explicit(c, v, memory_order_relaxed);
+}
+static inline void counter_sub(_Atomic size_t *c, size_t v)
+{
+    atomic_fetch_sub_explicit(c, v, memory_order_relaxed);
+}
+void counter_commit(struct manager *m, size_t bytes) HIDDEN;
+
+#endif /* HOSTMEM_INTERNAL_H */

@@ -1,0 +1,120 @@
+/*
+ * lock.c - every internal lock goes through the host's synchronisation.
+ *
+ * The host supplies create/enter/leave/destroy (hostmem_lock_ops); without one,
+ * POSIX mutexes are used: robust (an owner that dies is reported, not hung on)
+ * and error-checking (an unlock by a non-owner is reported). The errno of the
+ * mutex maps to the host's codes here and nowhere else:
+ *   ETIMEDOUT -> HOST_E_TIMEOUT, EOWNERDEAD -> HOST_E_ABANDONED,
+ *   EPERM (unlock) -> HOST_E_NOT_OWNER.
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <time.h>
+
+#include "internal.h"
+
+static HRESULT posix_create(void *context, void **lock)
+{
+    (void)context;
+    pthread_mutex_t *mutex = malloc(sizeof *mutex);
+    if (!mutex)
+        return E_OUTOFMEMORY;
+    pthread_mutexattr_t attr;
+    pthread_mutexattr_init(&attr);
+    pthread_mutexattr_settype(&attr, PTHREAD_MUTEX_ERRORCHECK);
+    pthread_mutexattr_setrobust(&attr, PTHREAD_MUTEX_ROBUST);
+    int err = pthread_mutex_init(mutex, &attr);
+    pthread_mutexattr_destroy(&attr);
+    if (err) {
+        free(mutex);
+        return E_OUTOFMEMORY;
+    }
+    *lock = mutex;
+    return S_OK;
+}
+
+static HRESULT posix_enter(void *context, void *lock, DWORD timeout_ms)
+{
+    (void)context;
+    pthread_mutex_t *mutex = lock;
+    int err;
+    if (timeout_ms == HOSTMEM_INFINITE) {
+        err = pthread_mutex_lock(mutex);
+    } else {
+        struct timespec deadline;
+        clock_gettime(CLOCK_MONOTONIC, &deadline);
+        deadline.tv_sec += timeout_ms / 1000;
+        deadline.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+        if (deadline.tv_nsec >= 1000000000L) {
+            deadline.tv_sec++;
+            deadline.tv_nsec -= 1000000000L;
+        }
+        err = pthread_mutex_clocklock(mutex, CLOCK_MONOTONIC, &deadline);
+    }
+    switch (err) {
+    case 0:
+        return S_OK;
+    case ETIMEDOUT:
+        return HOST_E_TIMEOUT;
+    case EOWNERDEAD:
+        /* We own it now, but what it protected may be half-changed by the dead
+         * owner: report, and leave the lock usable for the next caller. */
+        pthread_mutex_consistent(mutex);
+        pthread_mutex_unlock(mutex);
+        return HOST_E_ABANDONED;
+    case EDEADLK:
+        return HOST_E_NOT_OWNER; /* already ours: a re-entrant call through a callback */
+    default:
+        return E_FAIL;
+    }
+}
+
+static HRESULT posix_leave(void *context, void *lock)
+{
+    (void)context;
+    int err = pthread_mutex_unlock(lock);
+    if (err == 0)
+        return S_OK;
+    return err == EPERM ? HOST_E_NOT_OWNER : E_FAIL;
+}
+
+static void posix_destroy(void *context, void *lock)
+{
+    (void)context;
+    pthread_mutex_destroy(lock);
+    free(lock);
+}
+
+const hostmem_lock_ops lock_posix_ops = {
+    .context = NULL,
+    .create = posix_create,
+    .enter = posix_enter,
+    .leave = posix_leave,
+    .destroy = posix_destroy,
+};
+
+HRESULT lock_enter(struct manager *m, void *lock)
+{
+    HRESULT hr = m->lock_ops.enter(m->lock_ops.context, lock, m->timeout_ms);
+    if (hr == E_FAIL)
+        return manager_fail(m, "lock enter failed");
+    if (hr == S_OK && manager_check(m) != S_OK) {
+        /* Disabled or shut down while we waited. */
+        m->lock_ops.leave(m->lock_ops.context, lock);
+        return HOST_E_CLRNOTAVAILABLE;
+    }
+    return hr;
+}
+
+HRESULT lock_leave(struct manager *m, void *lock)
+{
+    HRESULT hr = m->lock_ops.leave(m->lock_ops.context, lock);
+    if (hr == E_FAIL)
+        return manager_fail(m, "lock leave failed");
+    return hr;
+}

@@ -1,0 +1,384 @@
+/*
+ * map.c - looking inside a manager: the region walk, the printed map, the
+ * kernel-mapping count and validate(), which checks every invariant of the
+ * address map, the arenas and the runs, and optionally that the kernel agrees.
+ *
+ * These are inspection calls, not hot paths: they may allocate, and validate()
+ * expects no other thread to be changing the manager while it runs.
+ */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+static struct manager *manager_checked(IHostMemoryManager *i)
+{
+    return i ? manager_from(i) : NULL;
+}
+
+static int arena_compare(const void *a, const void *b)
+{
+    uintptr_t x = atomic_load_explicit(&(*(struct arena *const *)a)->base, memory_order_relaxed);
+    uintptr_t y = atomic_load_explicit(&(*(struct arena *const *)b)->base, memory_order_relaxed);
+    return x < y ? -1 : x > y;
+}
+
+/* The manager's arenas sorted by address; caller frees. */
+static struct arena **arenas_sorted(struct manager *m, uint32_t *count)
+{
+    uint32_t n = atomic_load_explicit(&m->arena_count, memory_order_acquire), k = 0;
+    struct arena **list = malloc((n ? n : 1) * sizeof *list);
+    if (!list)
+        return NULL;
+    for (uint32_t i = 0; i < n; i++) {
+        struct arena *a = atomic_load_explicit(&m->arenas[i], memory_order_acquire);
+        if (a)
+            list[k++] = a;
+    }
+    qsort(list, k, sizeof *list, arena_compare);
+    *count = k;
+    return list;
+}
+
+static uintptr_t span_of(struct reservation *r)
+{
+    size_t size = atomic_load_explicit(&r->pages, memory_order_relaxed) << g_page_shift;
+    return (size + g_granule - 1) & ~(uintptr_t)(g_granule - 1);
+}
+
+HRESULT hostmem_walk(IHostMemoryManager *manager, hostmem_region_fn fn, void *context)
+{
+    struct manager *m = manager_checked(manager);
+    if (!m || !fn)
+        return E_POINTER;
+    HRESULT hr = manager_check(m);
+    if (hr != S_OK)
+        return hr;
+    uint32_t n;
+    struct arena **list = arenas_sorted(m, &n);
+    if (!list)
+        return E_OUTOFMEMORY;
+    int stop = 0;
+    for (uint32_t i = 0; i < n && !stop; i++) {
+        uintptr_t a = atomic_load_explicit(&list[i]->base, memory_order_relaxed);
+        uintptr_t end = atomic_load_explicit(&list[i]->end, memory_order_relaxed);
+        while (a < end && !stop) {
+            uintptr_t e = radix_load(a);
+            if (entry_id(e) != m->id || (e & ENTRY_SLACK) || !e) {
+                a += g_granule;
+                continue;
+            }
+            struct reservation *r = entry_pointer(e);
+            uintptr_t base = atomic_load_explicit(&r->base, memory_order_relaxed);
+            uintptr_t next = base + span_of(r);
+            for (uintptr_t p = base; p < next && !stop;) {
+                struct run_view v;
+                if (reservation_read(r, e, p, &v) != 1)
+                    break;
+                MEMORY_BASIC_INFORMATION info = {
+                    (void *)p, (void *)v.base, v.alloc_protect, v.base + (v.end << g_page_shift) - p,
+                    v.attr ? MEM_COMMIT : MEM_RESERVE, v.attr, MEM_PRIVATE};
+                stop = fn(context, &info);
+                p = v.base + (v.end << g_page_shift);
+            }
+            a = next > a ? next : a + g_granule;
+        }
+    }
+    free(list);
+    return S_OK;
+}
+
+static const char *protect_name(DWORD p, char *buffer, size_t size)
+{
+    const char *base;
+    switch (p & 0xFF) {
+    case 0: base = "-"; break;
+    case PAGE_NOACCESS: base = "NOACCESS"; break;
+    case PAGE_READONLY: base = "READONLY"; break;
+    case PAGE_READWRITE: base = "READWRITE"; break;
+    case PAGE_EXECUTE: base = "EXECUTE"; break;
+    case PAGE_EXECUTE_READ: base = "EXECUTE_READ"; break;
+    case PAGE_EXECUTE_READWRITE: base = "EXECUTE_READWRITE"; break;
+    default: base = "?"; break;
+    }
+    snprintf(buffer, size, "%s%s%s%s", base, p & PAGE_GUARD ? "+GUARD" : "",
+             p & PAGE_NOCACHE ? "+NOCACHE" : "", p & PAGE_WRITECOMBINE ? "+WRITECOMBINE" : "");
+    return buffer;
+}
+
+static int print_region(void *context, const MEMORY_BASIC_INFORMATION *r)
+{
+    FILE *out = context;
+    char p[48], a[48];
+    fprintf(out, "%014jx-%014jx %10zu KiB  %-7s %-20s base %014jx (%s)\n",
+            (uintmax_t)(uintptr_t)r->BaseAddress,
+            (uintmax_t)((uintptr_t)r->BaseAddress + r->RegionSize), r->RegionSize / 1024,
+            r->State == MEM_COMMIT ? "commit" : "reserve", protect_name(r->Protect, p, sizeof p),
+            (uintmax_t)(uintptr_t)r->AllocationBase, protect_name(r->AllocationProtect, a, sizeof a));
+    return 0;
+}
+
+HRESULT hostmem_print_map(IHostMemoryManager *manager, FILE *out)
+{
+    if (!out)
+        return E_POINTER;
+    return hostmem_walk(manager, print_region, out);
+}
+
+/* ---- kernel mappings ------------------------------------------------------------------ */
+struct maps_list {
+    struct os_mapping *items;
+    size_t count, capacity;
+    int failed;
+};
+
+static int maps_collect(void *context, const struct os_mapping *m)
+{
+    struct maps_list *l = context;
+    if (l->count == l->capacity) {
+        size_t capacity = l->capacity ? l->capacity * 2 : 1024;
+        void *p = realloc(l->items, capacity * sizeof *l->items);
+        if (!p) {
+            l->failed = 1;
+            return 1;
+        }
+        l->items = p;
+        l->capacity = capacity;
+    }
+    l->items[l->count++] = *m;
+    return 0;
+}
+
+static HRESULT maps_read(struct maps_list *l)
+{
+    memset(l, 0, sizeof *l);
+    int err = hostmem_os->walk_mappings(maps_collect, l);
+    if (err || l->failed) {
+        free(l->items);
+        return E_OUTOFMEMORY;
+    }
+    return S_OK;
+}
+
+HRESULT hostmem_kernel_mappings(IHostMemoryManager *manager, size_t *count)
+{
+    struct manager *m = manager_checked(manager);
+    if (!m || !count)
+        return E_POINTER;
+    uint32_t n;
+    struct arena **list = arenas_sorted(m, &n);
+    if (!list)
+        return E_OUTOFMEMORY;
+    struct maps_list maps;
+    HRESULT hr = maps_read(&maps);
+    if (hr != S_OK) {
+        free(list);
+        return hr;
+    }
+    size_t total = 0, j = 0;
+    for (size_t i = 0; i < maps.count; i++) {
+        while (j < n && atomic_load_explicit(&list[j]->end, memory_order_relaxed) <= maps.items[i].start)
+            j++;
+        if (j < n && atomic_load_explicit(&list[j]->base, memory_order_relaxed) < maps.items[i].end)
+            total++;
+    }
+    free(maps.items);
+    free(list);
+    *count = total;
+    return S_OK;
+}
+
+/* ---- validate --------------------------------------------------------------------------- */
+struct problem {
+    char *why;
+    size_t size;
+    int found;
+};
+
+static void complain(struct problem *p, const char *format, ...)
+{
+    if (p->found++)
+        return;
+    if (p->why && p->size) {
+        va_list ap;
+        va_start(ap, format);
+        vsnprintf(p->why, p->size, format, ap);
+        va_end(ap);
+    }
+}
+
+/* Checks one reservation's runs; returns its committed pages. */
+static uint64_t check_runs(struct reservation *r, struct problem *p)
+{
+    uint64_t seq = atomic_load(&r->seq);
+    if (seq & 1)
+        complain(p, "reservation %p: odd latch sequence", (void *)r);
+    uint64_t pages = atomic_load(&r->pages);
+    uintptr_t c0 = atomic_load(&r->runs[0]), c1 = atomic_load(&r->runs[1]);
+    uint32_t n = runs_count(r);
+    uint64_t committed = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        uint64_t run = runs_get(r, i);
+        uint64_t end = i + 1 < n ? run_page(runs_get(r, i + 1)) : pages;
+        if (i == 0 && run_page(run) != 0)
+            complain(p, "reservation %p: first run starts at page %ju", (void *)r,
+                     (uintmax_t)run_page(run));
+        if (end <= run_page(run) || end > pages)
+            complain(p, "reservation %p: run %u [%ju,%ju) out of order", (void *)r, i,
+                     (uintmax_t)run_page(run), (uintmax_t)end);
+        if (i > 0 && run_attr(runs_get(r, i - 1)) == run_attr(run))
+            complain(p, "reservation %p: runs %u and %u not merged", (void *)r, i - 1, i);
+        if (run_attr(run) && !protect_valid(run_attr(run)))
+            complain(p, "reservation %p: bad attribute %#x", (void *)r, run_attr(run));
+        if (run_attr(run))
+            committed += end - run_page(run);
+        /* the two latch copies agree */
+        uint64_t other;
+        if (c1 & RUNS_INLINE)
+            other = run_make(0, (unsigned)(c1 >> 1));
+        else
+            other = atomic_load(&((struct runbuf *)c1)->run[i]);
+        uint32_t n1 = (c1 & RUNS_INLINE) ? 1 : atomic_load(&((struct runbuf *)c1)->count);
+        if (n1 != n || other != run)
+            complain(p, "reservation %p: latch copies differ", (void *)r);
+    }
+    (void)c0;
+    if (r->committed != committed)
+        complain(p, "reservation %p: committed %ju, runs say %ju", (void *)r,
+                 (uintmax_t)r->committed, (uintmax_t)committed);
+    return committed;
+}
+
+struct expect_context {
+    struct maps_list *maps;
+    size_t cursor;
+    struct problem *p;
+};
+
+/* The kernel must map [start,end) with prot, without holes. */
+static void expect_kernel(struct expect_context *c, uintptr_t start, uintptr_t end, int prot)
+{
+    struct maps_list *l = c->maps;
+    while (c->cursor < l->count && l->items[c->cursor].end <= start)
+        c->cursor++;
+    uintptr_t a = start;
+    size_t i = c->cursor;
+    while (a < end) {
+        if (i >= l->count || l->items[i].start > a) {
+            complain(c->p, "kernel: %#jx is not mapped", (uintmax_t)a);
+            return;
+        }
+        if (l->items[i].prot != prot) {
+            complain(c->p, "kernel: %#jx has protection %d, map says %d", (uintmax_t)a,
+                     l->items[i].prot, prot);
+            return;
+        }
+        a = l->items[i].end;
+        i++;
+    }
+}
+
+HRESULT hostmem_validate(IHostMemoryManager *manager, uint32_t flags, char *why, size_t why_size)
+{
+    struct manager *m = manager_checked(manager);
+    if (!m)
+        return E_POINTER;
+    if (why && why_size)
+        why[0] = 0;
+    struct problem p = {why, why_size, 0};
+    uint32_t n;
+    struct arena **list = arenas_sorted(m, &n);
+    if (!list)
+        return E_OUTOFMEMORY;
+    struct maps_list maps = {0};
+    if ((flags & HOSTMEM_VALIDATE_KERNEL) && maps_read(&maps) != S_OK) {
+        free(list);
+        return E_OUTOFMEMORY;
+    }
+    struct expect_context kernel = {&maps, 0, &p};
+    int reserved_prot = protect_to_os(0, m->compact);
+    size_t reservations = 0, reserved = 0, committed = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        struct arena *a = list[i];
+        uintptr_t base = atomic_load(&a->base), end = atomic_load(&a->end);
+        if (base & (g_granule - 1) || end & (g_granule - 1) || end <= base)
+            complain(&p, "arena %p: bad bounds", (void *)a);
+        if (i > 0 && atomic_load(&list[i - 1]->end) > base)
+            complain(&p, "arenas %p and %p overlap", (void *)list[i - 1], (void *)a);
+        uint32_t free_count = 0;
+        uintptr_t g = base;
+        uint32_t index = 0;
+        while (g < end) {
+            uintptr_t e = radix_load(g);
+            bool used = a->standalone || (atomic_load(&a->bitmap[index / 64]) >> (index % 64) & 1);
+            if (!used) {
+                free_count++;
+                if (e != (manager_tag(m) | (uintptr_t)a | ENTRY_SLACK))
+                    complain(&p, "granule %#jx: free in arena, map says %#jx", (uintmax_t)g,
+                             (uintmax_t)e);
+                if (flags & HOSTMEM_VALIDATE_KERNEL)
+                    expect_kernel(&kernel, g, g + g_granule, reserved_prot);
+                g += g_granule;
+                index++;
+                continue;
+            }
+            if (entry_id(e) != m->id || (e & ENTRY_SLACK) || !e) {
+                complain(&p, "granule %#jx: in use, map says %#jx", (uintmax_t)g, (uintmax_t)e);
+                g += g_granule;
+                index++;
+                continue;
+            }
+            struct reservation *r = entry_pointer(e);
+            uintptr_t rbase = atomic_load(&r->base);
+            uintptr_t span = span_of(r);
+            if (rbase != g || r->arena != a) {
+                complain(&p, "granule %#jx: reservation %p does not start here", (uintmax_t)g,
+                         (void *)r);
+                g += g_granule;
+                index++;
+                continue;
+            }
+            for (uintptr_t x = g; x < g + span; x += g_granule)
+                if (radix_load(x) != e)
+                    complain(&p, "granule %#jx: not mapped to its reservation", (uintmax_t)x);
+            uint32_t ap = atomic_load(&r->alloc_protect);
+            if (!protect_valid(ap))
+                complain(&p, "reservation %p: bad allocation protect %#x", (void *)r, ap);
+            uint64_t c = check_runs(r, &p);
+            reservations++;
+            reserved += atomic_load(&r->pages) << g_page_shift;
+            committed += c << g_page_shift;
+            if (flags & HOSTMEM_VALIDATE_KERNEL) {
+                uint32_t runs = runs_count(r);
+                uint64_t pages = atomic_load(&r->pages);
+                for (uint32_t k = 0; k < runs; k++) {
+                    uint64_t run = runs_get(r, k);
+                    uint64_t run_end = k + 1 < runs ? run_page(runs_get(r, k + 1)) : pages;
+                    expect_kernel(&kernel, rbase + (run_page(run) << g_page_shift),
+                                  rbase + (run_end << g_page_shift),
+                                  protect_to_os(run_attr(run), m->compact));
+                }
+                if ((pages << g_page_shift) < span)
+                    expect_kernel(&kernel, rbase + (pages << g_page_shift), rbase + span,
+                                  reserved_prot);
+            }
+            g += span;
+            index += (uint32_t)(span >> g_granule_shift);
+        }
+        if (!a->standalone && free_count != atomic_load(&a->free_granules))
+            complain(&p, "arena %p: %u free granules, counter says %u", (void *)a, free_count,
+                     atomic_load(&a->free_granules));
+    }
+    if (reservations != atomic_load(&m->reservations))
+        complain(&p, "%zu reservations, counter says %zu", reservations, atomic_load(&m->reservations));
+    if (reserved != atomic_load(&m->reserved_bytes))
+        complain(&p, "%zu bytes reserved, counter says %zu", reserved, atomic_load(&m->reserved_bytes));
+    if (committed != atomic_load(&m->committed_bytes))
+        complain(&p, "%zu bytes committed, counter says %zu", committed,
+                 atomic_load(&m->committed_bytes));
+    free(maps.items);
+    free(list);
+    return p.found ? E_FAIL : S_OK;
+}

@@ -1,0 +1,56 @@
+/*
+ * os.h - the seam between hostmem and the kernel.
+ *
+ * Every system call hostmem makes on memory goes through the table below, so
+ * that tests can fail any of them (tests/test_faults.c). Contract of every
+ * primitive: page-aligned arguments, an errno value as result, 0 = success.
+ * A primitive never changes anything when it fails, except where noted: the
+ * kernel may apply mprotect and madvise to part of a range spanning several
+ * kernel mappings before failing, so callers restore what they changed.
+ */
+#ifndef HOSTMEM_OS_H
+#define HOSTMEM_OS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* Hardware protections, as mmap's PROT_* bits. */
+enum { OS_PROT_NONE = 0, OS_PROT_READ = 1, OS_PROT_WRITE = 2, OS_PROT_EXEC = 4 };
+
+/* One line of /proc/self/maps. */
+struct os_mapping {
+    uintptr_t start, end;
+    int prot;           /* OS_PROT_* */
+    int shared;         /* 's' in the permissions */
+    uint64_t inode;     /* 0 for anonymous memory */
+    uint64_t device;
+    char kind;          /* 'a' anonymous, 'f' file, 's' special ([stack], [vdso], ...) */
+};
+
+/* Returns non-zero to stop the walk. */
+typedef int (*os_mapping_fn)(void *context, const struct os_mapping *mapping);
+
+struct hostmem_os_ops {
+    /* mmap anonymous private memory with MAP_NORESERVE. fixed: MAP_FIXED_NOREPLACE
+     * at hint (EEXIST when anything is there). */
+    int (*map)(void *hint, size_t size, int prot, int fixed, void **out);
+    int (*unmap)(void *address, size_t size);
+    int (*protect)(void *address, size_t size, int prot);
+    int (*discard)(void *address, size_t size);   /* MADV_DONTNEED: pages read zero again */
+    int (*reset)(void *address, size_t size);     /* MADV_FREE: contents may be dropped */
+    /* Walks /proc/self/maps in address order without allocating heap memory. */
+    int (*walk_mappings)(os_mapping_fn fn, void *context);
+};
+
+/* The table in force; tests swap it (never while another thread is inside hostmem). */
+extern const struct hostmem_os_ops *hostmem_os;
+extern const struct hostmem_os_ops hostmem_os_linux;
+
+/* Finds the kernel mapping containing address, or the first one above it.
+ * Returns 1 and fills *found when one contains address; 0 when none does, with
+ * *next_start = start of the next mapping (or UINTPTR_MAX); an errno < 0 on failure. */
+int os_find_mapping(uintptr_t address, struct os_mapping *found, uintptr_t *next_start);
+
+size_t os_page_size(void);
+
+#endif /* HOSTMEM_OS_H */

@@ -1,0 +1,237 @@
+/*
+ * os_linux.c - the only file that talks to the kernel about memory.
+ *
+ * Owns: mmap, munmap, mprotect, madvise and the reading of /proc/self/maps.
+ * Must never: allocate heap memory (VirtualQuery reaches walk_mappings while
+ * other threads may be suspended inside malloc), or map anything MAP_FIXED over
+ * memory it was not given (reservations at fixed addresses use
+ * MAP_FIXED_NOREPLACE, which refuses to replace).
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include "os.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#ifndef MAP_FIXED_NOREPLACE
+#define MAP_FIXED_NOREPLACE 0x100000
+#endif
+
+static int linux_map(void *hint, size_t size, int prot, int fixed, void **out)
+{
+    int flags = MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE;
+    if (fixed)
+        flags |= MAP_FIXED_NOREPLACE;
+    void *p = mmap(hint, size, prot, flags, -1, 0);
+    if (p == MAP_FAILED)
+        return errno;
+    if (fixed && p != hint) {
+        /* A kernel older than 4.17 takes MAP_FIXED_NOREPLACE as a hint. */
+        munmap(p, size);
+        return EEXIST;
+    }
+    *out = p;
+    return 0;
+}
+
+static int linux_unmap(void *address, size_t size)
+{
+    return munmap(address, size) ? errno : 0;
+}
+
+static int linux_protect(void *address, size_t size, int prot)
+{
+    return mprotect(address, size, prot) ? errno : 0;
+}
+
+static int linux_discard(void *address, size_t size)
+{
+    return madvise(address, size, MADV_DONTNEED) ? errno : 0;
+}
+
+static int linux_reset(void *address, size_t size)
+{
+#ifdef MADV_FREE
+    if (madvise(address, size, MADV_FREE) == 0)
+        return 0;
+    if (errno != EINVAL)
+        return errno;
+#endif
+    /* Kernels before 4.5: dropping the pages now is a valid "contents undefined". */
+    return madvise(address, size, MADV_DONTNEED) ? errno : 0;
+}
+
+static uint64_t parse_hex(const char **cursor)
+{
+    uint64_t v = 0;
+    const char *s = *cursor;
+    for (;; s++) {
+        char c = *s;
+        if (c >= '0' && c <= '9')
+            v = v * 16 + (uint64_t)(c - '0');
+        else if (c >= 'a' && c <= 'f')
+            v = v * 16 + (uint64_t)(c - 'a' + 10);
+        else
+            break;
+    }
+    *cursor = s;
+    return v;
+}
+
+static uint64_t parse_dec(const char **cursor)
+{
+    uint64_t v = 0;
+    const char *s = *cursor;
+    while (*s >= '0' && *s <= '9')
+        v = v * 10 + (uint64_t)(*s++ - '0');
+    *cursor = s;
+    return v;
+}
+
+/* Parses "start-end perms offset major:minor inode   path". */
+static int parse_line(const char *s, struct os_mapping *m)
+{
+    m->start = (uintptr_t)parse_hex(&s);
+    if (*s++ != '-')
+        return 0;
+    m->end = (uintptr_t)parse_hex(&s);
+    if (*s++ != ' ')
+        return 0;
+    m->prot = 0;
+    if (s[0] == 'r')
+        m->prot |= OS_PROT_READ;
+    if (s[1] == 'w')
+        m->prot |= OS_PROT_WRITE;
+    if (s[2] == 'x')
+        m->prot |= OS_PROT_EXEC;
+    m->shared = s[3] == 's';
+    s += 4;
+    while (*s == ' ')
+        s++;
+    parse_hex(&s); /* offset */
+    while (*s == ' ')
+        s++;
+    uint64_t major = parse_hex(&s);
+    if (*s == ':')
+        s++;
+    uint64_t minor = parse_hex(&s);
+    m->device = major << 32 | minor;
+    while (*s == ' ')
+        s++;
+    m->inode = parse_dec(&s);
+    while (*s == ' ')
+        s++;
+    if (*s == '/')
+        m->kind = 'f';
+    else if (*s == '[' || m->inode != 0)
+        m->kind = m->inode ? 'f' : 's';
+    else
+        m->kind = 'a';
+    return 1;
+}
+
+static int linux_walk_mappings(os_mapping_fn fn, void *context)
+{
+    int fd = open("/proc/self/maps", O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return errno;
+    char buffer[4096];
+    size_t have = 0;
+    int result = 0;
+    for (;;) {
+        ssize_t n = read(fd, buffer + have, sizeof buffer - 1 - have);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            result = errno;
+            break;
+        }
+        have += (size_t)n;
+        buffer[have] = 0;
+        size_t used = 0;
+        int stop = 0;
+        for (;;) {
+            char *line = buffer + used;
+            char *nl = line;
+            while (*nl && *nl != '\n')
+                nl++;
+            if (!*nl && n != 0)
+                break; /* incomplete line: read more */
+            if (nl == line && !*nl)
+                break;
+            *nl = 0;
+            struct os_mapping m;
+            if (parse_line(line, &m) && fn(context, &m)) {
+                stop = 1;
+                break;
+            }
+            used = (size_t)(nl - buffer) + 1;
+            if (used >= have)
+                break;
+        }
+        if (stop || n == 0)
+            break;
+        if (used == 0 && have == sizeof buffer - 1) {
+            /* A line longer than the buffer (a very long path): skip its tail. */
+            have = 0;
+            continue;
+        }
+        for (size_t i = used; i < have; i++)
+            buffer[i - used] = buffer[i];
+        have -= used;
+    }
+    close(fd);
+    return result;
+}
+
+const struct hostmem_os_ops hostmem_os_linux = {
+    .map = linux_map,
+    .unmap = linux_unmap,
+    .protect = linux_protect,
+    .discard = linux_discard,
+    .reset = linux_reset,
+    .walk_mappings = linux_walk_mappings,
+};
+
+const struct hostmem_os_ops *hostmem_os = &hostmem_os_linux;
+
+struct find_context {
+    uintptr_t address;
+    struct os_mapping *found;
+    uintptr_t next_start;
+    int hit;
+};
+
+static int find_step(void *context, const struct os_mapping *m)
+{
+    struct find_context *f = context;
+    if (m->end <= f->address)
+        return 0;
+    if (m->start <= f->address) {
+        *f->found = *m;
+        f->hit = 1;
+    } else {
+        f->next_start = m->start;
+    }
+    return 1;
+}
+
+int os_find_mapping(uintptr_t address, struct os_mapping *found, uintptr_t *next_start)
+{
+    struct find_context f = {address, found, UINTPTR_MAX, 0};
+    int err = hostmem_os->walk_mappings(find_step, &f);
+    if (err)
+        return -err;
+    *next_start = f.next_start;
+    return f.hit;
+}
+
+size_t os_page_size(void)
+{
+    long p = sysconf(_SC_PAGESIZE);
+    return p > 0 ? (size_t)p : 4096;
+}

@@ -1,0 +1,265 @@
+/*
+ * reservation.c - one reservation's pages, as runs of equal state and
+ * protection, published through a two-copy latch.
+ *
+ * Invariants (checked by hostmem_validate): the runs of a copy are sorted,
+ * the first starts at page 0, every run is non-empty, and neighbours differ
+ * (runs are maximal, so a run is exactly a VirtualQuery region). At rest the
+ * two copies hold the same runs and the sequence is even.
+ *
+ * The latch (the technique Linux calls raw_write_seqcount_latch): a writer
+ * makes the sequence odd, rewrites copy 0 while readers use copy 1, makes it
+ * even, then rewrites copy 1 while readers use copy 0. A reader picks the copy
+ * by the parity of the sequence and retries only if the sequence moved. A
+ * writer suspended at any point leaves one copy intact, so readers never wait
+ * for it. Writers hold the reservation's stripe lock.
+ */
+#include "internal.h"
+
+static inline uintptr_t load_copy(const struct reservation *r, int i)
+{
+    return atomic_load_explicit(&((struct reservation *)r)->runs[i], memory_order_relaxed);
+}
+
+static inline uint32_t copy_count(uintptr_t v)
+{
+    if (v & RUNS_INLINE)
+        return 1;
+    const struct runbuf *b = (const struct runbuf *)v;
+    return atomic_load_explicit(&((struct runbuf *)b)->count, memory_order_relaxed);
+}
+
+static inline uint64_t copy_get(uintptr_t v, uint32_t i)
+{
+    if (v & RUNS_INLINE)
+        return run_make(0, (unsigned)(v >> 1));
+    struct runbuf *b = (struct runbuf *)v;
+    return atomic_load_explicit(&b->run[i], memory_order_relaxed);
+}
+
+static uint32_t buffer_capacity(size_t class_bytes)
+{
+    return (uint32_t)((class_bytes - sizeof(struct runbuf)) / sizeof(uint64_t));
+}
+
+static size_t buffer_bytes(uint32_t count)
+{
+    return slab_class_size(sizeof(struct runbuf) + (size_t)count * sizeof(uint64_t));
+}
+
+uint32_t runs_count(const struct reservation *r)
+{
+    return copy_count(load_copy(r, 0));
+}
+
+uint64_t runs_get(const struct reservation *r, uint32_t i)
+{
+    return copy_get(load_copy(r, 0), i);
+}
+
+struct sink {
+    struct runbuf *out; /* NULL: count only */
+    uint32_t n;
+    unsigned last;
+};
+
+static void emit(struct sink *k, uint64_t page, unsigned attr)
+{
+    if (k->n && k->last == attr)
+        return;
+    if (k->out)
+        atomic_store_explicit(&k->out->run[k->n], run_make(page, attr), memory_order_relaxed);
+    k->n++;
+    k->last = attr;
+}
+
+/* The runs of src with pages [first, end) set to attr, into k. */
+static void compute(uintptr_t src, uint64_t pages, uint64_t first, uint64_t end, unsigned attr,
+                    struct sink *k)
+{
+    uint32_t n = copy_count(src);
+    if (first >= end) { /* a plain copy */
+        for (uint32_t i = 0; i < n; i++)
+            emit(k, run_page(copy_get(src, i)), run_attr(copy_get(src, i)));
+        return;
+    }
+    for (uint32_t i = 0; i < n; i++) {
+        uint64_t run = copy_get(src, i);
+        if (run_page(run) >= first)
+            break;
+        emit(k, run_page(run), run_attr(run));
+    }
+    emit(k, first, attr);
+    for (uint32_t i = 0; i < n; i++) {
+        uint64_t run = copy_get(src, i);
+        uint64_t run_end = i + 1 < n ? run_page(copy_get(src, i + 1)) : pages;
+        if (run_end <= end)
+            continue;
+        emit(k, run_page(run) > end ? run_page(run) : end, run_attr(run));
+    }
+}
+
+uint32_t runs_count_after(const struct reservation *r, uint64_t first, uint64_t end)
+{
+    /* The attribute does not change the worst case: count with a value no run has. */
+    struct sink k = {NULL, 0, 0};
+    compute(load_copy(r, 0), atomic_load_explicit(&((struct reservation *)r)->pages,
+                                                  memory_order_relaxed),
+            first, end, RUN_ATTR_MASK, &k);
+    return k.n;
+}
+
+HRESULT runs_reserve_space(struct slab *s, struct reservation *r, uint32_t count,
+                           uintptr_t spare[2])
+{
+    spare[0] = spare[1] = 0;
+    if (count <= 1)
+        return S_OK;
+    for (int i = 0; i < 2; i++) {
+        uintptr_t v = load_copy(r, i);
+        if (!(v & RUNS_INLINE) &&
+            atomic_load_explicit(&((struct runbuf *)v)->capacity, memory_order_relaxed) >= count)
+            continue;
+        size_t bytes = buffer_bytes(count);
+        struct runbuf *b = slab_alloc(s, bytes);
+        if (!b) {
+            runs_release_space(s, spare);
+            return E_OUTOFMEMORY;
+        }
+        atomic_store_explicit(&b->capacity, buffer_capacity(bytes), memory_order_relaxed);
+        spare[i] = (uintptr_t)b;
+    }
+    return S_OK;
+}
+
+void runs_release_space(struct slab *s, uintptr_t spare[2])
+{
+    for (int i = 0; i < 2; i++) {
+        if (spare[i]) {
+            struct runbuf *b = (struct runbuf *)spare[i];
+            slab_free(s, b, buffer_bytes(atomic_load_explicit(&b->capacity, memory_order_relaxed)));
+            spare[i] = 0;
+        }
+    }
+}
+
+static void retire(struct slab *s, uintptr_t v)
+{
+    if (v && !(v & RUNS_INLINE)) {
+        struct runbuf *b = (struct runbuf *)v;
+        slab_free(s, b, buffer_bytes(atomic_load_explicit(&b->capacity, memory_order_relaxed)));
+    }
+}
+
+/* Writes into copy dst the runs of src with [first,end) set to attr. */
+static void write_copy(struct slab *s, struct reservation *r, int dst, uintptr_t src,
+                       uint64_t first, uint64_t end, unsigned attr, uintptr_t spare[2])
+{
+    uint64_t pages = atomic_load_explicit(&r->pages, memory_order_relaxed);
+    struct sink count = {NULL, 0, 0};
+    compute(src, pages, first, end, attr, &count);
+    uintptr_t old = load_copy(r, dst);
+    uintptr_t v;
+    if (count.n == 1) {
+        v = (uintptr_t)count.last << 1 | RUNS_INLINE;
+        /* A single run is the whole reservation: [first,end) covered it. */
+    } else {
+        struct runbuf *b;
+        if (!(old & RUNS_INLINE) &&
+            atomic_load_explicit(&((struct runbuf *)old)->capacity, memory_order_relaxed) >= count.n) {
+            b = (struct runbuf *)old;
+        } else {
+            b = (struct runbuf *)spare[dst];
+            spare[dst] = 0;
+        }
+        struct sink k = {b, 0, 0};
+        compute(src, pages, first, end, attr, &k);
+        atomic_store_explicit(&b->count, k.n, memory_order_relaxed);
+        v = (uintptr_t)b;
+    }
+    atomic_store_explicit(&r->runs[dst], v, memory_order_relaxed);
+    if (old != v)
+        retire(s, old);
+}
+
+void runs_apply(struct slab *s, struct reservation *r, uint64_t first, uint64_t end,
+                unsigned attr, uintptr_t spare[2])
+{
+    uint64_t seq = atomic_load_explicit(&r->seq, memory_order_relaxed);
+    atomic_store_explicit(&r->seq, seq + 1, memory_order_release);
+    atomic_thread_fence(memory_order_release);
+    /* Readers now use copy 1, which still holds the old runs. */
+    write_copy(s, r, 0, load_copy(r, 1), first, end, attr, spare);
+    atomic_store_explicit(&r->seq, seq + 2, memory_order_release);
+    atomic_thread_fence(memory_order_release);
+    /* Readers now use copy 0, the new runs; bring copy 1 up to date. */
+    write_copy(s, r, 1, load_copy(r, 0), 0, 0, 0, spare);
+    runs_release_space(s, spare);
+}
+
+void runs_init(struct reservation *r, unsigned attr)
+{
+    atomic_store_explicit(&r->runs[0], (uintptr_t)attr << 1 | RUNS_INLINE, memory_order_relaxed);
+    atomic_store_explicit(&r->runs[1], (uintptr_t)attr << 1 | RUNS_INLINE, memory_order_relaxed);
+}
+
+void runs_clear(struct slab *s, struct reservation *r)
+{
+    uintptr_t spare[2] = {0, 0};
+    runs_apply(s, r, 0, atomic_load_explicit(&r->pages, memory_order_relaxed), 0, spare);
+}
+
+int reservation_read(struct reservation *r, uintptr_t entry_expected, uintptr_t address,
+                     struct run_view *view)
+{
+    for (;;) {
+        uint64_t s1 = atomic_load_explicit(&r->seq, memory_order_acquire);
+        uintptr_t base = atomic_load_explicit(&r->base, memory_order_relaxed);
+        uint64_t pages = atomic_load_explicit(&r->pages, memory_order_relaxed);
+        uint32_t alloc_protect = atomic_load_explicit(&r->alloc_protect, memory_order_relaxed);
+        uintptr_t v = atomic_load_explicit(&r->runs[s1 & 1], memory_order_relaxed);
+        int covered = address >= base && ((address - base) >> g_page_shift) < pages;
+        uint64_t first = 0, end = pages;
+        unsigned attr = 0;
+        if (covered) {
+            uint64_t index = (address - base) >> g_page_shift;
+            if (v & RUNS_INLINE) {
+                attr = (unsigned)(v >> 1);
+            } else if (v) {
+                struct runbuf *b = (struct runbuf *)v;
+                uint32_t n = atomic_load_explicit(&b->count, memory_order_relaxed);
+                uint32_t cap = atomic_load_explicit(&b->capacity, memory_order_relaxed);
+                if (n > cap)
+                    n = cap; /* a stale buffer: bounded, and the sequence will tell */
+                uint32_t lo = 0, hi = n;
+                while (hi - lo > 1) {
+                    uint32_t mid = lo + (hi - lo) / 2;
+                    if (run_page(atomic_load_explicit(&b->run[mid], memory_order_relaxed)) <= index)
+                        lo = mid;
+                    else
+                        hi = mid;
+                }
+                if (n) {
+                    uint64_t run = atomic_load_explicit(&b->run[lo], memory_order_relaxed);
+                    first = run_page(run);
+                    attr = run_attr(run);
+                    if (lo + 1 < n)
+                        end = run_page(atomic_load_explicit(&b->run[lo + 1], memory_order_relaxed));
+                }
+            }
+        }
+        atomic_thread_fence(memory_order_acquire);
+        uint64_t s2 = atomic_load_explicit(&r->seq, memory_order_relaxed);
+        if (s1 != s2)
+            continue;
+        if (radix_load(address) != entry_expected)
+            return 0;
+        view->base = base;
+        view->pages = pages;
+        view->alloc_protect = alloc_protect;
+        view->first = first;
+        view->end = end;
+        view->attr = attr;
+        return covered ? 1 : 2; /* 2: in the reservation's granule, past its last page */
+    }
+}

@@ -1,0 +1,532 @@
+/*
+ * vm.c - VirtualAlloc, VirtualFree and VirtualProtect: the Win32 rules, in
+ * Windows' order, then the change.
+ *
+ * Every change follows one shape: validate everything (nothing has changed
+ * yet, so any refusal is clean); pre-allocate the metadata the change needs;
+ * make the system calls, undoing them if one fails; publish the new runs;
+ * move the counters. A system call that fails and cannot be undone is the
+ * only road to E_FAIL (manager_fail).
+ *
+ * Locks: a reservation's writers hold its stripe lock; creating a reservation
+ * holds the arena lock only while granules are chosen. No system call is made
+ * under the arena lock except to map a new arena.
+ */
+#include <string.h>
+
+#include "internal.h"
+
+#define PROTECT_BASE_MASK 0xFFu
+#define PROTECT_MODIFIERS (PAGE_GUARD | PAGE_NOCACHE | PAGE_WRITECOMBINE)
+
+bool protect_valid(DWORD protect)
+{
+    DWORD base = protect & PROTECT_BASE_MASK, modifiers = protect & ~PROTECT_BASE_MASK;
+    if (modifiers & ~(DWORD)PROTECT_MODIFIERS)
+        return false;
+    if (modifiers & (modifiers - 1))
+        return false; /* at most one modifier */
+    switch (base) {
+    case PAGE_NOACCESS:
+        return modifiers == 0;
+    case PAGE_READONLY:
+    case PAGE_READWRITE:
+    case PAGE_EXECUTE:
+    case PAGE_EXECUTE_READ:
+    case PAGE_EXECUTE_READWRITE:
+        return true;
+    default:
+        return false; /* 0, WRITECOPY variants, two bases */
+    }
+}
+
+int protect_to_os(unsigned attr, bool compact)
+{
+    if (attr == 0)
+        return compact ? OS_PROT_READ | OS_PROT_WRITE : OS_PROT_NONE;
+    if (attr & PAGE_GUARD)
+        return OS_PROT_NONE;
+    switch (attr & PROTECT_BASE_MASK) {
+    case PAGE_READONLY:
+        return OS_PROT_READ;
+    case PAGE_READWRITE:
+        return OS_PROT_READ | OS_PROT_WRITE;
+    case PAGE_EXECUTE:
+        return OS_PROT_EXEC;
+    case PAGE_EXECUTE_READ:
+        return OS_PROT_READ | OS_PROT_EXEC;
+    case PAGE_EXECUTE_READWRITE:
+        return OS_PROT_READ | OS_PROT_WRITE | OS_PROT_EXEC;
+    default:
+        return OS_PROT_NONE;
+    }
+}
+
+void counter_commit(struct manager *m, size_t bytes)
+{
+    size_t now = atomic_fetch_add_explicit(&m->committed_bytes, bytes, memory_order_relaxed) + bytes;
+    size_t peak = atomic_load_explicit(&m->peak_committed, memory_order_relaxed);
+    while (now > peak && !atomic_compare_exchange_weak_explicit(&m->peak_committed, &peak, now,
+                                                                memory_order_relaxed,
+                                                                memory_order_relaxed))
+        ;
+}
+
+static inline uintptr_t page_up_checked(uintptr_t a, size_t size, bool *overflow)
+{
+    uintptr_t end = a + size;
+    if (end < a || end > UINTPTR_MAX - g_page) {
+        *overflow = true;
+        return 0;
+    }
+    return (end + g_page - 1) & ~(uintptr_t)(g_page - 1);
+}
+
+/* ---- finding and locking the reservation that holds an address --------------- */
+
+struct locked {
+    struct reservation *r;
+    struct stripe *stripe;
+    uintptr_t base, end; /* the reservation's pages */
+};
+
+/*
+ * Finds this manager's live reservation holding address and takes its stripe
+ * lock. S_OK, not_ours (no reservation of this manager holds the page), or a
+ * lock failure.
+ */
+static HRESULT reservation_lock(struct manager *m, uintptr_t address, HRESULT not_ours,
+                                struct locked *out)
+{
+    for (;;) {
+        uintptr_t e = radix_load(address);
+        if (entry_id(e) != m->id || (e & ENTRY_SLACK) || !e)
+            return not_ours;
+        struct reservation *r = entry_pointer(e);
+        struct run_view view;
+        int seen = reservation_read(r, e, address, &view);
+        if (seen == 0)
+            continue; /* changed under us: look again */
+        if (seen == 2)
+            return not_ours; /* the unused tail of the last granule */
+        struct stripe *stripe = stripe_of(m, view.base);
+        HRESULT hr = lock_enter(m, stripe->lock);
+        if (hr != S_OK)
+            return hr;
+        if (radix_load(address) == e && atomic_load_explicit(&r->base, memory_order_relaxed) == view.base) {
+            out->r = r;
+            out->stripe = stripe;
+            out->base = view.base;
+            out->end = view.base + (atomic_load_explicit(&r->pages, memory_order_relaxed) << g_page_shift);
+            if (address >= out->end) {
+                lock_leave(m, stripe->lock);
+                return not_ours;
+            }
+            return S_OK;
+        }
+        hr = lock_leave(m, stripe->lock);
+        if (hr != S_OK)
+            return hr;
+    }
+}
+
+static HRESULT unlock(struct manager *m, struct locked *l, HRESULT result)
+{
+    HRESULT hr = lock_leave(m, l->stripe->lock);
+    return result == S_OK ? hr : result;
+}
+
+/* ---- walking the old runs of a range ------------------------------------------ */
+
+struct segment {
+    uintptr_t start, end;
+    unsigned attr;
+};
+
+/* Calls fn for every run piece inside [start, end). Returns non-zero if fn did. */
+static int segments(const struct reservation *r, uintptr_t base, uintptr_t start, uintptr_t end,
+                    int (*fn)(void *, const struct segment *), void *context)
+{
+    uint32_t n = runs_count(r);
+    uint64_t pages = atomic_load_explicit(&((struct reservation *)r)->pages, memory_order_relaxed);
+    for (uint32_t i = 0; i < n; i++) {
+        uint64_t run = runs_get(r, i);
+        uintptr_t s = base + (run_page(run) << g_page_shift);
+        uintptr_t e = base + ((i + 1 < n ? run_page(runs_get(r, i + 1)) : pages) << g_page_shift);
+        if (e <= start)
+            continue;
+        if (s >= end)
+            break;
+        struct segment seg = {s > start ? s : start, e < end ? e : end, run_attr(run)};
+        if (fn(context, &seg))
+            return 1;
+    }
+    return 0;
+}
+
+struct survey {
+    bool compact;
+    int new_prot;           /* hardware protection the range will have */
+    bool prot_differs;      /* some page's hardware protection changes */
+    bool any_reserved;
+    size_t committed_pages; /* pages committed before the change */
+    uintptr_t committed_start, committed_end;
+    unsigned first_attr;
+    bool first_seen;
+};
+
+static int survey_step(void *context, const struct segment *seg)
+{
+    struct survey *s = context;
+    if (!s->first_seen) {
+        s->first_attr = seg->attr;
+        s->first_seen = true;
+    }
+    if (protect_to_os(seg->attr, s->compact) != s->new_prot)
+        s->prot_differs = true;
+    if (seg->attr == 0) {
+        s->any_reserved = true;
+    } else {
+        s->committed_pages += (seg->end - seg->start) >> g_page_shift;
+        if (!s->committed_start)
+            s->committed_start = seg->start;
+        s->committed_end = seg->end;
+    }
+    return 0;
+}
+
+static void survey_range(struct manager *m, struct locked *l, uintptr_t start, uintptr_t end,
+                         unsigned new_attr, struct survey *s)
+{
+    memset(s, 0, sizeof *s);
+    s->compact = m->compact;
+    s->new_prot = protect_to_os(new_attr, m->compact);
+    segments(l->r, l->base, start, end, survey_step, s);
+}
+
+struct restore {
+    bool compact;
+    int err;
+};
+
+static int restore_step(void *context, const struct segment *seg)
+{
+    struct restore *r = context;
+    int err = hostmem_os->protect((void *)seg->start, seg->end - seg->start,
+                                  protect_to_os(seg->attr, r->compact));
+    if (err)
+        r->err = err;
+    return 0;
+}
+
+/*
+ * Sets the hardware protection of [start,end) to prot. On failure puts every
+ * page back to what the runs say and returns E_OUTOFMEMORY, or E_FAIL (and the
+ * manager is disabled) if even that fails.
+ */
+static HRESULT protect_range(struct manager *m, struct locked *l, uintptr_t start, uintptr_t end,
+                             int prot)
+{
+    int err = hostmem_os->protect((void *)start, end - start, prot);
+    if (!err)
+        return S_OK;
+    struct restore undo = {m->compact, 0};
+    segments(l->r, l->base, start, end, restore_step, &undo);
+    if (undo.err)
+        return manager_fail(m, "mprotect failed and could not be undone");
+    return hresult_from_errno(err) == E_INVALIDARG ? E_OUTOFMEMORY : hresult_from_errno(err);
+}
+
+/* Pages [start,end) of a locked reservation take attr (commit, decommit, protect). */
+static HRESULT change_range(struct manager *m, struct locked *l, uintptr_t start, uintptr_t end,
+                            unsigned attr, struct survey *s)
+{
+    struct reservation *r = l->r;
+    uint64_t first = (start - l->base) >> g_page_shift, last = (end - l->base) >> g_page_shift;
+    uintptr_t spare[2];
+    HRESULT hr = runs_reserve_space(&l->stripe->slab, r, runs_count_after(r, first, last), spare);
+    if (hr != S_OK)
+        return hr;
+    if (s->prot_differs) {
+        hr = protect_range(m, l, start, end, s->new_prot);
+        if (hr != S_OK) {
+            runs_release_space(&l->stripe->slab, spare);
+            return hr;
+        }
+    }
+    if (attr == 0 && s->committed_pages) {
+        /* Decommit: the memory goes back to the OS; the pages read zero when
+         * committed again. Cannot be undone, hence last. */
+        int err = hostmem_os->discard((void *)s->committed_start,
+                                      s->committed_end - s->committed_start);
+        if (err) {
+            runs_release_space(&l->stripe->slab, spare);
+            return manager_fail(m, "madvise(MADV_DONTNEED) failed");
+        }
+    }
+    runs_apply(&l->stripe->slab, r, first, last, attr, spare);
+    if (attr) {
+        size_t newly = ((end - start) >> g_page_shift) - s->committed_pages;
+        r->committed += newly;
+        r->flags |= RES_TOUCHED;
+        counter_commit(m, newly << g_page_shift);
+    } else {
+        r->committed -= s->committed_pages;
+        counter_sub(&m->committed_bytes, s->committed_pages << g_page_shift);
+    }
+    return S_OK;
+}
+
+/* ---- VirtualAlloc ------------------------------------------------------------------ */
+
+static bool alloc_type_valid(DWORD type)
+{
+    DWORD core = type & ~(DWORD)(MEM_TOP_DOWN | MEM_LARGE_PAGES);
+    switch (core) {
+    case MEM_COMMIT:
+    case MEM_RESERVE:
+        return !(type & MEM_LARGE_PAGES);
+    case MEM_COMMIT | MEM_RESERVE:
+        return true;
+    case MEM_RESET:
+    case MEM_RESET_UNDO:
+        return core == type;
+    default:
+        return false;
+    }
+}
+
+static HRESULT alloc_reserve(struct manager *m, uintptr_t address, size_t size, DWORD type,
+                             DWORD protect, void **out)
+{
+    uintptr_t base, end;
+    bool overflow = false;
+    if (address) {
+        base = granule_down(address);
+        end = page_up_checked(address, size, &overflow);
+        if (overflow || end > ADDRESS_LIMIT)
+            return overflow ? E_OUTOFMEMORY : HRESULT_FROM_WIN32(ERROR_INVALID_ADDRESS);
+    } else {
+        if (size > ADDRESS_LIMIT)
+            return E_OUTOFMEMORY;
+        base = 0;
+        end = page_up_checked(0, size, &overflow);
+    }
+    size_t bytes = end - base;
+    unsigned attr = (type & MEM_COMMIT) ? protect : 0;
+    struct reservation *r;
+    HRESULT hr = arena_reserve(m, base, bytes, (type & MEM_TOP_DOWN) != 0, attr, &r);
+    if (hr != S_OK)
+        return hr;
+    atomic_store_explicit(&r->alloc_protect, protect, memory_order_relaxed);
+    uintptr_t at = atomic_load_explicit(&r->base, memory_order_relaxed);
+    int prot = protect_to_os(attr, m->compact);
+    if (attr && prot != protect_to_os(0, m->compact)) {
+        int err = hostmem_os->protect((void *)at, bytes, prot);
+        if (err) {
+            /* Nothing else has seen these pages: put back what we changed. */
+            if (hostmem_os->protect((void *)at, bytes, protect_to_os(0, m->compact)) &&
+                !(r->flags & RES_STANDALONE)) {
+                arena_abandon(m, r);
+                return manager_fail(m, "mprotect of a new reservation could not be undone");
+            }
+            arena_abandon(m, r);
+            return E_OUTOFMEMORY;
+        }
+    }
+    if (attr)
+        r->flags |= RES_TOUCHED;
+    arena_publish(m, r);
+    counter_add(&m->reserved_bytes, bytes);
+    counter_add(&m->reservations, 1);
+    if (attr)
+        counter_commit(m, bytes);
+    *out = (void *)at;
+    return S_OK;
+}
+
+static HRESULT alloc_commit(struct manager *m, uintptr_t address, size_t size, DWORD protect,
+                            void **out)
+{
+    bool overflow = false;
+    uintptr_t start = page_down(address), end = page_up_checked(address, size, &overflow);
+    if (overflow)
+        return HRESULT_FROM_WIN32(ERROR_INVALID_ADDRESS);
+    struct locked l;
+    HRESULT hr = reservation_lock(m, start, HRESULT_FROM_WIN32(ERROR_INVALID_ADDRESS), &l);
+    if (hr != S_OK)
+        return hr;
+    if (end > l.end)
+        return unlock(m, &l, HRESULT_FROM_WIN32(ERROR_INVALID_ADDRESS));
+    struct survey s;
+    survey_range(m, &l, start, end, protect, &s);
+    hr = change_range(m, &l, start, end, protect, &s);
+    hr = unlock(m, &l, hr);
+    if (hr == S_OK)
+        *out = (void *)start;
+    return hr;
+}
+
+static HRESULT alloc_reset(struct manager *m, uintptr_t address, size_t size, DWORD type,
+                           void **out)
+{
+    bool overflow = false;
+    uintptr_t start = page_down(address), end = page_up_checked(address, size, &overflow);
+    if (overflow || !address)
+        return HRESULT_FROM_WIN32(ERROR_INVALID_ADDRESS);
+    struct locked l;
+    HRESULT hr = reservation_lock(m, start, HRESULT_FROM_WIN32(ERROR_INVALID_ADDRESS), &l);
+    if (hr != S_OK)
+        return hr;
+    if (end > l.end)
+        return unlock(m, &l, HRESULT_FROM_WIN32(ERROR_INVALID_ADDRESS));
+    struct survey s;
+    survey_range(m, &l, start, end, 0, &s);
+    if (s.any_reserved)
+        return unlock(m, &l, HRESULT_FROM_WIN32(ERROR_INVALID_ADDRESS));
+    if (type == MEM_RESET) {
+        int err = hostmem_os->reset((void *)start, end - start);
+        if (err)
+            return unlock(m, &l, E_OUTOFMEMORY);
+        l.r->flags |= RES_TOUCHED | RES_WAS_RESET;
+    } else if (l.r->flags & RES_WAS_RESET) {
+        /* Linux cannot say whether the kernel dropped a lazily freed page: a
+         * dropped page reads zero, like a page that was zero. hostmem vouches
+         * only for reservations that were never reset. */
+        return unlock(m, &l, HOSTMEM_E_CONTENTS_LOST);
+    }
+    hr = unlock(m, &l, S_OK);
+    if (hr == S_OK)
+        *out = (void *)start;
+    return hr;
+}
+
+HRESULT vm_alloc(struct manager *m, void *address, SIZE_T size, DWORD type, DWORD protect,
+                 EMemoryCriticalLevel level, void **out)
+{
+    (void)level; /* the budget (issue 3) decides by level */
+    if (!out)
+        return E_POINTER;
+    *out = NULL;
+    HRESULT hr = manager_check(m);
+    if (hr != S_OK)
+        return hr;
+    if (!alloc_type_valid(type))
+        return E_INVALIDARG;
+    if (!protect_valid(protect))
+        return E_INVALIDARG;
+    if (size == 0)
+        return E_INVALIDARG;
+    uintptr_t a = (uintptr_t)address;
+    if (type == MEM_RESET || type == MEM_RESET_UNDO)
+        return alloc_reset(m, a, size, type, out);
+    if ((type & MEM_RESERVE) || !address)
+        return alloc_reserve(m, a, size, type, protect, out);
+    return alloc_commit(m, a, size, protect, out);
+}
+
+/* ---- VirtualFree ------------------------------------------------------------------- */
+
+static HRESULT release_locked(struct manager *m, struct locked *l)
+{
+    struct reservation *r = l->r;
+    size_t bytes = l->end - l->base;
+    if (r->flags & RES_STANDALONE) {
+        size_t span = (bytes + g_granule - 1) & ~(uintptr_t)(g_granule - 1);
+        int err = hostmem_os->unmap((void *)l->base, span);
+        if (err)
+            return E_OUTOFMEMORY;
+    } else if ((r->flags & RES_TOUCHED) || m->compact) {
+        struct survey s;
+        survey_range(m, l, l->base, l->end, 0, &s);
+        if (s.prot_differs) {
+            HRESULT hr = protect_range(m, l, l->base, l->end, s.new_prot);
+            if (hr != S_OK)
+                return hr;
+        }
+        int err = hostmem_os->discard((void *)l->base, bytes);
+        if (err)
+            return manager_fail(m, "madvise(MADV_DONTNEED) failed on release");
+    }
+    size_t committed = r->committed;
+    arena_unreserve(m, r);
+    counter_sub(&m->committed_bytes, committed << g_page_shift);
+    counter_sub(&m->reserved_bytes, bytes);
+    counter_sub(&m->reservations, 1);
+    return S_OK;
+}
+
+HRESULT vm_free(struct manager *m, void *address, SIZE_T size, DWORD type)
+{
+    HRESULT hr = manager_check(m);
+    if (hr != S_OK)
+        return hr;
+    if (type != MEM_DECOMMIT && type != MEM_RELEASE)
+        return E_INVALIDARG; /* rule 1 */
+    if (type == MEM_RELEASE && size != 0)
+        return E_INVALIDARG; /* rule 2 */
+    uintptr_t page = page_down((uintptr_t)address);
+    struct locked l;
+    hr = reservation_lock(m, page, HOST_E_INVALIDOPERATION, &l); /* rule 3 */
+    if (hr != S_OK)
+        return hr;
+    if (size == 0 && page != l.base)
+        return unlock(m, &l, HRESULT_FROM_WIN32(ERROR_INVALID_ADDRESS)); /* rule 4 */
+    uintptr_t start = page, end = l.end;
+    if (size != 0) {
+        bool overflow = false;
+        end = page_up_checked((uintptr_t)address, size, &overflow);
+        if (overflow || end > l.end)
+            return unlock(m, &l, E_INVALIDARG); /* rule 5 */
+    }
+    if (type == MEM_RELEASE)
+        return unlock(m, &l, release_locked(m, &l));
+    struct survey s;
+    survey_range(m, &l, start, end, 0, &s);
+    if (s.committed_pages == 0)
+        return unlock(m, &l, S_OK);
+    return unlock(m, &l, change_range(m, &l, start, end, 0, &s));
+}
+
+/* ---- VirtualProtect ---------------------------------------------------------------- */
+
+HRESULT vm_protect(struct manager *m, void *address, SIZE_T size, DWORD protect, DWORD *old)
+{
+    HRESULT hr = manager_check(m);
+    if (hr != S_OK)
+        return hr;
+    if (!old)
+        return E_POINTER;
+    if (!protect_valid(protect))
+        return E_INVALIDARG;
+    bool overflow = false;
+    uintptr_t start = page_down((uintptr_t)address);
+    uintptr_t end = page_up_checked((uintptr_t)address, size ? size : 1, &overflow);
+    if (overflow)
+        return HRESULT_FROM_WIN32(ERROR_INVALID_ADDRESS);
+    struct locked l;
+    hr = reservation_lock(m, start, HRESULT_FROM_WIN32(ERROR_INVALID_ADDRESS), &l);
+    if (hr != S_OK)
+        return hr;
+    if (end > l.end)
+        return unlock(m, &l, HRESULT_FROM_WIN32(ERROR_INVALID_ADDRESS));
+    struct survey s;
+    survey_range(m, &l, start, end, protect, &s);
+    if (s.any_reserved)
+        return unlock(m, &l, HRESULT_FROM_WIN32(ERROR_INVALID_ADDRESS));
+    DWORD previous = s.first_attr;
+    hr = unlock(m, &l, change_range(m, &l, start, end, protect, &s));
+    if (hr == S_OK)
+        *old = previous;
+    return hr;
+}
+
+/* ---- shutdown -------------------------------------------------------------------------- */
+
+void vm_release_all(struct manager *m)
+{
+    arena_destroy_all(m);
+    atomic_store(&m->committed_bytes, 0);
+    atomic_store(&m->reserved_bytes, 0);
+    atomic_store(&m->reservations, 0);
+}

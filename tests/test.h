@@ -1,0 +1,108 @@
+/*
+ * test.h - the small test harness every hostmem test program uses.
+ *
+ * TEST(name) defines a test; RUN(name) runs it. CHECK* macros are non-fatal:
+ * they print the expression, both values (result codes by name) and the line,
+ * mark the current test failed and go on. REQUIRE* return from the test on
+ * failure. TEST_SUMMARY() prints "<program>: N passed, N failed" and returns
+ * the exit status. Tests never assert on time.
+ */
+#ifndef HOSTMEM_TEST_H
+#define HOSTMEM_TEST_H
+
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "hostmem.h"
+
+static int test_current_failed;
+static int test_passed_count;
+static int test_failed_count;
+static const char *test_current_name = "";
+
+static inline const char *test_hr_name(HRESULT hr, char *buffer, size_t size)
+{
+    const char *name = hostmem_result_name(hr);
+    if (name)
+        return name;
+    snprintf(buffer, size, "0x%08" PRIX32, (uint32_t)hr);
+    return buffer;
+}
+
+#define TEST_FAIL_AT(...)                                                        \
+    do {                                                                         \
+        fprintf(stderr, "  FAIL %s (%s:%d): ", test_current_name, __FILE__, __LINE__); \
+        fprintf(stderr, __VA_ARGS__);                                            \
+        fputc('\n', stderr);                                                     \
+        test_current_failed = 1;                                                 \
+    } while (0)
+
+#define CHECK(cond)                                           \
+    do {                                                      \
+        if (!(cond))                                          \
+            TEST_FAIL_AT("CHECK(%s)", #cond);                 \
+    } while (0)
+
+#define CHECK_HR(expr, expected)                                                     \
+    do {                                                                             \
+        HRESULT check_actual_ = (expr), check_expected_ = (expected);                \
+        if (check_actual_ != check_expected_) {                                      \
+            char check_b1_[16], check_b2_[16];                                       \
+            TEST_FAIL_AT("%s -> %s, expected %s", #expr,                             \
+                         test_hr_name(check_actual_, check_b1_, sizeof check_b1_),   \
+                         test_hr_name(check_expected_, check_b2_, sizeof check_b2_)); \
+        }                                                                            \
+    } while (0)
+
+#define CHECK_EQ(a, b)                                                                    \
+    do {                                                                                  \
+        uintmax_t check_a_ = (uintmax_t)(a), check_b_ = (uintmax_t)(b);                   \
+        if (check_a_ != check_b_)                                                         \
+            TEST_FAIL_AT("%s == %s: 0x%jx != 0x%jx", #a, #b, check_a_, check_b_);         \
+    } while (0)
+
+#define REQUIRE(cond)                                         \
+    do {                                                      \
+        if (!(cond)) {                                        \
+            TEST_FAIL_AT("REQUIRE(%s)", #cond);               \
+            return;                                           \
+        }                                                     \
+    } while (0)
+
+#define REQUIRE_HR(expr, expected)                                                   \
+    do {                                                                             \
+        HRESULT check_actual_ = (expr), check_expected_ = (expected);                \
+        if (check_actual_ != check_expected_) {                                      \
+            char check_b1_[16], check_b2_[16];                                       \
+            TEST_FAIL_AT("%s -> %s, expected %s", #expr,                             \
+                         test_hr_name(check_actual_, check_b1_, sizeof check_b1_),   \
+                         test_hr_name(check_expected_, check_b2_, sizeof check_b2_)); \
+            return;                                                                  \
+        }                                                                            \
+    } while (0)
+
+#define TEST(name) static void name(void)
+
+#define RUN(name)                                                \
+    do {                                                         \
+        test_current_name = #name;                               \
+        test_current_failed = 0;                                 \
+        name();                                                  \
+        if (test_current_failed) {                               \
+            test_failed_count++;                                 \
+            fprintf(stderr, "not ok %s\n", #name);               \
+        } else {                                                 \
+            test_passed_count++;                                 \
+            if (getenv("TEST_VERBOSE"))                          \
+                fprintf(stderr, "ok %s\n", #name);               \
+        }                                                        \
+    } while (0)
+
+#define TEST_SUMMARY(program)                                                      \
+    (printf("%s: %d passed, %d failed\n", (program), test_passed_count,           \
+            test_failed_count),                                                    \
+     test_failed_count ? 1 : 0)
+
+#endif /* HOSTMEM_TEST_H */
