@@ -382,14 +382,14 @@ static HRESULT alloc_reset(struct manager *m, uintptr_t address, size_t size, DW
         return unlock(m, &l, HRESULT_FROM_WIN32(ERROR_INVALID_ADDRESS));
     struct survey s;
     survey_range(m, &l, start, end, 0, &s);
-    if (s.any_reserved)
-        return unlock(m, &l, HRESULT_FROM_WIN32(ERROR_INVALID_ADDRESS));
-    if (type == MEM_RESET) {
-        int err = hostmem_os->reset((void *)start, end - start);
+    /* Windows accepts reserved pages in the range and leaves them alone. */
+    if (type == MEM_RESET && s.committed_pages) {
+        int err = hostmem_os->reset((void *)s.committed_start,
+                                    s.committed_end - s.committed_start);
         if (err)
             return unlock(m, &l, E_OUTOFMEMORY);
         l.r->flags |= RES_TOUCHED | RES_WAS_RESET;
-    } else if (l.r->flags & RES_WAS_RESET) {
+    } else if (type == MEM_RESET_UNDO && (l.r->flags & RES_WAS_RESET)) {
         /* Linux cannot say whether the kernel dropped a lazily freed page: a
          * dropped page reads zero, like a page that was zero. hostmem vouches
          * only for reservations that were never reset. */
