@@ -36,7 +36,7 @@ demo: $(B)/hostmem
 $(B)/tests/%: tests/%.c tests/test.h $(B)/libhostmem.a | $(B)/tests
 	$(CC) $(CFLAGS_BASE) $(OPT) $< $(B)/libhostmem.a -o $@
 $(B)/tests/cxx_header: tests/cxx_header.cpp include/hostmem.h $(B)/libhostmem.a | $(B)/tests
-	$(CXX) -std=c++11 -Wall -Wextra -Werror -Iinclude $< $(B)/libhostmem.a -pthread -o $@
+	$(CXX) -std=c++11 -Wall -Wextra -Werror $(OPT) -fno-sanitize=vptr -Iinclude $< $(B)/libhostmem.a -pthread -o $@
 
 tests: $(addprefix $(B)/tests/,$(TEST_NAMES)) $(B)/tests/cxx_header
 

@@ -57,8 +57,35 @@ static HRESULT table_insert(struct manager *m, struct arena *a)
     return S_OK;
 }
 
-/* Maps size bytes aligned to G, near hint (NULL: wherever the kernel likes). */
+static HRESULT map_aligned_at(struct manager *m, uintptr_t hint, size_t size, uintptr_t *out);
+
+/*
+ * Maps size bytes aligned to G. Bottom-up space is placed low (from 32 TiB,
+ * above brk and below the kernel's top-down mmap area) so that MEM_TOP_DOWN
+ * reservations, placed by the kernel's own top-down search, sit above it. When
+ * a sanitizer runtime refuses that hint, fall back to 64 GiB.
+ */
 static HRESULT map_aligned(struct manager *m, uintptr_t hint, size_t size, uintptr_t *out)
+{
+    HRESULT hr = map_aligned_at(m, hint, size, out);
+    if (hr != S_OK || !hint || *out == hint)
+        return hr;
+    if (hint >= BOTTOM_UP_START) {
+        uintptr_t fallback = (uintptr_t)0x1000000000ull;
+        uintptr_t second;
+        if (map_aligned_at(m, fallback, size, &second) == S_OK) {
+            if (second == fallback) {
+                hostmem_os->unmap((void *)*out, size);
+                *out = second;
+            } else {
+                hostmem_os->unmap((void *)second, size);
+            }
+        }
+    }
+    return S_OK;
+}
+
+static HRESULT map_aligned_at(struct manager *m, uintptr_t hint, size_t size, uintptr_t *out)
 {
     void *p;
     int err = hostmem_os->map((void *)hint, size, reserved_prot(m), 0, &p);

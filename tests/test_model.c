@@ -102,6 +102,24 @@ static const char *hrn(HRESULT hr)
     return b;
 }
 
+/* How often each result was expected (printed with TEST_VERBOSE). */
+static struct {
+    HRESULT hr;
+    long count;
+} g_tally[16];
+
+static void tally(HRESULT want)
+{
+    for (int i = 0; i < 16; i++) {
+        if (g_tally[i].count == 0)
+            g_tally[i].hr = want;
+        if (g_tally[i].hr == want) {
+            g_tally[i].count++;
+            return;
+        }
+    }
+}
+
 static void set_op(const char *fmt, ...)
 {
     va_list ap;
@@ -143,8 +161,8 @@ static void mfail(int line, const char *fmt, ...)
     if (g_nmsg++ >= 10)
         return;
     va_list ap;
-    fprintf(stderr, "  FAIL %s (%s:%d) iteration %ld: ", test_current_name, __FILE__, line,
-            g_iter);
+    fprintf(stderr, "  FAIL %s (%s:%d) seed %llu iteration %ld: ", test_current_name, __FILE__,
+            line, (unsigned long long)g_seed, g_iter);
     va_start(ap, fmt);
     vfprintf(stderr, fmt, ap);
     va_end(ap);
@@ -606,6 +624,7 @@ static int call_alloc(int mi, uintptr_t a, size_t size, DWORD type, DWORD prot, 
     HRESULT hr =
         M[mi]->lpVtbl->VirtualAlloc(M[mi], (void *)a, size, type, prot, eTaskCritical, &p);
     *out = (uintptr_t)p;
+    tally(want);
     if (hr != want) {
         MFAIL("%s -> %s, expected %s", g_op, hrn(hr), hrn(want));
         return 0;
@@ -616,6 +635,7 @@ static int call_alloc(int mi, uintptr_t a, size_t size, DWORD type, DWORD prot, 
 static int call_free(int mi, uintptr_t a, size_t size, DWORD type, HRESULT want)
 {
     HRESULT hr = M[mi]->lpVtbl->VirtualFree(M[mi], (void *)a, size, type);
+    tally(want);
     if (hr != want) {
         MFAIL("%s -> %s, expected %s", g_op, hrn(hr), hrn(want));
         return 0;
@@ -914,6 +934,7 @@ static void op_protect(int mi)
     DWORD old = 0xDEADBEEF;
     HRESULT hr = M[mi]->lpVtbl->VirtualProtect(M[mi], (void *)a, size, prot,
                                                null_old ? NULL : &old);
+    tally(want);
     if (hr != want) {
         MFAIL("%s -> %s, expected %s", g_op, hrn(hr), hrn(want));
         return;
@@ -1130,6 +1151,7 @@ static void op_foreign(int mi)
                (unsigned)prot);
         DWORD old = 0;
         HRESULT hr = M[mi]->lpVtbl->VirtualProtect(M[mi], (void *)a, size, prot, &old);
+        tally(want);
         if (hr != want)
             MFAIL("%s -> %s, expected %s", g_op, hrn(hr), hrn(want));
     }
@@ -1163,6 +1185,7 @@ static void op_query_args(int mi)
         if (hr == S_OK && res != sizeof mbi[0])
             MFAIL("%s: *pResult %zu, expected %zu", g_op, (size_t)res, sizeof mbi[0]);
     }
+    tally(want);
     if (hr != want)
         MFAIL("%s -> %s, expected %s", g_op, hrn(hr), hrn(want));
 }
@@ -1293,8 +1316,13 @@ int main(int argc, char **argv)
     RUN(model_compact);
     RUN(model_two_managers);
 
-    if (getenv("TEST_VERBOSE"))
+    if (getenv("TEST_VERBOSE")) {
         fprintf(stderr, "test_model: %ld page checks found a foreign mapping\n", g_foreign_pages);
+        fprintf(stderr, "test_model: expected results of the calls made:");
+        for (int i = 0; i < 16 && g_tally[i].count; i++)
+            fprintf(stderr, " %s %ld", hrn(g_tally[i].hr), g_tally[i].count);
+        fputc('\n', stderr);
+    }
     if (test_failed_count)
         fprintf(stderr, "test_model: seed %llu, %ld iterations\n", (unsigned long long)g_seed,
                 g_iterations);

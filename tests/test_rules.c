@@ -246,6 +246,9 @@ static int child_touch(void *addr, int write)
     if (pid == 0) {
         struct rlimit rl = {0, 0};
         setrlimit(RLIMIT_CORE, &rl);
+        /* Die by the signal itself, even where a sanitizer installed a handler. */
+        signal(SIGSEGV, SIG_DFL);
+        signal(SIGBUS, SIG_DFL);
         volatile unsigned char *p = addr;
         if (write)
             *p = 0x5A;

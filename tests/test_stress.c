@@ -34,7 +34,7 @@
 #define NPRIV 4
 #define PRIV_MAXPAGES 16
 #define DEFAULT_THREADS 4
-#define DEFAULT_ITERATIONS 4000L
+#define DEFAULT_ITERATIONS 20000L
 #define DEFAULT_SEED 77u
 
 #define ERR_ADDR HRESULT_FROM_WIN32(ERROR_INVALID_ADDRESS)
@@ -573,6 +573,19 @@ static int shared_op(worker *w)
             hr = g_m->lpVtbl->VirtualAlloc(g_m, (void *)a, size, MEM_COMMIT, PAGE_READWRITE,
                                            eTaskCritical, &out);
             return expect(w, hr, ERR_ADDR);
+        }
+    } else if (op < 94) {
+        /* Another thread's reservation, possibly being released right now. */
+        uintptr_t b = atomic_load(&g_published[rn(rng, (size_t)g_threads)][rn(rng, NPRIV)]);
+        a = b ? b + rn(rng, PRIV_MAXPAGES * P) : a;
+        snprintf(w->op, sizeof w->op, "VirtualQuery(%#lx) [published]", (unsigned long)a);
+        MEMORY_BASIC_INFORMATION mbi;
+        SIZE_T res = 0;
+        hr = g_m->lpVtbl->VirtualQuery(g_m, (void *)a, &mbi, sizeof mbi, &res);
+        char msg[400];
+        if (!query_consistent(a, hr, res, &mbi, msg, sizeof msg)) {
+            WFAIL(w, "%s", msg);
+            return 0;
         }
     } else {
         snprintf(w->op, sizeof w->op, "shared VirtualQuery(%#lx)", (unsigned long)a);
