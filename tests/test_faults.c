@@ -1,0 +1,565 @@
+/*
+ * test_faults.c - SPEC §2: result codes when the OS or the host's locks fail.
+ *
+ * OS faults: every system call goes through the seam in src/os.h. For each
+ * operation, fail its 1st, 2nd, 3rd... call (transiently: that call only;
+ * persistently: that call and every later one) until a run sees no fault.
+ * After each run the result must be S_OK, E_OUTOFMEMORY with nothing changed
+ * (region map, page contents, counters, and the kernel's own view), or -
+ * only where an undo itself failed - E_FAIL followed by the disabled state.
+ *
+ * Lock faults: a host lock that reports HOST_E_TIMEOUT, HOST_E_ABANDONED,
+ * HOST_E_NOT_OWNER or E_FAIL, and the default POSIX lock's own mapping of
+ * ETIMEDOUT, EOWNERDEAD and EPERM.
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <string.h>
+
+#include "os.h"
+#include "test.h"
+
+extern const hostmem_lock_ops lock_posix_ops;
+
+/* ---- the faulty seam ----------------------------------------------------------- */
+static int fault_at;         /* fail the fault_at-th call (1-based); 0 = never */
+static int fault_persistent; /* and every call after it */
+static int fault_calls;      /* calls seen since armed */
+static int fault_fired;
+static int fault_first_was_discard; /* madvise(DONTNEED) cannot be undone */
+static int in_discard;
+
+static int should_fail(void)
+{
+    if (!fault_at)
+        return 0;
+    fault_calls++;
+    if (fault_calls == fault_at || (fault_persistent && fault_calls > fault_at)) {
+        if (!fault_fired)
+            fault_first_was_discard = in_discard;
+        fault_fired++;
+        return 1;
+    }
+    return 0;
+}
+
+static int f_map(void *hint, size_t size, int prot, int fixed, void **out)
+{
+    return should_fail() ? ENOMEM : hostmem_os_linux.map(hint, size, prot, fixed, out);
+}
+static int f_unmap(void *a, size_t s)
+{
+    return should_fail() ? ENOMEM : hostmem_os_linux.unmap(a, s);
+}
+static int f_protect(void *a, size_t s, int p)
+{
+    return should_fail() ? ENOMEM : hostmem_os_linux.protect(a, s, p);
+}
+static int f_discard(void *a, size_t s)
+{
+    in_discard = 1;
+    int fail = should_fail();
+    in_discard = 0;
+    return fail ? EINVAL : hostmem_os_linux.discard(a, s);
+}
+static int f_reset(void *a, size_t s)
+{
+    return should_fail() ? EINVAL : hostmem_os_linux.reset(a, s);
+}
+static int f_walk(os_mapping_fn fn, void *c)
+{
+    return should_fail() ? EIO : hostmem_os_linux.walk_mappings(fn, c);
+}
+static const struct hostmem_os_ops faulty = {f_map, f_unmap, f_protect, f_discard, f_reset, f_walk};
+
+static void arm(int at, int persistent)
+{
+    fault_at = at;
+    fault_persistent = persistent;
+    fault_calls = 0;
+    fault_fired = 0;
+    fault_first_was_discard = 0;
+}
+
+/* ---- snapshots: everything a failed call must leave as it was -------------------- */
+#define SNAP_PAGES 48
+struct snapshot {
+    MEMORY_BASIC_INFORMATION info[SNAP_PAGES];
+    unsigned char first_byte[SNAP_PAGES];
+    hostmem_stats stats;
+};
+
+static size_t P;
+
+static void snap(IHostMemoryManager *m, char *base, struct snapshot *s)
+{
+    memset(s, 0, sizeof *s);
+    for (int i = 0; i < SNAP_PAGES; i++) {
+        SIZE_T n;
+        m->lpVtbl->VirtualQuery(m, base + i * P, &s->info[i], sizeof s->info[i], &n);
+        DWORD p = s->info[i].Protect;
+        if (s->info[i].State == MEM_COMMIT && (p == PAGE_READWRITE || p == PAGE_READONLY))
+            s->first_byte[i] = *(volatile unsigned char *)(base + i * P);
+    }
+    s->stats.size = sizeof s->stats;
+    hostmem_get_stats(m, &s->stats);
+}
+
+static int snap_equal(const struct snapshot *a, const struct snapshot *b)
+{
+    return memcmp(a->info, b->info, sizeof a->info) == 0 &&
+           memcmp(a->first_byte, b->first_byte, sizeof a->first_byte) == 0 &&
+           a->stats.reserved_bytes == b->stats.reserved_bytes &&
+           a->stats.committed_bytes == b->stats.committed_bytes &&
+           a->stats.reservations == b->stats.reservations;
+}
+
+/* ---- the operations swept ----------------------------------------------------------- */
+struct fixture {
+    IHostMemoryManager *m;
+    char *base; /* a reservation: page 0-3 committed RW with data, 4-7 READONLY, rest reserved */
+};
+
+typedef HRESULT (*operation)(struct fixture *f);
+
+static HRESULT op_reserve(struct fixture *f)
+{
+    void *p;
+    return f->m->lpVtbl->VirtualAlloc(f->m, NULL, 20 * P, MEM_RESERVE, PAGE_READWRITE, eTaskCritical, &p);
+}
+static HRESULT op_reserve_commit(struct fixture *f)
+{
+    void *p;
+    return f->m->lpVtbl->VirtualAlloc(f->m, NULL, 20 * P, MEM_RESERVE | MEM_COMMIT, PAGE_READONLY,
+                                      eTaskCritical, &p);
+}
+static HRESULT op_reserve_big(struct fixture *f)
+{
+    void *p;
+    return f->m->lpVtbl->VirtualAlloc(f->m, NULL, 1u << 29, MEM_RESERVE, PAGE_READWRITE, eTaskCritical, &p);
+}
+static HRESULT op_commit_mixed(struct fixture *f)
+{
+    void *p;
+    return f->m->lpVtbl->VirtualAlloc(f->m, f->base + 2 * P, 10 * P, MEM_COMMIT, PAGE_EXECUTE_READ,
+                                      eTaskCritical, &p);
+}
+static HRESULT op_commit_rw(struct fixture *f)
+{
+    void *p;
+    return f->m->lpVtbl->VirtualAlloc(f->m, f->base + 10 * P, 3 * P, MEM_COMMIT, PAGE_READWRITE,
+                                      eTaskCritical, &p);
+}
+static HRESULT op_decommit(struct fixture *f)
+{
+    return f->m->lpVtbl->VirtualFree(f->m, f->base + 1 * P, 5 * P, MEM_DECOMMIT);
+}
+static HRESULT op_release(struct fixture *f)
+{
+    return f->m->lpVtbl->VirtualFree(f->m, f->base, 0, MEM_RELEASE);
+}
+static HRESULT op_protect(struct fixture *f)
+{
+    DWORD old;
+    return f->m->lpVtbl->VirtualProtect(f->m, f->base + 1 * P, 6 * P, PAGE_NOACCESS, &old);
+}
+static HRESULT op_reset(struct fixture *f)
+{
+    void *p;
+    return f->m->lpVtbl->VirtualAlloc(f->m, f->base, 8 * P, MEM_RESET, PAGE_READWRITE, eTaskCritical, &p);
+}
+static HRESULT op_query_foreign(struct fixture *f)
+{
+    MEMORY_BASIC_INFORMATION info;
+    SIZE_T n;
+    int local = 0;
+    return f->m->lpVtbl->VirtualQuery(f->m, &local, &info, sizeof info, &n);
+}
+
+static const struct {
+    const char *name;
+    operation run;
+    int changes; /* does a success change the fixture's reservation? */
+} operations[] = {
+    {"reserve", op_reserve, 0},         {"reserve_commit", op_reserve_commit, 0},
+    {"reserve_big", op_reserve_big, 0}, {"commit_mixed", op_commit_mixed, 1},
+    {"commit_rw", op_commit_rw, 1},     {"decommit", op_decommit, 1},
+    {"release", op_release, 1},         {"protect", op_protect, 1},
+    {"reset", op_reset, 1},             {"query_foreign", op_query_foreign, 0},
+};
+
+static int fixture_make(struct fixture *f, uint32_t flags)
+{
+    hostmem_config c = {sizeof c};
+    c.flags = flags;
+    if (hostmem_create(&c, &f->m) != S_OK)
+        return 0;
+    void *p;
+    if (f->m->lpVtbl->VirtualAlloc(f->m, NULL, SNAP_PAGES * P, MEM_RESERVE, PAGE_READWRITE,
+                                   eTaskCritical, &p) != S_OK)
+        return 0;
+    f->base = p;
+    if (f->m->lpVtbl->VirtualAlloc(f->m, f->base, 8 * P, MEM_COMMIT, PAGE_READWRITE, eTaskCritical, &p) != S_OK)
+        return 0;
+    for (int i = 0; i < 8; i++)
+        f->base[i * P] = (char)(0x41 + i);
+    DWORD old;
+    if (f->m->lpVtbl->VirtualProtect(f->m, f->base + 4 * P, 4 * P, PAGE_READONLY, &old) != S_OK)
+        return 0;
+    return 1;
+}
+
+static long faults_injected;
+static long sweep_runs;
+
+static void sweep(uint32_t flags)
+{
+    for (size_t o = 0; o < sizeof operations / sizeof operations[0]; o++) {
+        for (int persistent = 0; persistent < 2; persistent++) {
+            for (int at = 1; at < 64; at++) {
+                struct fixture f;
+                if (!fixture_make(&f, flags)) {
+                    TEST_FAIL_AT("fixture");
+                    return;
+                }
+                struct snapshot before, after;
+                snap(f.m, f.base, &before);
+                hostmem_os = &faulty;
+                arm(at, persistent);
+                HRESULT hr = operations[o].run(&f);
+                int fired = fault_fired, discard = fault_first_was_discard;
+                arm(0, 0);
+                hostmem_os = &hostmem_os_linux;
+                sweep_runs++;
+                faults_injected += fired;
+                char why[256];
+                if (hr == E_FAIL) {
+                    /* Only when the change cannot be undone: a failed discard (part of
+                     * the range may be gone), or an undo that failed too. */
+                    if (!persistent && !discard)
+                        TEST_FAIL_AT("%s: E_FAIL on a transient fault at call %d", operations[o].name, at);
+                    void *p;
+                    CHECK_HR(f.m->lpVtbl->VirtualAlloc(f.m, NULL, P, MEM_RESERVE, PAGE_READWRITE,
+                                                       eTaskCritical, &p),
+                             HOST_E_CLRNOTAVAILABLE);
+                    CHECK_HR(f.m->lpVtbl->VirtualFree(f.m, f.base, 0, MEM_RELEASE), HOST_E_CLRNOTAVAILABLE);
+                } else if (hr != S_OK) {
+                    if (hr != E_OUTOFMEMORY)
+                        TEST_FAIL_AT("%s: fault at call %d (%s) -> 0x%08X", operations[o].name, at,
+                                     persistent ? "persistent" : "transient", (unsigned)hr);
+                    snap(f.m, f.base, &after);
+                    if (!snap_equal(&before, &after))
+                        TEST_FAIL_AT("%s: fault at call %d (%s) changed the state", operations[o].name,
+                                     at, persistent ? "persistent" : "transient");
+                    if (hostmem_validate(f.m, HOSTMEM_VALIDATE_KERNEL, why, sizeof why) != S_OK)
+                        TEST_FAIL_AT("%s: fault at call %d: validate: %s", operations[o].name, at, why);
+                } else {
+                    if (hostmem_validate(f.m, HOSTMEM_VALIDATE_KERNEL, why, sizeof why) != S_OK)
+                        TEST_FAIL_AT("%s: success after fault %d: validate: %s", operations[o].name, at, why);
+                    /* untouched committed pages kept their data */
+                    if (!operations[o].changes || operations[o].run == op_commit_rw) {
+                        for (int i = 0; i < 8; i++)
+                            if (f.base[i * P] != (char)(0x41 + i))
+                                TEST_FAIL_AT("%s: page %d lost its contents", operations[o].name, i);
+                    }
+                }
+                f.m->lpVtbl->Release(f.m);
+                if (!fired)
+                    break; /* the operation made fewer calls than at: sweep done */
+            }
+        }
+    }
+}
+
+TEST(os_fault_sweep_strict_every_call_transient_and_persistent)
+{
+    sweep(0);
+}
+
+TEST(os_fault_sweep_compact_every_call_transient_and_persistent)
+{
+    sweep(HOSTMEM_COMPACT);
+}
+
+/* SPEC §2: an unrecoverable OS failure gives E_FAIL once, then the disabled state. */
+TEST(os_unrecoverable_failure_disables_the_manager)
+{
+    struct fixture f;
+    REQUIRE(fixture_make(&f, 0));
+    hostmem_os = &faulty;
+    arm(1, 1); /* mprotect fails and so does its undo */
+    HRESULT hr = op_commit_mixed(&f);
+    arm(0, 0);
+    hostmem_os = &hostmem_os_linux;
+    CHECK_HR(hr, E_FAIL);
+    void *p;
+    MEMORY_BASIC_INFORMATION info;
+    SIZE_T n;
+    DWORD old;
+    CHECK_HR(f.m->lpVtbl->VirtualAlloc(f.m, NULL, P, MEM_RESERVE, PAGE_READWRITE, eTaskCritical, &p),
+             HOST_E_CLRNOTAVAILABLE);
+    CHECK_HR(f.m->lpVtbl->VirtualFree(f.m, f.base, 0, MEM_RELEASE), HOST_E_CLRNOTAVAILABLE);
+    CHECK_HR(f.m->lpVtbl->VirtualQuery(f.m, f.base, &info, sizeof info, &n), HOST_E_CLRNOTAVAILABLE);
+    CHECK_HR(f.m->lpVtbl->VirtualProtect(f.m, f.base, P, PAGE_READONLY, &old), HOST_E_CLRNOTAVAILABLE);
+    CHECK_EQ(f.m->lpVtbl->Release(f.m), 0);
+}
+
+/* ---- lock faults ------------------------------------------------------------------------- */
+static _Atomic HRESULT lock_enter_result = S_OK;
+static _Atomic HRESULT lock_leave_result = S_OK;
+static _Atomic int lock_entered;
+
+static HRESULT l_create(void *c, void **lock)
+{
+    return lock_posix_ops.create(c, lock);
+}
+static HRESULT l_enter(void *c, void *lock, DWORD timeout)
+{
+    HRESULT hr = atomic_load(&lock_enter_result);
+    if (hr != S_OK)
+        return hr;
+    atomic_fetch_add(&lock_entered, 1);
+    return lock_posix_ops.enter(c, lock, timeout);
+}
+static HRESULT l_leave(void *c, void *lock)
+{
+    HRESULT forced = atomic_load(&lock_leave_result);
+    HRESULT hr = lock_posix_ops.leave(c, lock);
+    return forced != S_OK ? forced : hr;
+}
+static void l_destroy(void *c, void *lock)
+{
+    lock_posix_ops.destroy(c, lock);
+}
+static const hostmem_lock_ops injected_locks = {NULL, l_create, l_enter, l_leave, l_destroy};
+
+/* SPEC §2: a lock failure is returned unchanged and the operation is not applied. */
+TEST(lock_enter_failures_are_returned_unchanged_and_nothing_changes)
+{
+    const HRESULT results[] = {HOST_E_TIMEOUT, HOST_E_ABANDONED, HOST_E_NOT_OWNER};
+    for (size_t i = 0; i < sizeof results / sizeof results[0]; i++) {
+        hostmem_config c = {sizeof c};
+        c.lock_ops = &injected_locks;
+        IHostMemoryManager *m;
+        REQUIRE_HR(hostmem_create(&c, &m), S_OK);
+        void *base, *p;
+        REQUIRE_HR(m->lpVtbl->VirtualAlloc(m, NULL, 16 * P, MEM_RESERVE, PAGE_READWRITE, eTaskCritical, &base), S_OK);
+        REQUIRE_HR(m->lpVtbl->VirtualAlloc(m, base, 2 * P, MEM_COMMIT, PAGE_READWRITE, eTaskCritical, &p), S_OK);
+        ((char *)base)[0] = 7;
+        struct snapshot before, after;
+        snap(m, base, &before);
+        atomic_store(&lock_enter_result, results[i]);
+        DWORD old;
+        CHECK_HR(m->lpVtbl->VirtualAlloc(m, NULL, P, MEM_RESERVE, PAGE_READWRITE, eTaskCritical, &p), results[i]);
+        CHECK_HR(m->lpVtbl->VirtualAlloc(m, (char *)base + 4 * P, P, MEM_COMMIT, PAGE_READWRITE, eTaskCritical, &p),
+                 results[i]);
+        CHECK_HR(m->lpVtbl->VirtualFree(m, base, P, MEM_DECOMMIT), results[i]);
+        CHECK_HR(m->lpVtbl->VirtualFree(m, base, 0, MEM_RELEASE), results[i]);
+        CHECK_HR(m->lpVtbl->VirtualProtect(m, base, P, PAGE_READONLY, &old), results[i]);
+        /* VirtualQuery takes no lock (SPEC §5) */
+        MEMORY_BASIC_INFORMATION info;
+        SIZE_T n;
+        CHECK_HR(m->lpVtbl->VirtualQuery(m, base, &info, sizeof info, &n), S_OK);
+        /* foreign memory is refused before any lock is taken */
+        int local;
+        CHECK_HR(m->lpVtbl->VirtualFree(m, &local, 0, MEM_RELEASE), HOST_E_INVALIDOPERATION);
+        snap(m, base, &after);
+        CHECK(snap_equal(&before, &after));
+        CHECK(((char *)base)[0] == 7);
+        atomic_store(&lock_enter_result, S_OK);
+        /* not disabled: the next call works */
+        CHECK_HR(m->lpVtbl->VirtualFree(m, base, 0, MEM_RELEASE), S_OK);
+        CHECK_EQ(m->lpVtbl->Release(m), 0);
+    }
+}
+
+/* SPEC §2: E_FAIL from the host's lock is catastrophic: the manager is disabled. */
+TEST(lock_enter_e_fail_disables_the_manager)
+{
+    hostmem_config c = {sizeof c};
+    c.lock_ops = &injected_locks;
+    IHostMemoryManager *m;
+    REQUIRE_HR(hostmem_create(&c, &m), S_OK);
+    void *p;
+    atomic_store(&lock_enter_result, E_FAIL);
+    CHECK_HR(m->lpVtbl->VirtualAlloc(m, NULL, P, MEM_RESERVE, PAGE_READWRITE, eTaskCritical, &p), E_FAIL);
+    atomic_store(&lock_enter_result, S_OK);
+    CHECK_HR(m->lpVtbl->VirtualAlloc(m, NULL, P, MEM_RESERVE, PAGE_READWRITE, eTaskCritical, &p),
+             HOST_E_CLRNOTAVAILABLE);
+    CHECK_EQ(m->lpVtbl->Release(m), 0);
+}
+
+/* SPEC §2: HOST_E_NOT_OWNER from the host's leave reaches the caller. */
+TEST(lock_leave_not_owner_is_returned)
+{
+    hostmem_config c = {sizeof c};
+    c.lock_ops = &injected_locks;
+    IHostMemoryManager *m;
+    REQUIRE_HR(hostmem_create(&c, &m), S_OK);
+    void *base;
+    REQUIRE_HR(m->lpVtbl->VirtualAlloc(m, NULL, 4 * P, MEM_RESERVE, PAGE_READWRITE, eTaskCritical, &base), S_OK);
+    atomic_store(&lock_leave_result, HOST_E_NOT_OWNER);
+    void *p;
+    CHECK_HR(m->lpVtbl->VirtualAlloc(m, base, P, MEM_COMMIT, PAGE_READWRITE, eTaskCritical, &p), HOST_E_NOT_OWNER);
+    atomic_store(&lock_leave_result, S_OK);
+    CHECK_HR(m->lpVtbl->VirtualFree(m, base, 0, MEM_RELEASE), S_OK);
+    CHECK_EQ(m->lpVtbl->Release(m), 0);
+}
+
+/* ---- the default POSIX lock's mapping ------------------------------------------------------- */
+static void *hold_and_die(void *lock)
+{
+    lock_posix_ops.enter(NULL, lock, HOSTMEM_INFINITE);
+    return NULL; /* exits owning the lock: robust mutexes report it */
+}
+
+struct holder {
+    void *lock;
+    pthread_barrier_t held, done;
+};
+
+static void *hold_until_told(void *arg)
+{
+    struct holder *h = arg;
+    lock_posix_ops.enter(NULL, h->lock, HOSTMEM_INFINITE);
+    pthread_barrier_wait(&h->held);
+    pthread_barrier_wait(&h->done);
+    lock_posix_ops.leave(NULL, h->lock);
+    return NULL;
+}
+
+/* SPEC §2: ETIMEDOUT -> HOST_E_TIMEOUT, EOWNERDEAD -> HOST_E_ABANDONED, EPERM -> HOST_E_NOT_OWNER. */
+TEST(default_lock_maps_etimedout_eownerdead_eperm)
+{
+    void *lock;
+    REQUIRE_HR(lock_posix_ops.create(NULL, &lock), S_OK);
+    struct holder h = {lock};
+    pthread_barrier_init(&h.held, NULL, 2);
+    pthread_barrier_init(&h.done, NULL, 2);
+    pthread_t t;
+    pthread_create(&t, NULL, hold_until_told, &h);
+    pthread_barrier_wait(&h.held);
+    CHECK_HR(lock_posix_ops.enter(NULL, lock, 10), HOST_E_TIMEOUT);
+    CHECK_HR(lock_posix_ops.leave(NULL, lock), HOST_E_NOT_OWNER); /* EPERM: not ours */
+    pthread_barrier_wait(&h.done);
+    pthread_join(t, NULL);
+    pthread_barrier_destroy(&h.held);
+    pthread_barrier_destroy(&h.done);
+
+    pthread_create(&t, NULL, hold_and_die, lock);
+    pthread_join(t, NULL);
+    CHECK_HR(lock_posix_ops.enter(NULL, lock, HOSTMEM_INFINITE), HOST_E_ABANDONED);
+    /* and the lock is usable again */
+    CHECK_HR(lock_posix_ops.enter(NULL, lock, 10), S_OK);
+    CHECK_HR(lock_posix_ops.leave(NULL, lock), S_OK);
+    lock_posix_ops.destroy(NULL, lock);
+}
+
+/* ---- a lock held by a stopped thread: timeouts, and VirtualQuery still answers --------------- */
+static void *g_locks[80];
+static _Atomic int g_lock_count;
+
+static HRESULT rec_create(void *c, void **lock)
+{
+    HRESULT hr = lock_posix_ops.create(c, lock);
+    if (hr == S_OK)
+        g_locks[atomic_fetch_add(&g_lock_count, 1)] = *lock;
+    return hr;
+}
+static const hostmem_lock_ops recorded_locks = {NULL, rec_create, NULL, NULL, NULL};
+
+struct all_holder {
+    int count;
+    pthread_barrier_t held, done;
+};
+
+static void *hold_all(void *arg)
+{
+    struct all_holder *h = arg;
+    for (int i = 0; i < h->count; i++)
+        lock_posix_ops.enter(NULL, g_locks[i], HOSTMEM_INFINITE);
+    pthread_barrier_wait(&h->held);
+    pthread_barrier_wait(&h->done);
+    for (int i = 0; i < h->count; i++)
+        lock_posix_ops.leave(NULL, g_locks[i]);
+    return NULL;
+}
+
+/* SPEC §2 and §5: with a timeout configured, a held lock gives HOST_E_TIMEOUT, not a hang;
+ * VirtualQuery takes no lock and answers. */
+TEST(held_locks_time_out_and_virtualquery_still_answers)
+{
+    hostmem_lock_ops ops = recorded_locks;
+    ops.enter = lock_posix_ops.enter;
+    ops.leave = lock_posix_ops.leave;
+    ops.destroy = lock_posix_ops.destroy;
+    hostmem_config c = {sizeof c};
+    c.lock_ops = &ops;
+    c.lock_timeout_ms = 20;
+    atomic_store(&g_lock_count, 0);
+    IHostMemoryManager *m;
+    REQUIRE_HR(hostmem_create(&c, &m), S_OK);
+    void *base, *p;
+    REQUIRE_HR(m->lpVtbl->VirtualAlloc(m, NULL, 8 * P, MEM_RESERVE | MEM_COMMIT, PAGE_READWRITE, eTaskCritical, &base),
+               S_OK);
+    struct all_holder h = {atomic_load(&g_lock_count)};
+    pthread_barrier_init(&h.held, NULL, 2);
+    pthread_barrier_init(&h.done, NULL, 2);
+    pthread_t t;
+    pthread_create(&t, NULL, hold_all, &h);
+    pthread_barrier_wait(&h.held);
+    MEMORY_BASIC_INFORMATION info;
+    SIZE_T n;
+    CHECK_HR(m->lpVtbl->VirtualQuery(m, base, &info, sizeof info, &n), S_OK);
+    CHECK_EQ(info.State, MEM_COMMIT);
+    CHECK_EQ(info.RegionSize, 8 * P);
+    CHECK_HR(m->lpVtbl->VirtualFree(m, base, P, MEM_DECOMMIT), HOST_E_TIMEOUT);
+    CHECK_HR(m->lpVtbl->VirtualAlloc(m, NULL, P, MEM_RESERVE, PAGE_READWRITE, eTaskCritical, &p), HOST_E_TIMEOUT);
+    pthread_barrier_wait(&h.done);
+    pthread_join(t, NULL);
+    pthread_barrier_destroy(&h.held);
+    pthread_barrier_destroy(&h.done);
+    CHECK_HR(m->lpVtbl->VirtualQuery(m, base, &info, sizeof info, &n), S_OK);
+    CHECK_EQ(info.RegionSize, 8 * P); /* the timed-out decommit changed nothing */
+    CHECK_HR(m->lpVtbl->VirtualFree(m, base, 0, MEM_RELEASE), S_OK);
+    CHECK_EQ(m->lpVtbl->Release(m), 0);
+}
+
+/* SPEC §2: after shutdown every call is HOST_E_CLRNOTAVAILABLE and the memory is gone. */
+TEST(shutdown_makes_calls_clrnotavailable_and_returns_memory)
+{
+    IHostMemoryManager *m, *other;
+    REQUIRE_HR(hostmem_create(NULL, &m), S_OK);
+    REQUIRE_HR(hostmem_create(NULL, &other), S_OK);
+    void *base;
+    REQUIRE_HR(m->lpVtbl->VirtualAlloc(m, NULL, 4 * P, MEM_RESERVE | MEM_COMMIT, PAGE_READWRITE, eTaskCritical, &base),
+               S_OK);
+    CHECK_HR(hostmem_shutdown(m), S_OK);
+    void *p;
+    CHECK_HR(m->lpVtbl->VirtualAlloc(m, NULL, P, MEM_RESERVE, PAGE_READWRITE, eTaskCritical, &p),
+             HOST_E_CLRNOTAVAILABLE);
+    CHECK_HR(m->lpVtbl->VirtualFree(m, base, 0, MEM_RELEASE), HOST_E_CLRNOTAVAILABLE);
+    MEMORY_BASIC_INFORMATION info;
+    SIZE_T n;
+    CHECK_HR(other->lpVtbl->VirtualQuery(other, base, &info, sizeof info, &n), S_OK);
+    CHECK_EQ(info.State, MEM_FREE);
+    CHECK_EQ(m->lpVtbl->Release(m), 0);
+    CHECK_EQ(other->lpVtbl->Release(other), 0);
+}
+
+int main(void)
+{
+    P = hostmem_page_size();
+    RUN(os_fault_sweep_strict_every_call_transient_and_persistent);
+    RUN(os_fault_sweep_compact_every_call_transient_and_persistent);
+    RUN(os_unrecoverable_failure_disables_the_manager);
+    RUN(lock_enter_failures_are_returned_unchanged_and_nothing_changes);
+    RUN(lock_enter_e_fail_disables_the_manager);
+    RUN(lock_leave_not_owner_is_returned);
+    RUN(default_lock_maps_etimedout_eownerdead_eperm);
+    RUN(held_locks_time_out_and_virtualquery_still_answers);
+    RUN(shutdown_makes_calls_clrnotavailable_and_returns_memory);
+    printf("test_faults: %ld sweep runs, %ld faults injected\n", sweep_runs, faults_injected);
+    return TEST_SUMMARY("test_faults");
+}
