@@ -45,11 +45,11 @@ check-plain: tests
 
 check-asan:
 	$(MAKE) --no-print-directory B=build/asan OPT="-O1 -g -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer" tests
-	HOSTMEM_ITERATIONS=4000 ASAN_OPTIONS=detect_leaks=1 sh tests/run.sh asan build/asan/tests
+	HOSTMEM_ITERATIONS=4000 HOSTMEM_SCALE=100000 HOSTMEM_SKIP_MAP_LIMIT=1 ASAN_OPTIONS=detect_leaks=1 sh tests/run.sh asan build/asan/tests
 
 check-tsan:
 	$(MAKE) --no-print-directory B=build/tsan OPT="-O1 -g -fsanitize=thread" tests
-	HOSTMEM_ITERATIONS=2000 TSAN_OPTIONS=halt_on_error=1 sh tests/run.sh tsan build/tsan/tests
+	HOSTMEM_ITERATIONS=2000 HOSTMEM_SCALE=100000 HOSTMEM_SKIP_MAP_LIMIT=1 TSAN_OPTIONS=halt_on_error=1 sh tests/run.sh tsan build/tsan/tests
 
 check: all
 	rm -f build/results

@@ -85,7 +85,7 @@ static void manager_teardown(struct manager *m)
 
 static void manager_destroy(struct manager *m)
 {
-    if (atomic_load(&m->state) != STATE_SHUTDOWN)
+    if (!m->torn_down)
         manager_teardown(m);
     if (m->locks_created) {
         for (int i = 0; i < STRIPES; i++)
@@ -281,28 +281,37 @@ HRESULT hostmem_create(const hostmem_config *config, IHostMemoryManager **out)
     return S_OK;
 }
 
+/*
+ * Shutdown: from now on every call returns HOST_E_CLRNOTAVAILABLE (calls
+ * re-check the state after taking a lock). Each lock is then entered and left
+ * once, so calls already inside the manager drain out, one lock at a time
+ * (never holding them all: a host's lock may limit how many a thread holds).
+ * The caller must not start new calls that race with the teardown itself.
+ */
 HRESULT hostmem_shutdown(IHostMemoryManager *manager)
 {
     if (!is_manager(manager))
         return E_POINTER;
     struct manager *m = manager_from(manager);
-    HRESULT hr = lock_enter(m, m->arena_lock);
-    if (hr != S_OK)
-        return hr;
-    int taken = 0;
-    for (; taken < STRIPES; taken++) {
-        hr = lock_enter(m, m->stripes[taken].lock);
-        if (hr != S_OK)
-            break;
+    int expected = STATE_LIVE;
+    if (!atomic_compare_exchange_strong(&m->state, &expected, STATE_SHUTDOWN) &&
+        expected == STATE_SHUTDOWN)
+        return HOST_E_CLRNOTAVAILABLE;
+    atomic_store(&m->state, STATE_SHUTDOWN);
+    void *locks[STRIPES + 1];
+    locks[0] = m->arena_lock;
+    for (int i = 0; i < STRIPES; i++)
+        locks[i + 1] = m->stripes[i].lock;
+    for (int i = 0; i <= STRIPES; i++) {
+        HRESULT hr = m->lock_ops.enter(m->lock_ops.context, locks[i], m->timeout_ms);
+        if (hr == S_OK)
+            m->lock_ops.leave(m->lock_ops.context, locks[i]);
+        else if (hr != HOST_E_ABANDONED)
+            return hr; /* a call is still inside: the memory stays until the last Release */
     }
-    if (hr == S_OK) {
-        atomic_store(&m->state, STATE_SHUTDOWN);
-        manager_teardown(m);
-    }
-    for (int i = 0; i < taken; i++)
-        m->lock_ops.leave(m->lock_ops.context, m->stripes[i].lock);
-    m->lock_ops.leave(m->lock_ops.context, m->arena_lock);
-    return hr;
+    manager_teardown(m);
+    m->torn_down = true;
+    return S_OK;
 }
 
 HRESULT hostmem_get_stats(IHostMemoryManager *manager, hostmem_stats *stats)

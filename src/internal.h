@@ -184,6 +184,7 @@ struct manager {
     size_t commit_limit;
     hostmem_lock_ops lock_ops;
     bool locks_created;
+    bool torn_down; /* every reservation went back to the OS */
 
     void *arena_lock;
     struct slab arena_slab;         /* reservation and arena structs (arena lock) */

@@ -46,15 +46,17 @@ static HRESULT posix_enter(void *context, void *lock, DWORD timeout_ms)
     if (timeout_ms == HOSTMEM_INFINITE) {
         err = pthread_mutex_lock(mutex);
     } else {
+        /* pthread_mutex_timedlock measures CLOCK_REALTIME; clocklock would take
+         * CLOCK_MONOTONIC but is invisible to ThreadSanitizer's interceptors. */
         struct timespec deadline;
-        clock_gettime(CLOCK_MONOTONIC, &deadline);
+        clock_gettime(CLOCK_REALTIME, &deadline);
         deadline.tv_sec += timeout_ms / 1000;
         deadline.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
         if (deadline.tv_nsec >= 1000000000L) {
             deadline.tv_sec++;
             deadline.tv_nsec -= 1000000000L;
         }
-        err = pthread_mutex_clocklock(mutex, CLOCK_MONOTONIC, &deadline);
+        err = pthread_mutex_timedlock(mutex, &deadline);
     }
     switch (err) {
     case 0:

@@ -20,6 +20,14 @@
 #include "os.h"
 #include "test.h"
 
+#if defined(__SANITIZE_THREAD__)
+#define UNDER_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define UNDER_TSAN 1
+#endif
+#endif
+
 extern const hostmem_lock_ops lock_posix_ops;
 
 /* ---- the faulty seam ----------------------------------------------------------- */
@@ -408,7 +416,7 @@ TEST(lock_leave_not_owner_is_returned)
 }
 
 /* ---- the default POSIX lock's mapping ------------------------------------------------------- */
-static void *hold_and_die(void *lock)
+__attribute__((unused)) static void *hold_and_die(void *lock)
 {
     lock_posix_ops.enter(NULL, lock, HOSTMEM_INFINITE);
     return NULL; /* exits owning the lock: robust mutexes report it */
@@ -441,18 +449,22 @@ TEST(default_lock_maps_etimedout_eownerdead_eperm)
     pthread_create(&t, NULL, hold_until_told, &h);
     pthread_barrier_wait(&h.held);
     CHECK_HR(lock_posix_ops.enter(NULL, lock, 10), HOST_E_TIMEOUT);
+#ifndef UNDER_TSAN /* TSan reports the deliberate unlock by a non-owner as an error */
     CHECK_HR(lock_posix_ops.leave(NULL, lock), HOST_E_NOT_OWNER); /* EPERM: not ours */
+#endif
     pthread_barrier_wait(&h.done);
     pthread_join(t, NULL);
     pthread_barrier_destroy(&h.held);
     pthread_barrier_destroy(&h.done);
 
+#ifndef UNDER_TSAN /* and a thread that exits holding a lock */
     pthread_create(&t, NULL, hold_and_die, lock);
     pthread_join(t, NULL);
     CHECK_HR(lock_posix_ops.enter(NULL, lock, HOSTMEM_INFINITE), HOST_E_ABANDONED);
     /* and the lock is usable again */
     CHECK_HR(lock_posix_ops.enter(NULL, lock, 10), S_OK);
     CHECK_HR(lock_posix_ops.leave(NULL, lock), S_OK);
+#endif
     lock_posix_ops.destroy(NULL, lock);
 }
 
@@ -470,18 +482,19 @@ static HRESULT rec_create(void *c, void **lock)
 static const hostmem_lock_ops recorded_locks = {NULL, rec_create, NULL, NULL, NULL};
 
 struct all_holder {
-    int count;
-    pthread_barrier_t held, done;
+    int first, count;
+    pthread_barrier_t *held, *done;
 };
 
+/* Two threads share the holding: ThreadSanitizer tracks at most 64 locks per thread. */
 static void *hold_all(void *arg)
 {
     struct all_holder *h = arg;
-    for (int i = 0; i < h->count; i++)
+    for (int i = h->first; i < h->first + h->count; i++)
         lock_posix_ops.enter(NULL, g_locks[i], HOSTMEM_INFINITE);
-    pthread_barrier_wait(&h->held);
-    pthread_barrier_wait(&h->done);
-    for (int i = 0; i < h->count; i++)
+    pthread_barrier_wait(h->held);
+    pthread_barrier_wait(h->done);
+    for (int i = h->first; i < h->first + h->count; i++)
         lock_posix_ops.leave(NULL, g_locks[i]);
     return NULL;
 }
@@ -503,12 +516,15 @@ TEST(held_locks_time_out_and_virtualquery_still_answers)
     void *base, *p;
     REQUIRE_HR(m->lpVtbl->VirtualAlloc(m, NULL, 8 * P, MEM_RESERVE | MEM_COMMIT, PAGE_READWRITE, eTaskCritical, &base),
                S_OK);
-    struct all_holder h = {atomic_load(&g_lock_count)};
-    pthread_barrier_init(&h.held, NULL, 2);
-    pthread_barrier_init(&h.done, NULL, 2);
-    pthread_t t;
-    pthread_create(&t, NULL, hold_all, &h);
-    pthread_barrier_wait(&h.held);
+    int total = atomic_load(&g_lock_count);
+    pthread_barrier_t held, done;
+    pthread_barrier_init(&held, NULL, 3);
+    pthread_barrier_init(&done, NULL, 3);
+    struct all_holder h[2] = {{0, total / 2, &held, &done}, {total / 2, total - total / 2, &held, &done}};
+    pthread_t t[2];
+    pthread_create(&t[0], NULL, hold_all, &h[0]);
+    pthread_create(&t[1], NULL, hold_all, &h[1]);
+    pthread_barrier_wait(&held);
     MEMORY_BASIC_INFORMATION info;
     SIZE_T n;
     CHECK_HR(m->lpVtbl->VirtualQuery(m, base, &info, sizeof info, &n), S_OK);
@@ -516,10 +532,11 @@ TEST(held_locks_time_out_and_virtualquery_still_answers)
     CHECK_EQ(info.RegionSize, 8 * P);
     CHECK_HR(m->lpVtbl->VirtualFree(m, base, P, MEM_DECOMMIT), HOST_E_TIMEOUT);
     CHECK_HR(m->lpVtbl->VirtualAlloc(m, NULL, P, MEM_RESERVE, PAGE_READWRITE, eTaskCritical, &p), HOST_E_TIMEOUT);
-    pthread_barrier_wait(&h.done);
-    pthread_join(t, NULL);
-    pthread_barrier_destroy(&h.held);
-    pthread_barrier_destroy(&h.done);
+    pthread_barrier_wait(&done);
+    pthread_join(t[0], NULL);
+    pthread_join(t[1], NULL);
+    pthread_barrier_destroy(&held);
+    pthread_barrier_destroy(&done);
     CHECK_HR(m->lpVtbl->VirtualQuery(m, base, &info, sizeof info, &n), S_OK);
     CHECK_EQ(info.RegionSize, 8 * P); /* the timed-out decommit changed nothing */
     CHECK_HR(m->lpVtbl->VirtualFree(m, base, 0, MEM_RELEASE), S_OK);
