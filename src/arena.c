@@ -376,49 +376,50 @@ HRESULT arena_reserve(struct manager *m, uintptr_t base, size_t size, bool top_d
     return hr;
 }
 
+static uintptr_t reservation_span(struct reservation *r, uintptr_t *base);
+
 void arena_publish(struct manager *m, struct reservation *r)
 {
-    uintptr_t base = atomic_load_explicit(&r->base, memory_order_relaxed);
-    size_t size = atomic_load_explicit(&r->pages, memory_order_relaxed) << g_page_shift;
-    uintptr_t span = (size + g_granule - 1) & ~(uintptr_t)(g_granule - 1);
+    uintptr_t base, span = reservation_span(r, &base);
     radix_store_range(base, base + span, manager_tag(m) | (uintptr_t)r);
+}
+
+/* Gives r's granules and records back; its address-map entries are already gone. */
+static void give_back(struct manager *m, struct reservation *r, uintptr_t base, uintptr_t span)
+{
+    struct arena *a = r->arena;
+    if (a->standalone) {
+        atomic_store_explicit(&m->arenas[a->index], NULL, memory_order_release);
+        slab_free_remote(&m->arena_slab, a, arena_struct_bytes(0));
+    } else {
+        uintptr_t abase = atomic_load_explicit(&a->base, memory_order_relaxed);
+        range_clear(a, (uint32_t)((base - abase) >> g_granule_shift),
+                    (uint32_t)(span >> g_granule_shift));
+    }
+    slab_free_remote(&m->arena_slab, r, sizeof *r);
+}
+
+static uintptr_t reservation_span(struct reservation *r, uintptr_t *base)
+{
+    *base = atomic_load_explicit(&r->base, memory_order_relaxed);
+    size_t size = atomic_load_explicit(&r->pages, memory_order_relaxed) << g_page_shift;
+    return (size + g_granule - 1) & ~(uintptr_t)(g_granule - 1);
 }
 
 void arena_abandon(struct manager *m, struct reservation *r)
 {
-    struct arena *a = r->arena;
-    uintptr_t base = atomic_load_explicit(&r->base, memory_order_relaxed);
-    size_t size = atomic_load_explicit(&r->pages, memory_order_relaxed) << g_page_shift;
-    uintptr_t span = (size + g_granule - 1) & ~(uintptr_t)(g_granule - 1);
-    if (a->standalone) {
+    uintptr_t base, span = reservation_span(r, &base);
+    if (r->arena->standalone)
         hostmem_os->unmap((void *)base, span);
-        atomic_store_explicit(&m->arenas[a->index], NULL, memory_order_release);
-        slab_free_remote(&m->arena_slab, a, arena_struct_bytes(0));
-    } else {
-        uintptr_t abase = atomic_load_explicit(&a->base, memory_order_relaxed);
-        range_clear(a, (uint32_t)((base - abase) >> g_granule_shift),
-                    (uint32_t)(span >> g_granule_shift));
-    }
-    slab_free_remote(&m->arena_slab, r, sizeof *r);
+    give_back(m, r, base, span);
 }
 
 void arena_unreserve(struct manager *m, struct reservation *r)
 {
-    struct arena *a = r->arena;
-    uintptr_t base = atomic_load_explicit(&r->base, memory_order_relaxed);
-    size_t size = atomic_load_explicit(&r->pages, memory_order_relaxed) << g_page_shift;
-    uintptr_t span = (size + g_granule - 1) & ~(uintptr_t)(g_granule - 1);
-    radix_store_range(base, base + span, a->standalone ? 0 : slack_entry(m, a));
+    uintptr_t base, span = reservation_span(r, &base);
+    radix_store_range(base, base + span, r->arena->standalone ? 0 : slack_entry(m, r->arena));
     runs_clear(&stripe_of(m, base)->slab, r);
-    if (!a->standalone) {
-        uintptr_t abase = atomic_load_explicit(&a->base, memory_order_relaxed);
-        range_clear(a, (uint32_t)((base - abase) >> g_granule_shift),
-                    (uint32_t)(span >> g_granule_shift));
-    } else {
-        atomic_store_explicit(&m->arenas[a->index], NULL, memory_order_release);
-        slab_free_remote(&m->arena_slab, a, arena_struct_bytes(0));
-    }
-    slab_free_remote(&m->arena_slab, r, sizeof *r);
+    give_back(m, r, base, span);
 }
 
 void arena_destroy_all(struct manager *m)

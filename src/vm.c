@@ -345,19 +345,34 @@ static HRESULT alloc_reserve(struct manager *m, uintptr_t address, size_t size, 
     return S_OK;
 }
 
+/*
+ * Locks the reservation that holds every page touched by [address,
+ * address+size), or returns ERROR_INVALID_ADDRESS (or a lock failure).
+ */
+static HRESULT lock_pages(struct manager *m, uintptr_t address, size_t size, struct locked *l,
+                          uintptr_t *start, uintptr_t *end)
+{
+    bool overflow = false;
+    *start = page_down(address);
+    *end = page_up_checked(address, size, &overflow);
+    if (overflow || !address)
+        return HRESULT_FROM_WIN32(ERROR_INVALID_ADDRESS);
+    HRESULT hr = reservation_lock(m, *start, HRESULT_FROM_WIN32(ERROR_INVALID_ADDRESS), l);
+    if (hr != S_OK)
+        return hr;
+    if (*end > l->end)
+        return unlock(m, l, HRESULT_FROM_WIN32(ERROR_INVALID_ADDRESS));
+    return S_OK;
+}
+
 static HRESULT alloc_commit(struct manager *m, uintptr_t address, size_t size, DWORD protect,
                             void **out)
 {
-    bool overflow = false;
-    uintptr_t start = page_down(address), end = page_up_checked(address, size, &overflow);
-    if (overflow)
-        return HRESULT_FROM_WIN32(ERROR_INVALID_ADDRESS);
     struct locked l;
-    HRESULT hr = reservation_lock(m, start, HRESULT_FROM_WIN32(ERROR_INVALID_ADDRESS), &l);
+    uintptr_t start, end;
+    HRESULT hr = lock_pages(m, address, size, &l, &start, &end);
     if (hr != S_OK)
         return hr;
-    if (end > l.end)
-        return unlock(m, &l, HRESULT_FROM_WIN32(ERROR_INVALID_ADDRESS));
     struct survey s;
     survey_range(m, &l, start, end, protect, &s);
     hr = change_range(m, &l, start, end, protect, &s);
@@ -370,16 +385,11 @@ static HRESULT alloc_commit(struct manager *m, uintptr_t address, size_t size, D
 static HRESULT alloc_reset(struct manager *m, uintptr_t address, size_t size, DWORD type,
                            void **out)
 {
-    bool overflow = false;
-    uintptr_t start = page_down(address), end = page_up_checked(address, size, &overflow);
-    if (overflow || !address)
-        return HRESULT_FROM_WIN32(ERROR_INVALID_ADDRESS);
     struct locked l;
-    HRESULT hr = reservation_lock(m, start, HRESULT_FROM_WIN32(ERROR_INVALID_ADDRESS), &l);
+    uintptr_t start, end;
+    HRESULT hr = lock_pages(m, address, size, &l, &start, &end);
     if (hr != S_OK)
         return hr;
-    if (end > l.end)
-        return unlock(m, &l, HRESULT_FROM_WIN32(ERROR_INVALID_ADDRESS));
     struct survey s;
     survey_range(m, &l, start, end, 0, &s);
     /* Windows accepts reserved pages in the range and leaves them alone. */
@@ -499,17 +509,11 @@ HRESULT vm_protect(struct manager *m, void *address, SIZE_T size, DWORD protect,
         return E_POINTER;
     if (!protect_valid(protect))
         return E_INVALIDARG;
-    bool overflow = false;
-    uintptr_t start = page_down((uintptr_t)address);
-    uintptr_t end = page_up_checked((uintptr_t)address, size ? size : 1, &overflow);
-    if (overflow)
-        return HRESULT_FROM_WIN32(ERROR_INVALID_ADDRESS);
     struct locked l;
-    hr = reservation_lock(m, start, HRESULT_FROM_WIN32(ERROR_INVALID_ADDRESS), &l);
+    uintptr_t start, end;
+    hr = lock_pages(m, (uintptr_t)address, size ? size : 1, &l, &start, &end);
     if (hr != S_OK)
         return hr;
-    if (end > l.end)
-        return unlock(m, &l, HRESULT_FROM_WIN32(ERROR_INVALID_ADDRESS));
     struct survey s;
     survey_range(m, &l, start, end, protect, &s);
     if (s.any_reserved)
