@@ -122,7 +122,7 @@ static HRESULT arena_create(struct manager *m, bool top_down, struct arena **out
     HRESULT hr = map_aligned(m, top_down ? 0 : m->next_hint, size, &base);
     if (hr != S_OK)
         return hr;
-    hr = radix_prepare(base, base + size);
+    hr = radix_prepare(base, base + size, false);
     struct arena *a = hr == S_OK ? slab_alloc(&m->arena_slab, arena_struct_bytes(granules)) : NULL;
     if (!a) {
         hostmem_os->unmap((void *)base, size);
@@ -141,7 +141,7 @@ static HRESULT arena_create(struct manager *m, bool top_down, struct arena **out
         hostmem_os->unmap((void *)base, size);
         return E_OUTOFMEMORY;
     }
-    radix_store_range(base, base + size, slack_entry(m, a));
+    radix_store_range(base, base + size, slack_entry(m, a), false);
     if (!top_down)
         m->next_hint = base + size;
     counter_add(&m->arena_bytes, size);
@@ -262,7 +262,7 @@ static HRESULT reserve_standalone(struct manager *m, uintptr_t base, size_t size
     if (base) {
         if (base + span > ADDRESS_LIMIT || base + span < base)
             return HRESULT_FROM_WIN32(ERROR_INVALID_ADDRESS);
-        HRESULT hr = radix_prepare(base, base + span);
+        HRESULT hr = radix_prepare(base, base + span, true);
         if (hr != S_OK)
             return hr;
         void *p;
@@ -274,7 +274,7 @@ static HRESULT reserve_standalone(struct manager *m, uintptr_t base, size_t size
         HRESULT hr = map_aligned(m, top_down ? 0 : m->next_hint, span, &at);
         if (hr != S_OK)
             return hr;
-        hr = radix_prepare(at, at + span);
+        hr = radix_prepare(at, at + span, true);
         if (hr != S_OK) {
             hostmem_os->unmap((void *)at, span);
             return hr;
@@ -381,7 +381,7 @@ static uintptr_t reservation_span(struct reservation *r, uintptr_t *base);
 void arena_publish(struct manager *m, struct reservation *r)
 {
     uintptr_t base, span = reservation_span(r, &base);
-    radix_store_range(base, base + span, manager_tag(m) | (uintptr_t)r);
+    radix_store_range(base, base + span, manager_tag(m) | (uintptr_t)r, r->arena->standalone);
 }
 
 /* Gives r's granules and records back; its address-map entries are already gone. */
@@ -417,7 +417,8 @@ void arena_abandon(struct manager *m, struct reservation *r)
 void arena_unreserve(struct manager *m, struct reservation *r)
 {
     uintptr_t base, span = reservation_span(r, &base);
-    radix_store_range(base, base + span, r->arena->standalone ? 0 : slack_entry(m, r->arena));
+    radix_store_range(base, base + span, r->arena->standalone ? 0 : slack_entry(m, r->arena),
+                      r->arena->standalone);
     runs_clear(&stripe_of(m, base)->slab, r);
     give_back(m, r, base, span);
 }
@@ -431,7 +432,7 @@ void arena_destroy_all(struct manager *m)
             continue;
         uintptr_t base = atomic_load_explicit(&a->base, memory_order_relaxed);
         uintptr_t end = atomic_load_explicit(&a->end, memory_order_relaxed);
-        radix_store_range(base, end, 0);
+        radix_store_range(base, end, 0, a->standalone);
         hostmem_os->unmap((void *)base, end - base);
         atomic_store_explicit(&m->arenas[i], NULL, memory_order_relaxed);
     }

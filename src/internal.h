@@ -83,8 +83,11 @@ static inline unsigned entry_id(uintptr_t e) { return (unsigned)(e >> ENTRY_ID_S
 static inline void *entry_pointer(uintptr_t e) { return (void *)(e & ENTRY_POINTER_MASK & ~ENTRY_SLACK); }
 
 uintptr_t radix_load(uintptr_t address) HIDDEN;
-HRESULT radix_prepare(uintptr_t start, uintptr_t end) HIDDEN; /* makes the leaves exist */
-void radix_store_range(uintptr_t start, uintptr_t end, uintptr_t entry) HIDDEN;
+/* Makes the leaves [start,end) needs exist. whole_ok: slots the range covers
+ * whole may hold one entry instead (standalone reservations only: nothing else
+ * is ever stored inside them). */
+HRESULT radix_prepare(uintptr_t start, uintptr_t end, bool whole_ok) HIDDEN;
+void radix_store_range(uintptr_t start, uintptr_t end, uintptr_t entry, bool whole_ok) HIDDEN;
 
 /* ---- reservations and their runs (reservation.c) ----------------------------- */
 /*

@@ -3,62 +3,93 @@
  *
  * A process-wide two-level table: the top level has one slot per GiB of the
  * 47-bit user address space; a leaf has one entry per granule of that GiB.
+ * A top-level slot holds 0, a leaf, or (bit 1 set) one entry that stands for
+ * every granule of its GiB: a standalone reservation that covers whole GiBs
+ * costs one word per GiB, not a leaf (a 256 GiB reservation: 256 words).
+ *
  * Readers (VirtualQuery, the foreign-pointer check of VirtualFree) use atomic
  * loads only, so they never wait. Leaves are created on demand, installed with
  * a compare-and-swap, and never freed: a stale reader can always read a leaf.
- * Each entry is written only by the manager whose id it carries, under that
- * manager's rules (internal.h).
+ * A slot holding a whole-GiB entry is cleared before its address space can be
+ * mapped again, so a slot never turns from such an entry into a leaf while the
+ * entry is live. Each entry is written only by the manager whose id it carries.
  */
 #include "internal.h"
 
 #define LEAF_SHIFT 30
+#define LEAF_SPAN ((uintptr_t)1 << LEAF_SHIFT)
 #define TOP_SLOTS ((size_t)1 << (ADDRESS_BITS - LEAF_SHIFT))
+#define TOP_WHOLE ((uintptr_t)2) /* the slot is one entry for the whole GiB */
 
-static _Atomic(_Atomic uintptr_t *) radix_top[TOP_SLOTS];
+static _Atomic uintptr_t radix_top[TOP_SLOTS];
 
 static size_t leaf_entries(void)
 {
     return (size_t)1 << (LEAF_SHIFT - g_granule_shift);
 }
 
+static inline size_t leaf_index(uintptr_t address)
+{
+    return (address & (LEAF_SPAN - 1)) >> g_granule_shift;
+}
+
 uintptr_t radix_load(uintptr_t address)
 {
     if (address >= ADDRESS_LIMIT)
         return 0;
-    _Atomic uintptr_t *leaf =
-        atomic_load_explicit(&radix_top[address >> LEAF_SHIFT], memory_order_acquire);
-    if (!leaf)
+    uintptr_t v = atomic_load_explicit(&radix_top[address >> LEAF_SHIFT], memory_order_acquire);
+    if (!v)
         return 0;
-    size_t i = (address & (((uintptr_t)1 << LEAF_SHIFT) - 1)) >> g_granule_shift;
-    return atomic_load_explicit(&leaf[i], memory_order_acquire);
+    if (v & TOP_WHOLE)
+        return v & ~TOP_WHOLE;
+    _Atomic uintptr_t *leaf = (_Atomic uintptr_t *)v;
+    return atomic_load_explicit(&leaf[leaf_index(address)], memory_order_acquire);
 }
 
-HRESULT radix_prepare(uintptr_t start, uintptr_t end)
+/* Does [start, end) cover the whole GiB of slot? */
+static inline bool covers_slot(uintptr_t slot, uintptr_t start, uintptr_t end)
+{
+    return start <= slot << LEAF_SHIFT && end >= (slot + 1) << LEAF_SHIFT;
+}
+
+HRESULT radix_prepare(uintptr_t start, uintptr_t end, bool whole_ok)
 {
     if (end > ADDRESS_LIMIT || start >= end)
         return E_OUTOFMEMORY;
     for (uintptr_t slot = start >> LEAF_SHIFT; slot <= (end - 1) >> LEAF_SHIFT; slot++) {
-        if (atomic_load_explicit(&radix_top[slot], memory_order_acquire))
+        uintptr_t v = atomic_load_explicit(&radix_top[slot], memory_order_acquire);
+        if (v & TOP_WHOLE)
+            return E_OUTOFMEMORY; /* cannot happen: such a slot is cleared before reuse */
+        if (v || (whole_ok && covers_slot(slot, start, end)))
             continue;
         void *fresh;
         size_t bytes = leaf_entries() * sizeof(uintptr_t);
         int err = hostmem_os->map(NULL, bytes, OS_PROT_READ | OS_PROT_WRITE, 0, &fresh);
         if (err)
             return E_OUTOFMEMORY;
-        _Atomic uintptr_t *expected = NULL;
-        if (!atomic_compare_exchange_strong_explicit(&radix_top[slot], &expected, fresh,
+        uintptr_t expected = 0;
+        if (!atomic_compare_exchange_strong_explicit(&radix_top[slot], &expected, (uintptr_t)fresh,
                                                      memory_order_acq_rel, memory_order_acquire))
             hostmem_os->unmap(fresh, bytes); /* another thread installed one */
     }
     return S_OK;
 }
 
-void radix_store_range(uintptr_t start, uintptr_t end, uintptr_t entry)
+void radix_store_range(uintptr_t start, uintptr_t end, uintptr_t entry, bool whole_ok)
 {
-    for (uintptr_t a = granule_down(start); a < end; a += g_granule) {
-        _Atomic uintptr_t *leaf =
-            atomic_load_explicit(&radix_top[a >> LEAF_SHIFT], memory_order_acquire);
-        size_t i = (a & (((uintptr_t)1 << LEAF_SHIFT) - 1)) >> g_granule_shift;
-        atomic_store_explicit(&leaf[i], entry, memory_order_release);
+    uintptr_t a = granule_down(start);
+    while (a < end) {
+        uintptr_t slot = a >> LEAF_SHIFT;
+        uintptr_t v = atomic_load_explicit(&radix_top[slot], memory_order_acquire);
+        if (whole_ok && (!v || (v & TOP_WHOLE)) && covers_slot(slot, a, end)) {
+            atomic_store_explicit(&radix_top[slot], entry ? entry | TOP_WHOLE : 0,
+                                  memory_order_release);
+            a = (slot + 1) << LEAF_SHIFT;
+            continue;
+        }
+        _Atomic uintptr_t *leaf = (_Atomic uintptr_t *)v;
+        uintptr_t stop = (slot + 1) << LEAF_SHIFT;
+        for (; a < end && a < stop; a += g_granule)
+            atomic_store_explicit(&leaf[leaf_index(a)], entry, memory_order_release);
     }
 }

@@ -442,10 +442,15 @@ static HRESULT release_locked(struct manager *m, struct locked *l)
     struct reservation *r = l->r;
     size_t bytes = l->end - l->base;
     if (r->flags & RES_STANDALONE) {
+        /* Out of the address map before the address space can be mapped again
+         * by anyone (radix.c relies on it); back in if the kernel refuses. */
         size_t span = (bytes + g_granule - 1) & ~(uintptr_t)(g_granule - 1);
+        radix_store_range(l->base, l->base + span, 0, true);
         int err = hostmem_os->unmap((void *)l->base, span);
-        if (err)
+        if (err) {
+            arena_publish(m, r);
             return E_OUTOFMEMORY;
+        }
     } else if ((r->flags & RES_TOUCHED) || m->compact) {
         struct survey s;
         survey_range(m, l, l->base, l->end, 0, &s);

@@ -206,6 +206,57 @@ TEST(strict_mode_refusal_at_max_map_count_changes_nothing)
     CHECK_EQ(m->lpVtbl->Release(m), 0);
 }
 
+/* Issue 2 item 5: a huge reservation (256 GiB, as a GC reserves) is cheap and exact,
+ * including the partial GiBs at both ends of one at an unaligned address. */
+TEST(huge_reservations_whole_and_partial_gib)
+{
+    IHostMemoryManager *m;
+    REQUIRE_HR(hostmem_create(NULL, &m), S_OK);
+    size_t huge = (size_t)256 << 30;
+    void *base, *p;
+    REQUIRE_HR(m->lpVtbl->VirtualAlloc(m, NULL, huge, MEM_RESERVE, PAGE_READWRITE, eTaskCritical, &base), S_OK);
+    char *b = base;
+    MEMORY_BASIC_INFORMATION info;
+    SIZE_T n;
+    CHECK_HR(m->lpVtbl->VirtualQuery(m, b + ((size_t)100 << 30), &info, sizeof info, &n), S_OK);
+    CHECK(info.AllocationBase == base);
+    CHECK_EQ(info.State, MEM_RESERVE);
+    CHECK_EQ(info.RegionSize, huge - ((size_t)100 << 30));
+    char *mid = b + ((size_t)131 << 30) + 3 * P;
+    CHECK_HR(m->lpVtbl->VirtualAlloc(m, mid, 2 * P, MEM_COMMIT, PAGE_READWRITE, eTaskCritical, &p), S_OK);
+    mid[0] = 42;
+    CHECK_HR(m->lpVtbl->VirtualQuery(m, mid + P, &info, sizeof info, &n), S_OK);
+    CHECK_EQ(info.State, MEM_COMMIT);
+    CHECK_EQ(info.RegionSize, P);
+    int local;
+    CHECK_HR(m->lpVtbl->VirtualFree(m, &local, 0, MEM_RELEASE), HOST_E_INVALIDOPERATION);
+    CHECK_HR(m->lpVtbl->VirtualFree(m, mid, 0, MEM_RELEASE), HRESULT_FROM_WIN32(ERROR_INVALID_ADDRESS));
+    char why[256];
+    CHECK_HR(hostmem_validate(m, HOSTMEM_VALIDATE_KERNEL, why, sizeof why), S_OK);
+    CHECK_HR(m->lpVtbl->VirtualFree(m, base, 0, MEM_RELEASE), S_OK);
+    CHECK_HR(m->lpVtbl->VirtualQuery(m, b + ((size_t)100 << 30), &info, sizeof info, &n), S_OK);
+    CHECK_EQ(info.State, MEM_FREE);
+    /* again at an unaligned address: a partial GiB at each end */
+    char *at = b + ((size_t)1 << 30) - 5 * G + 123;
+    size_t size = ((size_t)3 << 30) + 7 * G;
+    REQUIRE_HR(m->lpVtbl->VirtualAlloc(m, at, size, MEM_RESERVE, PAGE_READONLY, eTaskCritical, &p), S_OK);
+    CHECK(p == b + ((size_t)1 << 30) - 5 * G);
+    char *probes[] = {p, (char *)p + G, b + ((size_t)2 << 30) + 17, at + size - 1};
+    for (size_t i = 0; i < sizeof probes / sizeof probes[0]; i++) {
+        CHECK_HR(m->lpVtbl->VirtualQuery(m, probes[i], &info, sizeof info, &n), S_OK);
+        CHECK(info.AllocationBase == p);
+        CHECK_EQ(info.AllocationProtect, PAGE_READONLY);
+        CHECK_EQ(info.State, MEM_RESERVE);
+    }
+    CHECK_HR(m->lpVtbl->VirtualFree(m, b + ((size_t)2 << 30), 0, MEM_RELEASE), HRESULT_FROM_WIN32(ERROR_INVALID_ADDRESS));
+    CHECK_HR(hostmem_validate(m, HOSTMEM_VALIDATE_KERNEL, why, sizeof why), S_OK);
+    CHECK_HR(m->lpVtbl->VirtualFree(m, p, 0, MEM_RELEASE), S_OK);
+    CHECK_HR(m->lpVtbl->VirtualFree(m, p, 0, MEM_RELEASE), HOST_E_INVALIDOPERATION);
+    CHECK_HR(m->lpVtbl->VirtualQuery(m, b + ((size_t)2 << 30), &info, sizeof info, &n), S_OK);
+    CHECK_EQ(info.State, MEM_FREE);
+    CHECK_EQ(m->lpVtbl->Release(m), 0);
+}
+
 int main(void)
 {
     P = hostmem_page_size();
@@ -213,6 +264,7 @@ int main(void)
     const char *e = getenv("HOSTMEM_SCALE");
     if (e && atol(e) > 0)
         count = (size_t)atol(e);
+    RUN(huge_reservations_whole_and_partial_gib);
     RUN(million_reservations_default_mode_few_kernel_mappings);
     RUN(million_reservations_one_committed_page_each_compact_mode);
     if (!getenv("HOSTMEM_SKIP_MAP_LIMIT"))
