@@ -371,13 +371,34 @@ typedef struct hostmem_lock_ops {
 /* hostmem_config.flags */
 #define HOSTMEM_COMPACT 0x1u /* reserved pages are not hardware-protected (docs/modes.md) */
 
+/* hostmem_config.commit_limit: no budget, even under a cgroup limit. */
+#define HOSTMEM_UNLIMITED ((size_t)-1)
+
+/*
+ * A manager's configuration. Zero means "the default" for every field, so
+ * `hostmem_config c = {sizeof c};` is a complete configuration; fields past
+ * `size` bytes are treated as zero, which lets the struct grow.
+ */
 typedef struct hostmem_config {
-    size_t size;                      /* sizeof(hostmem_config): lets the struct grow */
-    size_t commit_limit;              /* bytes; 0 = default (see docs) */
-    DWORD lock_timeout_ms;            /* 0 = HOSTMEM_INFINITE */
+    size_t size;                      /* sizeof(hostmem_config) */
+    size_t commit_limit;              /* bytes; 0 = the cgroup's limit if any, else none;
+                                         HOSTMEM_UNLIMITED = none */
+    DWORD lock_timeout_ms;            /* lock waits; 0 = HOSTMEM_INFINITE */
     uint32_t flags;                   /* HOSTMEM_COMPACT */
     const hostmem_lock_ops *lock_ops; /* NULL = POSIX mutexes */
     size_t arena_size;                /* bytes of address space per arena; 0 = 1 GiB */
+
+    /* policy (docs/policy.md) */
+    size_t emergency_reserve;         /* bytes above the limit for eProcessCritical; 0 = none */
+    DWORD appdomain_wait_ms;          /* eAppDomainCritical waits this long for memory;
+                                         0 = 100 ms */
+    uint32_t notify_low_load;         /* load (%) at which memory is Low; 0 = 90 */
+    uint32_t notify_high_load;        /* load (%) at or below which memory is High; 0 = 60 */
+    uint32_t notify_hysteresis;       /* points the load must fall back to leave a state; 0 = 5 */
+    DWORD monitor_interval_ms;        /* watch the machine's memory this often; 0 = no thread */
+    size_t address_space_limit;       /* bytes of reserved plus runtime-mapped address space;
+                                         0 = none */
+    const char *system_root;          /* where /proc and /sys/fs/cgroup are; NULL = "/" */
 } hostmem_config;
 
 /*
@@ -388,17 +409,34 @@ typedef struct hostmem_config {
  */
 HRESULT hostmem_create(const hostmem_config *config, IHostMemoryManager **out);
 
-/* Statistics, versioned by the size field the caller sets. */
+/*
+ * Statistics, versioned by the size field the caller sets (fields past it are
+ * not written). Reading them takes no lock and makes no system call.
+ */
 typedef struct hostmem_stats {
-    size_t size;                /* sizeof(hostmem_stats) */
-    size_t reserved_bytes;      /* bytes in live reservations */
-    size_t committed_bytes;     /* bytes in committed pages */
+    size_t size;                 /* sizeof(hostmem_stats) */
+    size_t reserved_bytes;       /* bytes in live reservations */
+    size_t committed_bytes;      /* committed bytes: VirtualAlloc commits and heap pages */
     size_t peak_committed_bytes;
-    size_t reservations;        /* live reservations */
-    size_t arenas;              /* arenas of address space held */
-    size_t arena_bytes;         /* address space held in arenas */
+    size_t reservations;         /* live reservations */
+    size_t arenas;               /* arenas of address space held */
+    size_t arena_bytes;          /* address space held in arenas */
+    size_t heap_bytes;           /* bytes in live IHostMalloc blocks */
+    size_t kernel_mappings;      /* kernel mappings the region map implies (an upper bound;
+                                    hostmem_kernel_mappings counts the real ones) */
+    size_t commit_limit;         /* the budget in force; 0 = none */
+    size_t refusals[3];          /* budget refusals, by EMemoryCriticalLevel */
+    size_t os_refusals;          /* requests the kernel refused (E_OUTOFMEMORY) */
+    size_t notifications[4];     /* OnMemoryNotification calls, by EMemoryAvailable (1-3) */
+    size_t external_bytes;       /* address space the runtime reported mapping itself */
+    size_t external_ranges;
+    DWORD memory_state;          /* the EMemoryAvailable state last computed */
 } hostmem_stats;
 HRESULT hostmem_get_stats(IHostMemoryManager *manager, hostmem_stats *stats);
+
+/* Samples the machine's memory now (what the monitor thread does) and sends any
+ * notification that follows. */
+HRESULT hostmem_poll_system(IHostMemoryManager *manager);
 
 /*
  * Walks this manager's regions in address order: one call per run of pages

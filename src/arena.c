@@ -146,6 +146,7 @@ static HRESULT arena_create(struct manager *m, bool top_down, struct arena **out
         m->next_hint = base + size;
     counter_add(&m->arena_bytes, size);
     counter_add(&m->arenas_live, 1);
+    counter_add(&m->mapping_estimate, 1);
     *out = a;
     return S_OK;
 }
@@ -297,6 +298,8 @@ static HRESULT reserve_standalone(struct manager *m, uintptr_t base, size_t size
         if (table_insert(m, a) != S_OK) {
             slab_free(&m->arena_slab, r, sizeof *r);
             r = NULL;
+        } else {
+            counter_add(&m->mapping_estimate, 1);
         }
     }
     if (!r) {
@@ -336,7 +339,8 @@ HRESULT arena_reserve(struct manager *m, uintptr_t base, size_t size, bool top_d
     if (hr != S_OK)
         return hr;
     if (base) {
-        if (!range_free(a, first, n)) {
+        /* the arena may have been trimmed while we looked */
+        if (radix_load(base) != slack_entry(m, a) || !range_free(a, first, n)) {
             lock_leave(m, m->arena_lock);
             return HRESULT_FROM_WIN32(ERROR_INVALID_ADDRESS);
         }
@@ -390,6 +394,7 @@ static void give_back(struct manager *m, struct reservation *r, uintptr_t base, 
     struct arena *a = r->arena;
     if (a->standalone) {
         atomic_store_explicit(&m->arenas[a->index], NULL, memory_order_release);
+        counter_sub(&m->mapping_estimate, 1);
         slab_free_remote(&m->arena_slab, a, arena_struct_bytes(0));
     } else {
         uintptr_t abase = atomic_load_explicit(&a->base, memory_order_relaxed);
@@ -436,6 +441,37 @@ void arena_destroy_all(struct manager *m)
         hostmem_os->unmap((void *)base, end - base);
         atomic_store_explicit(&m->arenas[i], NULL, memory_order_relaxed);
     }
+}
+
+size_t arena_trim(struct manager *m)
+{
+    if (lock_enter(m, m->arena_lock) != S_OK)
+        return 0;
+    size_t given = 0;
+    uint32_t count = atomic_load_explicit(&m->arena_count, memory_order_relaxed);
+    for (uint32_t i = 0; i < count; i++) {
+        struct arena *a = atomic_load_explicit(&m->arenas[i], memory_order_relaxed);
+        if (!a || a->standalone || atomic_load(&a->free_granules) != a->granules)
+            continue;
+        uintptr_t base = atomic_load_explicit(&a->base, memory_order_relaxed);
+        uintptr_t end = atomic_load_explicit(&a->end, memory_order_relaxed);
+        radix_store_range(base, end, 0, false);
+        if (hostmem_os->unmap((void *)base, end - base)) {
+            radix_store_range(base, end, slack_entry(m, a), false); /* keep it */
+            continue;
+        }
+        atomic_store_explicit(&m->arenas[i], NULL, memory_order_release);
+        for (int d = 0; d < 2; d++)
+            if (m->current[d] == a)
+                m->current[d] = NULL;
+        counter_sub(&m->arena_bytes, end - base);
+        counter_sub(&m->arenas_live, 1);
+        counter_sub(&m->mapping_estimate, 1);
+        slab_free(&m->arena_slab, a, arena_struct_bytes(a->granules));
+        given += end - base;
+    }
+    lock_leave(m, m->arena_lock);
+    return given;
 }
 
 uintptr_t arena_next_start(struct manager *m, uintptr_t address)

@@ -80,6 +80,7 @@ static ULONG STDMETHODCALLTYPE m_add_ref(IHostMemoryManager *self)
 
 static void manager_teardown(struct manager *m)
 {
+    policy_fini(m); /* stops the monitor, releases the callback */
     vm_release_all(m);
 }
 
@@ -122,17 +123,27 @@ static HRESULT STDMETHODCALLTYPE m_create_malloc(IHostMemoryManager *self, DWORD
     return hr != S_OK ? hr : E_NOTIMPL; /* issue 4 */
 }
 
+/* Every method that moves the load sends the notifications it caused on its
+ * way out, after it left every lock. */
 static HRESULT STDMETHODCALLTYPE m_virtual_alloc(IHostMemoryManager *self, void *address,
                                                  SIZE_T size, DWORD type, DWORD protect,
                                                  EMemoryCriticalLevel level, void **out)
 {
-    return vm_alloc(manager_from(self), address, size, type, protect, level, out);
+    struct manager *m = manager_from(self);
+    HRESULT hr = vm_alloc(m, address, size, type, protect, level, out);
+    if (manager_check(m) == S_OK)
+        policy_deliver(m);
+    return hr;
 }
 
 static HRESULT STDMETHODCALLTYPE m_virtual_free(IHostMemoryManager *self, LPVOID address,
                                                 SIZE_T size, DWORD type)
 {
-    return vm_free(manager_from(self), address, size, type);
+    struct manager *m = manager_from(self);
+    HRESULT hr = vm_free(m, address, size, type);
+    if (hr == S_OK && manager_check(m) == S_OK)
+        policy_deliver(m);
+    return hr;
 }
 
 static HRESULT STDMETHODCALLTYPE m_virtual_query(IHostMemoryManager *self, void *address,
@@ -164,42 +175,39 @@ static HRESULT STDMETHODCALLTYPE m_virtual_protect(IHostMemoryManager *self, voi
 static HRESULT STDMETHODCALLTYPE m_get_memory_load(IHostMemoryManager *self, DWORD *load,
                                                    SIZE_T *available)
 {
-    (void)load;
-    (void)available;
-    HRESULT hr = manager_check(manager_from(self));
-    return hr != S_OK ? hr : E_NOTIMPL; /* issue 3 */
+    struct manager *m = manager_from(self);
+    HRESULT hr = manager_check(m);
+    return hr != S_OK ? hr : policy_memory_load(m, load, available);
 }
 
 static HRESULT STDMETHODCALLTYPE m_register_callback(IHostMemoryManager *self,
                                                      ICLRMemoryNotificationCallback *callback)
 {
-    (void)callback;
-    HRESULT hr = manager_check(manager_from(self));
-    return hr != S_OK ? hr : E_NOTIMPL; /* issue 3 */
+    struct manager *m = manager_from(self);
+    HRESULT hr = manager_check(m);
+    return hr != S_OK ? hr : policy_register(m, callback);
 }
 
 static HRESULT STDMETHODCALLTYPE m_needs_space(IHostMemoryManager *self, LPVOID start, SIZE_T size)
 {
-    (void)start;
-    (void)size;
-    HRESULT hr = manager_check(manager_from(self));
-    return hr != S_OK ? hr : E_NOTIMPL; /* issue 3 */
+    struct manager *m = manager_from(self);
+    HRESULT hr = manager_check(m);
+    return hr != S_OK ? hr : policy_needs_space(m, (uintptr_t)start, size);
 }
 
 static HRESULT STDMETHODCALLTYPE m_acquired_space(IHostMemoryManager *self, LPVOID start,
                                                   SIZE_T size)
 {
-    (void)start;
-    (void)size;
-    HRESULT hr = manager_check(manager_from(self));
-    return hr != S_OK ? hr : E_NOTIMPL; /* issue 3 */
+    struct manager *m = manager_from(self);
+    HRESULT hr = manager_check(m);
+    return hr != S_OK ? hr : policy_acquired_space(m, (uintptr_t)start, size);
 }
 
 static HRESULT STDMETHODCALLTYPE m_released_space(IHostMemoryManager *self, LPVOID start)
 {
-    (void)start;
-    HRESULT hr = manager_check(manager_from(self));
-    return hr != S_OK ? hr : E_NOTIMPL; /* issue 3 */
+    struct manager *m = manager_from(self);
+    HRESULT hr = manager_check(m);
+    return hr != S_OK ? hr : policy_released_space(m, (uintptr_t)start);
 }
 
 static const IHostMemoryManagerVtbl manager_vtbl = {
@@ -277,6 +285,11 @@ HRESULT hostmem_create(const hostmem_config *config, IHostMemoryManager **out)
         return hr;
     }
     m->locks_created = true;
+    hr = policy_init(m, &c);
+    if (hr != S_OK) {
+        manager_destroy(m);
+        return hr;
+    }
     *out = &m->iface;
     return S_OK;
 }
@@ -321,16 +334,39 @@ HRESULT hostmem_get_stats(IHostMemoryManager *manager, hostmem_stats *stats)
     if (stats->size < offsetof(hostmem_stats, arena_bytes) + sizeof(size_t))
         return E_INVALIDARG;
     struct manager *m = manager_from(manager);
+    struct policy *p = &m->policy;
     hostmem_stats s;
     memset(&s, 0, sizeof s);
     s.size = sizeof s;
-    s.reserved_bytes = atomic_load_explicit(&m->reserved_bytes, memory_order_relaxed);
-    s.committed_bytes = atomic_load_explicit(&m->committed_bytes, memory_order_relaxed);
-    s.peak_committed_bytes = atomic_load_explicit(&m->peak_committed, memory_order_relaxed);
-    s.reservations = atomic_load_explicit(&m->reservations, memory_order_relaxed);
-    s.arenas = atomic_load_explicit(&m->arenas_live, memory_order_relaxed);
-    s.arena_bytes = atomic_load_explicit(&m->arena_bytes, memory_order_relaxed);
+#define LOAD(x) atomic_load_explicit(&(x), memory_order_relaxed)
+    s.reserved_bytes = LOAD(m->reserved_bytes);
+    s.committed_bytes = LOAD(m->committed_bytes);
+    s.peak_committed_bytes = LOAD(m->peak_committed);
+    s.reservations = LOAD(m->reservations);
+    s.arenas = LOAD(m->arenas_live);
+    s.arena_bytes = LOAD(m->arena_bytes);
+    s.heap_bytes = LOAD(m->heap_bytes);
+    s.kernel_mappings = LOAD(m->mapping_estimate);
+    s.commit_limit = p->limit;
+    for (int i = 0; i < 3; i++)
+        s.refusals[i] = LOAD(p->refusals[i]);
+    s.os_refusals = LOAD(p->os_refusals);
+    for (int i = 0; i < 4; i++)
+        s.notifications[i] = LOAD(p->notifications[i]);
+    s.external_bytes = LOAD(p->external_bytes);
+    s.external_ranges = LOAD(p->external_ranges);
+    s.memory_state = (DWORD)LOAD(p->state);
+#undef LOAD
     size_t n = stats->size < sizeof s ? stats->size : sizeof s;
     memcpy((char *)stats + sizeof s.size, (char *)&s + sizeof s.size, n - sizeof s.size);
     return S_OK;
+}
+
+HRESULT hostmem_poll_system(IHostMemoryManager *manager)
+{
+    if (!is_manager(manager))
+        return E_POINTER;
+    struct manager *m = manager_from(manager);
+    HRESULT hr = manager_check(m);
+    return hr != S_OK ? hr : policy_poll_system(m);
 }

@@ -166,6 +166,45 @@ struct arena {
     _Atomic uint64_t bitmap[]; /* granule in use (arenas only) */
 };
 
+/* ---- host policy (policy.c) ----------------------------------------------------- */
+struct external_range {
+    uintptr_t start;
+    size_t size;
+};
+
+struct policy {
+    size_t limit;                 /* commit budget in bytes; 0 = none */
+    size_t emergency;             /* extra for eProcessCritical */
+    DWORD appdomain_wait_ms;
+    unsigned low, high, hysteresis; /* load watermarks, percent */
+    size_t address_space_limit;   /* 0 = none */
+    char root[256];               /* prefix of /proc and /sys paths */
+
+    _Atomic uint32_t freed;       /* futex word: bumped whenever memory is given back */
+    _Atomic uint32_t waiters;     /* eAppDomainCritical requests waiting on it */
+    _Atomic int state;            /* EMemoryAvailable the load says */
+    _Atomic int delivered;        /* EMemoryAvailable last sent to the runtime */
+    _Atomic int delivering;       /* a thread is sending notifications */
+    _Atomic int machine_load;     /* percent from the last system sample; -1 = none */
+
+    void *callback_lock;          /* guards callback */
+    ICLRMemoryNotificationCallback *callback;
+    void *external_lock;          /* guards ranges */
+    struct external_range *ranges;
+    size_t range_count, range_capacity;
+
+    _Atomic size_t refusals[3];
+    _Atomic size_t os_refusals;
+    _Atomic size_t notifications[4];
+    _Atomic size_t external_bytes;
+    _Atomic size_t external_ranges;
+
+    DWORD monitor_interval_ms;
+    _Atomic uint32_t monitor_stop; /* futex word */
+    bool monitor_running;
+    uintptr_t monitor_thread;      /* pthread_t */
+};
+
 /* ---- the manager ---------------------------------------------------------------- */
 #define STRIPES 64
 enum { STATE_LIVE = 0, STATE_DISABLED = 1, STATE_SHUTDOWN = 2 };
@@ -203,6 +242,10 @@ struct manager {
     _Atomic size_t reservations;
     _Atomic size_t arena_bytes;
     _Atomic size_t arenas_live;
+    _Atomic size_t mapping_estimate; /* kernel mappings the map implies (upper bound) */
+    _Atomic size_t heap_bytes;
+
+    struct policy policy;
 
     struct stripe stripes[STRIPES];
 };
@@ -264,6 +307,28 @@ static inline void counter_sub(_Atomic size_t *c, size_t v)
 {
     atomic_fetch_sub_explicit(c, v, memory_order_relaxed);
 }
-void counter_commit(struct manager *m, size_t bytes) HIDDEN;
+/* policy.c: the budget. Charging adds to committed_bytes only within the limit
+ * the level allows; callers charge before they commit and uncharge what they
+ * decommit or fail to commit. Notifications are sent only by policy_deliver,
+ * which callers run after every lock is left. */
+HRESULT policy_init(struct manager *m, const hostmem_config *c) HIDDEN;
+void policy_fini(struct manager *m) HIDDEN;
+bool policy_try_charge(struct manager *m, size_t bytes, EMemoryCriticalLevel level) HIDDEN;
+HRESULT policy_charge(struct manager *m, size_t bytes, EMemoryCriticalLevel level) HIDDEN; /* no lock held: may wait */
+HRESULT policy_refuse(struct manager *m, EMemoryCriticalLevel level) HIDDEN;
+void policy_uncharge(struct manager *m, size_t bytes) HIDDEN;
+bool policy_try_reserve(struct manager *m, size_t bytes) HIDDEN; /* address-space limit */
+void policy_unreserve(struct manager *m, size_t bytes) HIDDEN;
+void policy_deliver(struct manager *m) HIDDEN;
+HRESULT policy_memory_load(struct manager *m, DWORD *load, SIZE_T *available) HIDDEN;
+HRESULT policy_register(struct manager *m, ICLRMemoryNotificationCallback *callback) HIDDEN;
+HRESULT policy_needs_space(struct manager *m, uintptr_t start, size_t size) HIDDEN;
+HRESULT policy_acquired_space(struct manager *m, uintptr_t start, size_t size) HIDDEN;
+HRESULT policy_released_space(struct manager *m, uintptr_t start) HIDDEN;
+HRESULT policy_poll_system(struct manager *m) HIDDEN;
+/* The cgroup memory limit the process runs under (0 = none), read below root. */
+size_t policy_cgroup_limit(const char *root) HIDDEN;
+/* arena.c: unmaps arenas no reservation uses (the address-space cache). */
+size_t arena_trim(struct manager *m) HIDDEN;
 
 #endif /* HOSTMEM_INTERNAL_H */

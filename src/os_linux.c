@@ -188,6 +188,31 @@ static int linux_walk_mappings(os_mapping_fn fn, void *context)
     return result;
 }
 
+static int linux_read_file(const char *path, char *buffer, size_t size, size_t *length)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return errno;
+    size_t have = 0;
+    while (have + 1 < size) {
+        ssize_t n = read(fd, buffer + have, size - 1 - have);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            int err = errno;
+            close(fd);
+            return err;
+        }
+        if (n == 0)
+            break;
+        have += (size_t)n;
+    }
+    close(fd);
+    buffer[have] = 0;
+    *length = have;
+    return 0;
+}
+
 const struct hostmem_os_ops hostmem_os_linux = {
     .map = linux_map,
     .unmap = linux_unmap,
@@ -195,6 +220,7 @@ const struct hostmem_os_ops hostmem_os_linux = {
     .discard = linux_discard,
     .reset = linux_reset,
     .walk_mappings = linux_walk_mappings,
+    .read_file = linux_read_file,
 };
 
 const struct hostmem_os_ops *hostmem_os = &hostmem_os_linux;

@@ -62,16 +62,6 @@ int protect_to_os(unsigned attr, bool compact)
     }
 }
 
-void counter_commit(struct manager *m, size_t bytes)
-{
-    size_t now = atomic_fetch_add_explicit(&m->committed_bytes, bytes, memory_order_relaxed) + bytes;
-    size_t peak = atomic_load_explicit(&m->peak_committed, memory_order_relaxed);
-    while (now > peak && !atomic_compare_exchange_weak_explicit(&m->peak_committed, &peak, now,
-                                                                memory_order_relaxed,
-                                                                memory_order_relaxed))
-        ;
-}
-
 static inline uintptr_t page_up_checked(uintptr_t a, size_t size, bool *overflow)
 {
     uintptr_t end = a + size;
@@ -234,10 +224,40 @@ static HRESULT protect_range(struct manager *m, struct locked *l, uintptr_t star
     segments(l->r, l->base, start, end, restore_step, &undo);
     if (undo.err)
         return manager_fail(m, "mprotect failed and could not be undone");
-    return hresult_from_errno(err) == E_INVALIDARG ? E_OUTOFMEMORY : hresult_from_errno(err);
+    atomic_fetch_add_explicit(&m->policy.os_refusals, 1, memory_order_relaxed);
+    return E_OUTOFMEMORY;
 }
 
-/* Pages [start,end) of a locked reservation take attr (commit, decommit, protect). */
+/*
+ * Kernel mappings the map implies, counted as changes of hardware protection
+ * at page boundaries [lo, hi] of one reservation (boundary p lies between pages
+ * p-1 and p; the pages outside the reservation count as reserved). Summed over
+ * reservations, plus one per arena, it bounds the kernel's count from above.
+ */
+static size_t transitions(struct manager *m, const struct reservation *r, uint64_t lo, uint64_t hi)
+{
+    uint32_t n = runs_count(r);
+    uint64_t pages = atomic_load_explicit(&((struct reservation *)r)->pages, memory_order_relaxed);
+    int outside = protect_to_os(0, m->compact);
+    size_t count = 0;
+    int previous = outside;
+    for (uint32_t i = 0; i < n; i++) {
+        uint64_t run = runs_get(r, i);
+        int prot = protect_to_os(run_attr(run), m->compact);
+        uint64_t at = run_page(run);
+        if (at > hi)
+            return count;
+        if (at >= lo && prot != previous)
+            count++;
+        previous = prot;
+    }
+    if (pages >= lo && pages <= hi && previous != outside)
+        count++;
+    return count;
+}
+
+/* Pages [start,end) of a locked reservation take attr (commit, decommit, protect).
+ * A commit's bytes are already charged to the budget by the caller. */
 static HRESULT change_range(struct manager *m, struct locked *l, uintptr_t start, uintptr_t end,
                             unsigned attr, struct survey *s)
 {
@@ -264,15 +284,16 @@ static HRESULT change_range(struct manager *m, struct locked *l, uintptr_t start
             return manager_fail(m, "madvise(MADV_DONTNEED) failed");
         }
     }
+    size_t before = transitions(m, r, first, last);
     runs_apply(&l->stripe->slab, r, first, last, attr, spare);
+    atomic_fetch_add_explicit(&m->mapping_estimate, transitions(m, r, first, last) - before,
+                              memory_order_relaxed);
     if (attr) {
-        size_t newly = ((end - start) >> g_page_shift) - s->committed_pages;
-        r->committed += newly;
+        r->committed += ((end - start) >> g_page_shift) - s->committed_pages;
         r->flags |= RES_TOUCHED;
-        counter_commit(m, newly << g_page_shift);
     } else {
         r->committed -= s->committed_pages;
-        counter_sub(&m->committed_bytes, s->committed_pages << g_page_shift);
+        policy_uncharge(m, s->committed_pages << g_page_shift);
     }
     return S_OK;
 }
@@ -297,7 +318,7 @@ static bool alloc_type_valid(DWORD type)
 }
 
 static HRESULT alloc_reserve(struct manager *m, uintptr_t address, size_t size, DWORD type,
-                             DWORD protect, void **out)
+                             DWORD protect, EMemoryCriticalLevel level, void **out)
 {
     uintptr_t base, end;
     bool overflow = false;
@@ -314,34 +335,47 @@ static HRESULT alloc_reserve(struct manager *m, uintptr_t address, size_t size, 
     }
     size_t bytes = end - base;
     unsigned attr = (type & MEM_COMMIT) ? protect : 0;
-    struct reservation *r;
-    HRESULT hr = arena_reserve(m, base, bytes, (type & MEM_TOP_DOWN) != 0, attr, &r);
-    if (hr != S_OK)
+    if (!policy_try_reserve(m, bytes))
+        return policy_refuse(m, level); /* the address-space limit */
+    HRESULT hr = attr ? policy_charge(m, bytes, level) : S_OK; /* no lock held: may wait */
+    if (hr != S_OK) {
+        policy_unreserve(m, bytes);
         return hr;
-    atomic_store_explicit(&r->alloc_protect, protect, memory_order_relaxed);
-    uintptr_t at = atomic_load_explicit(&r->base, memory_order_relaxed);
-    int prot = protect_to_os(attr, m->compact);
-    if (attr && prot != protect_to_os(0, m->compact)) {
-        int err = hostmem_os->protect((void *)at, bytes, prot);
-        if (err) {
-            /* Nothing else has seen these pages: put back what we changed. */
-            if (hostmem_os->protect((void *)at, bytes, protect_to_os(0, m->compact)) &&
-                !(r->flags & RES_STANDALONE)) {
-                arena_abandon(m, r);
-                return manager_fail(m, "mprotect of a new reservation could not be undone");
-            }
-            arena_abandon(m, r);
-            return E_OUTOFMEMORY;
-        }
     }
-    if (attr)
+    struct reservation *r;
+    hr = arena_reserve(m, base, bytes, (type & MEM_TOP_DOWN) != 0, attr, &r);
+    if (hr == S_OK) {
+        atomic_store_explicit(&r->alloc_protect, protect, memory_order_relaxed);
+        uintptr_t at = atomic_load_explicit(&r->base, memory_order_relaxed);
+        int prot = protect_to_os(attr, m->compact);
+        if (attr && prot != protect_to_os(0, m->compact)) {
+            int err = hostmem_os->protect((void *)at, bytes, prot);
+            if (err) {
+                /* Nothing else has seen these pages: put back what we changed. */
+                bool stuck = hostmem_os->protect((void *)at, bytes, protect_to_os(0, m->compact)) &&
+                             !(r->flags & RES_STANDALONE);
+                arena_abandon(m, r);
+                hr = stuck ? manager_fail(m, "mprotect of a new reservation could not be undone")
+                           : E_OUTOFMEMORY;
+                if (!stuck)
+                    atomic_fetch_add_explicit(&m->policy.os_refusals, 1, memory_order_relaxed);
+            }
+        }
+    } else if (hr == E_OUTOFMEMORY) {
+        atomic_fetch_add_explicit(&m->policy.os_refusals, 1, memory_order_relaxed);
+    }
+    if (hr != S_OK) {
+        policy_uncharge(m, attr ? bytes : 0);
+        policy_unreserve(m, bytes);
+        return hr;
+    }
+    if (attr) {
         r->flags |= RES_TOUCHED;
+        counter_add(&m->mapping_estimate, transitions(m, r, 0, bytes >> g_page_shift));
+    }
     arena_publish(m, r);
-    counter_add(&m->reserved_bytes, bytes);
     counter_add(&m->reservations, 1);
-    if (attr)
-        counter_commit(m, bytes);
-    *out = (void *)at;
+    *out = (void *)atomic_load_explicit(&r->base, memory_order_relaxed);
     return S_OK;
 }
 
@@ -366,20 +400,41 @@ static HRESULT lock_pages(struct manager *m, uintptr_t address, size_t size, str
 }
 
 static HRESULT alloc_commit(struct manager *m, uintptr_t address, size_t size, DWORD protect,
-                            void **out)
+                            EMemoryCriticalLevel level, void **out)
 {
-    struct locked l;
-    uintptr_t start, end;
-    HRESULT hr = lock_pages(m, address, size, &l, &start, &end);
-    if (hr != S_OK)
+    size_t charged = 0; /* bytes charged to the budget for this call so far */
+    for (;;) {
+        struct locked l;
+        uintptr_t start, end;
+        HRESULT hr = lock_pages(m, address, size, &l, &start, &end);
+        if (hr != S_OK) {
+            policy_uncharge(m, charged);
+            return hr;
+        }
+        struct survey s;
+        survey_range(m, &l, start, end, protect, &s);
+        size_t need = (((end - start) >> g_page_shift) - s.committed_pages) << g_page_shift;
+        if (need > charged && !policy_try_charge(m, need - charged, level)) {
+            hr = unlock(m, &l, S_OK);
+            if (hr == S_OK)
+                hr = level == eAppDomainCritical ? policy_charge(m, need - charged, level)
+                                                 : policy_refuse(m, level);
+            if (hr != S_OK) {
+                policy_uncharge(m, charged);
+                return hr;
+            }
+            charged = need; /* waited and got it: look at the pages again */
+            continue;
+        }
+        if (need > charged)
+            charged = need;
+        hr = change_range(m, &l, start, end, protect, &s);
+        hr = unlock(m, &l, hr);
+        policy_uncharge(m, hr == S_OK ? charged - need : charged);
+        if (hr == S_OK)
+            *out = (void *)start;
         return hr;
-    struct survey s;
-    survey_range(m, &l, start, end, protect, &s);
-    hr = change_range(m, &l, start, end, protect, &s);
-    hr = unlock(m, &l, hr);
-    if (hr == S_OK)
-        *out = (void *)start;
-    return hr;
+    }
 }
 
 static HRESULT alloc_reset(struct manager *m, uintptr_t address, size_t size, DWORD type,
@@ -414,7 +469,6 @@ static HRESULT alloc_reset(struct manager *m, uintptr_t address, size_t size, DW
 HRESULT vm_alloc(struct manager *m, void *address, SIZE_T size, DWORD type, DWORD protect,
                  EMemoryCriticalLevel level, void **out)
 {
-    (void)level; /* the budget (issue 3) decides by level */
     if (!out)
         return E_POINTER;
     *out = NULL;
@@ -427,12 +481,14 @@ HRESULT vm_alloc(struct manager *m, void *address, SIZE_T size, DWORD type, DWOR
         return E_INVALIDARG;
     if (size == 0)
         return E_INVALIDARG;
+    if ((unsigned)level > eProcessCritical)
+        return E_INVALIDARG;
     uintptr_t a = (uintptr_t)address;
     if (type == MEM_RESET || type == MEM_RESET_UNDO)
         return alloc_reset(m, a, size, type, out);
     if ((type & MEM_RESERVE) || !address)
-        return alloc_reserve(m, a, size, type, protect, out);
-    return alloc_commit(m, a, size, protect, out);
+        return alloc_reserve(m, a, size, type, protect, level, out);
+    return alloc_commit(m, a, size, protect, level, out);
 }
 
 /* ---- VirtualFree ------------------------------------------------------------------- */
@@ -464,9 +520,11 @@ static HRESULT release_locked(struct manager *m, struct locked *l)
             return manager_fail(m, "madvise(MADV_DONTNEED) failed on release");
     }
     size_t committed = r->committed;
+    atomic_fetch_sub_explicit(&m->mapping_estimate,
+                              transitions(m, r, 0, atomic_load(&r->pages)), memory_order_relaxed);
     arena_unreserve(m, r);
-    counter_sub(&m->committed_bytes, committed << g_page_shift);
-    counter_sub(&m->reserved_bytes, bytes);
+    policy_uncharge(m, committed << g_page_shift);
+    policy_unreserve(m, bytes);
     counter_sub(&m->reservations, 1);
     return S_OK;
 }

@@ -79,7 +79,19 @@ static int f_walk(os_mapping_fn fn, void *c)
 {
     return should_fail() ? EIO : hostmem_os_linux.walk_mappings(fn, c);
 }
-static const struct hostmem_os_ops faulty = {f_map, f_unmap, f_protect, f_discard, f_reset, f_walk};
+static int f_read(const char *path, char *b, size_t n, size_t *len)
+{
+    return should_fail() ? EIO : hostmem_os_linux.read_file(path, b, n, len);
+}
+static const struct hostmem_os_ops faulty = {
+    .map = f_map,
+    .unmap = f_unmap,
+    .protect = f_protect,
+    .discard = f_discard,
+    .reset = f_reset,
+    .walk_mappings = f_walk,
+    .read_file = f_read,
+};
 
 static void arm(int at, int persistent)
 {

@@ -1,0 +1,554 @@
+/*
+ * policy.c - what the host decides: the commit budget and its critical
+ * levels, the memory load, notifications to the runtime, the address space
+ * the runtime maps itself, and the optional monitor of the machine's memory.
+ *
+ * Invariants: committed_bytes never exceeds the limit, except by requests at
+ * eProcessCritical, which may use the emergency reserve above it; charging is
+ * one compare-and-swap, so racing threads cannot overshoot. Notifications are
+ * sent by policy_deliver only, never while a lock of the manager is held, one
+ * at a time, and never twice in a row for the same state: the runtime's
+ * callback may call back into the manager. Must never: sleep to wait for
+ * memory except an eAppDomainCritical request, for at most appdomain_wait_ms.
+ */
+#include <errno.h>
+#include <limits.h>
+#include <linux/futex.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "internal.h"
+
+#define DEFAULT_APPDOMAIN_WAIT_MS 100
+#define DEFAULT_LOW_LOAD 90
+#define DEFAULT_HIGH_LOAD 60
+#define DEFAULT_HYSTERESIS 5
+
+/* ---- waiting for memory ----------------------------------------------------------- */
+static void futex_wait(_Atomic uint32_t *word, uint32_t seen, long timeout_ns)
+{
+    struct timespec t = {timeout_ns / 1000000000L, timeout_ns % 1000000000L};
+    syscall(SYS_futex, (uint32_t *)word, FUTEX_WAIT_PRIVATE, seen, &t, NULL, 0);
+}
+
+static void futex_wake_all(_Atomic uint32_t *word)
+{
+    syscall(SYS_futex, (uint32_t *)word, FUTEX_WAKE_PRIVATE, INT_MAX, NULL, NULL, 0);
+}
+
+static long now_ns(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return t.tv_sec * 1000000000L + t.tv_nsec;
+}
+
+/* ---- the state the load says ---------------------------------------------------------- */
+static int load_percent(struct manager *m)
+{
+    struct policy *p = &m->policy;
+    int load = -1;
+    if (p->limit) {
+        size_t committed = atomic_load_explicit(&m->committed_bytes, memory_order_relaxed);
+        load = committed >= p->limit ? 100 : (int)((double)committed * 100.0 / (double)p->limit);
+    }
+    int machine = atomic_load_explicit(&p->machine_load, memory_order_relaxed);
+    return machine > load ? machine : load;
+}
+
+/* The next state from the current one and the load, with hysteresis. */
+static int next_state(const struct policy *p, int state, int load)
+{
+    int low = (int)p->low, high = (int)p->high, h = (int)p->hysteresis;
+    if (load < 0)
+        return state;
+    if (load >= low)
+        return eMemoryAvailableLow;
+    switch (state) {
+    case eMemoryAvailableLow:
+        if (load >= low - h)
+            return eMemoryAvailableLow;
+        return load <= high ? eMemoryAvailableHigh : eMemoryAvailableNeutral;
+    case eMemoryAvailableHigh:
+        return load > high + h ? eMemoryAvailableNeutral : eMemoryAvailableHigh;
+    default:
+        return load <= high ? eMemoryAvailableHigh : eMemoryAvailableNeutral;
+    }
+}
+
+static void note(struct manager *m)
+{
+    struct policy *p = &m->policy;
+    int load = load_percent(m);
+    int state = atomic_load_explicit(&p->state, memory_order_relaxed);
+    for (;;) {
+        int next = next_state(p, state, load);
+        if (next == state ||
+            atomic_compare_exchange_weak_explicit(&p->state, &state, next, memory_order_acq_rel,
+                                                  memory_order_relaxed))
+            return;
+    }
+}
+
+/* Sends the current state if the runtime has not been told it yet. No lock of the
+ * manager is held here; the callback may call back into the manager, and a thread
+ * that finds another one sending leaves the news to it. */
+void policy_deliver(struct manager *m)
+{
+    struct policy *p = &m->policy;
+    note(m);
+    for (;;) {
+        int state = atomic_load_explicit(&p->state, memory_order_acquire);
+        if (state == atomic_load_explicit(&p->delivered, memory_order_relaxed))
+            return;
+        if (atomic_exchange_explicit(&p->delivering, 1, memory_order_acquire))
+            return; /* the sender will see the new state when it looks again */
+        for (;;) {
+            state = atomic_load_explicit(&p->state, memory_order_acquire);
+            if (state == atomic_load_explicit(&p->delivered, memory_order_relaxed))
+                break;
+            ICLRMemoryNotificationCallback *cb = NULL;
+            if (lock_enter(m, p->callback_lock) != S_OK) {
+                /* cannot look at the callback now: a later call will send it */
+                atomic_store_explicit(&p->delivering, 0, memory_order_release);
+                return;
+            }
+            cb = p->callback;
+            if (cb)
+                cb->lpVtbl->AddRef(cb);
+            lock_leave(m, p->callback_lock);
+            atomic_store_explicit(&p->delivered, state, memory_order_relaxed);
+            if (cb) {
+                atomic_fetch_add_explicit(&p->notifications[state], 1, memory_order_relaxed);
+                cb->lpVtbl->OnMemoryNotification(cb, (EMemoryAvailable)state);
+                cb->lpVtbl->Release(cb);
+            }
+        }
+        atomic_store_explicit(&p->delivering, 0, memory_order_release);
+    }
+}
+
+/* ---- the budget ------------------------------------------------------------------------ */
+bool policy_try_charge(struct manager *m, size_t bytes, EMemoryCriticalLevel level)
+{
+    struct policy *p = &m->policy;
+    size_t now = atomic_load_explicit(&m->committed_bytes, memory_order_relaxed), next;
+    do {
+        next = now + bytes;
+        if (next < now)
+            return false;
+        if (p->limit) {
+            size_t allowed = p->limit;
+            if (level == eProcessCritical)
+                allowed = allowed + p->emergency < allowed ? SIZE_MAX : allowed + p->emergency;
+            if (next > allowed)
+                return false;
+        }
+    } while (!atomic_compare_exchange_weak_explicit(&m->committed_bytes, &now, next,
+                                                    memory_order_relaxed, memory_order_relaxed));
+    size_t peak = atomic_load_explicit(&m->peak_committed, memory_order_relaxed);
+    while (next > peak && !atomic_compare_exchange_weak_explicit(&m->peak_committed, &peak, next,
+                                                                memory_order_relaxed,
+                                                                memory_order_relaxed))
+        ;
+    return true;
+}
+
+/* The one place a budget refusal is made: count it, return E_OUTOFMEMORY. */
+HRESULT policy_refuse(struct manager *m, EMemoryCriticalLevel level)
+{
+    unsigned i = (unsigned)level <= eProcessCritical ? (unsigned)level : eTaskCritical;
+    atomic_fetch_add_explicit(&m->policy.refusals[i], 1, memory_order_relaxed);
+    return E_OUTOFMEMORY;
+}
+
+HRESULT policy_charge(struct manager *m, size_t bytes, EMemoryCriticalLevel level)
+{
+    struct policy *p = &m->policy;
+    if (policy_try_charge(m, bytes, level))
+        return S_OK;
+    if (level != eAppDomainCritical)
+        return policy_refuse(m, level);
+    /* Tell the runtime memory is low (it may free some), then wait a bounded
+     * time for someone to give memory back. */
+    long deadline = now_ns() + (long)p->appdomain_wait_ms * 1000000L;
+    int state = atomic_load(&p->state);
+    while (state != eMemoryAvailableLow &&
+           !atomic_compare_exchange_weak(&p->state, &state, eMemoryAvailableLow))
+        ;
+    for (;;) {
+        policy_deliver(m);
+        uint32_t seen = atomic_load_explicit(&p->freed, memory_order_acquire);
+        if (policy_try_charge(m, bytes, level))
+            return S_OK;
+        if (manager_check(m) != S_OK)
+            return HOST_E_CLRNOTAVAILABLE;
+        long left = deadline - now_ns();
+        if (left <= 0)
+            return policy_refuse(m, level);
+        atomic_fetch_add(&p->waiters, 1);
+        futex_wait(&p->freed, seen, left);
+        atomic_fetch_sub(&p->waiters, 1);
+    }
+}
+
+void policy_uncharge(struct manager *m, size_t bytes)
+{
+    struct policy *p = &m->policy;
+    if (!bytes)
+        return;
+    atomic_fetch_sub_explicit(&m->committed_bytes, bytes, memory_order_relaxed);
+    atomic_fetch_add_explicit(&p->freed, 1, memory_order_release);
+    if (atomic_load(&p->waiters))
+        futex_wake_all(&p->freed);
+}
+
+/* The address-space limit covers host reservations and the runtime's own mappings. */
+bool policy_try_reserve(struct manager *m, size_t bytes)
+{
+    struct policy *p = &m->policy;
+    size_t now = atomic_load_explicit(&m->reserved_bytes, memory_order_relaxed), next;
+    do {
+        next = now + bytes;
+        if (next < now)
+            return false;
+        if (p->address_space_limit &&
+            next + atomic_load_explicit(&p->external_bytes, memory_order_relaxed) >
+                p->address_space_limit)
+            return false;
+    } while (!atomic_compare_exchange_weak_explicit(&m->reserved_bytes, &now, next,
+                                                    memory_order_relaxed, memory_order_relaxed));
+    return true;
+}
+
+void policy_unreserve(struct manager *m, size_t bytes)
+{
+    atomic_fetch_sub_explicit(&m->reserved_bytes, bytes, memory_order_relaxed);
+}
+
+/* ---- the machine ---------------------------------------------------------------------- */
+static int read_rooted(const struct policy *p, const char *path, char *buffer, size_t size)
+{
+    char full[512];
+    snprintf(full, sizeof full, "%s%s", p->root, path);
+    size_t length;
+    return hostmem_os->read_file(full, buffer, size, &length);
+}
+
+static int meminfo_field(const char *text, const char *name, size_t *bytes)
+{
+    const char *at = strstr(text, name);
+    if (!at)
+        return 0;
+    at += strlen(name);
+    while (*at == ' ' || *at == ':')
+        at++;
+    unsigned long long kib = strtoull(at, NULL, 10);
+    *bytes = (size_t)kib * 1024;
+    return 1;
+}
+
+static HRESULT system_memory(const struct policy *p, size_t *total, size_t *available)
+{
+    char text[4096];
+    if (read_rooted(p, "/proc/meminfo", text, sizeof text))
+        return E_FAIL;
+    if (!meminfo_field(text, "MemTotal", total) || !*total)
+        return E_FAIL;
+    if (!meminfo_field(text, "MemAvailable", available) &&
+        !meminfo_field(text, "MemFree", available))
+        return E_FAIL;
+    if (*available > *total)
+        *available = *total;
+    return S_OK;
+}
+
+/* Percent of the machine in use, raised to the memory pressure (PSI "some avg10")
+ * when the kernel reports stalls. */
+static int system_load(const struct policy *p)
+{
+    size_t total, available;
+    if (system_memory(p, &total, &available) != S_OK)
+        return -1;
+    int load = (int)((double)(total - available) * 100.0 / (double)total);
+    char text[512];
+    if (read_rooted(p, "/proc/pressure/memory", text, sizeof text) == 0) {
+        const char *at = strstr(text, "some avg10=");
+        if (at) {
+            double stall = strtod(at + 11, NULL); /* percent of time stalled */
+            if (stall >= 10.0 && load < (int)p->low)
+                load = (int)p->low; /* stalling on memory: treat as Low */
+        }
+    }
+    return load;
+}
+
+HRESULT policy_poll_system(struct manager *m)
+{
+    int load = system_load(&m->policy);
+    if (load < 0)
+        return E_OUTOFMEMORY; /* nothing to read: nothing changes */
+    atomic_store_explicit(&m->policy.machine_load, load, memory_order_relaxed);
+    policy_deliver(m);
+    return S_OK;
+}
+
+static void *monitor_main(void *arg)
+{
+    struct manager *m = arg;
+    struct policy *p = &m->policy;
+    while (!atomic_load(&p->monitor_stop)) {
+        policy_poll_system(m);
+        futex_wait(&p->monitor_stop, 0, (long)p->monitor_interval_ms * 1000000L);
+    }
+    return NULL;
+}
+
+HRESULT policy_memory_load(struct manager *m, DWORD *load, SIZE_T *available)
+{
+    struct policy *p = &m->policy;
+    if (!load || !available)
+        return E_POINTER;
+    if (p->limit) {
+        size_t committed = atomic_load_explicit(&m->committed_bytes, memory_order_relaxed);
+        *load = committed >= p->limit ? 100 : (DWORD)((double)committed * 100.0 / (double)p->limit);
+        *available = committed >= p->limit ? 0 : p->limit - committed;
+        return S_OK;
+    }
+    size_t total, free_bytes;
+    if (system_memory(p, &total, &free_bytes) != S_OK)
+        return E_OUTOFMEMORY; /* /proc/meminfo unreadable: nothing to say, nothing changed */
+    *load = (DWORD)((double)(total - free_bytes) * 100.0 / (double)total);
+    *available = free_bytes;
+    return S_OK;
+}
+
+/* ---- cgroups ------------------------------------------------------------------------------ */
+static size_t parse_limit(const char *text)
+{
+    while (*text == ' ' || *text == '\n')
+        text++;
+    if (strncmp(text, "max", 3) == 0 || !*text)
+        return 0;
+    unsigned long long v = strtoull(text, NULL, 10);
+    /* cgroup v1 says "no limit" with a huge page-rounded number */
+    if (v >= ((unsigned long long)1 << 62))
+        return 0;
+    return (size_t)v;
+}
+
+/* The smallest limit on the path from the process's cgroup up to the root. */
+static size_t walk_up(const char *root, const char *mount, const char *group, const char *file)
+{
+    char path[512], text[128];
+    char dir[256];
+    snprintf(dir, sizeof dir, "%s", group);
+    size_t best = 0;
+    for (;;) {
+        snprintf(path, sizeof path, "%s%s%s/%s", root, mount, strcmp(dir, "/") ? dir : "", file);
+        size_t length;
+        if (hostmem_os->read_file(path, text, sizeof text, &length) == 0) {
+            size_t v = parse_limit(text);
+            if (v && (!best || v < best))
+                best = v;
+        }
+        char *slash = strrchr(dir, '/');
+        if (!slash || slash == dir) {
+            if (strcmp(dir, "/") == 0)
+                break;
+            strcpy(dir, "/");
+            continue;
+        }
+        *slash = 0;
+    }
+    return best;
+}
+
+size_t policy_cgroup_limit(const char *root)
+{
+    char path[512], text[2048];
+    snprintf(path, sizeof path, "%s/proc/self/cgroup", root);
+    size_t length;
+    if (hostmem_os->read_file(path, text, sizeof text, &length))
+        return 0;
+    size_t best = 0;
+    for (char *line = strtok(text, "\n"); line; line = strtok(NULL, "\n")) {
+        /* "hierarchy:controllers:path" */
+        char *c1 = strchr(line, ':');
+        char *c2 = c1 ? strchr(c1 + 1, ':') : NULL;
+        if (!c2)
+            continue;
+        *c1 = 0;
+        *c2 = 0;
+        const char *controllers = c1 + 1, *group = c2 + 1;
+        size_t v = 0;
+        if (strcmp(line, "0") == 0 && *controllers == 0)
+            v = walk_up(root, "/sys/fs/cgroup", group, "memory.max");
+        else if (strstr(controllers, "memory"))
+            v = walk_up(root, "/sys/fs/cgroup/memory", group, "memory.limit_in_bytes");
+        if (v && (!best || v < best))
+            best = v;
+    }
+    return best;
+}
+
+/* ---- the runtime's own address space ----------------------------------------------------- */
+HRESULT policy_acquired_space(struct manager *m, uintptr_t start, size_t size)
+{
+    struct policy *p = &m->policy;
+    if (!start || !size || start + size < start)
+        return E_INVALIDARG;
+    HRESULT hr = lock_enter(m, p->external_lock);
+    if (hr != S_OK)
+        return hr;
+    for (size_t i = 0; i < p->range_count; i++) {
+        const struct external_range *r = &p->ranges[i];
+        if (start < r->start + r->size && r->start < start + size) {
+            lock_leave(m, p->external_lock);
+            return E_INVALIDARG; /* reported twice */
+        }
+    }
+    if (p->range_count == p->range_capacity) {
+        size_t capacity = p->range_capacity ? p->range_capacity * 2 : 16;
+        void *grown = realloc(p->ranges, capacity * sizeof *p->ranges);
+        if (!grown) {
+            lock_leave(m, p->external_lock);
+            return E_OUTOFMEMORY;
+        }
+        p->ranges = grown;
+        p->range_capacity = capacity;
+    }
+    p->ranges[p->range_count++] = (struct external_range){start, size};
+    atomic_fetch_add(&p->external_bytes, size);
+    atomic_fetch_add(&p->external_ranges, 1);
+    return lock_leave(m, p->external_lock);
+}
+
+HRESULT policy_released_space(struct manager *m, uintptr_t start)
+{
+    struct policy *p = &m->policy;
+    HRESULT hr = lock_enter(m, p->external_lock);
+    if (hr != S_OK)
+        return hr;
+    for (size_t i = 0; i < p->range_count; i++) {
+        if (p->ranges[i].start == start) {
+            atomic_fetch_sub(&p->external_bytes, p->ranges[i].size);
+            atomic_fetch_sub(&p->external_ranges, 1);
+            p->ranges[i] = p->ranges[--p->range_count];
+            return lock_leave(m, p->external_lock);
+        }
+    }
+    lock_leave(m, p->external_lock);
+    return HOST_E_INVALIDOPERATION; /* never reported as acquired */
+}
+
+HRESULT policy_needs_space(struct manager *m, uintptr_t start, size_t size)
+{
+    struct policy *p = &m->policy;
+    if (!size)
+        return E_INVALIDARG;
+    (void)start;
+    /* Give back the address space the manager caches: arenas no reservation uses. */
+    arena_trim(m);
+    if (p->address_space_limit) {
+        size_t used = atomic_load(&m->reserved_bytes) + atomic_load(&p->external_bytes);
+        if (used + size < used || used + size > p->address_space_limit)
+            return E_OUTOFMEMORY;
+    }
+    return S_OK;
+}
+
+/* ---- registration, set-up, tear-down ---------------------------------------------------------- */
+HRESULT policy_register(struct manager *m, ICLRMemoryNotificationCallback *callback)
+{
+    struct policy *p = &m->policy;
+    HRESULT hr = lock_enter(m, p->callback_lock);
+    if (hr != S_OK)
+        return hr;
+    if (callback)
+        callback->lpVtbl->AddRef(callback);
+    ICLRMemoryNotificationCallback *old = p->callback;
+    p->callback = callback;
+    /* A new runtime has been told nothing: it assumes memory is plentiful, and
+     * hears at once if it is not. */
+    atomic_store(&p->delivered, eMemoryAvailableHigh);
+    hr = lock_leave(m, p->callback_lock);
+    if (old)
+        old->lpVtbl->Release(old); /* outside the lock: it may call back */
+    if (hr == S_OK)
+        policy_deliver(m);
+    return hr;
+}
+
+HRESULT policy_init(struct manager *m, const hostmem_config *c)
+{
+    struct policy *p = &m->policy;
+    snprintf(p->root, sizeof p->root, "%s", c->system_root ? c->system_root : "");
+    if (strcmp(p->root, "/") == 0)
+        p->root[0] = 0;
+    if (c->commit_limit == HOSTMEM_UNLIMITED)
+        p->limit = 0;
+    else if (c->commit_limit)
+        p->limit = c->commit_limit;
+    else
+        p->limit = policy_cgroup_limit(p->root);
+    p->emergency = c->emergency_reserve;
+    p->appdomain_wait_ms = c->appdomain_wait_ms ? c->appdomain_wait_ms : DEFAULT_APPDOMAIN_WAIT_MS;
+    p->low = c->notify_low_load ? c->notify_low_load : DEFAULT_LOW_LOAD;
+    p->high = c->notify_high_load ? c->notify_high_load : DEFAULT_HIGH_LOAD;
+    p->hysteresis = c->notify_hysteresis ? c->notify_hysteresis : DEFAULT_HYSTERESIS;
+    if (p->low > 100 || p->high >= p->low || p->hysteresis > p->low)
+        return E_INVALIDARG;
+    p->address_space_limit = c->address_space_limit;
+    atomic_init(&p->machine_load, -1);
+    atomic_init(&p->state, eMemoryAvailableHigh);
+    atomic_init(&p->delivered, eMemoryAvailableHigh);
+    HRESULT hr = m->lock_ops.create(m->lock_ops.context, &p->callback_lock);
+    if (hr != S_OK)
+        return hr;
+    hr = m->lock_ops.create(m->lock_ops.context, &p->external_lock);
+    if (hr != S_OK) {
+        m->lock_ops.destroy(m->lock_ops.context, p->callback_lock);
+        p->callback_lock = NULL;
+        return hr;
+    }
+    p->monitor_interval_ms = c->monitor_interval_ms;
+    if (p->monitor_interval_ms) {
+        pthread_t t;
+        if (pthread_create(&t, NULL, monitor_main, m) != 0)
+            return E_OUTOFMEMORY;
+        p->monitor_thread = (uintptr_t)t;
+        p->monitor_running = true;
+    }
+    return S_OK;
+}
+
+void policy_fini(struct manager *m)
+{
+    struct policy *p = &m->policy;
+    atomic_fetch_add(&p->freed, 1); /* waiting requests look again and see the shutdown */
+    futex_wake_all(&p->freed);
+    if (p->monitor_running) {
+        atomic_store(&p->monitor_stop, 1);
+        futex_wake_all(&p->monitor_stop);
+        pthread_join((pthread_t)p->monitor_thread, NULL);
+        p->monitor_running = false;
+    }
+    ICLRMemoryNotificationCallback *cb = p->callback;
+    p->callback = NULL;
+    if (cb)
+        cb->lpVtbl->Release(cb);
+    free(p->ranges);
+    p->ranges = NULL;
+    p->range_count = p->range_capacity = 0;
+    if (p->callback_lock)
+        m->lock_ops.destroy(m->lock_ops.context, p->callback_lock);
+    if (p->external_lock)
+        m->lock_ops.destroy(m->lock_ops.context, p->external_lock);
+    p->callback_lock = p->external_lock = NULL;
+}
