@@ -38,7 +38,23 @@ $(B)/tests/%: tests/%.c tests/test.h $(B)/libhostmem.a | $(B)/tests
 $(B)/tests/cxx_header: tests/cxx_header.cpp include/hostmem.h $(B)/libhostmem.a | $(B)/tests
 	$(CXX) -std=c++11 -Wall -Wextra -Werror $(OPT) -fno-sanitize=vptr -Iinclude $< $(B)/libhostmem.a -pthread -o $@
 
-tests: $(addprefix $(B)/tests/,$(TEST_NAMES)) $(B)/tests/cxx_header
+# Real runtimes embedded over hostmem (issue 4). Each needs a Debian package; when
+# it is missing (or under a sanitizer that cannot live with it) the test program is
+# replaced by one that says it was skipped and why.
+LUA_FLAGS := $(shell pkg-config --cflags --libs lua5.4 2>/dev/null)
+SQLITE_FLAGS := $(shell pkg-config --cflags --libs sqlite3 2>/dev/null)
+JEMALLOC_FLAGS := $(if $(findstring sanitize,$(OPT)),,$(shell pkg-config --cflags --libs jemalloc 2>/dev/null))
+EMBED_TESTS := embed_lua embed_sqlite embed_jemalloc
+
+define embed_rule
+$(B)/tests/$(1): tests/$(1).c tests/test.h tests/skip.c $(B)/libhostmem.a | $(B)/tests
+	$$(if $(2),$$(CC) $$(CFLAGS_BASE) $$(OPT) $$< $$(B)/libhostmem.a $(2) -o $$@,$$(CC) $$(CFLAGS_BASE) -DSKIPPED='"$(1)"' -DREASON='"$(3)"' tests/skip.c -o $$@)
+endef
+$(eval $(call embed_rule,embed_lua,$(LUA_FLAGS),package liblua5.4-dev is not installed))
+$(eval $(call embed_rule,embed_sqlite,$(SQLITE_FLAGS),package libsqlite3-dev is not installed))
+$(eval $(call embed_rule,embed_jemalloc,$(JEMALLOC_FLAGS),$(if $(findstring sanitize,$(OPT)),jemalloc replaces malloc and cannot run under a sanitizer,package libjemalloc-dev is not installed)))
+
+tests: $(addprefix $(B)/tests/,$(TEST_NAMES) $(EMBED_TESTS)) $(B)/tests/cxx_header
 
 check-plain: tests
 	sh tests/run.sh plain $(B)/tests

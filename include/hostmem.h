@@ -434,6 +434,11 @@ typedef struct hostmem_stats {
 } hostmem_stats;
 HRESULT hostmem_get_stats(IHostMemoryManager *manager, hostmem_stats *stats);
 
+/* Changes the commit budget in force (HOSTMEM_UNLIMITED or 0: none). Lowering it
+ * below what is committed takes nothing back; later commits are refused until
+ * enough is freed. */
+HRESULT hostmem_set_commit_limit(IHostMemoryManager *manager, size_t bytes);
+
 /* Samples the machine's memory now (what the monitor thread does) and sends any
  * notification that follows. */
 HRESULT hostmem_poll_system(IHostMemoryManager *manager);

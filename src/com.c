@@ -347,7 +347,7 @@ HRESULT hostmem_get_stats(IHostMemoryManager *manager, hostmem_stats *stats)
     s.arena_bytes = LOAD(m->arena_bytes);
     s.heap_bytes = LOAD(m->heap_bytes);
     s.kernel_mappings = LOAD(m->mapping_estimate);
-    s.commit_limit = p->limit;
+    s.commit_limit = atomic_load_explicit(&p->limit, memory_order_relaxed);
     for (int i = 0; i < 3; i++)
         s.refusals[i] = LOAD(p->refusals[i]);
     s.os_refusals = LOAD(p->os_refusals);
@@ -369,4 +369,16 @@ HRESULT hostmem_poll_system(IHostMemoryManager *manager)
     struct manager *m = manager_from(manager);
     HRESULT hr = manager_check(m);
     return hr != S_OK ? hr : policy_poll_system(m);
+}
+
+HRESULT hostmem_set_commit_limit(IHostMemoryManager *manager, size_t bytes)
+{
+    if (!is_manager(manager))
+        return E_POINTER;
+    struct manager *m = manager_from(manager);
+    HRESULT hr = manager_check(m);
+    if (hr != S_OK)
+        return hr;
+    policy_set_limit(m, bytes == HOSTMEM_UNLIMITED ? 0 : bytes);
+    return S_OK;
 }

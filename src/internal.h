@@ -173,7 +173,7 @@ struct external_range {
 };
 
 struct policy {
-    size_t limit;                 /* commit budget in bytes; 0 = none */
+    _Atomic size_t limit;         /* commit budget in bytes; 0 = none */
     size_t emergency;             /* extra for eProcessCritical */
     DWORD appdomain_wait_ms;
     unsigned low, high, hysteresis; /* load watermarks, percent */
@@ -326,6 +326,7 @@ HRESULT policy_needs_space(struct manager *m, uintptr_t start, size_t size) HIDD
 HRESULT policy_acquired_space(struct manager *m, uintptr_t start, size_t size) HIDDEN;
 HRESULT policy_released_space(struct manager *m, uintptr_t start) HIDDEN;
 HRESULT policy_poll_system(struct manager *m) HIDDEN;
+void policy_set_limit(struct manager *m, size_t bytes) HIDDEN;
 /* The cgroup memory limit the process runs under (0 = none), read below root. */
 size_t policy_cgroup_limit(const char *root) HIDDEN;
 /* arena.c: unmaps arenas no reservation uses (the address-space cache). */

@@ -53,9 +53,10 @@ static int load_percent(struct manager *m)
 {
     struct policy *p = &m->policy;
     int load = -1;
-    if (p->limit) {
+    size_t limit = atomic_load_explicit(&p->limit, memory_order_relaxed);
+    if (limit) {
         size_t committed = atomic_load_explicit(&m->committed_bytes, memory_order_relaxed);
-        load = committed >= p->limit ? 100 : (int)((double)committed * 100.0 / (double)p->limit);
+        load = committed >= limit ? 100 : (int)((double)committed * 100.0 / (double)limit);
     }
     int machine = atomic_load_explicit(&p->machine_load, memory_order_relaxed);
     return machine > load ? machine : load;
@@ -137,13 +138,14 @@ void policy_deliver(struct manager *m)
 bool policy_try_charge(struct manager *m, size_t bytes, EMemoryCriticalLevel level)
 {
     struct policy *p = &m->policy;
+    size_t limit = atomic_load_explicit(&p->limit, memory_order_relaxed);
     size_t now = atomic_load_explicit(&m->committed_bytes, memory_order_relaxed), next;
     do {
         next = now + bytes;
         if (next < now)
             return false;
-        if (p->limit) {
-            size_t allowed = p->limit;
+        if (limit) {
+            size_t allowed = limit;
             if (level == eProcessCritical)
                 allowed = allowed + p->emergency < allowed ? SIZE_MAX : allowed + p->emergency;
             if (next > allowed)
@@ -288,6 +290,14 @@ static int system_load(const struct policy *p)
     return load;
 }
 
+void policy_set_limit(struct manager *m, size_t bytes)
+{
+    atomic_store(&m->policy.limit, bytes);
+    atomic_fetch_add(&m->policy.freed, 1); /* waiting requests look again */
+    futex_wake_all(&m->policy.freed);
+    policy_deliver(m);
+}
+
 HRESULT policy_poll_system(struct manager *m)
 {
     int load = system_load(&m->policy);
@@ -314,10 +324,11 @@ HRESULT policy_memory_load(struct manager *m, DWORD *load, SIZE_T *available)
     struct policy *p = &m->policy;
     if (!load || !available)
         return E_POINTER;
-    if (p->limit) {
+    size_t limit = atomic_load_explicit(&p->limit, memory_order_relaxed);
+    if (limit) {
         size_t committed = atomic_load_explicit(&m->committed_bytes, memory_order_relaxed);
-        *load = committed >= p->limit ? 100 : (DWORD)((double)committed * 100.0 / (double)p->limit);
-        *available = committed >= p->limit ? 0 : p->limit - committed;
+        *load = committed >= limit ? 100 : (DWORD)((double)committed * 100.0 / (double)limit);
+        *available = committed >= limit ? 0 : limit - committed;
         return S_OK;
     }
     size_t total, free_bytes;
@@ -492,11 +503,11 @@ HRESULT policy_init(struct manager *m, const hostmem_config *c)
     if (strcmp(p->root, "/") == 0)
         p->root[0] = 0;
     if (c->commit_limit == HOSTMEM_UNLIMITED)
-        p->limit = 0;
+        atomic_init(&p->limit, 0);
     else if (c->commit_limit)
-        p->limit = c->commit_limit;
+        atomic_init(&p->limit, c->commit_limit);
     else
-        p->limit = policy_cgroup_limit(p->root);
+        atomic_init(&p->limit, policy_cgroup_limit(p->root));
     p->emergency = c->emergency_reserve;
     p->appdomain_wait_ms = c->appdomain_wait_ms ? c->appdomain_wait_ms : DEFAULT_APPDOMAIN_WAIT_MS;
     p->low = c->notify_low_load ? c->notify_low_load : DEFAULT_LOW_LOAD;

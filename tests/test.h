@@ -17,10 +17,10 @@
 
 #include "hostmem.h"
 
-static int test_current_failed;
+static int test_current_failed __attribute__((unused));
 static int test_passed_count;
 static int test_failed_count;
-static const char *test_current_name = "";
+static const char *test_current_name __attribute__((unused)) = "";
 
 static inline const char *test_hr_name(HRESULT hr, char *buffer, size_t size)
 {

@@ -148,6 +148,16 @@ TEST(budget_task_critical_refused_at_once_nothing_changes)
     /* freeing makes room again */
     CHECK_HR(IHostMemoryManager_VirtualFree(m, b, P, MEM_DECOMMIT), S_OK);
     CHECK_HR(commit(m, b + 64 * P, P, eTaskCritical), S_OK);
+    /* so does raising the limit; lowering it takes nothing back */
+    CHECK_HR(commit(m, b + 65 * P, 8 * P, eTaskCritical), E_OUTOFMEMORY);
+    CHECK_HR(hostmem_set_commit_limit(m, 80 * P), S_OK);
+    CHECK_HR(commit(m, b + 65 * P, 8 * P, eTaskCritical), S_OK);
+    CHECK_HR(hostmem_set_commit_limit(m, 10 * P), S_OK);
+    CHECK_EQ(stats_of(m).committed_bytes, 72 * P);
+    CHECK_HR(commit(m, b + 73 * P, P, eTaskCritical), E_OUTOFMEMORY);
+    CHECK_HR(hostmem_set_commit_limit(m, HOSTMEM_UNLIMITED), S_OK);
+    CHECK_HR(commit(m, b + 73 * P, P, eTaskCritical), S_OK);
+    CHECK_EQ(stats_of(m).commit_limit, 0);
     char why[256];
     CHECK_HR(hostmem_validate(m, 0, why, sizeof why), S_OK);
     CHECK_EQ(IHostMemoryManager_Release(m), 0);

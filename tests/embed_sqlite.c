@@ -1,0 +1,3 @@
+/* placeholder until the embedding test lands */
+#include "test.h"
+int main(void) { return TEST_SUMMARY("embed_sqlite"); }
