@@ -385,7 +385,8 @@ static uintptr_t reservation_span(struct reservation *r, uintptr_t *base);
 void arena_publish(struct manager *m, struct reservation *r)
 {
     uintptr_t base, span = reservation_span(r, &base);
-    radix_store_range(base, base + span, manager_tag(m) | (uintptr_t)r, r->arena->standalone);
+    uintptr_t kind = (r->flags & RES_HEAP) ? ENTRY_HEAP : 0;
+    radix_store_range(base, base + span, manager_tag(m) | (uintptr_t)r | kind, r->arena->standalone);
 }
 
 /* Gives r's granules and records back; its address-map entries are already gone. */

@@ -77,10 +77,11 @@ size_t slab_class_size(size_t size) HIDDEN;
  * (bit 0 clear) or to the arena whose free space the granule is (bit 0 set).
  */
 #define ENTRY_SLACK ((uintptr_t)1)
+#define ENTRY_HEAP ((uintptr_t)2) /* with a reservation: a heap's segment, not the runtime's */
 #define ENTRY_ID_SHIFT 48
 #define ENTRY_POINTER_MASK (((uintptr_t)1 << ENTRY_ID_SHIFT) - 1)
 static inline unsigned entry_id(uintptr_t e) { return (unsigned)(e >> ENTRY_ID_SHIFT); }
-static inline void *entry_pointer(uintptr_t e) { return (void *)(e & ENTRY_POINTER_MASK & ~ENTRY_SLACK); }
+static inline void *entry_pointer(uintptr_t e) { return (void *)(e & ENTRY_POINTER_MASK & ~(uintptr_t)3); }
 
 uintptr_t radix_load(uintptr_t address) HIDDEN;
 /* Makes the leaves [start,end) needs exist. whole_ok: slots the range covers
@@ -113,6 +114,7 @@ struct runbuf {
 #define RES_TOUCHED 0x1u   /* some page was ever committed or reset: release must clean */
 #define RES_STANDALONE 0x2u /* has its own kernel mapping, not carved from an arena */
 #define RES_WAS_RESET 0x4u  /* MEM_RESET was applied to some of its pages */
+#define RES_HEAP 0x8u       /* a heap's segment: hidden from VirtualFree/Protect/commit */
 
 struct arena;
 struct reservation {
@@ -290,9 +292,14 @@ int protect_to_os(unsigned attr, bool compact) HIDDEN;
 bool protect_valid(DWORD protect) HIDDEN;
 
 /* vm.c / query.c: the COM methods */
+/* flags: VM_HEAP makes the calls act on heap segments (and only on them). */
+#define VM_HEAP 0x1u
 HRESULT vm_alloc(struct manager *m, void *address, SIZE_T size, DWORD type, DWORD protect,
                  EMemoryCriticalLevel level, void **out) HIDDEN;
 HRESULT vm_free(struct manager *m, void *address, SIZE_T size, DWORD type) HIDDEN;
+HRESULT vm_alloc_ex(struct manager *m, void *address, SIZE_T size, DWORD type, DWORD protect,
+                    EMemoryCriticalLevel level, void **out, unsigned flags) HIDDEN;
+HRESULT vm_free_ex(struct manager *m, void *address, SIZE_T size, DWORD type, unsigned flags) HIDDEN;
 HRESULT vm_protect(struct manager *m, void *address, SIZE_T size, DWORD protect,
                    DWORD *old) HIDDEN;
 HRESULT vm_query(struct manager *m, void *address, MEMORY_BASIC_INFORMATION *info) HIDDEN;

@@ -19,7 +19,8 @@
 #define LEAF_SHIFT 30
 #define LEAF_SPAN ((uintptr_t)1 << LEAF_SHIFT)
 #define TOP_SLOTS ((size_t)1 << (ADDRESS_BITS - LEAF_SHIFT))
-#define TOP_WHOLE ((uintptr_t)2) /* the slot is one entry for the whole GiB */
+#define TOP_WHOLE ((uintptr_t)4) /* the slot is one entry for the whole GiB (entries use bits 0-1;
+                                     reservations are 64-byte aligned) */
 
 static _Atomic uintptr_t radix_top[TOP_SLOTS];
 

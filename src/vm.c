@@ -86,12 +86,14 @@ struct locked {
  * lock failure.
  */
 static HRESULT reservation_lock(struct manager *m, uintptr_t address, HRESULT not_ours,
-                                struct locked *out)
+                                unsigned flags, struct locked *out)
 {
     for (;;) {
         uintptr_t e = radix_load(address);
         if (entry_id(e) != m->id || (e & ENTRY_SLACK) || !e)
             return not_ours;
+        if (!(e & ENTRY_HEAP) != !(flags & VM_HEAP))
+            return not_ours; /* heap segments are the heap's alone */
         struct reservation *r = entry_pointer(e);
         struct run_view view;
         int seen = reservation_read(r, e, address, &view);
@@ -318,7 +320,7 @@ static bool alloc_type_valid(DWORD type)
 }
 
 static HRESULT alloc_reserve(struct manager *m, uintptr_t address, size_t size, DWORD type,
-                             DWORD protect, EMemoryCriticalLevel level, void **out)
+                             DWORD protect, EMemoryCriticalLevel level, void **out, unsigned flags)
 {
     uintptr_t base, end;
     bool overflow = false;
@@ -373,6 +375,8 @@ static HRESULT alloc_reserve(struct manager *m, uintptr_t address, size_t size, 
         r->flags |= RES_TOUCHED;
         counter_add(&m->mapping_estimate, transitions(m, r, 0, bytes >> g_page_shift));
     }
+    if (flags & VM_HEAP)
+        r->flags |= RES_HEAP;
     arena_publish(m, r);
     counter_add(&m->reservations, 1);
     *out = (void *)atomic_load_explicit(&r->base, memory_order_relaxed);
@@ -383,15 +387,15 @@ static HRESULT alloc_reserve(struct manager *m, uintptr_t address, size_t size, 
  * Locks the reservation that holds every page touched by [address,
  * address+size), or returns ERROR_INVALID_ADDRESS (or a lock failure).
  */
-static HRESULT lock_pages(struct manager *m, uintptr_t address, size_t size, struct locked *l,
-                          uintptr_t *start, uintptr_t *end)
+static HRESULT lock_pages(struct manager *m, uintptr_t address, size_t size, unsigned flags,
+                          struct locked *l, uintptr_t *start, uintptr_t *end)
 {
     bool overflow = false;
     *start = page_down(address);
     *end = page_up_checked(address, size, &overflow);
     if (overflow || !address)
         return HRESULT_FROM_WIN32(ERROR_INVALID_ADDRESS);
-    HRESULT hr = reservation_lock(m, *start, HRESULT_FROM_WIN32(ERROR_INVALID_ADDRESS), l);
+    HRESULT hr = reservation_lock(m, *start, HRESULT_FROM_WIN32(ERROR_INVALID_ADDRESS), flags, l);
     if (hr != S_OK)
         return hr;
     if (*end > l->end)
@@ -400,13 +404,13 @@ static HRESULT lock_pages(struct manager *m, uintptr_t address, size_t size, str
 }
 
 static HRESULT alloc_commit(struct manager *m, uintptr_t address, size_t size, DWORD protect,
-                            EMemoryCriticalLevel level, void **out)
+                            EMemoryCriticalLevel level, void **out, unsigned flags)
 {
     size_t charged = 0; /* bytes charged to the budget for this call so far */
     for (;;) {
         struct locked l;
         uintptr_t start, end;
-        HRESULT hr = lock_pages(m, address, size, &l, &start, &end);
+        HRESULT hr = lock_pages(m, address, size, flags, &l, &start, &end);
         if (hr != S_OK) {
             policy_uncharge(m, charged);
             return hr;
@@ -442,7 +446,7 @@ static HRESULT alloc_reset(struct manager *m, uintptr_t address, size_t size, DW
 {
     struct locked l;
     uintptr_t start, end;
-    HRESULT hr = lock_pages(m, address, size, &l, &start, &end);
+    HRESULT hr = lock_pages(m, address, size, 0, &l, &start, &end);
     if (hr != S_OK)
         return hr;
     struct survey s;
@@ -469,6 +473,12 @@ static HRESULT alloc_reset(struct manager *m, uintptr_t address, size_t size, DW
 HRESULT vm_alloc(struct manager *m, void *address, SIZE_T size, DWORD type, DWORD protect,
                  EMemoryCriticalLevel level, void **out)
 {
+    return vm_alloc_ex(m, address, size, type, protect, level, out, 0);
+}
+
+HRESULT vm_alloc_ex(struct manager *m, void *address, SIZE_T size, DWORD type, DWORD protect,
+                    EMemoryCriticalLevel level, void **out, unsigned flags)
+{
     if (!out)
         return E_POINTER;
     *out = NULL;
@@ -487,8 +497,8 @@ HRESULT vm_alloc(struct manager *m, void *address, SIZE_T size, DWORD type, DWOR
     if (type == MEM_RESET || type == MEM_RESET_UNDO)
         return alloc_reset(m, a, size, type, out);
     if ((type & MEM_RESERVE) || !address)
-        return alloc_reserve(m, a, size, type, protect, level, out);
-    return alloc_commit(m, a, size, protect, level, out);
+        return alloc_reserve(m, a, size, type, protect, level, out, flags);
+    return alloc_commit(m, a, size, protect, level, out, flags);
 }
 
 /* ---- VirtualFree ------------------------------------------------------------------- */
@@ -531,6 +541,11 @@ static HRESULT release_locked(struct manager *m, struct locked *l)
 
 HRESULT vm_free(struct manager *m, void *address, SIZE_T size, DWORD type)
 {
+    return vm_free_ex(m, address, size, type, 0);
+}
+
+HRESULT vm_free_ex(struct manager *m, void *address, SIZE_T size, DWORD type, unsigned flags)
+{
     HRESULT hr = manager_check(m);
     if (hr != S_OK)
         return hr;
@@ -540,7 +555,7 @@ HRESULT vm_free(struct manager *m, void *address, SIZE_T size, DWORD type)
         return E_INVALIDARG; /* rule 2 */
     uintptr_t page = page_down((uintptr_t)address);
     struct locked l;
-    hr = reservation_lock(m, page, HOST_E_INVALIDOPERATION, &l); /* rule 3 */
+    hr = reservation_lock(m, page, HOST_E_INVALIDOPERATION, flags, &l); /* rule 3 */
     if (hr != S_OK)
         return hr;
     if (size == 0 && page != l.base)
@@ -574,7 +589,7 @@ HRESULT vm_protect(struct manager *m, void *address, SIZE_T size, DWORD protect,
         return E_INVALIDARG;
     struct locked l;
     uintptr_t start, end;
-    hr = lock_pages(m, (uintptr_t)address, size ? size : 1, &l, &start, &end);
+    hr = lock_pages(m, (uintptr_t)address, size ? size : 1, 0, &l, &start, &end);
     if (hr != S_OK)
         return hr;
     struct survey s;
