@@ -287,6 +287,13 @@ static inline HRESULT manager_check(struct manager *m)
                : HOST_E_CLRNOTAVAILABLE;
 }
 
+/* A heap's segments keep reserved pages readable and writable (as compact mode
+ * does), so validating a pointer never faults. */
+static inline bool res_compact(const struct manager *m, const struct reservation *r)
+{
+    return m->compact || (r->flags & RES_HEAP);
+}
+
 /* protection helpers (vm.c) */
 int protect_to_os(unsigned attr, bool compact) HIDDEN;
 bool protect_valid(DWORD protect) HIDDEN;

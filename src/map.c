@@ -358,7 +358,7 @@ HRESULT hostmem_validate(IHostMemoryManager *manager, uint32_t flags, char *why,
                     uint64_t run_end = k + 1 < runs ? run_page(runs_get(r, k + 1)) : pages;
                     expect_kernel(&kernel, rbase + (run_page(run) << g_page_shift),
                                   rbase + (run_end << g_page_shift),
-                                  protect_to_os(run_attr(run), m->compact));
+                                  protect_to_os(run_attr(run), res_compact(m, r)));
                 }
                 if ((pages << g_page_shift) < span)
                     expect_kernel(&kernel, rbase + (pages << g_page_shift), rbase + span,

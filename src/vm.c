@@ -187,13 +187,30 @@ static int survey_step(void *context, const struct segment *seg)
     return 0;
 }
 
+/* What [start,end) holds now, and whether moving every page to hardware
+ * protection target changes any. */
+static void survey_to(struct manager *m, struct locked *l, uintptr_t start, uintptr_t end,
+                      int target, struct survey *s)
+{
+    memset(s, 0, sizeof *s);
+    s->compact = res_compact(m, l->r);
+    s->new_prot = target;
+    segments(l->r, l->base, start, end, survey_step, s);
+}
+
 static void survey_range(struct manager *m, struct locked *l, uintptr_t start, uintptr_t end,
                          unsigned new_attr, struct survey *s)
 {
-    memset(s, 0, sizeof *s);
-    s->compact = m->compact;
-    s->new_prot = protect_to_os(new_attr, m->compact);
-    segments(l->r, l->base, start, end, survey_step, s);
+    survey_to(m, l, start, end, protect_to_os(new_attr, res_compact(m, l->r)), s);
+}
+
+static void heap_account(struct manager *m, const struct reservation *r, size_t added,
+                         size_t removed)
+{
+    if (r->flags & RES_HEAP) {
+        counter_add(&m->heap_bytes, added);
+        counter_sub(&m->heap_bytes, removed);
+    }
 }
 
 struct restore {
@@ -222,7 +239,7 @@ static HRESULT protect_range(struct manager *m, struct locked *l, uintptr_t star
     int err = hostmem_os->protect((void *)start, end - start, prot);
     if (!err)
         return S_OK;
-    struct restore undo = {m->compact, 0};
+    struct restore undo = {res_compact(m, l->r), 0};
     segments(l->r, l->base, start, end, restore_step, &undo);
     if (undo.err)
         return manager_fail(m, "mprotect failed and could not be undone");
@@ -240,12 +257,13 @@ static size_t transitions(struct manager *m, const struct reservation *r, uint64
 {
     uint32_t n = runs_count(r);
     uint64_t pages = atomic_load_explicit(&((struct reservation *)r)->pages, memory_order_relaxed);
-    int outside = protect_to_os(0, m->compact);
+    int outside = protect_to_os(0, m->compact); /* arena slack around it */
+    bool compact = res_compact(m, r);
     size_t count = 0;
     int previous = outside;
     for (uint32_t i = 0; i < n; i++) {
         uint64_t run = runs_get(r, i);
-        int prot = protect_to_os(run_attr(run), m->compact);
+        int prot = protect_to_os(run_attr(run), compact);
         uint64_t at = run_page(run);
         if (at > hi)
             return count;
@@ -291,11 +309,14 @@ static HRESULT change_range(struct manager *m, struct locked *l, uintptr_t start
     atomic_fetch_add_explicit(&m->mapping_estimate, transitions(m, r, first, last) - before,
                               memory_order_relaxed);
     if (attr) {
-        r->committed += ((end - start) >> g_page_shift) - s->committed_pages;
+        size_t newly = ((end - start) >> g_page_shift) - s->committed_pages;
+        r->committed += newly;
         r->flags |= RES_TOUCHED;
+        heap_account(m, r, newly << g_page_shift, 0);
     } else {
         r->committed -= s->committed_pages;
         policy_uncharge(m, s->committed_pages << g_page_shift);
+        heap_account(m, r, 0, s->committed_pages << g_page_shift);
     }
     return S_OK;
 }
@@ -347,14 +368,16 @@ static HRESULT alloc_reserve(struct manager *m, uintptr_t address, size_t size, 
     struct reservation *r;
     hr = arena_reserve(m, base, bytes, (type & MEM_TOP_DOWN) != 0, attr, &r);
     if (hr == S_OK) {
+        if (flags & VM_HEAP)
+            r->flags |= RES_HEAP | RES_TOUCHED;
         atomic_store_explicit(&r->alloc_protect, protect, memory_order_relaxed);
         uintptr_t at = atomic_load_explicit(&r->base, memory_order_relaxed);
-        int prot = protect_to_os(attr, m->compact);
-        if (attr && prot != protect_to_os(0, m->compact)) {
+        int prot = protect_to_os(attr, res_compact(m, r)), slack = protect_to_os(0, m->compact);
+        if (prot != slack) {
             int err = hostmem_os->protect((void *)at, bytes, prot);
             if (err) {
                 /* Nothing else has seen these pages: put back what we changed. */
-                bool stuck = hostmem_os->protect((void *)at, bytes, protect_to_os(0, m->compact)) &&
+                bool stuck = hostmem_os->protect((void *)at, bytes, slack) &&
                              !(r->flags & RES_STANDALONE);
                 arena_abandon(m, r);
                 hr = stuck ? manager_fail(m, "mprotect of a new reservation could not be undone")
@@ -375,8 +398,7 @@ static HRESULT alloc_reserve(struct manager *m, uintptr_t address, size_t size, 
         r->flags |= RES_TOUCHED;
         counter_add(&m->mapping_estimate, transitions(m, r, 0, bytes >> g_page_shift));
     }
-    if (flags & VM_HEAP)
-        r->flags |= RES_HEAP;
+    heap_account(m, r, attr ? bytes : 0, 0);
     arena_publish(m, r);
     counter_add(&m->reservations, 1);
     *out = (void *)atomic_load_explicit(&r->base, memory_order_relaxed);
@@ -517,9 +539,10 @@ static HRESULT release_locked(struct manager *m, struct locked *l)
             arena_publish(m, r);
             return E_OUTOFMEMORY;
         }
-    } else if ((r->flags & RES_TOUCHED) || m->compact) {
+    } else if ((r->flags & RES_TOUCHED) || res_compact(m, r)) {
+        /* back to what arena slack is: reserved-page protection, zero */
         struct survey s;
-        survey_range(m, l, l->base, l->end, 0, &s);
+        survey_to(m, l, l->base, l->end, protect_to_os(0, m->compact), &s);
         if (s.prot_differs) {
             HRESULT hr = protect_range(m, l, l->base, l->end, s.new_prot);
             if (hr != S_OK)
@@ -530,6 +553,7 @@ static HRESULT release_locked(struct manager *m, struct locked *l)
             return manager_fail(m, "madvise(MADV_DONTNEED) failed on release");
     }
     size_t committed = r->committed;
+    heap_account(m, r, 0, committed << g_page_shift);
     atomic_fetch_sub_explicit(&m->mapping_estimate,
                               transitions(m, r, 0, atomic_load(&r->pages)), memory_order_relaxed);
     arena_unreserve(m, r);
