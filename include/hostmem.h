@@ -369,7 +369,8 @@ typedef struct hostmem_lock_ops {
 } hostmem_lock_ops;
 
 /* hostmem_config.flags */
-#define HOSTMEM_COMPACT 0x1u /* reserved pages are not hardware-protected (docs/modes.md) */
+#define HOSTMEM_COMPACT 0x1u     /* reserved pages are not hardware-protected (docs/modes.md) */
+#define HOSTMEM_LEAK_REPORT 0x2u /* print leaks to stderr when a heap or the manager goes away */
 
 /* hostmem_config.commit_limit: no budget, even under a cgroup limit. */
 #define HOSTMEM_UNLIMITED ((size_t)-1)
@@ -471,6 +472,12 @@ size_t hostmem_granularity(void);
 
 /* The symbolic name of a result code ("E_INVALIDARG", ...), or NULL. */
 const char *hostmem_result_name(HRESULT hr);
+
+/*
+ * The leak report of a heap: every live block (with the file:line DebugAlloc
+ * recorded) and a closing count, to out (NULL: count only). Not a hot path.
+ */
+HRESULT hostmem_heap_report(IHostMalloc *heap, FILE *out, size_t *live_blocks);
 
 /* Shuts the manager down now: every reservation goes back to the OS and later
  * calls return HOST_E_CLRNOTAVAILABLE; the object stays valid until its last

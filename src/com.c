@@ -86,6 +86,12 @@ static void manager_teardown(struct manager *m)
 
 static void manager_destroy(struct manager *m)
 {
+    if ((m->flags & HOSTMEM_LEAK_REPORT) && !m->torn_down &&
+        atomic_load(&m->reservations) && atomic_load(&m->state) == STATE_LIVE) {
+        fprintf(stderr, "hostmem: %zu reservations still live at shutdown:\n",
+                atomic_load(&m->reservations));
+        hostmem_print_map(&m->iface, stderr);
+    }
     if (!m->torn_down)
         manager_teardown(m);
     if (m->locks_created) {
@@ -116,11 +122,12 @@ static ULONG STDMETHODCALLTYPE m_release(IHostMemoryManager *self)
 static HRESULT STDMETHODCALLTYPE m_create_malloc(IHostMemoryManager *self, DWORD type,
                                                  IHostMalloc **out)
 {
-    (void)type;
-    if (out)
-        *out = NULL;
-    HRESULT hr = manager_check(manager_from(self));
-    return hr != S_OK ? hr : E_NOTIMPL; /* issue 4 */
+    if (!out)
+        return E_POINTER;
+    *out = NULL;
+    struct manager *m = manager_from(self);
+    HRESULT hr = manager_check(m);
+    return hr != S_OK ? hr : heap_create(m, type, out);
 }
 
 /* Every method that moves the load sends the notifications it caused on its
@@ -236,7 +243,7 @@ HRESULT hostmem_create(const hostmem_config *config, IHostMemoryManager **out)
             return E_INVALIDARG;
         memcpy(&c, config, config->size < sizeof c ? config->size : sizeof c);
     }
-    if (c.flags & ~HOSTMEM_COMPACT)
+    if (c.flags & ~(HOSTMEM_COMPACT | HOSTMEM_LEAK_REPORT))
         return E_INVALIDARG;
     if (c.arena_size == 0)
         c.arena_size = DEFAULT_ARENA_SIZE;

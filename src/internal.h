@@ -298,6 +298,9 @@ static inline bool res_compact(const struct manager *m, const struct reservation
 int protect_to_os(unsigned attr, bool compact) HIDDEN;
 bool protect_valid(DWORD protect) HIDDEN;
 
+/* heap.c */
+HRESULT heap_create(struct manager *m, DWORD type, IHostMalloc **out) HIDDEN;
+
 /* vm.c / query.c: the COM methods */
 /* flags: VM_HEAP makes the calls act on heap segments (and only on them). */
 #define VM_HEAP 0x1u

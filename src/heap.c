@@ -1,0 +1,898 @@
+/*
+ * heap.c - IHostMalloc: a heap whose pages come from the manager, so the
+ * budget, the statistics and the region map cover it.
+ *
+ * Layout. A segment is a 4 MiB reservation made through the manager (tagged
+ * as a heap segment in the address map), cut into 64 KiB spans; span 0 holds
+ * the segment header. A span serves one size class (80 classes, 16 B to
+ * 16 KiB); its header is followed by one state byte per block (1 = handed out)
+ * and the blocks. Bigger blocks get a reservation each. Heap segments keep
+ * their reserved pages readable (like compact mode), so checking a pointer
+ * never faults.
+ *
+ * Threads. A MALLOC_THREADSAFE heap gives each thread a cache (tcache) that
+ * owns spans: the owner allocates and frees without atomics on the free list;
+ * another thread's free is pushed on the span's remote list with a
+ * compare-and-swap and collected by the owner when it runs dry. A span that
+ * was full when a remote free arrived is handed to its owner through the
+ * owner's "notified" stack. A thread's cache outlives the thread: at exit it
+ * becomes an orphan the next new thread adopts whole. A heap without
+ * MALLOC_THREADSAFE has one cache and no atomics beyond plain stores.
+ *
+ * Free checks, in order: the address map says the pointer lies in a heap
+ * segment of this manager; the segment header names this heap; the span is in
+ * use and the pointer is exactly a block boundary; the block's state byte is
+ * 1, swapped to 0 atomically (a second free of the same block finds 0). Any
+ * failure is HOST_E_INVALIDOPERATION and changes nothing.
+ *
+ * Memory goes back: a span whose blocks are all free is kept as the class's
+ * one spare, or decommitted (the budget and committed bytes drop). Segments
+ * keep their address space until the heap is released.
+ */
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "internal.h"
+
+#define SEGMENT_SIZE ((size_t)4 << 20)
+#define SPAN_SIZE ((size_t)64 << 10)
+#define SPAN_SHIFT 16
+#define SPANS_PER_SEGMENT (SEGMENT_SIZE / SPAN_SIZE)
+#define SMALL_MAX 16384
+#define CLASSES 80
+#define SEGMENT_MAGIC 0x486f73746d656d53ull
+#define SPAN_MAGIC 0x5370616eu
+
+/* ---- size classes ------------------------------------------------------------------ */
+static uint32_t class_size[CLASSES];
+static uint8_t class_of_16[SMALL_MAX / 16 + 1];
+static pthread_once_t classes_once = PTHREAD_ONCE_INIT;
+
+static void classes_init(void)
+{
+    int c = 0;
+    for (uint32_t s = 16; s <= 1024; s += 16)
+        class_size[c++] = s;
+    for (uint32_t base = 1024; base < SMALL_MAX; base *= 2)
+        for (uint32_t q = 1; q <= 4; q++)
+            class_size[c++] = base + base / 4 * q;
+    for (size_t i = 0, k = 0; i <= SMALL_MAX / 16; i++) {
+        while (class_size[k] < i * 16)
+            k++;
+        class_of_16[i] = (uint8_t)k;
+    }
+}
+
+/* ---- structures ----------------------------------------------------------------------- */
+struct tcache;
+
+struct span {
+    uint32_t magic;
+    uint16_t size_class;
+    uint16_t listed;              /* owner: on its partial list */
+    uint32_t block_size;
+    uint32_t capacity;
+    uint64_t reciprocal;          /* ceil(2^32 / block_size): exact division of offsets */
+    uintptr_t first;              /* block 0 */
+    _Atomic uint32_t used;        /* blocks out; written by the owner only */
+    uint32_t bump;                /* blocks never handed out start here */
+    void *free;                   /* owner's free list */
+    _Atomic(void *) remote;       /* frees from other threads */
+    _Atomic uint32_t full;        /* owner gave it up full; a remote free hands it back */
+    _Atomic(struct tcache *) owner;
+    struct span *next, *prev;     /* owner's partial list */
+    _Atomic(struct span *) notified_next;
+    _Atomic uint8_t state[];      /* per block */
+};
+
+struct segment {
+    uint64_t magic;
+    struct heap *heap;
+    struct segment *next;
+    uintptr_t base;
+    uint32_t free_spans;                      /* heap lock */
+    _Atomic uint8_t span_used[SPANS_PER_SEGMENT]; /* written under the heap lock */
+};
+
+struct tcache {
+    struct heap *heap;
+    struct span *current[CLASSES];
+    struct span *partial[CLASSES];
+    struct span *spare[CLASSES];
+    _Atomic(struct span *) notified;
+    struct tcache *next;          /* every cache of the heap (heap lock) */
+    struct tcache *next_orphan;
+};
+
+struct entry {
+    uintptr_t key; /* 0 empty, 1 deleted */
+    size_t size;
+    const char *file;
+    int line;
+};
+
+struct table {
+    struct entry *slots;
+    size_t capacity, count, used; /* used counts deleted slots too */
+};
+
+struct heap {
+    IHostMalloc iface;
+    _Atomic uint32_t references;
+    struct manager *m;
+    uint64_t id;
+    bool threadsafe;
+    DWORD protect;
+    void *lock;
+    struct segment *segments;
+    struct tcache *caches;
+    struct tcache *orphans;
+    struct tcache single;
+    struct table large;           /* base of a large block -> size */
+    struct table debug;           /* DebugAlloc'd block -> file:line */
+    _Atomic size_t debug_count;
+    struct heap *next_live;
+};
+
+static struct heap *heap_from(IHostMalloc *i)
+{
+    return (struct heap *)i;
+}
+
+/* ---- a small hash table (heap lock held) ------------------------------------------------ */
+static size_t table_hash(uintptr_t key, size_t capacity)
+{
+    uint64_t h = (uint64_t)key * 0x9E3779B97F4A7C15ull;
+    return (size_t)(h >> 20) & (capacity - 1);
+}
+
+static bool table_grow(struct table *t)
+{
+    size_t capacity = t->capacity ? t->capacity * 2 : 64;
+    struct entry *slots = calloc(capacity, sizeof *slots);
+    if (!slots)
+        return false;
+    for (size_t i = 0; i < t->capacity; i++) {
+        if (t->slots[i].key > 1) {
+            size_t j = table_hash(t->slots[i].key, capacity);
+            while (slots[j].key)
+                j = (j + 1) & (capacity - 1);
+            slots[j] = t->slots[i];
+        }
+    }
+    free(t->slots);
+    t->slots = slots;
+    t->capacity = capacity;
+    t->used = t->count;
+    return true;
+}
+
+static bool table_put(struct table *t, struct entry e)
+{
+    if ((t->used + 1) * 2 > t->capacity && !table_grow(t))
+        return false;
+    size_t j = table_hash(e.key, t->capacity);
+    while (t->slots[j].key > 1)
+        j = (j + 1) & (t->capacity - 1);
+    if (t->slots[j].key == 0)
+        t->used++;
+    t->slots[j] = e;
+    t->count++;
+    return true;
+}
+
+static struct entry *table_find(struct table *t, uintptr_t key)
+{
+    if (!t->capacity)
+        return NULL;
+    size_t j = table_hash(key, t->capacity);
+    while (t->slots[j].key) {
+        if (t->slots[j].key == key)
+            return &t->slots[j];
+        j = (j + 1) & (t->capacity - 1);
+    }
+    return NULL;
+}
+
+static void table_remove(struct table *t, struct entry *e)
+{
+    e->key = 1;
+    t->count--;
+}
+
+/* ---- thread caches ---------------------------------------------------------------------- */
+struct tls_node {
+    uint64_t heap_id;
+    struct tcache *cache;
+    struct tls_node *next;
+};
+
+static __thread struct {
+    uint64_t heap_id;
+    struct tcache *cache;
+} tls_slots[4];
+static __thread struct tls_node *tls_list;
+
+static pthread_mutex_t live_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct heap *live_heaps;
+static _Atomic uint64_t next_heap_id = 1;
+static pthread_key_t exit_key;
+static pthread_once_t exit_once = PTHREAD_ONCE_INIT;
+
+/* A thread ends: its caches become orphans that the next new thread adopts. */
+static void thread_exit(void *unused)
+{
+    (void)unused;
+    pthread_mutex_lock(&live_lock);
+    for (struct tls_node *n = tls_list, *next; n; n = next) {
+        next = n->next;
+        for (struct heap *h = live_heaps; h; h = h->next_live) {
+            if (h->id != n->heap_id)
+                continue;
+            if (lock_enter(h->m, h->lock) == S_OK) {
+                n->cache->next_orphan = h->orphans;
+                h->orphans = n->cache;
+                lock_leave(h->m, h->lock);
+            }
+            break;
+        }
+        free(n);
+    }
+    tls_list = NULL;
+    pthread_mutex_unlock(&live_lock);
+}
+
+static void exit_key_init(void)
+{
+    pthread_key_create(&exit_key, thread_exit);
+}
+
+static struct tcache *tcache_slow(struct heap *h)
+{
+    for (struct tls_node *n = tls_list; n; n = n->next) {
+        if (n->heap_id == h->id) {
+            tls_slots[h->id & 3].heap_id = h->id;
+            tls_slots[h->id & 3].cache = n->cache;
+            return n->cache;
+        }
+    }
+    struct tls_node *node = malloc(sizeof *node);
+    if (!node)
+        return NULL;
+    if (lock_enter(h->m, h->lock) != S_OK) {
+        free(node);
+        return NULL;
+    }
+    struct tcache *c = h->orphans;
+    if (c) {
+        h->orphans = c->next_orphan;
+    } else {
+        c = calloc(1, sizeof *c);
+        if (c) {
+            c->heap = h;
+            c->next = h->caches;
+            h->caches = c;
+        }
+    }
+    lock_leave(h->m, h->lock);
+    if (!c) {
+        free(node);
+        return NULL;
+    }
+    node->heap_id = h->id;
+    node->cache = c;
+    node->next = tls_list;
+    tls_list = node;
+    pthread_once(&exit_once, exit_key_init);
+    pthread_setspecific(exit_key, (void *)1);
+    tls_slots[h->id & 3].heap_id = h->id;
+    tls_slots[h->id & 3].cache = c;
+    return c;
+}
+
+static inline struct tcache *tcache_get(struct heap *h)
+{
+    if (!h->threadsafe)
+        return &h->single;
+    if (tls_slots[h->id & 3].heap_id == h->id)
+        return tls_slots[h->id & 3].cache;
+    return tcache_slow(h);
+}
+
+/* ---- spans ------------------------------------------------------------------------------ */
+static void partial_insert(struct tcache *c, struct span *s)
+{
+    s->prev = NULL;
+    s->next = c->partial[s->size_class];
+    if (s->next)
+        s->next->prev = s;
+    c->partial[s->size_class] = s;
+    s->listed = 1;
+}
+
+static void partial_remove(struct tcache *c, struct span *s)
+{
+    if (s->prev)
+        s->prev->next = s->next;
+    else
+        c->partial[s->size_class] = s->next;
+    if (s->next)
+        s->next->prev = s->prev;
+    s->next = s->prev = NULL;
+    s->listed = 0;
+}
+
+/* Moves the remote frees onto the owner's list. */
+static void collect(struct span *s)
+{
+    void *list = atomic_exchange_explicit(&s->remote, NULL, memory_order_acquire);
+    uint32_t n = 0;
+    void *last = NULL;
+    for (void *b = list; b; b = *(void **)b) {
+        n++;
+        last = b;
+    }
+    if (!n)
+        return;
+    *(void **)last = s->free;
+    s->free = list;
+    atomic_store_explicit(&s->used, atomic_load_explicit(&s->used, memory_order_relaxed) - n,
+                          memory_order_relaxed);
+}
+
+static inline void *span_pop(struct span *s)
+{
+    void *b = s->free;
+    if (b) {
+        s->free = *(void **)b;
+        return b;
+    }
+    if (s->bump < s->capacity)
+        return (void *)(s->first + (size_t)s->bump++ * s->block_size);
+    return NULL;
+}
+
+static void span_init(struct span *s, unsigned size_class, struct tcache *owner)
+{
+    uint32_t size = class_size[size_class];
+    size_t fixed = sizeof(struct span);
+    uint32_t capacity = (uint32_t)((SPAN_SIZE - fixed) / (size + 1));
+    uintptr_t first;
+    for (;;) {
+        first = ((uintptr_t)s + fixed + capacity + 15) & ~(uintptr_t)15;
+        if (first + (size_t)capacity * size <= (uintptr_t)s + SPAN_SIZE)
+            break;
+        capacity--;
+    }
+    s->magic = SPAN_MAGIC;
+    s->size_class = (uint16_t)size_class;
+    s->listed = 0;
+    s->block_size = size;
+    s->capacity = capacity;
+    s->reciprocal = (((uint64_t)1 << 32) + size - 1) / size;
+    s->first = first;
+    atomic_store_explicit(&s->used, 0, memory_order_relaxed);
+    s->bump = 0;
+    s->free = NULL;
+    atomic_store_explicit(&s->remote, NULL, memory_order_relaxed);
+    atomic_store_explicit(&s->full, 0, memory_order_relaxed);
+    atomic_store_explicit(&s->owner, owner, memory_order_release);
+    s->next = s->prev = NULL;
+}
+
+/* A new segment (no lock held). */
+static HRESULT segment_new(struct heap *h, EMemoryCriticalLevel level, struct segment **out)
+{
+    void *base;
+    HRESULT hr = vm_alloc_ex(h->m, NULL, SEGMENT_SIZE, MEM_RESERVE, h->protect, level, &base, VM_HEAP);
+    if (hr != S_OK)
+        return hr;
+    void *p;
+    hr = vm_alloc_ex(h->m, base, g_page, MEM_COMMIT, PAGE_READWRITE, level, &p, VM_HEAP);
+    if (hr != S_OK) {
+        vm_free_ex(h->m, base, 0, MEM_RELEASE, VM_HEAP);
+        return hr;
+    }
+    struct segment *g = base;
+    g->magic = SEGMENT_MAGIC;
+    g->heap = h;
+    g->base = (uintptr_t)base;
+    g->free_spans = SPANS_PER_SEGMENT - 1;
+    atomic_store_explicit(&g->span_used[0], 1, memory_order_relaxed);
+    *out = g;
+    return S_OK;
+}
+
+/* A fresh span for a class, committed, owned by c. */
+static HRESULT span_new(struct heap *h, struct tcache *c, unsigned size_class,
+                        EMemoryCriticalLevel level, struct span **out)
+{
+    HRESULT hr = lock_enter(h->m, h->lock);
+    if (hr != S_OK)
+        return hr;
+    struct segment *g = h->segments;
+    while (g && !g->free_spans)
+        g = g->next;
+    if (!g) {
+        lock_leave(h->m, h->lock);
+        struct segment *fresh;
+        hr = segment_new(h, level, &fresh);
+        if (hr != S_OK)
+            return hr;
+        hr = lock_enter(h->m, h->lock);
+        if (hr != S_OK) {
+            vm_free_ex(h->m, (void *)fresh->base, 0, MEM_RELEASE, VM_HEAP);
+            return hr;
+        }
+        fresh->next = h->segments;
+        h->segments = fresh;
+        g = fresh;
+    }
+    unsigned k = 1;
+    while (atomic_load_explicit(&g->span_used[k], memory_order_relaxed))
+        k++;
+    atomic_store_explicit(&g->span_used[k], 1, memory_order_relaxed);
+    g->free_spans--;
+    lock_leave(h->m, h->lock);
+
+    struct span *s = (struct span *)(g->base + ((uintptr_t)k << SPAN_SHIFT));
+    void *p;
+    hr = vm_alloc_ex(h->m, s, SPAN_SIZE, MEM_COMMIT, h->protect, level, &p, VM_HEAP);
+    if (hr != S_OK) {
+        if (lock_enter(h->m, h->lock) == S_OK) {
+            atomic_store_explicit(&g->span_used[k], 0, memory_order_relaxed);
+            g->free_spans++;
+            lock_leave(h->m, h->lock);
+        }
+        return hr;
+    }
+    span_init(s, size_class, c);
+    *out = s;
+    return S_OK;
+}
+
+/* Gives a span's pages back (no lock held; s is owned by the caller and empty). */
+static void span_retire(struct heap *h, struct span *s)
+{
+    /* the segment is the reservation holding s */
+    struct reservation *r = entry_pointer(radix_load((uintptr_t)s));
+    uintptr_t base = atomic_load_explicit(&r->base, memory_order_relaxed);
+    struct segment *g = (struct segment *)base;
+    s->magic = 0;
+    if (vm_free_ex(h->m, s, SPAN_SIZE, MEM_DECOMMIT, VM_HEAP) != S_OK)
+        return; /* keeps its pages; still owned by nobody: harmless */
+    unsigned k = (unsigned)(((uintptr_t)s - base) >> SPAN_SHIFT);
+    if (lock_enter(h->m, h->lock) == S_OK) {
+        atomic_store_explicit(&g->span_used[k], 0, memory_order_relaxed);
+        g->free_spans++;
+        lock_leave(h->m, h->lock);
+    }
+}
+
+/* An empty span the owner holds: keep one per class, give the rest back. */
+static void span_empty(struct heap *h, struct tcache *c, struct span *s)
+{
+    if (s->listed)
+        partial_remove(c, s);
+    if (!c->spare[s->size_class]) {
+        c->spare[s->size_class] = s;
+        return;
+    }
+    span_retire(h, s);
+    policy_deliver(h->m);
+}
+
+/* The slow path: a span of the class with a free block, or an error. */
+static HRESULT refill(struct heap *h, struct tcache *c, unsigned size_class,
+                      EMemoryCriticalLevel level, struct span **out)
+{
+    struct span *s = c->current[size_class];
+    if (s) {
+        collect(s);
+        if (s->free) {
+            *out = s;
+            return S_OK;
+        }
+        /* Full: give it up. A remote free that lands after this hands it back. */
+        atomic_store_explicit(&s->full, 1, memory_order_seq_cst);
+        uint32_t one = 1;
+        if (atomic_load_explicit(&s->remote, memory_order_seq_cst) &&
+            atomic_compare_exchange_strong(&s->full, &one, 0)) {
+            collect(s);
+            *out = s;
+            return S_OK;
+        }
+        c->current[size_class] = NULL;
+    }
+    /* spans that remote frees handed back */
+    struct span *n = atomic_exchange_explicit(&c->notified, NULL, memory_order_acquire);
+    while (n) {
+        struct span *next = atomic_load_explicit(&n->notified_next, memory_order_relaxed);
+        partial_insert(c, n);
+        n = next;
+    }
+    while ((s = c->partial[size_class])) {
+        partial_remove(c, s);
+        collect(s);
+        if (s->free || s->bump < s->capacity) {
+            c->current[size_class] = s;
+            *out = s;
+            return S_OK;
+        }
+        atomic_store_explicit(&s->full, 1, memory_order_seq_cst);
+        uint32_t one = 1;
+        if (atomic_load_explicit(&s->remote, memory_order_seq_cst) &&
+            atomic_compare_exchange_strong(&s->full, &one, 0)) {
+            partial_insert(c, s);
+        }
+    }
+    if ((s = c->spare[size_class])) {
+        c->spare[size_class] = NULL;
+        c->current[size_class] = s;
+        *out = s;
+        return S_OK;
+    }
+    HRESULT hr = span_new(h, c, size_class, level, &s);
+    if (hr != S_OK)
+        return hr;
+    c->current[size_class] = s;
+    *out = s;
+    return S_OK;
+}
+
+/* ---- large blocks ------------------------------------------------------------------------ */
+static HRESULT large_alloc(struct heap *h, SIZE_T size, EMemoryCriticalLevel level, const char *file,
+                           int line, void **out)
+{
+    size_t bytes = (size + g_page - 1) & ~(g_page - 1);
+    if (bytes < size || bytes > ADDRESS_LIMIT)
+        return E_OUTOFMEMORY;
+    if (bytes == SEGMENT_SIZE)
+        bytes += g_page; /* never the size of a segment: the size tells them apart */
+    void *p;
+    HRESULT hr = vm_alloc_ex(h->m, NULL, bytes, MEM_RESERVE | MEM_COMMIT, h->protect, level, &p, VM_HEAP);
+    if (hr != S_OK)
+        return hr;
+    hr = lock_enter(h->m, h->lock);
+    if (hr == S_OK) {
+        if (!table_put(&h->large, (struct entry){(uintptr_t)p, size, file, line}))
+            hr = E_OUTOFMEMORY;
+        lock_leave(h->m, h->lock);
+    }
+    if (hr != S_OK) {
+        vm_free_ex(h->m, p, 0, MEM_RELEASE, VM_HEAP);
+        return hr;
+    }
+    *out = p;
+    return S_OK;
+}
+
+static HRESULT large_free(struct heap *h, uintptr_t p)
+{
+    HRESULT hr = lock_enter(h->m, h->lock);
+    if (hr != S_OK)
+        return hr;
+    struct entry *e = table_find(&h->large, p);
+    if (!e) {
+        lock_leave(h->m, h->lock);
+        return HOST_E_INVALIDOPERATION; /* not a block of this heap, or freed already */
+    }
+    table_remove(&h->large, e);
+    lock_leave(h->m, h->lock);
+    hr = vm_free_ex(h->m, (void *)p, 0, MEM_RELEASE, VM_HEAP);
+    policy_deliver(h->m);
+    return hr;
+}
+
+/* ---- IHostMalloc ------------------------------------------------------------------------------ */
+static HRESULT heap_alloc(struct heap *h, SIZE_T size, EMemoryCriticalLevel level, const char *file,
+                          int line, void **out)
+{
+    if (!out)
+        return E_POINTER;
+    *out = NULL;
+    if (atomic_load_explicit(&h->m->state, memory_order_relaxed) != STATE_LIVE)
+        return HOST_E_CLRNOTAVAILABLE;
+    if ((unsigned)level > eProcessCritical)
+        return E_INVALIDARG;
+    void *b;
+    if (size > SMALL_MAX) {
+        HRESULT hr = large_alloc(h, size, level, file, line, &b);
+        if (hr != S_OK)
+            return hr;
+        *out = b;
+        return S_OK;
+    }
+    unsigned size_class = class_of_16[(size + 15) >> 4];
+    struct tcache *c = tcache_get(h);
+    if (!c)
+        return E_OUTOFMEMORY;
+    struct span *s = c->current[size_class];
+    if (!s || !(b = span_pop(s))) {
+        HRESULT hr = refill(h, c, size_class, level, &s);
+        if (hr != S_OK) {
+            policy_deliver(h->m);
+            return hr;
+        }
+        b = span_pop(s);
+    }
+    uint32_t index = (uint32_t)((((uint64_t)((uintptr_t)b - s->first)) * s->reciprocal) >> 32);
+    atomic_store_explicit(&s->state[index], 1, memory_order_relaxed);
+    atomic_store_explicit(&s->used, atomic_load_explicit(&s->used, memory_order_relaxed) + 1,
+                          memory_order_relaxed);
+    if (file) {
+        if (lock_enter(h->m, h->lock) == S_OK) {
+            if (table_put(&h->debug, (struct entry){(uintptr_t)b, size, file, line}))
+                atomic_fetch_add(&h->debug_count, 1);
+            lock_leave(h->m, h->lock);
+        }
+    }
+    *out = b;
+    return S_OK;
+}
+
+/* Forgets a DebugAlloc record, if the block has one. */
+static void debug_forget(struct heap *h, uintptr_t p)
+{
+    if (!atomic_load_explicit(&h->debug_count, memory_order_relaxed))
+        return;
+    if (lock_enter(h->m, h->lock) != S_OK)
+        return;
+    struct entry *e = table_find(&h->debug, p);
+    if (e) {
+        table_remove(&h->debug, e);
+        atomic_fetch_sub(&h->debug_count, 1);
+    }
+    lock_leave(h->m, h->lock);
+}
+
+static HRESULT heap_free(struct heap *h, void *pointer)
+{
+    if (!pointer)
+        return S_OK;
+    struct manager *m = h->m;
+    if (atomic_load_explicit(&m->state, memory_order_relaxed) != STATE_LIVE)
+        return HOST_E_CLRNOTAVAILABLE;
+    uintptr_t p = (uintptr_t)pointer;
+    uintptr_t e = radix_load(p);
+    if (entry_id(e) != m->id || (e & (ENTRY_HEAP | ENTRY_SLACK)) != ENTRY_HEAP)
+        return HOST_E_INVALIDOPERATION; /* not in a heap segment of this manager */
+    struct reservation *r = entry_pointer(e);
+    uintptr_t base = atomic_load_explicit(&r->base, memory_order_acquire);
+    size_t bytes = atomic_load_explicit(&r->pages, memory_order_relaxed) << g_page_shift;
+    if (p < base || p >= base + bytes)
+        return HOST_E_INVALIDOPERATION;
+    if (bytes != SEGMENT_SIZE) {
+        debug_forget(h, p);
+        return large_free(h, p);
+    }
+    struct segment *g = (struct segment *)base;
+    if (g->magic != SEGMENT_MAGIC || g->heap != h)
+        return HOST_E_INVALIDOPERATION; /* another heap's */
+    unsigned k = (unsigned)((p - base) >> SPAN_SHIFT);
+    if (k == 0 || !atomic_load_explicit(&g->span_used[k], memory_order_acquire))
+        return HOST_E_INVALIDOPERATION;
+    struct span *s = (struct span *)(base + ((uintptr_t)k << SPAN_SHIFT));
+    if (s->magic != SPAN_MAGIC || p < s->first)
+        return HOST_E_INVALIDOPERATION;
+    uint64_t offset = p - s->first;
+    uint32_t index = (uint32_t)((offset * s->reciprocal) >> 32);
+    if (index >= s->capacity || (uint64_t)index * s->block_size != offset)
+        return HOST_E_INVALIDOPERATION; /* interior pointer */
+    if (h->threadsafe) {
+        if (atomic_exchange_explicit(&s->state[index], 0, memory_order_acq_rel) != 1)
+            return HOST_E_INVALIDOPERATION; /* freed already */
+    } else {
+        if (atomic_load_explicit(&s->state[index], memory_order_relaxed) != 1)
+            return HOST_E_INVALIDOPERATION;
+        atomic_store_explicit(&s->state[index], 0, memory_order_relaxed);
+    }
+    debug_forget(h, p);
+    struct tcache *c = tcache_get(h);
+    struct tcache *owner = atomic_load_explicit(&s->owner, memory_order_relaxed);
+    if (owner == c) {
+        *(void **)pointer = s->free;
+        s->free = pointer;
+        uint32_t used = atomic_load_explicit(&s->used, memory_order_relaxed) - 1;
+        atomic_store_explicit(&s->used, used, memory_order_relaxed);
+        uint32_t one = 1;
+        if (c->current[s->size_class] != s) {
+            if (atomic_load_explicit(&s->full, memory_order_relaxed) &&
+                atomic_compare_exchange_strong(&s->full, &one, 0))
+                partial_insert(c, s);
+            if (used == 0 && s->listed)
+                span_empty(h, c, s);
+        }
+        return S_OK;
+    }
+    /* Another thread's span: push on its remote list; if its owner gave it up
+     * full, hand it back through the owner's notified stack (once). */
+    void *head = atomic_load_explicit(&s->remote, memory_order_relaxed);
+    do
+        *(void **)pointer = head;
+    while (!atomic_compare_exchange_weak_explicit(&s->remote, &head, pointer, memory_order_release,
+                                                  memory_order_relaxed));
+    uint32_t one = 1;
+    if (atomic_load_explicit(&s->full, memory_order_seq_cst) &&
+        atomic_compare_exchange_strong(&s->full, &one, 0)) {
+        struct span *top = atomic_load_explicit(&owner->notified, memory_order_relaxed);
+        do
+            atomic_store_explicit(&s->notified_next, top, memory_order_relaxed);
+        while (!atomic_compare_exchange_weak_explicit(&owner->notified, &top, s, memory_order_release,
+                                                      memory_order_relaxed));
+    }
+    return S_OK;
+}
+
+/* ---- COM ---------------------------------------------------------------------------------------- */
+static HRESULT STDMETHODCALLTYPE h_query_interface(IHostMalloc *self, REFIID riid, void **ppv)
+{
+    if (!ppv)
+        return E_POINTER;
+    if (riid && (!memcmp(riid, &IID_IUnknown, sizeof(IID)) || !memcmp(riid, &IID_IHostMalloc, sizeof(IID)))) {
+        self->lpVtbl->AddRef(self);
+        *ppv = self;
+        return S_OK;
+    }
+    *ppv = NULL;
+    return E_NOINTERFACE;
+}
+
+static ULONG STDMETHODCALLTYPE h_add_ref(IHostMalloc *self)
+{
+    return atomic_fetch_add(&heap_from(self)->references, 1) + 1;
+}
+
+static void heap_destroy(struct heap *h)
+{
+    if (h->m->flags & HOSTMEM_LEAK_REPORT) {
+        size_t live = 0;
+        hostmem_heap_report(&h->iface, NULL, &live);
+        if (live)
+            hostmem_heap_report(&h->iface, stderr, NULL);
+    }
+    pthread_mutex_lock(&live_lock);
+    for (struct heap **p = &live_heaps; *p; p = &(*p)->next_live)
+        if (*p == h) {
+            *p = h->next_live;
+            break;
+        }
+    pthread_mutex_unlock(&live_lock);
+    struct manager *m = h->m;
+    if (!m->torn_down && atomic_load(&m->state) != STATE_SHUTDOWN) {
+        for (size_t i = 0; i < h->large.capacity; i++)
+            if (h->large.slots[i].key > 1)
+                vm_free_ex(m, (void *)h->large.slots[i].key, 0, MEM_RELEASE, VM_HEAP);
+        for (struct segment *g = h->segments, *next; g; g = next) {
+            next = g->next;
+            vm_free_ex(m, (void *)g->base, 0, MEM_RELEASE, VM_HEAP);
+        }
+    }
+    for (struct tcache *c = h->caches, *next; c; c = next) {
+        next = c->next;
+        free(c);
+    }
+    free(h->large.slots);
+    free(h->debug.slots);
+    m->lock_ops.destroy(m->lock_ops.context, h->lock);
+    free(h);
+    policy_deliver(m);
+    m->iface.lpVtbl->Release(&m->iface);
+}
+
+static ULONG STDMETHODCALLTYPE h_release(IHostMalloc *self)
+{
+    struct heap *h = heap_from(self);
+    ULONG left = atomic_fetch_sub(&h->references, 1) - 1;
+    if (left == 0)
+        heap_destroy(h);
+    return left;
+}
+
+static HRESULT STDMETHODCALLTYPE h_alloc(IHostMalloc *self, SIZE_T size, EMemoryCriticalLevel level,
+                                         void **out)
+{
+    return heap_alloc(heap_from(self), size, level, NULL, 0, out);
+}
+
+static HRESULT STDMETHODCALLTYPE h_debug_alloc(IHostMalloc *self, SIZE_T size,
+                                               EMemoryCriticalLevel level, char *file, int line,
+                                               void **out)
+{
+    return heap_alloc(heap_from(self), size, level, file ? file : "?", line, out);
+}
+
+static HRESULT STDMETHODCALLTYPE h_free(IHostMalloc *self, void *p)
+{
+    return heap_free(heap_from(self), p);
+}
+
+static const IHostMallocVtbl heap_vtbl = {h_query_interface, h_add_ref, h_release,
+                                          h_alloc,           h_debug_alloc, h_free};
+
+HRESULT heap_create(struct manager *m, DWORD type, IHostMalloc **out)
+{
+    if (!out)
+        return E_POINTER;
+    *out = NULL;
+    if (type & ~(DWORD)(MALLOC_THREADSAFE | MALLOC_EXECUTABLE))
+        return E_INVALIDARG;
+    pthread_once(&classes_once, classes_init);
+    struct heap *h = calloc(1, sizeof *h);
+    if (!h)
+        return E_OUTOFMEMORY;
+    h->iface.lpVtbl = &heap_vtbl;
+    atomic_init(&h->references, 1);
+    h->m = m;
+    h->id = atomic_fetch_add(&next_heap_id, 1);
+    h->threadsafe = (type & MALLOC_THREADSAFE) != 0;
+    h->protect = (type & MALLOC_EXECUTABLE) ? PAGE_EXECUTE_READWRITE : PAGE_READWRITE;
+    h->single.heap = h;
+    HRESULT hr = m->lock_ops.create(m->lock_ops.context, &h->lock);
+    if (hr != S_OK) {
+        free(h);
+        return hr;
+    }
+    m->iface.lpVtbl->AddRef(&m->iface); /* the heap keeps its manager alive */
+    pthread_mutex_lock(&live_lock);
+    h->next_live = live_heaps;
+    live_heaps = h;
+    pthread_mutex_unlock(&live_lock);
+    *out = &h->iface;
+    return S_OK;
+}
+
+/* ---- the leak report ---------------------------------------------------------------------------- */
+static int is_heap(IHostMalloc *i)
+{
+    return i && i->lpVtbl == &heap_vtbl;
+}
+
+HRESULT hostmem_heap_report(IHostMalloc *heap, FILE *out, size_t *live_blocks)
+{
+    if (!is_heap(heap))
+        return E_POINTER;
+    struct heap *h = heap_from(heap);
+    HRESULT hr = lock_enter(h->m, h->lock);
+    if (hr != S_OK)
+        return hr;
+    size_t live = 0, bytes = 0;
+    for (struct segment *g = h->segments; g; g = g->next) {
+        for (unsigned k = 1; k < SPANS_PER_SEGMENT; k++) {
+            if (!atomic_load_explicit(&g->span_used[k], memory_order_relaxed))
+                continue;
+            struct span *s = (struct span *)(g->base + ((uintptr_t)k << SPAN_SHIFT));
+            if (s->magic != SPAN_MAGIC)
+                continue;
+            for (uint32_t i = 0; i < s->capacity; i++) {
+                if (atomic_load_explicit(&s->state[i], memory_order_relaxed) != 1)
+                    continue;
+                uintptr_t p = s->first + (uintptr_t)i * s->block_size;
+                struct entry *e = table_find(&h->debug, p);
+                live++;
+                bytes += s->block_size;
+                if (out && e)
+                    fprintf(out, "  leak: %p, %zu bytes, allocated at %s:%d\n", (void *)p, e->size,
+                            e->file, e->line);
+            }
+        }
+    }
+    for (size_t i = 0; i < h->large.capacity; i++) {
+        struct entry *e = &h->large.slots[i];
+        if (e->key <= 1)
+            continue;
+        live++;
+        bytes += e->size;
+        if (out && e->file)
+            fprintf(out, "  leak: %p, %zu bytes, allocated at %s:%d\n", (void *)e->key, e->size,
+                    e->file, e->line);
+    }
+    lock_leave(h->m, h->lock);
+    if (out)
+        fprintf(out, "heap %p: %zu live blocks, %zu bytes\n", (void *)heap, live, bytes);
+    if (live_blocks)
+        *live_blocks = live;
+    return S_OK;
+}

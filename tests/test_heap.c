@@ -1,0 +1,461 @@
+/*
+ * test_heap.c - SPEC §7 and issue 4: IHostMalloc from CreateMalloc, in every
+ * variant (MALLOC_THREADSAFE, none, MALLOC_EXECUTABLE): alignment, Alloc(0),
+ * Free(NULL), refusal of every pointer the heap did not hand out (interior,
+ * foreign, another heap's, freed already) with the heap left intact,
+ * cross-thread frees, pages given back, the budget, DebugAlloc's leak report.
+ */
+#define COBJMACROS
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "test.h"
+
+static size_t P;
+static const DWORD variants[] = {0, MALLOC_THREADSAFE, MALLOC_EXECUTABLE,
+                                 MALLOC_THREADSAFE | MALLOC_EXECUTABLE};
+
+static IHostMalloc *heap_of(IHostMemoryManager *m, DWORD type)
+{
+    IHostMalloc *h = NULL;
+    if (IHostMemoryManager_CreateMalloc(m, type, &h) != S_OK)
+        return NULL;
+    return h;
+}
+
+static hostmem_stats stats_of(IHostMemoryManager *m)
+{
+    hostmem_stats s;
+    memset(&s, 0, sizeof s);
+    s.size = sizeof s;
+    hostmem_get_stats(m, &s);
+    return s;
+}
+
+/* §7 CreateMalloc: the variants, QueryInterface, bad arguments. */
+TEST(create_malloc_variants_and_arguments)
+{
+    IHostMemoryManager *m;
+    REQUIRE_HR(hostmem_create(NULL, &m), S_OK);
+    IHostMalloc *h = (IHostMalloc *)1;
+    CHECK_HR(IHostMemoryManager_CreateMalloc(m, 0x4, &h), E_INVALIDARG);
+    CHECK(h == NULL);
+    CHECK_HR(IHostMemoryManager_CreateMalloc(m, MALLOC_THREADSAFE, NULL), E_POINTER);
+    for (size_t v = 0; v < 4; v++) {
+        h = heap_of(m, variants[v]);
+        REQUIRE(h);
+        IUnknown *u = NULL;
+        CHECK_HR(IHostMalloc_QueryInterface(h, &IID_IUnknown, (void **)&u), S_OK);
+        CHECK(u == (IUnknown *)h);
+        void *x = (void *)1;
+        CHECK_HR(IHostMalloc_QueryInterface(h, &IID_IHostMemoryManager, &x), E_NOINTERFACE);
+        CHECK(x == NULL);
+        CHECK_EQ(IHostMalloc_Release(h), 1);
+        void *p = (void *)1;
+        CHECK_HR(IHostMalloc_Alloc(h, 16, (EMemoryCriticalLevel)9, &p), E_INVALIDARG);
+        CHECK_HR(IHostMalloc_Alloc(h, 16, eTaskCritical, NULL), E_POINTER);
+        CHECK_EQ(IHostMalloc_Release(h), 0);
+    }
+    CHECK_EQ(IHostMemoryManager_Release(m), 0);
+}
+
+/* §7 IHostMalloc: 16-byte alignment, Alloc(0) unique, Free(NULL) S_OK, contents kept. */
+TEST(alloc_alignment_zero_size_and_contents_every_variant)
+{
+    for (size_t v = 0; v < 4; v++) {
+        IHostMemoryManager *m;
+        REQUIRE_HR(hostmem_create(NULL, &m), S_OK);
+        IHostMalloc *h = heap_of(m, variants[v]);
+        REQUIRE(h);
+        enum { N = 3000 };
+        static unsigned char *blocks[N];
+        static size_t sizes[N];
+        unsigned seed = 5;
+        for (int i = 0; i < N; i++) {
+            seed = seed * 1103515245u + 12345u;
+            sizes[i] = i % 500 == 0 ? 20000 + seed % 300000 : (seed >> 8) % 1025;
+            REQUIRE_HR(IHostMalloc_Alloc(h, sizes[i], eTaskCritical, (void **)&blocks[i]), S_OK);
+            CHECK(((uintptr_t)blocks[i] & 15) == 0);
+            memset(blocks[i], i & 0xFF, sizes[i]);
+        }
+        void *z1, *z2;
+        CHECK_HR(IHostMalloc_Alloc(h, 0, eTaskCritical, &z1), S_OK);
+        CHECK_HR(IHostMalloc_Alloc(h, 0, eTaskCritical, &z2), S_OK);
+        CHECK(z1 && z2 && z1 != z2);
+        CHECK_HR(IHostMalloc_Free(h, NULL), S_OK);
+        for (int i = 0; i < N; i += 2)
+            CHECK_HR(IHostMalloc_Free(h, blocks[i]), S_OK);
+        for (int i = 1; i < N; i += 2)
+            for (size_t k = 0; k < sizes[i]; k += 97)
+                if (blocks[i][k] != (unsigned char)(i & 0xFF)) {
+                    TEST_FAIL_AT("variant %zu block %d lost its contents", v, i);
+                    k = sizes[i];
+                    i = N;
+                }
+        for (int i = 1; i < N; i += 2)
+            CHECK_HR(IHostMalloc_Free(h, blocks[i]), S_OK);
+        CHECK_HR(IHostMalloc_Free(h, z1), S_OK);
+        CHECK_HR(IHostMalloc_Free(h, z2), S_OK);
+        char why[256];
+        CHECK_HR(hostmem_validate(m, HOSTMEM_VALIDATE_KERNEL, why, sizeof why), S_OK);
+        CHECK_EQ(IHostMalloc_Release(h), 0);
+        CHECK_EQ(IHostMemoryManager_Release(m), 0);
+    }
+}
+
+static int static_block[8];
+
+/* §7 IHostMalloc Free: interior, foreign, another heap's, libc's, the stack's, a
+ * VirtualAlloc reservation's, a freed block (small and large) -> HOST_E_INVALIDOPERATION,
+ * and the heap is left intact. */
+TEST(free_refuses_what_the_heap_did_not_hand_out_every_variant)
+{
+    for (size_t v = 0; v < 4; v++) {
+        IHostMemoryManager *m, *other_manager;
+        REQUIRE_HR(hostmem_create(NULL, &m), S_OK);
+        REQUIRE_HR(hostmem_create(NULL, &other_manager), S_OK);
+        IHostMalloc *h = heap_of(m, variants[v]), *other = heap_of(m, variants[v]);
+        IHostMalloc *far = heap_of(other_manager, variants[v]);
+        REQUIRE(h && other && far);
+        char *a, *b, *big, *theirs, *far_block;
+        REQUIRE_HR(IHostMalloc_Alloc(h, 100, eTaskCritical, (void **)&a), S_OK);
+        REQUIRE_HR(IHostMalloc_Alloc(h, 100, eTaskCritical, (void **)&b), S_OK);
+        REQUIRE_HR(IHostMalloc_Alloc(h, 100000, eTaskCritical, (void **)&big), S_OK);
+        REQUIRE_HR(IHostMalloc_Alloc(other, 100, eTaskCritical, (void **)&theirs), S_OK);
+        REQUIRE_HR(IHostMalloc_Alloc(far, 100, eTaskCritical, (void **)&far_block), S_OK);
+        memset(a, 'a', 100);
+        memset(b, 'b', 100);
+        memset(big, 'B', 100000);
+        void *libc = malloc(64), *reserved, *committed;
+        int local;
+        REQUIRE_HR(IHostMemoryManager_VirtualAlloc(m, NULL, 64 * 1024, MEM_RESERVE, PAGE_READWRITE, eTaskCritical,
+                                                   &reserved),
+                   S_OK);
+        REQUIRE_HR(IHostMemoryManager_VirtualAlloc(m, NULL, 64 * 1024, MEM_RESERVE | MEM_COMMIT, PAGE_READWRITE,
+                                                   eTaskCritical, &committed),
+                   S_OK);
+        void *bad[] = {a + 1, a + 16, a + 50, b - 16, big + 16, big + P, theirs, far_block, libc, &local,
+                       static_block, reserved, (char *)reserved + 4096, committed, (void *)16,
+                       (void *)(uintptr_t)-4096};
+        for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
+            if (IHostMalloc_Free(h, bad[i]) != HOST_E_INVALIDOPERATION)
+                TEST_FAIL_AT("variant %zu: Free(bad[%zu] = %p) was accepted", v, i, bad[i]);
+        /* the segment header and a span that is not in use */
+        uintptr_t seg = (uintptr_t)a & ~(uintptr_t)((4u << 20) - 1);
+        (void)seg;
+        /* double frees */
+        CHECK_HR(IHostMalloc_Free(h, a), S_OK);
+        CHECK_HR(IHostMalloc_Free(h, a), HOST_E_INVALIDOPERATION);
+        CHECK_HR(IHostMalloc_Free(h, big), S_OK);
+        CHECK_HR(IHostMalloc_Free(h, big), HOST_E_INVALIDOPERATION);
+        /* the heap is intact: b is untouched and new blocks work */
+        for (int i = 0; i < 100; i++)
+            if (b[i] != 'b') {
+                TEST_FAIL_AT("variant %zu: b was touched", v);
+                break;
+            }
+        char *c;
+        CHECK_HR(IHostMalloc_Alloc(h, 100, eTaskCritical, (void **)&c), S_OK);
+        CHECK_HR(IHostMalloc_Free(h, c), S_OK);
+        CHECK_HR(IHostMalloc_Free(h, b), S_OK);
+        CHECK_HR(IHostMalloc_Free(other, theirs), S_OK);
+        CHECK_HR(IHostMalloc_Free(far, far_block), S_OK);
+        /* the runtime cannot VirtualFree heap memory either */
+        CHECK_HR(IHostMemoryManager_VirtualFree(m, c, 0, MEM_RELEASE), HOST_E_INVALIDOPERATION);
+        MEMORY_BASIC_INFORMATION info;
+        SIZE_T n;
+        CHECK_HR(IHostMemoryManager_VirtualQuery(m, c, &info, sizeof info, &n), S_OK);
+        CHECK_EQ(info.Type, MEM_PRIVATE);
+        free(libc);
+        char why[256];
+        CHECK_HR(hostmem_validate(m, HOSTMEM_VALIDATE_KERNEL, why, sizeof why), S_OK);
+        IHostMalloc_Release(h);
+        IHostMalloc_Release(other);
+        IHostMalloc_Release(far);
+        IHostMemoryManager_VirtualFree(m, reserved, 0, MEM_RELEASE);
+        IHostMemoryManager_VirtualFree(m, committed, 0, MEM_RELEASE);
+        CHECK_EQ(IHostMemoryManager_Release(m), 0);
+        CHECK_EQ(IHostMemoryManager_Release(other_manager), 0);
+    }
+}
+
+/* ---- threads ---------------------------------------------------------------------------- */
+struct channel {
+    void *slots[4096];
+    _Atomic size_t head, tail;
+};
+
+struct pair {
+    IHostMalloc *h;
+    struct channel ch;
+    _Atomic int failures;
+    int rounds;
+};
+
+static void *producer(void *arg)
+{
+    struct pair *p = arg;
+    unsigned seed = 3;
+    for (int i = 0; i < p->rounds; i++) {
+        while (atomic_load(&p->ch.head) - atomic_load(&p->ch.tail) == 4096)
+            ; /* the consumer frees as fast as it can */
+        seed = seed * 1103515245u + 12345u;
+        size_t size = 16 + (seed >> 8) % 1009;
+        unsigned char *b;
+        if (IHostMalloc_Alloc(p->h, size, eTaskCritical, (void **)&b) != S_OK) {
+            atomic_fetch_add(&p->failures, 1);
+            continue;
+        }
+        b[0] = (unsigned char)size;
+        b[size - 1] = (unsigned char)size;
+        size_t h = atomic_load(&p->ch.head);
+        p->ch.slots[h % 4096] = b;
+        atomic_store(&p->ch.head, h + 1);
+    }
+    return NULL;
+}
+
+static void *consumer(void *arg)
+{
+    struct pair *p = arg;
+    for (int i = 0; i < p->rounds;) {
+        size_t t = atomic_load(&p->ch.tail);
+        if (t == atomic_load(&p->ch.head))
+            continue;
+        unsigned char *b = p->ch.slots[t % 4096];
+        atomic_store(&p->ch.tail, t + 1);
+        if (IHostMalloc_Free(p->h, b) != S_OK)
+            atomic_fetch_add(&p->failures, 1);
+        i++;
+    }
+    return NULL;
+}
+
+/* §7 MALLOC_THREADSAFE: blocks freed on another thread than allocated them; the memory
+ * comes back (the heap does not grow without bound). */
+TEST(threadsafe_cross_thread_frees)
+{
+    IHostMemoryManager *m;
+    REQUIRE_HR(hostmem_create(NULL, &m), S_OK);
+    struct pair *p = calloc(1, sizeof *p);
+    p->h = heap_of(m, MALLOC_THREADSAFE);
+    REQUIRE(p->h);
+    p->rounds = getenv("HOSTMEM_ITERATIONS") ? 20000 : 200000;
+    pthread_t a, b;
+    pthread_create(&a, NULL, producer, p);
+    pthread_create(&b, NULL, consumer, p);
+    pthread_join(a, NULL);
+    pthread_join(b, NULL);
+    CHECK_EQ(atomic_load(&p->failures), 0);
+    hostmem_stats s = stats_of(m);
+    /* 4096 blocks in flight at most, of at most 1 KiB: a few MiB, not the 100 MiB moved */
+    CHECK(s.peak_committed_bytes < (size_t)24 << 20);
+    size_t live = 99;
+    CHECK_HR(hostmem_heap_report(p->h, NULL, &live), S_OK);
+    CHECK_EQ(live, 0);
+    CHECK_EQ(IHostMalloc_Release(p->h), 0);
+    free(p);
+    CHECK_EQ(stats_of(m).committed_bytes, 0);
+    CHECK_EQ(IHostMemoryManager_Release(m), 0);
+}
+
+struct worker {
+    IHostMalloc *h;
+    unsigned seed;
+    int failures;
+};
+
+static void *churn(void *arg)
+{
+    struct worker *w = arg;
+    enum { SLOTS = 512 };
+    unsigned char *live[SLOTS] = {0};
+    size_t sizes[SLOTS] = {0};
+    int rounds = getenv("HOSTMEM_ITERATIONS") ? 20000 : 100000;
+    for (int i = 0; i < rounds; i++) {
+        w->seed = w->seed * 1103515245u + 12345u;
+        unsigned k = (w->seed >> 8) % SLOTS;
+        if (live[k]) {
+            for (size_t j = 0; j < sizes[k]; j += 61)
+                if (live[k][j] != (unsigned char)k) {
+                    w->failures++;
+                    break;
+                }
+            if (IHostMalloc_Free(w->h, live[k]) != S_OK)
+                w->failures++;
+            live[k] = NULL;
+        } else {
+            sizes[k] = (w->seed >> 12) % 2000;
+            if (IHostMalloc_Alloc(w->h, sizes[k], eTaskCritical, (void **)&live[k]) != S_OK) {
+                w->failures++;
+                continue;
+            }
+            memset(live[k], (int)k, sizes[k]);
+        }
+    }
+    for (unsigned k = 0; k < SLOTS; k++)
+        if (live[k] && IHostMalloc_Free(w->h, live[k]) != S_OK)
+            w->failures++;
+    return NULL;
+}
+
+/* §7 MALLOC_THREADSAFE: four threads allocating and freeing at once, contents intact. */
+TEST(threadsafe_concurrent_churn_keeps_contents)
+{
+    IHostMemoryManager *m;
+    REQUIRE_HR(hostmem_create(NULL, &m), S_OK);
+    IHostMalloc *h = heap_of(m, MALLOC_THREADSAFE);
+    REQUIRE(h);
+    struct worker w[4];
+    pthread_t t[4];
+    for (int i = 0; i < 4; i++) {
+        w[i] = (struct worker){h, 11u * (unsigned)i + 1, 0};
+        pthread_create(&t[i], NULL, churn, &w[i]);
+    }
+    for (int i = 0; i < 4; i++) {
+        pthread_join(t[i], NULL);
+        CHECK_EQ(w[i].failures, 0);
+    }
+    size_t live = 99;
+    CHECK_HR(hostmem_heap_report(h, NULL, &live), S_OK);
+    CHECK_EQ(live, 0);
+    char why[256];
+    CHECK_HR(hostmem_validate(m, 0, why, sizeof why), S_OK);
+    CHECK_EQ(IHostMalloc_Release(h), 0);
+    CHECK_EQ(IHostMemoryManager_Release(m), 0);
+}
+
+/* ---- memory, budget, executable, report -------------------------------------------------- */
+
+/* §7: the heap's pages come from the manager: the budget covers them, and a workload
+ * that frees its memory gives committed pages back before shutdown. */
+TEST(heap_pages_follow_the_budget_and_come_back)
+{
+    hostmem_config c = {sizeof c};
+    c.commit_limit = (size_t)8 << 20;
+    IHostMemoryManager *m;
+    REQUIRE_HR(hostmem_create(&c, &m), S_OK);
+    IHostMalloc *h = heap_of(m, MALLOC_THREADSAFE);
+    REQUIRE(h);
+    enum { MAX = 100000 };
+    void **blocks = calloc(MAX, sizeof *blocks);
+    size_t n = 0;
+    HRESULT hr = S_OK;
+    while (n < MAX && (hr = IHostMalloc_Alloc(h, 256, eTaskCritical, &blocks[n])) == S_OK)
+        n++;
+    CHECK_HR(hr, E_OUTOFMEMORY);
+    hostmem_stats full = stats_of(m);
+    CHECK(full.committed_bytes <= c.commit_limit);
+    CHECK(full.heap_bytes > 0 && full.heap_bytes <= full.committed_bytes);
+    CHECK(n * 256 > (size_t)6 << 20); /* most of the budget went to blocks */
+    void *big;
+    CHECK_HR(IHostMalloc_Alloc(h, 1 << 20, eTaskCritical, &big), E_OUTOFMEMORY);
+    for (size_t i = 0; i < n; i++)
+        if (IHostMalloc_Free(h, blocks[i]) != S_OK) {
+            TEST_FAIL_AT("free %zu", i);
+            break;
+        }
+    hostmem_stats empty = stats_of(m);
+    CHECK(empty.committed_bytes < full.committed_bytes / 8);
+    CHECK_HR(IHostMalloc_Alloc(h, 1 << 20, eTaskCritical, &big), S_OK);
+    CHECK_HR(IHostMalloc_Free(h, big), S_OK);
+    free(blocks);
+    CHECK_EQ(IHostMalloc_Release(h), 0);
+    CHECK_EQ(stats_of(m).committed_bytes, 0);
+    CHECK_EQ(IHostMemoryManager_Release(m), 0);
+}
+
+/* §7 MALLOC_EXECUTABLE: a block can hold machine code that runs. */
+TEST(executable_heap_runs_generated_code)
+{
+#if defined(__x86_64__)
+    IHostMemoryManager *m;
+    REQUIRE_HR(hostmem_create(NULL, &m), S_OK);
+    IHostMalloc *h = heap_of(m, MALLOC_EXECUTABLE | MALLOC_THREADSAFE);
+    REQUIRE(h);
+    unsigned char *code;
+    REQUIRE_HR(IHostMalloc_Alloc(h, 16, eTaskCritical, (void **)&code), S_OK);
+    const unsigned char body[] = {0x8d, 0x47, 0x2a, 0xc3}; /* lea eax, [rdi+42]; ret */
+    memcpy(code, body, sizeof body);
+    int (*function)(int);
+    memcpy(&function, &code, sizeof function);
+    CHECK_EQ(function(100), 142);
+    MEMORY_BASIC_INFORMATION info;
+    SIZE_T n;
+    CHECK_HR(IHostMemoryManager_VirtualQuery(m, code, &info, sizeof info, &n), S_OK);
+    CHECK_EQ(info.Protect, PAGE_EXECUTE_READWRITE);
+    CHECK_HR(IHostMalloc_Free(h, code), S_OK);
+    CHECK_EQ(IHostMalloc_Release(h), 0);
+    CHECK_EQ(IHostMemoryManager_Release(m), 0);
+#else
+    printf("executable heap: not x86-64, generated code not tried\n");
+#endif
+}
+
+/* §7 DebugAlloc: the leak report lists live blocks with their file:line. */
+TEST(debug_alloc_leak_report_names_file_and_line)
+{
+    IHostMemoryManager *m;
+    REQUIRE_HR(hostmem_create(NULL, &m), S_OK);
+    IHostMalloc *h = heap_of(m, MALLOC_THREADSAFE);
+    REQUIRE(h);
+    void *a, *b, *c, *d;
+    CHECK_HR(IHostMalloc_DebugAlloc(h, 40, eTaskCritical, (char *)"runtime.c", 101, &a), S_OK);
+    CHECK_HR(IHostMalloc_DebugAlloc(h, 50, eTaskCritical, (char *)"loader.c", 202, &b), S_OK);
+    CHECK_HR(IHostMalloc_DebugAlloc(h, 70000, eTaskCritical, (char *)"jit.c", 303, &c), S_OK);
+    CHECK_HR(IHostMalloc_Alloc(h, 60, eTaskCritical, &d), S_OK);
+    CHECK_HR(IHostMalloc_Free(h, b), S_OK);
+    char *text = NULL;
+    size_t length = 0, live = 0;
+    FILE *f = open_memstream(&text, &length);
+    REQUIRE(f);
+    CHECK_HR(hostmem_heap_report(h, f, &live), S_OK);
+    fclose(f);
+    CHECK_EQ(live, 3);
+    CHECK(strstr(text, "runtime.c:101") != NULL);
+    CHECK(strstr(text, "jit.c:303") != NULL);
+    CHECK(strstr(text, "loader.c:202") == NULL);
+    CHECK(strstr(text, "3 live blocks") != NULL);
+    free(text);
+    CHECK_HR(IHostMalloc_Free(h, a), S_OK);
+    CHECK_HR(IHostMalloc_Free(h, c), S_OK);
+    CHECK_HR(IHostMalloc_Free(h, d), S_OK);
+    CHECK_HR(hostmem_heap_report(h, NULL, &live), S_OK);
+    CHECK_EQ(live, 0);
+    CHECK_EQ(IHostMalloc_Release(h), 0);
+    CHECK_EQ(IHostMemoryManager_Release(m), 0);
+}
+
+/* SPEC §2: after shutdown the manager's heaps answer HOST_E_CLRNOTAVAILABLE. */
+TEST(heap_after_shutdown_is_clrnotavailable)
+{
+    IHostMemoryManager *m;
+    REQUIRE_HR(hostmem_create(NULL, &m), S_OK);
+    IHostMalloc *h = heap_of(m, MALLOC_THREADSAFE);
+    REQUIRE(h);
+    void *p;
+    CHECK_HR(IHostMalloc_Alloc(h, 10, eTaskCritical, &p), S_OK);
+    CHECK_HR(hostmem_shutdown(m), S_OK);
+    void *q;
+    CHECK_HR(IHostMalloc_Alloc(h, 10, eTaskCritical, &q), HOST_E_CLRNOTAVAILABLE);
+    CHECK_HR(IHostMalloc_Free(h, p), HOST_E_CLRNOTAVAILABLE);
+    CHECK_EQ(IHostMalloc_Release(h), 0);
+    CHECK_EQ(IHostMemoryManager_Release(m), 0);
+}
+
+int main(void)
+{
+    P = hostmem_page_size();
+    RUN(create_malloc_variants_and_arguments);
+    RUN(alloc_alignment_zero_size_and_contents_every_variant);
+    RUN(free_refuses_what_the_heap_did_not_hand_out_every_variant);
+    RUN(threadsafe_cross_thread_frees);
+    RUN(threadsafe_concurrent_churn_keeps_contents);
+    RUN(heap_pages_follow_the_budget_and_come_back);
+    RUN(executable_heap_runs_generated_code);
+    RUN(debug_alloc_leak_report_names_file_and_line);
+    RUN(heap_after_shutdown_is_clrnotavailable);
+    return TEST_SUMMARY("test_heap");
+}
