@@ -101,6 +101,7 @@ struct tcache {
     struct span *current[CLASSES];
     struct span *partial[CLASSES];
     struct span *spare[CLASSES];
+    unsigned spares;              /* how many spare[] hold a span */
     _Atomic(struct span *) notified;
     struct tcache *next;          /* every cache of the heap (heap lock) */
     struct tcache *next_orphan;
@@ -471,17 +472,38 @@ static void span_retire(struct heap *h, struct span *s)
     }
 }
 
-/* An empty span the owner holds: keep one per class, give the rest back. */
+#define MAX_SPARES 4 /* empty spans a cache keeps committed, to spare the kernel */
+
+static bool memory_low(struct heap *h)
+{
+    return atomic_load_explicit(&h->m->policy.state, memory_order_relaxed) == eMemoryAvailableLow;
+}
+
+/* An empty span the owner holds: keep a few, give the rest back (all of them
+ * while memory is low). */
 static void span_empty(struct heap *h, struct tcache *c, struct span *s)
 {
     if (s->listed)
         partial_remove(c, s);
-    if (!c->spare[s->size_class]) {
+    if (!c->spare[s->size_class] && c->spares < MAX_SPARES && !memory_low(h)) {
         c->spare[s->size_class] = s;
+        c->spares++;
         return;
     }
     span_retire(h, s);
     policy_deliver(h->m);
+}
+
+/* Memory is low: the cache's spare spans go back. */
+static void spares_release(struct heap *h, struct tcache *c)
+{
+    for (unsigned k = 0; k < CLASSES && c->spares; k++) {
+        if (c->spare[k]) {
+            span_retire(h, c->spare[k]);
+            c->spare[k] = NULL;
+            c->spares--;
+        }
+    }
 }
 
 /* The slow path: a span of the class with a free block, or an error. */
@@ -530,10 +552,13 @@ static HRESULT refill(struct heap *h, struct tcache *c, unsigned size_class,
     }
     if ((s = c->spare[size_class])) {
         c->spare[size_class] = NULL;
+        c->spares--;
         c->current[size_class] = s;
         *out = s;
         return S_OK;
     }
+    if (c->spares && memory_low(h))
+        spares_release(h, c);
     HRESULT hr = span_new(h, c, size_class, level, &s);
     if (hr != S_OK)
         return hr;
