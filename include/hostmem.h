@@ -422,7 +422,8 @@ typedef struct hostmem_stats {
     size_t reservations;         /* live reservations */
     size_t arenas;               /* arenas of address space held */
     size_t arena_bytes;          /* address space held in arenas */
-    size_t heap_bytes;           /* bytes in live IHostMalloc blocks */
+    size_t heap_bytes;           /* committed bytes the IHostMalloc heaps hold (part of
+                                    committed_bytes) */
     size_t kernel_mappings;      /* kernel mappings the region map implies (an upper bound;
                                     hostmem_kernel_mappings counts the real ones) */
     size_t commit_limit;         /* the budget in force; 0 = none */

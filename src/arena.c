@@ -186,11 +186,29 @@ static void range_clear(struct arena *a, uint32_t first, uint32_t n)
     atomic_fetch_add_explicit(&a->free_granules, n, memory_order_relaxed);
 }
 
+/* Finds n free granules whose address is a multiple of align bytes (a power
+ * of two above G): the first fit, scanning only the aligned starts. */
+static bool arena_find_aligned(struct arena *a, uint32_t n, size_t align, uint32_t *out)
+{
+    uintptr_t abase = atomic_load_explicit(&a->base, memory_order_relaxed);
+    uintptr_t first = (abase + align - 1) & ~(uintptr_t)(align - 1);
+    uint32_t step = (uint32_t)(align >> g_granule_shift);
+    for (uint32_t i = (uint32_t)((first - abase) >> g_granule_shift); i + n <= a->granules; i += step) {
+        if (range_free(a, i, n)) {
+            *out = i;
+            return true;
+        }
+    }
+    return false;
+}
+
 /* Finds n free granules: next-fit upwards, or the highest fit for top-down. */
-static bool arena_find(struct arena *a, uint32_t n, uint32_t *out)
+static bool arena_find(struct arena *a, uint32_t n, size_t align, uint32_t *out)
 {
     if (atomic_load_explicit(&a->free_granules, memory_order_relaxed) < n)
         return false;
+    if (align > g_granule)
+        return arena_find_aligned(a, n, align, out);
     uint32_t total = a->granules;
     if (a->top_down) {
         uint32_t top = a->hint < total ? a->hint + 1 : total;
@@ -315,8 +333,8 @@ static HRESULT reserve_standalone(struct manager *m, uintptr_t base, size_t size
     return hr;
 }
 
-HRESULT arena_reserve(struct manager *m, uintptr_t base, size_t size, bool top_down, unsigned attr,
-                      struct reservation **out)
+HRESULT arena_reserve(struct manager *m, uintptr_t base, size_t size, bool top_down, size_t align,
+                      unsigned attr, struct reservation **out)
 {
     uint32_t n = (uint32_t)((size + g_granule - 1) >> g_granule_shift);
     if (base == 0 && size > m->arena_size / 4)
@@ -346,13 +364,13 @@ HRESULT arena_reserve(struct manager *m, uintptr_t base, size_t size, bool top_d
         }
     } else {
         a = m->current[top_down];
-        if (!a || !arena_find(a, n, &first)) {
+        if (!a || !arena_find(a, n, align, &first)) {
             a = NULL;
             uint32_t count = atomic_load_explicit(&m->arena_count, memory_order_relaxed);
             for (uint32_t i = 0; i < count && !a; i++) {
                 struct arena *c = atomic_load_explicit(&m->arenas[i], memory_order_relaxed);
                 if (c && !c->standalone && c->top_down == top_down && c != m->current[top_down] &&
-                    arena_find(c, n, &first))
+                    arena_find(c, n, align, &first))
                     a = c;
             }
             if (!a) {
@@ -361,7 +379,10 @@ HRESULT arena_reserve(struct manager *m, uintptr_t base, size_t size, bool top_d
                     lock_leave(m, m->arena_lock);
                     return hr;
                 }
-                arena_find(a, n, &first);
+                if (!arena_find(a, n, align, &first)) {
+                    lock_leave(m, m->arena_lock);
+                    return E_OUTOFMEMORY; /* cannot happen: a fresh arena fits it */
+                }
             }
             m->current[top_down] = a;
         }

@@ -100,8 +100,8 @@ struct tcache {
     struct heap *heap;
     struct span *current[CLASSES];
     struct span *partial[CLASSES];
-    struct span *spare[CLASSES];
-    unsigned spares;              /* how many spare[] hold a span */
+    struct span *empty;           /* empty spans kept committed, any class (next links) */
+    unsigned empties;
     _Atomic(struct span *) notified;
     struct tcache *next;          /* every cache of the heap (heap lock) */
     struct tcache *next_orphan;
@@ -387,7 +387,8 @@ static void span_init(struct span *s, unsigned size_class, struct tcache *owner)
 static HRESULT segment_new(struct heap *h, EMemoryCriticalLevel level, struct segment **out)
 {
     void *base;
-    HRESULT hr = vm_alloc_ex(h->m, NULL, SEGMENT_SIZE, MEM_RESERVE, h->protect, level, &base, VM_HEAP);
+    HRESULT hr = vm_alloc_ex(h->m, NULL, SEGMENT_SIZE, MEM_RESERVE, h->protect, level, &base,
+                             VM_HEAP | VM_ALIGN_4M);
     if (hr != S_OK)
         return hr;
     void *p;
@@ -472,37 +473,37 @@ static void span_retire(struct heap *h, struct span *s)
     }
 }
 
-#define MAX_SPARES 4 /* empty spans a cache keeps committed, to spare the kernel */
+#define MAX_EMPTY 16 /* empty spans (1 MiB) a cache keeps committed, to spare the kernel */
 
 static bool memory_low(struct heap *h)
 {
     return atomic_load_explicit(&h->m->policy.state, memory_order_relaxed) == eMemoryAvailableLow;
 }
 
-/* An empty span the owner holds: keep a few, give the rest back (all of them
- * while memory is low). */
+/* An empty span the owner holds: keep up to MAX_EMPTY for any class, give the
+ * rest back (all of them while memory is low). */
 static void span_empty(struct heap *h, struct tcache *c, struct span *s)
 {
     if (s->listed)
         partial_remove(c, s);
-    if (!c->spare[s->size_class] && c->spares < MAX_SPARES && !memory_low(h)) {
-        c->spare[s->size_class] = s;
-        c->spares++;
+    if (c->empties < MAX_EMPTY && !memory_low(h)) {
+        s->next = c->empty;
+        c->empty = s;
+        c->empties++;
         return;
     }
     span_retire(h, s);
     policy_deliver(h->m);
 }
 
-/* Memory is low: the cache's spare spans go back. */
-static void spares_release(struct heap *h, struct tcache *c)
+/* Memory is low: the cache's empty spans go back. */
+static void empties_release(struct heap *h, struct tcache *c)
 {
-    for (unsigned k = 0; k < CLASSES && c->spares; k++) {
-        if (c->spare[k]) {
-            span_retire(h, c->spare[k]);
-            c->spare[k] = NULL;
-            c->spares--;
-        }
+    while (c->empty) {
+        struct span *s = c->empty;
+        c->empty = s->next;
+        c->empties--;
+        span_retire(h, s);
     }
 }
 
@@ -550,15 +551,19 @@ static HRESULT refill(struct heap *h, struct tcache *c, unsigned size_class,
             partial_insert(c, s);
         }
     }
-    if ((s = c->spare[size_class])) {
-        c->spare[size_class] = NULL;
-        c->spares--;
+    if (c->empty && memory_low(h))
+        empties_release(h, c);
+    if ((s = c->empty)) {
+        /* Every block of it is free, so every state byte it used is 0; the new
+         * layout's state bytes may lie over old blocks: clear them. */
+        c->empty = s->next;
+        c->empties--;
+        span_init(s, size_class, c);
+        memset((void *)s->state, 0, s->capacity);
         c->current[size_class] = s;
         *out = s;
         return S_OK;
     }
-    if (c->spares && memory_low(h))
-        spares_release(h, c);
     HRESULT hr = span_new(h, c, size_class, level, &s);
     if (hr != S_OK)
         return hr;
@@ -625,6 +630,7 @@ static HRESULT heap_alloc(struct heap *h, SIZE_T size, EMemoryCriticalLevel leve
     void *b;
     if (size > SMALL_MAX) {
         HRESULT hr = large_alloc(h, size, level, file, line, &b);
+        policy_deliver(h->m);
         if (hr != S_OK)
             return hr;
         *out = b;
@@ -637,10 +643,9 @@ static HRESULT heap_alloc(struct heap *h, SIZE_T size, EMemoryCriticalLevel leve
     struct span *s = c->current[size_class];
     if (!s || !(b = span_pop(s))) {
         HRESULT hr = refill(h, c, size_class, level, &s);
-        if (hr != S_OK) {
-            policy_deliver(h->m);
+        policy_deliver(h->m); /* a new span moved the load: tell the runtime, lock-free here */
+        if (hr != S_OK)
             return hr;
-        }
         b = span_pop(s);
     }
     uint32_t index = (uint32_t)((((uint64_t)((uintptr_t)b - s->first)) * s->reciprocal) >> 32);
@@ -684,17 +689,21 @@ static HRESULT heap_free(struct heap *h, void *pointer)
     uintptr_t e = radix_load(p);
     if (entry_id(e) != m->id || (e & (ENTRY_HEAP | ENTRY_SLACK)) != ENTRY_HEAP)
         return HOST_E_INVALIDOPERATION; /* not in a heap segment of this manager */
-    struct reservation *r = entry_pointer(e);
-    uintptr_t base = atomic_load_explicit(&r->base, memory_order_acquire);
-    size_t bytes = atomic_load_explicit(&r->pages, memory_order_relaxed) << g_page_shift;
-    if (p < base || p >= base + bytes)
-        return HOST_E_INVALIDOPERATION;
-    if (bytes != SEGMENT_SIZE) {
+    /* Segments are 4 MiB aligned: the header is found without a load. A large
+     * block's reservation is never exactly a segment's size, so a pointer into
+     * one is told apart by its reservation. */
+    uintptr_t base = p & ~(uintptr_t)(SEGMENT_SIZE - 1);
+    struct segment *g = (struct segment *)base;
+    if (radix_load(base) != e || g->magic != SEGMENT_MAGIC) {
+        struct reservation *r = entry_pointer(e);
+        uintptr_t rbase = atomic_load_explicit(&r->base, memory_order_acquire);
+        size_t bytes = atomic_load_explicit(&r->pages, memory_order_relaxed) << g_page_shift;
+        if (p < rbase || p >= rbase + bytes || bytes == SEGMENT_SIZE)
+            return HOST_E_INVALIDOPERATION;
         debug_forget(h, p);
         return large_free(h, p);
     }
-    struct segment *g = (struct segment *)base;
-    if (g->magic != SEGMENT_MAGIC || g->heap != h)
+    if (g->heap != h)
         return HOST_E_INVALIDOPERATION; /* another heap's */
     unsigned k = (unsigned)((p - base) >> SPAN_SHIFT);
     if (k == 0 || !atomic_load_explicit(&g->span_used[k], memory_order_acquire))
@@ -706,18 +715,15 @@ static HRESULT heap_free(struct heap *h, void *pointer)
     uint32_t index = (uint32_t)((offset * s->reciprocal) >> 32);
     if (index >= s->capacity || (uint64_t)index * s->block_size != offset)
         return HOST_E_INVALIDOPERATION; /* interior pointer */
-    if (h->threadsafe) {
-        if (atomic_exchange_explicit(&s->state[index], 0, memory_order_acq_rel) != 1)
-            return HOST_E_INVALIDOPERATION; /* freed already */
-    } else {
-        if (atomic_load_explicit(&s->state[index], memory_order_relaxed) != 1)
-            return HOST_E_INVALIDOPERATION;
-        atomic_store_explicit(&s->state[index], 0, memory_order_relaxed);
-    }
-    debug_forget(h, p);
     struct tcache *c = tcache_get(h);
     struct tcache *owner = atomic_load_explicit(&s->owner, memory_order_relaxed);
     if (owner == c) {
+        /* The owner: only a racing free of the same block by another thread could
+         * interfere, and that is the one double free this check cannot see. */
+        if (atomic_load_explicit(&s->state[index], memory_order_relaxed) != 1)
+            return HOST_E_INVALIDOPERATION; /* freed already */
+        atomic_store_explicit(&s->state[index], 0, memory_order_relaxed);
+        debug_forget(h, p);
         *(void **)pointer = s->free;
         s->free = pointer;
         uint32_t used = atomic_load_explicit(&s->used, memory_order_relaxed) - 1;
@@ -732,8 +738,12 @@ static HRESULT heap_free(struct heap *h, void *pointer)
         }
         return S_OK;
     }
-    /* Another thread's span: push on its remote list; if its owner gave it up
-     * full, hand it back through the owner's notified stack (once). */
+    /* Another thread's span: claim the block, push it on the span's remote
+     * list; if its owner gave the span up full, hand it back through the
+     * owner's notified stack (once). */
+    if (atomic_exchange_explicit(&s->state[index], 0, memory_order_acq_rel) != 1)
+        return HOST_E_INVALIDOPERATION; /* freed already */
+    debug_forget(h, p);
     void *head = atomic_load_explicit(&s->remote, memory_order_relaxed);
     do
         *(void **)pointer = head;

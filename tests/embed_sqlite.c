@@ -211,6 +211,7 @@ TEST(sqlite_allocates_through_the_heap)
  * before the failure is there, intact. */
 TEST(sqlite_nomem_under_budget_then_same_connection_recovers_nothing_lost)
 {
+    size_t committed_closed = stats_of().committed_bytes;
     sqlite3 *db = NULL;
     REQUIRE(sqlite3_open(":memory:", &db) == SQLITE_OK);
     CHECK_EQ(exec(db, "CREATE TABLE t(id INTEGER PRIMARY KEY, payload TEXT NOT NULL)"), SQLITE_OK);
@@ -269,9 +270,12 @@ TEST(sqlite_nomem_under_budget_then_same_connection_recovers_nothing_lost)
     CHECK_EQ(sqlite3_close(db), SQLITE_OK);
     s = stats_of();
     if (getenv("TEST_VERBOSE"))
-        fprintf(stderr, "  closed: committed %zu -> %zu, heap bytes %zu\n", committed_open, s.committed_bytes,
-                s.heap_bytes);
-    CHECK(s.committed_bytes < committed_open / 4);
+        fprintf(stderr, "  closed: committed %zu -> %zu (%zu before the open), heap bytes %zu\n",
+                committed_open, s.committed_bytes, committed_closed, s.heap_bytes);
+    /* most of what the open database held is given back (the heap may keep a span per
+     * size class and a few spares committed) */
+    CHECK(s.committed_bytes < committed_open);
+    CHECK(s.committed_bytes <= committed_closed + (committed_open - committed_closed) / 3);
     CHECK_EQ(g_a.bad_frees, 0);
 }
 

@@ -357,8 +357,11 @@ TEST(heap_pages_follow_the_budget_and_come_back)
             TEST_FAIL_AT("free %zu", i);
             break;
         }
+    /* what a cache may keep: its current span for the class, up to 16 empty
+     * spans (1 MiB), and the segment headers (docs/heap.md) */
     hostmem_stats empty = stats_of(m);
-    CHECK(empty.committed_bytes < full.committed_bytes / 8);
+    CHECK(empty.committed_bytes <= ((size_t)17 << 16) + 4 * P);
+    CHECK(empty.committed_bytes < full.committed_bytes / 4);
     CHECK_HR(IHostMalloc_Alloc(h, 1 << 20, eTaskCritical, &big), S_OK);
     CHECK_HR(IHostMalloc_Free(h, big), S_OK);
     free(blocks);
