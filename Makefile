@@ -13,7 +13,7 @@ B := build
 LIB_OBJ := $(patsubst src/%.c,$(B)/obj/%.o,$(LIB_SRC))
 PIC_OBJ := $(patsubst src/%.c,$(B)/pic/%.o,$(LIB_SRC))
 
-.PHONY: all demo check check-plain check-asan check-tsan tests clean
+.PHONY: all demo check check-plain check-asan check-tsan tests bench clean
 all: $(B)/libhostmem.a $(B)/libhostmem.so $(B)/hostmem
 
 $(B)/obj/%.o: src/%.c src/*.h include/hostmem.h | $(B)/obj
@@ -73,6 +73,13 @@ check: all
 	$(MAKE) --no-print-directory check-asan
 	$(MAKE) --no-print-directory check-tsan
 	sh tests/total.sh
+
+# Benchmarks: not tests. jemalloc and mimalloc are linked into the benchmark only.
+$(B)/bench_heap: bench/bench_heap.c $(B)/libhostmem.a
+	$(CC) $(CFLAGS_BASE) -O2 $< $(B)/libhostmem.a -lmimalloc -ljemalloc -o $@
+
+bench: $(B)/bench_heap
+	./$(B)/bench_heap
 
 clean:
 	rm -rf build
