@@ -345,7 +345,7 @@ HRESULT arena_reserve(struct manager *m, uintptr_t base, size_t size, bool top_d
         uintptr_t e = radix_load(base);
         if (entry_id(e) != m->id)
             return reserve_standalone(m, base, size, top_down, attr, out);
-        if (!(e & ENTRY_SLACK))
+        if (!entry_is_slack(e))
             return HRESULT_FROM_WIN32(ERROR_INVALID_ADDRESS);
         a = entry_pointer(e);
         uintptr_t abase = atomic_load_explicit(&a->base, memory_order_relaxed);
@@ -406,7 +406,7 @@ static uintptr_t reservation_span(struct reservation *r, uintptr_t *base);
 void arena_publish(struct manager *m, struct reservation *r)
 {
     uintptr_t base, span = reservation_span(r, &base);
-    uintptr_t kind = (r->flags & RES_HEAP) ? ENTRY_HEAP : 0;
+    uintptr_t kind = (r->flags & RES_HEAP_LARGE) ? ENTRY_HEAP_LARGE : (r->flags & RES_HEAP) ? ENTRY_HEAP : 0;
     radix_store_range(base, base + span, manager_tag(m) | (uintptr_t)r | kind, r->arena->standalone);
 }
 

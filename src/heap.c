@@ -96,8 +96,19 @@ struct segment {
     _Atomic uint8_t span_used[SPANS_PER_SEGMENT]; /* written under the heap lock */
 };
 
+/* Recently freed blocks of one class, reused first (they are still in the
+ * cache): the owner's free and allocation touch nothing else. Their state
+ * bytes say free; their spans still count them as used. */
+#define MAGAZINE 32
+struct magazine {
+    uint32_t count, capacity;
+    void *block[MAGAZINE];
+    _Atomic uint8_t *state[MAGAZINE]; /* the block's state byte: reuse touches nothing else */
+};
+
 struct tcache {
     struct heap *heap;
+    struct magazine magazine[CLASSES];
     struct span *current[CLASSES];
     struct span *partial[CLASSES];
     struct span *empty;           /* empty spans kept committed, any class (next links) */
@@ -250,6 +261,15 @@ static void exit_key_init(void)
     pthread_key_create(&exit_key, thread_exit);
 }
 
+static void tcache_init(struct tcache *c, struct heap *h)
+{
+    c->heap = h;
+    for (unsigned k = 0; k < CLASSES; k++) {
+        uint32_t fit = (uint32_t)(32768 / class_size[k]);
+        c->magazine[k].capacity = fit < 2 ? 2 : fit > MAGAZINE ? MAGAZINE : fit;
+    }
+}
+
 static struct tcache *tcache_slow(struct heap *h)
 {
     for (struct tls_node *n = tls_list; n; n = n->next) {
@@ -272,7 +292,7 @@ static struct tcache *tcache_slow(struct heap *h)
     } else {
         c = calloc(1, sizeof *c);
         if (c) {
-            c->heap = h;
+            tcache_init(c, h);
             c->next = h->caches;
             h->caches = c;
         }
@@ -496,6 +516,22 @@ static void span_empty(struct heap *h, struct tcache *c, struct span *s)
     policy_deliver(h->m);
 }
 
+/* Memory is low: blocks in the magazines go back to their spans. */
+static void magazines_flush(struct tcache *c)
+{
+    for (unsigned k = 0; k < CLASSES; k++) {
+        struct magazine *mag = &c->magazine[k];
+        while (mag->count) {
+            void *b = mag->block[--mag->count];
+            struct span *s = (struct span *)((uintptr_t)b & ~(uintptr_t)(SPAN_SIZE - 1));
+            *(void **)b = s->free;
+            s->free = b;
+            atomic_store_explicit(&s->used, atomic_load_explicit(&s->used, memory_order_relaxed) - 1,
+                                  memory_order_relaxed);
+        }
+    }
+}
+
 /* Memory is low: the cache's empty spans go back. */
 static void empties_release(struct heap *h, struct tcache *c)
 {
@@ -551,8 +587,10 @@ static HRESULT refill(struct heap *h, struct tcache *c, unsigned size_class,
             partial_insert(c, s);
         }
     }
-    if (c->empty && memory_low(h))
+    if (memory_low(h)) {
+        magazines_flush(c);
         empties_release(h, c);
+    }
     if ((s = c->empty)) {
         /* Every block of it is free, so every state byte it used is 0; the new
          * layout's state bytes may lie over old blocks: clear them. */
@@ -579,10 +617,9 @@ static HRESULT large_alloc(struct heap *h, SIZE_T size, EMemoryCriticalLevel lev
     size_t bytes = (size + g_page - 1) & ~(g_page - 1);
     if (bytes < size || bytes > ADDRESS_LIMIT)
         return E_OUTOFMEMORY;
-    if (bytes == SEGMENT_SIZE)
-        bytes += g_page; /* never the size of a segment: the size tells them apart */
     void *p;
-    HRESULT hr = vm_alloc_ex(h->m, NULL, bytes, MEM_RESERVE | MEM_COMMIT, h->protect, level, &p, VM_HEAP);
+    HRESULT hr = vm_alloc_ex(h->m, NULL, bytes, MEM_RESERVE | MEM_COMMIT, h->protect, level, &p,
+                             VM_HEAP | VM_HEAP_LARGE);
     if (hr != S_OK)
         return hr;
     hr = lock_enter(h->m, h->lock);
@@ -640,7 +677,17 @@ static HRESULT heap_alloc(struct heap *h, SIZE_T size, EMemoryCriticalLevel leve
     struct tcache *c = tcache_get(h);
     if (!c)
         return E_OUTOFMEMORY;
-    struct span *s = c->current[size_class];
+    struct span *s;
+    struct magazine *mag = &c->magazine[size_class];
+    if (mag->count) {
+        b = mag->block[--mag->count];
+        atomic_store_explicit(mag->state[mag->count], 1, memory_order_relaxed);
+        if (file)
+            goto record;
+        *out = b;
+        return S_OK;
+    }
+    s = c->current[size_class];
     if (!s || !(b = span_pop(s))) {
         HRESULT hr = refill(h, c, size_class, level, &s);
         policy_deliver(h->m); /* a new span moved the load: tell the runtime, lock-free here */
@@ -652,6 +699,7 @@ static HRESULT heap_alloc(struct heap *h, SIZE_T size, EMemoryCriticalLevel leve
     atomic_store_explicit(&s->state[index], 1, memory_order_relaxed);
     atomic_store_explicit(&s->used, atomic_load_explicit(&s->used, memory_order_relaxed) + 1,
                           memory_order_relaxed);
+record:
     if (file) {
         if (lock_enter(h->m, h->lock) == S_OK) {
             if (table_put(&h->debug, (struct entry){(uintptr_t)b, size, file, line}))
@@ -687,23 +735,16 @@ static HRESULT heap_free(struct heap *h, void *pointer)
         return HOST_E_CLRNOTAVAILABLE;
     uintptr_t p = (uintptr_t)pointer;
     uintptr_t e = radix_load(p);
-    if (entry_id(e) != m->id || (e & (ENTRY_HEAP | ENTRY_SLACK)) != ENTRY_HEAP)
-        return HOST_E_INVALIDOPERATION; /* not in a heap segment of this manager */
-    /* Segments are 4 MiB aligned: the header is found without a load. A large
-     * block's reservation is never exactly a segment's size, so a pointer into
-     * one is told apart by its reservation. */
-    uintptr_t base = p & ~(uintptr_t)(SEGMENT_SIZE - 1);
-    struct segment *g = (struct segment *)base;
-    if (radix_load(base) != e || g->magic != SEGMENT_MAGIC) {
-        struct reservation *r = entry_pointer(e);
-        uintptr_t rbase = atomic_load_explicit(&r->base, memory_order_acquire);
-        size_t bytes = atomic_load_explicit(&r->pages, memory_order_relaxed) << g_page_shift;
-        if (p < rbase || p >= rbase + bytes || bytes == SEGMENT_SIZE)
-            return HOST_E_INVALIDOPERATION;
+    if (entry_id(e) != m->id || !entry_is_heap(e))
+        return HOST_E_INVALIDOPERATION; /* not in heap memory of this manager */
+    if ((e & ENTRY_KIND) == ENTRY_HEAP_LARGE) {
         debug_forget(h, p);
         return large_free(h, p);
     }
-    if (g->heap != h)
+    /* Segments are 4 MiB aligned: the header is found without a load. */
+    uintptr_t base = p & ~(uintptr_t)(SEGMENT_SIZE - 1);
+    struct segment *g = (struct segment *)base;
+    if (g->magic != SEGMENT_MAGIC || g->heap != h)
         return HOST_E_INVALIDOPERATION; /* another heap's */
     unsigned k = (unsigned)((p - base) >> SPAN_SHIFT);
     if (k == 0 || !atomic_load_explicit(&g->span_used[k], memory_order_acquire))
@@ -724,6 +765,12 @@ static HRESULT heap_free(struct heap *h, void *pointer)
             return HOST_E_INVALIDOPERATION; /* freed already */
         atomic_store_explicit(&s->state[index], 0, memory_order_relaxed);
         debug_forget(h, p);
+        struct magazine *mag = &c->magazine[s->size_class];
+        if (mag->count < mag->capacity) {
+            mag->state[mag->count] = &s->state[index];
+            mag->block[mag->count++] = pointer;
+            return S_OK;
+        }
         *(void **)pointer = s->free;
         s->free = pointer;
         uint32_t used = atomic_load_explicit(&s->used, memory_order_relaxed) - 1;
@@ -864,7 +911,7 @@ HRESULT heap_create(struct manager *m, DWORD type, IHostMalloc **out)
     h->id = atomic_fetch_add(&next_heap_id, 1);
     h->threadsafe = (type & MALLOC_THREADSAFE) != 0;
     h->protect = (type & MALLOC_EXECUTABLE) ? PAGE_EXECUTE_READWRITE : PAGE_READWRITE;
-    h->single.heap = h;
+    tcache_init(&h->single, h);
     HRESULT hr = m->lock_ops.create(m->lock_ops.context, &h->lock);
     if (hr != S_OK) {
         free(h);

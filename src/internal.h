@@ -76,8 +76,13 @@ size_t slab_class_size(size_t size) HIDDEN;
  * bits hold the owning manager's id and the rest a pointer: to a reservation
  * (bit 0 clear) or to the arena whose free space the granule is (bit 0 set).
  */
-#define ENTRY_SLACK ((uintptr_t)1)
-#define ENTRY_HEAP ((uintptr_t)2) /* with a reservation: a heap's segment, not the runtime's */
+/* The low two bits of an entry say what the pointer is. */
+#define ENTRY_KIND ((uintptr_t)3)
+#define ENTRY_SLACK ((uintptr_t)1)      /* an arena's free space */
+#define ENTRY_HEAP ((uintptr_t)2)       /* a heap's segment (a reservation) */
+#define ENTRY_HEAP_LARGE ((uintptr_t)3) /* a heap's large block (a reservation) */
+static inline bool entry_is_slack(uintptr_t e) { return (e & ENTRY_KIND) == ENTRY_SLACK; }
+static inline bool entry_is_heap(uintptr_t e) { return (e & ENTRY_KIND) >= ENTRY_HEAP; }
 #define ENTRY_ID_SHIFT 48
 #define ENTRY_POINTER_MASK (((uintptr_t)1 << ENTRY_ID_SHIFT) - 1)
 static inline unsigned entry_id(uintptr_t e) { return (unsigned)(e >> ENTRY_ID_SHIFT); }
@@ -115,6 +120,7 @@ struct runbuf {
 #define RES_STANDALONE 0x2u /* has its own kernel mapping, not carved from an arena */
 #define RES_WAS_RESET 0x4u  /* MEM_RESET was applied to some of its pages */
 #define RES_HEAP 0x8u       /* a heap's segment: hidden from VirtualFree/Protect/commit */
+#define RES_HEAP_LARGE 0x10u /* with RES_HEAP: a large block rather than a segment */
 
 struct arena;
 struct reservation {
@@ -305,6 +311,7 @@ HRESULT heap_create(struct manager *m, DWORD type, IHostMalloc **out) HIDDEN;
 /* flags: VM_HEAP makes the calls act on heap segments (and only on them). */
 #define VM_HEAP 0x1u
 #define VM_ALIGN_4M 0x2u /* with VM_HEAP: a reservation aligned to 4 MiB (heap segments) */
+#define VM_HEAP_LARGE 0x4u /* with VM_HEAP: the reservation is one large block */
 HRESULT vm_alloc(struct manager *m, void *address, SIZE_T size, DWORD type, DWORD protect,
                  EMemoryCriticalLevel level, void **out) HIDDEN;
 HRESULT vm_free(struct manager *m, void *address, SIZE_T size, DWORD type) HIDDEN;

@@ -66,7 +66,7 @@ HRESULT hostmem_walk(IHostMemoryManager *manager, hostmem_region_fn fn, void *co
         uintptr_t end = atomic_load_explicit(&list[i]->end, memory_order_relaxed);
         while (a < end && !stop) {
             uintptr_t e = radix_load(a);
-            if (entry_id(e) != m->id || (e & ENTRY_SLACK) || !e) {
+            if (entry_id(e) != m->id || entry_is_slack(e) || !e) {
                 a += g_granule;
                 continue;
             }
@@ -324,7 +324,7 @@ HRESULT hostmem_validate(IHostMemoryManager *manager, uint32_t flags, char *why,
                 index++;
                 continue;
             }
-            if (entry_id(e) != m->id || (e & ENTRY_SLACK) || !e) {
+            if (entry_id(e) != m->id || entry_is_slack(e) || !e) {
                 complain(&p, "granule %#jx: in use, map says %#jx", (uintmax_t)g, (uintmax_t)e);
                 g += g_granule;
                 index++;

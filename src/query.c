@@ -46,7 +46,7 @@ static enum owner classify(struct manager *m, uintptr_t address, struct run_view
         uintptr_t e = radix_load(address);
         if (!e || entry_id(e) != m->id)
             return OWNER_OTHER;
-        if (e & ENTRY_SLACK)
+        if (entry_is_slack(e))
             return OWNER_FREE;
         int seen = reservation_read(entry_pointer(e), e, address, view);
         if (seen == 1)

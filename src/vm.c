@@ -90,9 +90,9 @@ static HRESULT reservation_lock(struct manager *m, uintptr_t address, HRESULT no
 {
     for (;;) {
         uintptr_t e = radix_load(address);
-        if (entry_id(e) != m->id || (e & ENTRY_SLACK) || !e)
+        if (entry_id(e) != m->id || entry_is_slack(e) || !e)
             return not_ours;
-        if (!(e & ENTRY_HEAP) != !(flags & VM_HEAP))
+        if (!entry_is_heap(e) != !(flags & VM_HEAP))
             return not_ours; /* heap segments are the heap's alone */
         struct reservation *r = entry_pointer(e);
         struct run_view view;
@@ -370,7 +370,7 @@ static HRESULT alloc_reserve(struct manager *m, uintptr_t address, size_t size, 
                        (flags & VM_ALIGN_4M) ? (size_t)4 << 20 : 0, attr, &r);
     if (hr == S_OK) {
         if (flags & VM_HEAP)
-            r->flags |= RES_HEAP | RES_TOUCHED;
+            r->flags |= RES_HEAP | RES_TOUCHED | ((flags & VM_HEAP_LARGE) ? RES_HEAP_LARGE : 0);
         atomic_store_explicit(&r->alloc_protect, protect, memory_order_relaxed);
         uintptr_t at = atomic_load_explicit(&r->base, memory_order_relaxed);
         int prot = protect_to_os(attr, res_compact(m, r)), slack = protect_to_os(0, m->compact);
