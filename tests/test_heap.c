@@ -10,6 +10,8 @@
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "test.h"
 
@@ -431,6 +433,46 @@ TEST(debug_alloc_leak_report_names_file_and_line)
     CHECK_EQ(IHostMemoryManager_Release(m), 0);
 }
 
+/* §8 leak report at shutdown: with HOSTMEM_LEAK_REPORT, releasing a heap that still
+ * has blocks, and a manager that still has reservations, prints them to stderr. */
+TEST(leak_report_at_shutdown_goes_to_stderr)
+{
+    int fds[2];
+    REQUIRE(pipe(fds) == 0);
+    fflush(stderr);
+    pid_t pid = fork();
+    REQUIRE(pid >= 0);
+    if (pid == 0) {
+        dup2(fds[1], 2);
+        hostmem_config c = {sizeof c};
+        c.flags = HOSTMEM_LEAK_REPORT;
+        IHostMemoryManager *m;
+        if (hostmem_create(&c, &m) != S_OK)
+            _exit(1);
+        IHostMalloc *h = heap_of(m, MALLOC_THREADSAFE);
+        void *p, *r;
+        IHostMalloc_DebugAlloc(h, 24, eTaskCritical, (char *)"gc.cpp", 4242, &p);
+        IHostMemoryManager_VirtualAlloc(m, NULL, 65536, MEM_RESERVE, PAGE_READWRITE, eTaskCritical, &r);
+        IHostMalloc_Release(h);
+        IHostMemoryManager_Release(m);
+        _exit(0);
+    }
+    close(fds[1]);
+    char text[4096] = "";
+    size_t have = 0;
+    ssize_t n;
+    while (have < sizeof text - 1 && (n = read(fds[0], text + have, sizeof text - 1 - have)) > 0)
+        have += (size_t)n;
+    text[have] = 0;
+    close(fds[0]);
+    int status = 0;
+    waitpid(pid, &status, 0);
+    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    CHECK(strstr(text, "gc.cpp:4242") != NULL);
+    CHECK(strstr(text, "1 live blocks") != NULL);
+    CHECK(strstr(text, "1 reservations still live") != NULL);
+}
+
 /* SPEC §2: after shutdown the manager's heaps answer HOST_E_CLRNOTAVAILABLE. */
 TEST(heap_after_shutdown_is_clrnotavailable)
 {
@@ -459,6 +501,7 @@ int main(void)
     RUN(heap_pages_follow_the_budget_and_come_back);
     RUN(executable_heap_runs_generated_code);
     RUN(debug_alloc_leak_report_names_file_and_line);
+    RUN(leak_report_at_shutdown_goes_to_stderr);
     RUN(heap_after_shutdown_is_clrnotavailable);
     return TEST_SUMMARY("test_heap");
 }
