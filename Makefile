@@ -8,12 +8,14 @@ CFLAGS_BASE := -std=c11 -D_GNU_SOURCE -Wall -Wextra -Werror -Wshadow -Wstrict-pr
 OPT ?= -O2 -g
 LIB_SRC := $(wildcard src/*.c)
 TEST_NAMES := $(patsubst tests/%.c,%,$(wildcard tests/test_*.c))
+VERSION := $(shell sed -n 's/^\#define HOSTMEM_VERSION_STRING "\(.*\)"/\1/p' include/hostmem.h)
+SOVERSION := $(firstword $(subst ., ,$(VERSION)))
 
 B := build
 LIB_OBJ := $(patsubst src/%.c,$(B)/obj/%.o,$(LIB_SRC))
 PIC_OBJ := $(patsubst src/%.c,$(B)/pic/%.o,$(LIB_SRC))
 
-.PHONY: all demo check check-plain check-asan check-tsan tests bench clean
+.PHONY: all demo check check-plain check-asan check-tsan tests bench clean install uninstall
 all: $(B)/libhostmem.a $(B)/libhostmem.so $(B)/hostmem
 
 $(B)/obj/%.o: src/%.c src/*.h include/hostmem.h | $(B)/obj
@@ -22,10 +24,15 @@ $(B)/pic/%.o: src/%.c src/*.h include/hostmem.h | $(B)/pic
 	$(CC) $(CFLAGS_BASE) $(OPT) -fvisibility=hidden -fPIC -c $< -o $@
 $(B)/libhostmem.a: $(LIB_OBJ)
 	ar rcs $@ $^
+# The shared library carries the soname libhostmem.so.$(SOVERSION) (make install
+# adds the versioned file and the links); build/libhostmem.so.$(SOVERSION) points at
+# build/libhostmem.so so that programs linked against the build tree run with
+# LD_LIBRARY_PATH=build.
 $(B)/libhostmem.so: $(PIC_OBJ)
-	$(CC) -shared -pthread -o $@ $^
-$(B)/hostmem: tools/hostmem.c $(B)/libhostmem.a
-	$(CC) $(CFLAGS_BASE) $(OPT) $< $(B)/libhostmem.a -o $@
+	$(CC) -shared -pthread -Wl,-soname,libhostmem.so.$(SOVERSION) -o $@ $^
+	ln -sf libhostmem.so $(B)/libhostmem.so.$(SOVERSION)
+$(B)/hostmem: $(wildcard tools/*.c) tools/cli.h $(B)/libhostmem.a
+	$(CC) $(CFLAGS_BASE) $(OPT) $(wildcard tools/*.c) $(B)/libhostmem.a -o $@
 $(B)/obj $(B)/pic $(B)/tests:
 	mkdir -p $@
 
@@ -56,8 +63,16 @@ $(eval $(call embed_rule,embed_jemalloc,$(JEMALLOC_FLAGS),$(if $(findstring sani
 
 tests: $(addprefix $(B)/tests/,$(TEST_NAMES) $(EMBED_TESTS)) $(B)/tests/cxx_header
 
-check-plain: tests
+# After the C tests: tests/test_install.sh installs into a temporary prefix and
+# builds a program against it through pkg-config. tests/run.sh runs it (and records
+# its counts in build/results) through a one-line wrapper in $(B)/install-test.
+check-plain: tests $(B)/install-test/test_install
 	sh tests/run.sh plain $(B)/tests
+	MAKE="$(MAKE)" sh tests/run.sh plain $(B)/install-test
+$(B)/install-test/test_install: tests/test_install.sh
+	mkdir -p $(@D)
+	printf '#!/bin/sh\nexec sh "%s/tests/test_install.sh" "$$@"\n' "$(CURDIR)" > $@
+	chmod +x $@
 
 check-asan:
 	$(MAKE) --no-print-directory B=build/asan OPT="-O1 -g -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer" tests
@@ -83,3 +98,36 @@ bench: $(B)/bench_heap
 
 clean:
 	rm -rf build
+
+# make install [PREFIX=/usr/local] [DESTDIR=...]: the libraries (libhostmem.so.$(VERSION)
+# with the links libhostmem.so.$(SOVERSION) and libhostmem.so), the header, hostmem.pc
+# (from hostmem.pc.in), the tool and its man page. DESTDIR stages the files
+# elsewhere; the paths written into hostmem.pc stay those of PREFIX.
+PREFIX ?= /usr/local
+BINDIR ?= $(PREFIX)/bin
+LIBDIR ?= $(PREFIX)/lib
+INCLUDEDIR ?= $(PREFIX)/include
+MANDIR ?= $(PREFIX)/share/man
+PKGCONFIGDIR ?= $(LIBDIR)/pkgconfig
+INSTALL ?= install
+
+install: all
+	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@LIBDIR@|$(patsubst $(PREFIX)/%,$${prefix}/%,$(LIBDIR))|g' \
+	    -e 's|@INCLUDEDIR@|$(patsubst $(PREFIX)/%,$${prefix}/%,$(INCLUDEDIR))|g' \
+	    -e 's|@VERSION@|$(VERSION)|g' hostmem.pc.in > $(B)/hostmem.pc
+	$(INSTALL) -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(LIBDIR) $(DESTDIR)$(INCLUDEDIR) \
+	    $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(PKGCONFIGDIR)
+	$(INSTALL) -m 644 $(B)/libhostmem.a $(DESTDIR)$(LIBDIR)/libhostmem.a
+	$(INSTALL) -m 755 $(B)/libhostmem.so $(DESTDIR)$(LIBDIR)/libhostmem.so.$(VERSION)
+	ln -sf libhostmem.so.$(VERSION) $(DESTDIR)$(LIBDIR)/libhostmem.so.$(SOVERSION)
+	ln -sf libhostmem.so.$(SOVERSION) $(DESTDIR)$(LIBDIR)/libhostmem.so
+	$(INSTALL) -m 644 include/hostmem.h $(DESTDIR)$(INCLUDEDIR)/hostmem.h
+	$(INSTALL) -m 644 $(B)/hostmem.pc $(DESTDIR)$(PKGCONFIGDIR)/hostmem.pc
+	$(INSTALL) -m 755 $(B)/hostmem $(DESTDIR)$(BINDIR)/hostmem
+	$(INSTALL) -m 644 docs/hostmem.1 $(DESTDIR)$(MANDIR)/man1/hostmem.1
+
+uninstall:
+	rm -f $(DESTDIR)$(LIBDIR)/libhostmem.a $(DESTDIR)$(LIBDIR)/libhostmem.so.$(VERSION) \
+	    $(DESTDIR)$(LIBDIR)/libhostmem.so.$(SOVERSION) $(DESTDIR)$(LIBDIR)/libhostmem.so \
+	    $(DESTDIR)$(INCLUDEDIR)/hostmem.h $(DESTDIR)$(PKGCONFIGDIR)/hostmem.pc \
+	    $(DESTDIR)$(BINDIR)/hostmem $(DESTDIR)$(MANDIR)/man1/hostmem.1

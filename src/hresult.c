@@ -97,6 +97,7 @@ static const struct {
     {HOST_E_TIMEOUT, "HOST_E_TIMEOUT"},
     {HOST_E_NOT_OWNER, "HOST_E_NOT_OWNER"},
     {HOST_E_ABANDONED, "HOST_E_ABANDONED"},
+    {HOSTMEM_E_CONTENTS_LOST, "HOSTMEM_E_CONTENTS_LOST"},
 };
 
 const char *hostmem_result_name(HRESULT hr)

@@ -1,98 +1,151 @@
 /*
- * hostmem.c - the command-line tool. For now one subcommand, demo: a short
- * walk through the four virtual-memory methods with the region map printed
- * after each step (issue 5 grows it into the full tool).
+ * hostmem.c - the command-line tool: demo (the main job), replay, info.
+ * Exit codes: 0 success, 1 a failed expectation or statement, 2 usage or
+ * syntax error, 3 the manager could not be created.
  */
 #define COBJMACROS
-#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
-#include "hostmem.h"
+#include "cli.h"
 
-static const char *name(HRESULT hr)
+static const char usage[] =
+    "usage: hostmem [--help] [--version] [COMMAND [OPTIONS] [ARGS]]\n"
+    "A host memory manager (IHostMemoryManager) for Linux.\n"
+    "Commands:\n"
+    "  demo            a walk through the whole contract (the default)\n"
+    "  replay [FILE]   run a script of manager operations (see hostmem replay --help)\n"
+    "  info            this machine as hostmem sees it\n"
+    "  help [COMMAND]  this text, or a command's\n"
+    "Exit codes: 0 success; 1 an expectation, check or statement failed; 2 usage or\n"
+    "syntax error; 3 the manager could not be created. See hostmem(1), docs/cli.md.\n";
+
+static long read_number(const char *path)
 {
-    static char buffer[16];
-    const char *n = hostmem_result_name(hr);
-    if (n)
-        return n;
-    snprintf(buffer, sizeof buffer, "0x%08X", (unsigned)hr);
-    return buffer;
+    FILE *f = fopen(path, "r");
+    long v = -1;
+    if (f) {
+        if (fscanf(f, "%ld", &v) != 1)
+            v = -1;
+        fclose(f);
+    }
+    return v;
 }
 
-static void show(IHostMemoryManager *m, const char *title)
+static long count_lines(const char *path)
 {
-    printf("\n-- %s\n", title);
-    hostmem_print_map(m, stdout);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return -1;
+    long n = 0;
+    int c;
+    while ((c = fgetc(f)) != EOF)
+        n += c == '\n';
+    fclose(f);
+    return n;
 }
 
-static int demo(void)
+static const char info_help[] =
+    "usage: hostmem info [--json]\n"
+    "Page size, allocation granularity, overcommit mode, vm.max_map_count, kernel\n"
+    "mappings in use, the budget a manager with default settings applies (the\n"
+    "cgroup's limit), and the memory load.\n";
+
+int cmd_info(int argc, char **argv)
 {
+    bool json = false;
+    for (int i = 0; i < argc; i++) {
+        if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
+            fputs(info_help, stdout);
+            return EXIT_OK;
+        }
+        if (!strcmp(argv[i], "--json")) {
+            json = true;
+            continue;
+        }
+        fprintf(stderr, "hostmem info: unknown argument '%s' (see hostmem info --help)\n", argv[i]);
+        return EXIT_USAGE;
+    }
     IHostMemoryManager *m;
     HRESULT hr = hostmem_create(NULL, &m);
     if (hr != S_OK) {
-        fprintf(stderr, "hostmem: cannot create a manager: %s\n", name(hr));
-        return 1;
+        char rn[16];
+        fprintf(stderr, "hostmem info: cannot create a manager: %s\n", cli_result_name(hr, rn, sizeof rn));
+        return EXIT_MANAGER;
     }
-    printf("hostmem %s demo: page %zu bytes, allocation granularity %zu bytes\n",
-           HOSTMEM_VERSION_STRING, hostmem_page_size(), hostmem_granularity());
-
-    void *base = NULL, *got = NULL;
-    hr = IHostMemoryManager_VirtualAlloc(m, NULL, 192 * 1024, MEM_RESERVE, PAGE_READWRITE,
-                                         eTaskCritical, &base);
-    printf("VirtualAlloc(NULL, 192K, MEM_RESERVE, PAGE_READWRITE) -> %s, %p\n", name(hr), base);
-    hr = IHostMemoryManager_VirtualAlloc(m, (char *)base + 4096, 8192, MEM_COMMIT, PAGE_READWRITE,
-                                         eTaskCritical, &got);
-    printf("VirtualAlloc(base+4K, 8K, MEM_COMMIT, PAGE_READWRITE) -> %s, %p\n", name(hr), got);
-    memset(got, 0x5A, 8192);
-    DWORD old = 0;
-    hr = IHostMemoryManager_VirtualProtect(m, (char *)base + 8192, 4096, PAGE_READONLY, &old);
-    printf("VirtualProtect(base+8K, 4K, PAGE_READONLY) -> %s, old protection %#x\n", name(hr),
-           (unsigned)old);
-    show(m, "region map after reserve, commit and protect");
-
-    MEMORY_BASIC_INFORMATION info;
-    SIZE_T written;
-    void *probes[] = {base, (char *)base + 4096, (char *)base + 8192, (char *)base + 64 * 1024,
-                      (void *)&demo, &info};
-    const char *labels[] = {"reservation base", "committed page", "read-only page",
-                            "reserved page", "this program's code", "a stack variable"};
-    printf("\n-- VirtualQuery\n");
-    for (size_t i = 0; i < sizeof probes / sizeof probes[0]; i++) {
-        hr = IHostMemoryManager_VirtualQuery(m, probes[i], &info, sizeof info, &written);
-        printf("%-20s %p: %s state %#7x protect %#5x type %#8x region %zu KiB\n", labels[i],
-               probes[i], name(hr), (unsigned)info.State, (unsigned)info.Protect,
-               (unsigned)info.Type, info.RegionSize / 1024);
-    }
-
-    int on_stack = 0;
-    hr = IHostMemoryManager_VirtualFree(m, &on_stack, 0, MEM_RELEASE);
-    printf("\nVirtualFree(a stack address, 0, MEM_RELEASE) -> %s (memory the host never handed out)\n",
-           name(hr));
-    hr = IHostMemoryManager_VirtualFree(m, (char *)base + 4096, 4096, MEM_DECOMMIT);
-    printf("VirtualFree(base+4K, 4K, MEM_DECOMMIT) -> %s\n", name(hr));
-    hr = IHostMemoryManager_VirtualAlloc(m, (char *)base + 4096, 4096, MEM_COMMIT, PAGE_READWRITE,
-                                         eTaskCritical, &got);
-    printf("VirtualAlloc(base+4K, 4K, MEM_COMMIT) -> %s; first byte now %d (recommitted pages read zero)\n",
-           name(hr), *(unsigned char *)got);
-    show(m, "region map after decommit and recommit");
-
-    hr = IHostMemoryManager_VirtualFree(m, base, 0, MEM_RELEASE);
-    printf("\nVirtualFree(base, 0, MEM_RELEASE) -> %s\n", name(hr));
-    hr = IHostMemoryManager_VirtualFree(m, base, 0, MEM_RELEASE);
-    printf("VirtualFree(base, 0, MEM_RELEASE) again -> %s\n", name(hr));
-    show(m, "region map after release (empty)");
+    hostmem_stats s;
+    memset(&s, 0, sizeof s);
+    s.size = sizeof s;
+    hostmem_get_stats(m, &s);
+    DWORD load = 0;
+    SIZE_T available = 0;
+    HRESULT load_hr = IHostMemoryManager_GetMemoryLoad(m, &load, &available);
     IHostMemoryManager_Release(m);
-    return 0;
+    long overcommit = read_number("/proc/sys/vm/overcommit_memory");
+    long max_maps = read_number("/proc/sys/vm/max_map_count");
+    long maps = count_lines("/proc/self/maps");
+    static const char *modes[] = {"heuristic", "always", "never (strict accounting)"};
+    if (json) {
+        printf("{\"version\": \"%s\", \"page_size\": %zu, \"granularity\": %zu, \"overcommit_memory\": %ld, "
+               "\"max_map_count\": %ld, \"kernel_mappings\": %ld, \"default_commit_limit\": %zu, "
+               "\"memory_load\": %d, \"available_bytes\": %zu}\n",
+               HOSTMEM_VERSION_STRING, hostmem_page_size(), hostmem_granularity(), overcommit, max_maps, maps,
+               s.commit_limit, load_hr == S_OK ? (int)load : -1, load_hr == S_OK ? (size_t)available : 0);
+        return EXIT_OK;
+    }
+    char a[32];
+    printf("hostmem %s\n", HOSTMEM_VERSION_STRING);
+    printf("page size              %zu bytes\n", hostmem_page_size());
+    printf("allocation granularity %zu bytes\n", hostmem_granularity());
+    printf("overcommit mode        %ld (%s)\n", overcommit,
+           overcommit >= 0 && overcommit <= 2 ? modes[overcommit] : "unknown");
+    printf("vm.max_map_count       %ld\n", max_maps);
+    printf("kernel mappings        %ld in use by this process\n", maps);
+    printf("default budget         %s\n",
+           s.commit_limit ? cli_size_text(s.commit_limit, a, sizeof a) : "none (no cgroup memory limit)");
+    if (load_hr == S_OK)
+        printf("memory load            %u%%, %s available\n", (unsigned)load, cli_size_text(available, a, sizeof a));
+    else
+        printf("memory load            unknown (/proc/meminfo unreadable)\n");
+    return EXIT_OK;
 }
 
 int main(int argc, char **argv)
 {
-    if (argc < 2 || strcmp(argv[1], "demo") == 0)
-        return demo();
-    if (strcmp(argv[1], "--version") == 0) {
-        printf("hostmem %s\n", HOSTMEM_VERSION_STRING);
-        return 0;
+    if (argc < 2)
+        return cmd_demo(0, argv + 1);
+    const char *command = argv[1];
+    if (!strcmp(command, "--help") || !strcmp(command, "-h")) {
+        fputs(usage, stdout);
+        return EXIT_OK;
     }
-    fprintf(stderr, "usage: hostmem [demo|--version]\n");
-    return 2;
+    if (!strcmp(command, "--version")) {
+        printf("hostmem %s\n", HOSTMEM_VERSION_STRING);
+        return EXIT_OK;
+    }
+    if (!strcmp(command, "help")) {
+        if (argc < 3) {
+            fputs(usage, stdout);
+            return EXIT_OK;
+        }
+        char *help[] = {(char *)"--help", NULL};
+        if (!strcmp(argv[2], "demo"))
+            return cmd_demo(1, help);
+        if (!strcmp(argv[2], "replay"))
+            return cmd_replay(1, help);
+        if (!strcmp(argv[2], "info"))
+            return cmd_info(1, help);
+        fprintf(stderr, "hostmem help: no command '%s'\n", argv[2]);
+        return EXIT_USAGE;
+    }
+    if (!strcmp(command, "demo"))
+        return cmd_demo(argc - 2, argv + 2);
+    if (!strcmp(command, "replay"))
+        return cmd_replay(argc - 2, argv + 2);
+    if (!strcmp(command, "info"))
+        return cmd_info(argc - 2, argv + 2);
+    if (command[0] == '-')
+        return cmd_demo(argc - 1, argv + 1); /* options for the default command */
+    fprintf(stderr, "hostmem: unknown command '%s' (see hostmem --help)\n", command);
+    return EXIT_USAGE;
 }
