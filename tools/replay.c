@@ -36,6 +36,7 @@ struct loc {
 
 enum symbol_kind { S_REGION, S_HEAP, S_BLOCK };
 struct symbol {
+    unsigned seq; /* when it was last given a value: the newest name wins */
     char name[40];
     enum symbol_kind kind;
     uintptr_t address;
@@ -435,6 +436,7 @@ struct run {
     void *libc_block;
     char *stack_area;
     bool defined[MAX_SYMBOLS];
+    unsigned seq;
 };
 
 static uintptr_t resolve(struct run *r, const struct loc *l)
@@ -465,7 +467,8 @@ static const char *symbolize(struct run *r, uintptr_t a, char *buffer, size_t si
         if (!r->defined[i] || y->kind == S_HEAP)
             continue;
         if (a >= y->address && a - y->address < (y->size ? y->size : 1) &&
-            (best < 0 || y->address > r->s->symbols[best].address))
+            (best < 0 || y->address > r->s->symbols[best].address ||
+             (y->address == r->s->symbols[best].address && y->seq > r->s->symbols[best].seq)))
             best = i;
     }
     if (best >= 0) {
@@ -592,6 +595,7 @@ static int execute(struct run *r)
                     y->size = end - (uintptr_t)out;
                 }
                 r->defined[st->target] = true;
+                y->seq = ++r->seq;
                 snprintf(detail, sizeof detail, " %s, %s", y->name, cli_size_text(y->size, b2, sizeof b2));
             }
             break;
@@ -667,6 +671,7 @@ static int execute(struct run *r)
                 y->address = (uintptr_t)out;
                 y->size = st->size;
                 r->defined[st->target] = true;
+                y->seq = ++r->seq;
                 snprintf(detail, sizeof detail, " %s", y->name);
             }
             break;
