@@ -66,17 +66,24 @@ tests: $(addprefix $(B)/tests/,$(TEST_NAMES) $(EMBED_TESTS)) $(B)/tests/cxx_head
 # After the C tests: tests/test_install.sh installs into a temporary prefix and
 # builds a program against it through pkg-config. tests/run.sh runs it (and records
 # its counts in build/results) through a one-line wrapper in $(B)/install-test.
-check-plain: tests $(B)/install-test/test_install
+check-plain: tests $(B)/install-test/test_install $(B)/cli-test/test_cli
 	sh tests/run.sh plain $(B)/tests
 	MAKE="$(MAKE)" sh tests/run.sh plain $(B)/install-test
+	sh tests/run.sh plain $(B)/cli-test
+# tests/test_cli.sh drives the tool built in $(B) (plain, and under ASan+UBSan).
+$(B)/cli-test/test_cli: tests/test_cli.sh $(B)/hostmem
+	mkdir -p $(@D)
+	printf '#!/bin/sh\nexec sh "%s/tests/test_cli.sh" "%s/$(B)/hostmem"\n' "$(CURDIR)" "$(CURDIR)" > $@
+	chmod +x $@
 $(B)/install-test/test_install: tests/test_install.sh
 	mkdir -p $(@D)
 	printf '#!/bin/sh\nexec sh "%s/tests/test_install.sh" "$$@"\n' "$(CURDIR)" > $@
 	chmod +x $@
 
 check-asan:
-	$(MAKE) --no-print-directory B=build/asan OPT="-O1 -g -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer" tests
+	$(MAKE) --no-print-directory B=build/asan OPT="-O1 -g -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer" tests build/asan/cli-test/test_cli
 	HOSTMEM_ITERATIONS=4000 HOSTMEM_SCALE=100000 HOSTMEM_SKIP_MAP_LIMIT=1 ASAN_OPTIONS=detect_leaks=1 sh tests/run.sh asan build/asan/tests
+	ASAN_OPTIONS=detect_leaks=1 sh tests/run.sh asan build/asan/cli-test
 
 check-tsan:
 	$(MAKE) --no-print-directory B=build/tsan OPT="-O1 -g -fsanitize=thread" tests
