@@ -36,6 +36,7 @@ static int fault_persistent; /* and every call after it */
 static int fault_calls;      /* calls seen since armed */
 static int fault_fired;
 static int fault_first_was_discard; /* madvise(DONTNEED) cannot be undone */
+static int discarded_before_fault;  /* ... nor can what follows one */
 static int in_discard;
 
 static int should_fail(void)
@@ -69,6 +70,8 @@ static int f_discard(void *a, size_t s)
     in_discard = 1;
     int fail = should_fail();
     in_discard = 0;
+    if (!fail && !fault_fired)
+        discarded_before_fault = 1;
     return fail ? EINVAL : hostmem_os_linux.discard(a, s);
 }
 static int f_reset(void *a, size_t s)
@@ -100,6 +103,7 @@ static void arm(int at, int persistent)
     fault_calls = 0;
     fault_fired = 0;
     fault_first_was_discard = 0;
+    discarded_before_fault = 0;
 }
 
 /* ---- snapshots: everything a failed call must leave as it was -------------------- */
@@ -175,6 +179,11 @@ static HRESULT op_decommit(struct fixture *f)
 {
     return f->m->lpVtbl->VirtualFree(f->m, f->base + 1 * P, 5 * P, MEM_DECOMMIT);
 }
+static HRESULT op_decommit_run(struct fixture *f)
+{
+    /* a whole run of equal protection: the discard may come first */
+    return f->m->lpVtbl->VirtualFree(f->m, f->base + 4 * P, 4 * P, MEM_DECOMMIT);
+}
 static HRESULT op_release(struct fixture *f)
 {
     return f->m->lpVtbl->VirtualFree(f->m, f->base, 0, MEM_RELEASE);
@@ -205,6 +214,7 @@ static const struct {
     {"reserve", op_reserve, 0},         {"reserve_commit", op_reserve_commit, 0},
     {"reserve_big", op_reserve_big, 0}, {"commit_mixed", op_commit_mixed, 1},
     {"commit_rw", op_commit_rw, 1},     {"decommit", op_decommit, 1},
+    {"decommit_run", op_decommit_run, 1},
     {"release", op_release, 1},         {"protect", op_protect, 1},
     {"reset", op_reset, 1},             {"query_foreign", op_query_foreign, 0},
 };
@@ -248,7 +258,7 @@ static void sweep(uint32_t flags)
                 hostmem_os = &faulty;
                 arm(at, persistent);
                 HRESULT hr = operations[o].run(&f);
-                int fired = fault_fired, discard = fault_first_was_discard;
+                int fired = fault_fired, discard = fault_first_was_discard || discarded_before_fault;
                 arm(0, 0);
                 hostmem_os = &hostmem_os_linux;
                 sweep_runs++;
