@@ -63,6 +63,7 @@ struct slab {
     char *bump;
     size_t bump_left;
     size_t bytes; /* bytes obtained from the OS */
+    size_t next_chunk; /* bump chunks grow: 64 KiB, doubling, to 2 MiB (huge pages) */
 };
 void *slab_alloc(struct slab *s, size_t size) HIDDEN;              /* owner's lock held */
 void slab_free(struct slab *s, void *p, size_t size) HIDDEN;       /* owner's lock held */

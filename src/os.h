@@ -40,6 +40,8 @@ struct hostmem_os_ops {
     int (*reset)(void *address, size_t size);     /* MADV_FREE: contents may be dropped */
     /* Walks /proc/self/maps in address order without allocating heap memory. */
     int (*walk_mappings)(os_mapping_fn fn, void *context);
+    /* Asks for transparent huge pages on a 2 MiB-aligned range (a hint: may be NULL). */
+    int (*advise_huge)(void *address, size_t size);
     /* Reads a small file (/proc, /sys) into buffer, NUL-terminated; *length = bytes read. */
     int (*read_file)(const char *path, char *buffer, size_t size, size_t *length);
 };

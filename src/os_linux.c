@@ -188,6 +188,17 @@ static int linux_walk_mappings(os_mapping_fn fn, void *context)
     return result;
 }
 
+static int linux_advise_huge(void *address, size_t size)
+{
+#ifdef MADV_HUGEPAGE
+    return madvise(address, size, MADV_HUGEPAGE) ? errno : 0;
+#else
+    (void)address;
+    (void)size;
+    return 0;
+#endif
+}
+
 static int linux_read_file(const char *path, char *buffer, size_t size, size_t *length)
 {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
@@ -221,6 +232,7 @@ const struct hostmem_os_ops hostmem_os_linux = {
     .reset = linux_reset,
     .walk_mappings = linux_walk_mappings,
     .read_file = linux_read_file,
+    .advise_huge = linux_advise_huge,
 };
 
 const struct hostmem_os_ops *hostmem_os = &hostmem_os_linux;

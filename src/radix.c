@@ -53,6 +53,43 @@ static inline bool covers_slot(uintptr_t slot, uintptr_t start, uintptr_t end)
     return start <= slot << LEAF_SHIFT && end >= (slot + 1) << LEAF_SHIFT;
 }
 
+/*
+ * Leaves come from 2 MiB chunks backed by huge pages where the kernel allows:
+ * a random lookup over a million reservations then misses the TLB far less.
+ * A chunk is carved with a compare-and-swap on one word; leaves are never freed.
+ */
+#define LEAF_CHUNK ((size_t)2 << 20)
+static _Atomic uintptr_t leaf_pool; /* next free byte; a chunk's end is 2 MiB aligned */
+
+static void *leaf_new(size_t bytes)
+{
+    for (;;) {
+        uintptr_t next = atomic_load_explicit(&leaf_pool, memory_order_acquire);
+        uintptr_t used = next & (LEAF_CHUNK - 1); /* 0: no chunk, or the chunk is spent */
+        if (used && used + bytes <= LEAF_CHUNK) {
+            if (atomic_compare_exchange_weak_explicit(&leaf_pool, &next, next + bytes,
+                                                      memory_order_acq_rel, memory_order_acquire))
+                return (void *)next;
+            continue;
+        }
+        void *p;
+        if (hostmem_os->map(NULL, 2 * LEAF_CHUNK, OS_PROT_READ | OS_PROT_WRITE, 0, &p))
+            return NULL;
+        uintptr_t a = (uintptr_t)p, aligned = (a + LEAF_CHUNK - 1) & ~(uintptr_t)(LEAF_CHUNK - 1);
+        if (aligned > a)
+            hostmem_os->unmap(p, aligned - a);
+        if (a + LEAF_CHUNK > aligned)
+            hostmem_os->unmap((void *)(aligned + LEAF_CHUNK), a + LEAF_CHUNK - aligned);
+        if (hostmem_os->advise_huge)
+            hostmem_os->advise_huge((void *)aligned, LEAF_CHUNK);
+        /* the first leaf is ours; the rest of the chunk is offered to everyone
+         * (if another thread refilled the pool meanwhile, the rest goes unused) */
+        atomic_compare_exchange_strong_explicit(&leaf_pool, &next, aligned + bytes, memory_order_acq_rel,
+                                                memory_order_acquire);
+        return (void *)aligned;
+    }
+}
+
 HRESULT radix_prepare(uintptr_t start, uintptr_t end, bool whole_ok)
 {
     if (end > ADDRESS_LIMIT || start >= end)
@@ -63,15 +100,14 @@ HRESULT radix_prepare(uintptr_t start, uintptr_t end, bool whole_ok)
             return E_OUTOFMEMORY; /* cannot happen: such a slot is cleared before reuse */
         if (v || (whole_ok && covers_slot(slot, start, end)))
             continue;
-        void *fresh;
         size_t bytes = leaf_entries() * sizeof(uintptr_t);
-        int err = hostmem_os->map(NULL, bytes, OS_PROT_READ | OS_PROT_WRITE, 0, &fresh);
-        if (err)
+        void *fresh = leaf_new(bytes);
+        if (!fresh)
             return E_OUTOFMEMORY;
         uintptr_t expected = 0;
-        if (!atomic_compare_exchange_strong_explicit(&radix_top[slot], &expected, (uintptr_t)fresh,
-                                                     memory_order_acq_rel, memory_order_acquire))
-            hostmem_os->unmap(fresh, bytes); /* another thread installed one */
+        /* a leaf that loses the race stays unused: leaves are never given back */
+        atomic_compare_exchange_strong_explicit(&radix_top[slot], &expected, (uintptr_t)fresh,
+                                                memory_order_acq_rel, memory_order_acquire);
     }
     return S_OK;
 }
