@@ -475,22 +475,25 @@ static HRESULT span_new(struct heap *h, struct tcache *c, unsigned size_class,
     return S_OK;
 }
 
-/* Gives a span's pages back (no lock held; s is owned by the caller and empty). */
-static void span_retire(struct heap *h, struct span *s)
+/* Gives a span's pages back (no lock held; s is owned by the caller and empty).
+ * E_FAIL if the manager could not (it is then disabled); the caller says so. */
+static HRESULT span_retire(struct heap *h, struct span *s)
 {
     /* the segment is the reservation holding s */
     struct reservation *r = entry_pointer(radix_load((uintptr_t)s));
     uintptr_t base = atomic_load_explicit(&r->base, memory_order_relaxed);
     struct segment *g = (struct segment *)base;
     s->magic = 0;
-    if (vm_free_ex(h->m, s, SPAN_SIZE, MEM_DECOMMIT, VM_HEAP) != S_OK)
-        return; /* keeps its pages; still owned by nobody: harmless */
+    HRESULT hr = vm_free_ex(h->m, s, SPAN_SIZE, MEM_DECOMMIT, VM_HEAP);
+    if (hr != S_OK)
+        return hr == E_FAIL ? E_FAIL : S_OK; /* kept committed, used by nobody: harmless */
     unsigned k = (unsigned)(((uintptr_t)s - base) >> SPAN_SHIFT);
     if (lock_enter(h->m, h->lock) == S_OK) {
         atomic_store_explicit(&g->span_used[k], 0, memory_order_relaxed);
         g->free_spans++;
         lock_leave(h->m, h->lock);
     }
+    return S_OK;
 }
 
 #define MAX_EMPTY 16 /* empty spans (1 MiB) a cache keeps committed, to spare the kernel */
@@ -502,7 +505,7 @@ static bool memory_low(struct heap *h)
 
 /* An empty span the owner holds: keep up to MAX_EMPTY for any class, give the
  * rest back (all of them while memory is low). */
-static void span_empty(struct heap *h, struct tcache *c, struct span *s)
+static HRESULT span_empty(struct heap *h, struct tcache *c, struct span *s)
 {
     if (s->listed)
         partial_remove(c, s);
@@ -510,10 +513,11 @@ static void span_empty(struct heap *h, struct tcache *c, struct span *s)
         s->next = c->empty;
         c->empty = s;
         c->empties++;
-        return;
+        return S_OK;
     }
-    span_retire(h, s);
+    HRESULT hr = span_retire(h, s);
     policy_deliver(h->m);
+    return hr;
 }
 
 /* Memory is low: blocks in the magazines go back to their spans. */
@@ -646,9 +650,15 @@ static HRESULT large_free(struct heap *h, uintptr_t p)
         lock_leave(h->m, h->lock);
         return HOST_E_INVALIDOPERATION; /* not a block of this heap, or freed already */
     }
+    struct entry kept = *e;
     table_remove(&h->large, e);
     lock_leave(h->m, h->lock);
     hr = vm_free_ex(h->m, (void *)p, 0, MEM_RELEASE, VM_HEAP);
+    if (hr != S_OK && hr != E_FAIL && lock_enter(h->m, h->lock) == S_OK) {
+        /* the kernel refused: the block stays live, as if Free had not been called */
+        table_put(&h->large, kept);
+        lock_leave(h->m, h->lock);
+    }
     policy_deliver(h->m);
     return hr;
 }
@@ -781,7 +791,7 @@ static HRESULT heap_free(struct heap *h, void *pointer)
                 atomic_compare_exchange_strong(&s->full, &one, 0))
                 partial_insert(c, s);
             if (used == 0 && s->listed)
-                span_empty(h, c, s);
+                return span_empty(h, c, s); /* E_FAIL: the block is freed, the manager is not well */
         }
         return S_OK;
     }

@@ -60,6 +60,7 @@ static inline bool covers_slot(uintptr_t slot, uintptr_t start, uintptr_t end)
  */
 #define LEAF_CHUNK ((size_t)2 << 20)
 static _Atomic uintptr_t leaf_pool; /* next free byte; a chunk's end is 2 MiB aligned */
+_Atomic size_t radix_leaf_bytes HIDDEN; /* address space kept for leaves (tests account for it) */
 
 static void *leaf_new(size_t bytes)
 {
@@ -82,6 +83,7 @@ static void *leaf_new(size_t bytes)
             hostmem_os->unmap((void *)(aligned + LEAF_CHUNK), a + LEAF_CHUNK - aligned);
         if (hostmem_os->advise_huge)
             hostmem_os->advise_huge((void *)aligned, LEAF_CHUNK);
+        atomic_fetch_add(&radix_leaf_bytes, LEAF_CHUNK);
         /* the first leaf is ours; the rest of the chunk is offered to everyone
          * (if another thread refilled the pool meanwhile, the rest goes unused) */
         atomic_compare_exchange_strong_explicit(&leaf_pool, &next, aligned + bytes, memory_order_acq_rel,

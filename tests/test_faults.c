@@ -15,6 +15,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <string.h>
 
 #include "os.h"
@@ -39,11 +40,16 @@ static int fault_first_was_discard; /* madvise(DONTNEED) cannot be undone */
 static int discarded_before_fault;  /* ... nor can what follows one */
 static int in_discard;
 
+static const char *current_call = "?";
+
 static int should_fail(void)
 {
     if (!fault_at)
         return 0;
     fault_calls++;
+    if (getenv("FAULT_TRACE"))
+        fprintf(stderr, "    call %d: %s%s\n", fault_calls, current_call,
+                fault_calls == fault_at || (fault_persistent && fault_calls > fault_at) ? " (fails)" : "");
     if (fault_calls == fault_at || (fault_persistent && fault_calls > fault_at)) {
         if (!fault_fired)
             fault_first_was_discard = in_discard;
@@ -53,20 +59,38 @@ static int should_fail(void)
     return 0;
 }
 
+/* Address space mapped minus unmapped through the seam: what hostmem holds. */
+static _Atomic long long net_mapped;
+extern _Atomic size_t radix_leaf_bytes;
+
 static int f_map(void *hint, size_t size, int prot, int fixed, void **out)
 {
-    return should_fail() ? ENOMEM : hostmem_os_linux.map(hint, size, prot, fixed, out);
+    current_call = "map";
+    if (should_fail())
+        return ENOMEM;
+    int err = hostmem_os_linux.map(hint, size, prot, fixed, out);
+    if (!err)
+        atomic_fetch_add(&net_mapped, (long long)size);
+    return err;
 }
 static int f_unmap(void *a, size_t s)
 {
-    return should_fail() ? ENOMEM : hostmem_os_linux.unmap(a, s);
+    current_call = "unmap";
+    if (should_fail())
+        return ENOMEM;
+    int err = hostmem_os_linux.unmap(a, s);
+    if (!err)
+        atomic_fetch_sub(&net_mapped, (long long)s);
+    return err;
 }
 static int f_protect(void *a, size_t s, int p)
 {
+    current_call = "protect";
     return should_fail() ? ENOMEM : hostmem_os_linux.protect(a, s, p);
 }
 static int f_discard(void *a, size_t s)
 {
+    current_call = "discard";
     in_discard = 1;
     int fail = should_fail();
     in_discard = 0;
@@ -107,6 +131,8 @@ static void arm(int at, int persistent)
 }
 
 /* ---- snapshots: everything a failed call must leave as it was -------------------- */
+#define E_UNEXPECTED_FREE ((HRESULT)0x8000FFFFL)
+#define E_LOST_CONTENTS ((HRESULT)0x8000FFFEL)
 #define SNAP_PAGES 48
 struct snapshot {
     MEMORY_BASIC_INFORMATION info[SNAP_PAGES];
@@ -206,11 +232,92 @@ static HRESULT op_query_foreign(struct fixture *f)
     return f->m->lpVtbl->VirtualQuery(f->m, &local, &info, sizeof info, &n);
 }
 
+static HRESULT op_heap(struct fixture *f)
+{
+    IHostMalloc *h;
+    HRESULT hr = f->m->lpVtbl->CreateMalloc(f->m, MALLOC_THREADSAFE, &h);
+    if (hr != S_OK)
+        return hr;
+    void *small[40], *big = NULL;
+    int n = 0;
+    for (; n < 40; n++) {
+        hr = h->lpVtbl->Alloc(h, 3000, eTaskCritical, &small[n]);
+        if (hr != S_OK)
+            break;
+        memset(small[n], n, 3000);
+    }
+    if (hr == S_OK)
+        hr = h->lpVtbl->Alloc(h, 200000, eTaskCritical, &big);
+    for (int i = 0; i < n; i++) {
+        const unsigned char *b = small[i];
+        if (b[0] != (unsigned char)i || b[2999] != (unsigned char)i)
+            hr = E_LOST_CONTENTS;
+        HRESULT freed = h->lpVtbl->Free(h, small[i]);
+        if (freed == E_FAIL || freed == HOST_E_CLRNOTAVAILABLE) {
+            if (hr == S_OK)
+                hr = E_FAIL; /* the manager gave up (checked below) */
+        } else if (freed != S_OK && hr == S_OK) {
+            if (getenv("FAULT_TRACE"))
+                fprintf(stderr, "    Free(block %d) -> 0x%08X\n", i, (unsigned)freed);
+            hr = E_UNEXPECTED_FREE;
+        }
+    }
+    if (big) {
+        HRESULT freed = h->lpVtbl->Free(h, big);
+        if (freed == E_OUTOFMEMORY) {
+            /* refused by the kernel, nothing changed: the block is still live */
+            int at = fault_at;
+            fault_at = 0;
+            freed = h->lpVtbl->Free(h, big);
+            fault_at = at;
+            if (hr == S_OK)
+                hr = E_OUTOFMEMORY;
+        }
+        if (freed != S_OK && freed != E_FAIL && freed != HOST_E_CLRNOTAVAILABLE && hr == S_OK)
+            hr = E_UNEXPECTED_FREE;
+    }
+    h->lpVtbl->Release(h);
+    return hr;
+}
+static HRESULT op_load(struct fixture *f)
+{
+    DWORD load;
+    SIZE_T available;
+    return f->m->lpVtbl->GetMemoryLoad(f->m, &load, &available);
+}
+static HRESULT op_needs(struct fixture *f)
+{
+    void *p;
+    HRESULT hr = f->m->lpVtbl->VirtualAlloc(f->m, NULL, 1u << 20, MEM_RESERVE, PAGE_READWRITE, eTaskCritical, &p);
+    if (hr == S_OK)
+        hr = f->m->lpVtbl->VirtualFree(f->m, p, 0, MEM_RELEASE);
+    if (hr != S_OK)
+        return hr;
+    return f->m->lpVtbl->NeedsVirtualAddressSpace(f->m, NULL, 1u << 20);
+}
+static HRESULT op_create(struct fixture *f)
+{
+    (void)f;
+    IHostMemoryManager *other;
+    hostmem_config c = {sizeof c};
+    c.monitor_interval_ms = 1000;
+    HRESULT hr = hostmem_create(&c, &other);
+    /* the operation is the creation; its tear-down runs with faults paused */
+    int at = fault_at;
+    fault_at = 0;
+    if (hr == S_OK)
+        other->lpVtbl->Release(other);
+    fault_at = at;
+    return hr;
+}
+
 static const struct {
     const char *name;
     operation run;
     int changes; /* does a success change the fixture's reservation? */
 } operations[] = {
+    {"heap", op_heap, 0},               {"memory_load", op_load, 0},
+    {"needs_space", op_needs, 0},       {"create", op_create, 0},
     {"reserve", op_reserve, 0},         {"reserve_commit", op_reserve_commit, 0},
     {"reserve_big", op_reserve_big, 0}, {"commit_mixed", op_commit_mixed, 1},
     {"commit_rw", op_commit_rw, 1},     {"decommit", op_decommit, 1},
@@ -245,26 +352,44 @@ static long sweep_runs;
 
 static void sweep(uint32_t flags)
 {
+    const char *only = getenv("FAULT_ONLY"); /* for debugging one operation */
+    int only_at = getenv("FAULT_AT") ? atoi(getenv("FAULT_AT")) : 0;
     for (size_t o = 0; o < sizeof operations / sizeof operations[0]; o++) {
+        if (only && strcmp(only, operations[o].name))
+            continue;
         for (int persistent = 0; persistent < 2; persistent++) {
-            for (int at = 1; at < 64; at++) {
+            for (int at = only_at ? only_at : 1; at < 64; at++) {
                 struct fixture f;
+                long long net_before = atomic_load(&net_mapped);
+                size_t leaves_before = atomic_load(&radix_leaf_bytes);
+                hostmem_os = &faulty;
                 if (!fixture_make(&f, flags)) {
                     TEST_FAIL_AT("fixture");
                     return;
                 }
                 struct snapshot before, after;
                 snap(f.m, f.base, &before);
-                hostmem_os = &faulty;
                 arm(at, persistent);
                 HRESULT hr = operations[o].run(&f);
                 int fired = fault_fired, discard = fault_first_was_discard || discarded_before_fault;
                 arm(0, 0);
-                hostmem_os = &hostmem_os_linux;
                 sweep_runs++;
                 faults_injected += fired;
                 char why[256];
-                if (hr == E_FAIL) {
+                /* a manager that gave up says so on every later call */
+                MEMORY_BASIC_INFORMATION probe;
+                SIZE_T probe_n;
+                bool disabled = f.m->lpVtbl->VirtualQuery(f.m, f.base, &probe, sizeof probe, &probe_n) ==
+                                HOST_E_CLRNOTAVAILABLE;
+                if (disabled && hr != E_FAIL && hr != HOST_E_CLRNOTAVAILABLE)
+                    hr = E_FAIL; /* found out through a call that cannot return E_FAIL (Release) */
+                if (hr == HOST_E_CLRNOTAVAILABLE)
+                    hr = E_FAIL;
+                if (hr == E_UNEXPECTED_FREE) {
+                    TEST_FAIL_AT("%s: a block the heap handed out was refused by Free", operations[o].name);
+                } else if (hr == E_LOST_CONTENTS) {
+                    TEST_FAIL_AT("%s: a heap block lost its contents (fault at call %d)", operations[o].name, at);
+                } else if (hr == E_FAIL) {
                     /* Only when the change cannot be undone: a failed discard (part of
                      * the range may be gone), or an undo that failed too. */
                     if (!persistent && !discard)
@@ -295,6 +420,14 @@ static void sweep(uint32_t flags)
                     }
                 }
                 f.m->lpVtbl->Release(f.m);
+                hostmem_os = &hostmem_os_linux;
+                /* nothing leaked: every byte mapped is unmapped, but for new leaves of
+                 * the address map, which are kept for the process */
+                long long held = atomic_load(&net_mapped) - net_before;
+                long long leaves = (long long)(atomic_load(&radix_leaf_bytes) - leaves_before);
+                if (held != leaves)
+                    TEST_FAIL_AT("%s: fault at call %d (%s): %lld bytes of address space leaked",
+                                 operations[o].name, at, persistent ? "persistent" : "transient", held - leaves);
                 if (!fired)
                     break; /* the operation made fewer calls than at: sweep done */
             }
