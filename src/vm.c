@@ -406,14 +406,22 @@ static HRESULT alloc_reserve(struct manager *m, uintptr_t address, size_t size, 
     unsigned attr = (type & MEM_COMMIT) ? protect : 0;
     if (!policy_try_reserve(m, bytes))
         return policy_refuse(m, level); /* the address-space limit */
-    HRESULT hr = attr ? policy_charge(m, bytes, level) : S_OK; /* no lock held: may wait */
-    if (hr != S_OK) {
-        policy_unreserve(m, bytes);
-        return hr;
-    }
+    /* The address first (Windows checks it before the commit charge), then the
+     * budget: the reservation is not published yet, and no lock is held, so an
+     * appdomain-critical request may wait here. */
     struct reservation *r;
-    hr = arena_reserve(m, base, bytes, (type & MEM_TOP_DOWN) != 0,
-                       (flags & VM_ALIGN_4M) ? (size_t)4 << 20 : 0, attr, &r);
+    HRESULT hr = arena_reserve(m, base, bytes, (type & MEM_TOP_DOWN) != 0,
+                               (flags & VM_ALIGN_4M) ? (size_t)4 << 20 : 0, attr, &r);
+    bool charged = false;
+    if (hr == S_OK && attr) {
+        hr = policy_charge(m, bytes, level);
+        if (hr != S_OK) {
+            arena_abandon(m, r);
+            policy_unreserve(m, bytes);
+            return hr;
+        }
+        charged = true;
+    }
     if (hr == S_OK) {
         if (flags & VM_HEAP)
             r->flags |= RES_HEAP | RES_TOUCHED | ((flags & VM_HEAP_LARGE) ? RES_HEAP_LARGE : 0);
@@ -437,7 +445,7 @@ static HRESULT alloc_reserve(struct manager *m, uintptr_t address, size_t size, 
         atomic_fetch_add_explicit(&m->policy.os_refusals, 1, memory_order_relaxed);
     }
     if (hr != S_OK) {
-        policy_uncharge(m, attr ? bytes : 0);
+        policy_uncharge(m, charged ? bytes : 0);
         policy_unreserve(m, bytes);
         return hr;
     }
