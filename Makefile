@@ -66,10 +66,11 @@ tests: $(addprefix $(B)/tests/,$(TEST_NAMES) $(EMBED_TESTS)) $(B)/tests/cxx_head
 # After the C tests: tests/test_install.sh installs into a temporary prefix and
 # builds a program against it through pkg-config. tests/run.sh runs it (and records
 # its counts in build/results) through a one-line wrapper in $(B)/install-test.
-check-plain: tests $(B)/install-test/test_install $(B)/cli-test/test_cli
+check-plain: tests $(B)/install-test/test_install $(B)/cli-test/test_cli $(B)/fuzz-test/fuzz_corpus
 	sh tests/run.sh plain $(B)/tests
 	MAKE="$(MAKE)" sh tests/run.sh plain $(B)/install-test
 	sh tests/run.sh plain $(B)/cli-test
+	sh tests/run.sh plain $(B)/fuzz-test
 # tests/test_cli.sh drives the tool built in $(B) (plain, and under ASan+UBSan).
 $(B)/cli-test/test_cli: tests/test_cli.sh $(B)/hostmem
 	mkdir -p $(@D)
@@ -80,6 +81,12 @@ $(B)/install-test/test_install: tests/test_install.sh
 	printf '#!/bin/sh\nexec sh "%s/tests/test_install.sh" "$$@"\n' "$(CURDIR)" > $@
 	chmod +x $@
 
+# The fuzz target without libFuzzer: tests/fuzz_main.c replays every file of
+# tests/fuzz_corpus once (a regression test; make fuzz explores).
+$(B)/fuzz-test/fuzz_corpus: tests/fuzz_main.c tests/fuzz_model.c $(B)/libhostmem.a
+	mkdir -p $(@D)
+	$(CC) $(CFLAGS_BASE) $(OPT) -DFUZZ_CORPUS_DIR='"$(CURDIR)/tests/fuzz_corpus"' tests/fuzz_main.c tests/fuzz_model.c $(B)/libhostmem.a -o $@
+
 check-asan:
 	$(MAKE) --no-print-directory B=build/asan OPT="-O1 -g -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer" tests build/asan/cli-test/test_cli
 	HOSTMEM_ITERATIONS=4000 HOSTMEM_SCALE=100000 HOSTMEM_SKIP_MAP_LIMIT=1 ASAN_OPTIONS=detect_leaks=1 sh tests/run.sh asan build/asan/tests
@@ -89,6 +96,24 @@ check-tsan:
 	$(MAKE) --no-print-directory B=build/tsan OPT="-O1 -g -fsanitize=thread" tests
 	HOSTMEM_ITERATIONS=2000 HOSTMEM_SCALE=100000 HOSTMEM_SKIP_MAP_LIMIT=1 TSAN_OPTIONS=halt_on_error=1 sh tests/run.sh tsan build/tsan/tests
 
+# make fuzz [FUZZ_SECONDS=120]: tests/fuzz_model.c under libFuzzer with ASan+UBSan
+# (clang, libclang-rt-14-dev), seeded from tests/fuzz_corpus; new inputs go to
+# build/fuzz/corpus, findings to build/fuzz/ (crash-*, timeout-*), and fail the target.
+.PHONY: fuzz
+FUZZ_SECONDS ?= 120
+FUZZ_CC ?= clang
+FUZZ_FLAGS := -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
+FUZZ_OBJ := $(patsubst src/%.c,build/fuzz/obj/%.o,$(LIB_SRC))
+build/fuzz/obj/%.o: src/%.c src/*.h include/hostmem.h
+	@mkdir -p $(@D)
+	$(FUZZ_CC) $(CFLAGS_BASE) $(FUZZ_FLAGS) -fsanitize=fuzzer-no-link -fvisibility=hidden -c $< -o $@
+build/fuzz/fuzz_model: tests/fuzz_model.c $(FUZZ_OBJ)
+	$(FUZZ_CC) $(CFLAGS_BASE) $(FUZZ_FLAGS) -fsanitize=fuzzer tests/fuzz_model.c $(FUZZ_OBJ) -o $@
+fuzz: build/fuzz/fuzz_model
+	mkdir -p build/fuzz/corpus
+	./build/fuzz/fuzz_model -max_total_time=$(FUZZ_SECONDS) -timeout=10 -print_final_stats=1 \
+	    -artifact_prefix=build/fuzz/ build/fuzz/corpus tests/fuzz_corpus
+
 check: all
 	rm -f build/results
 	$(MAKE) --no-print-directory check-plain
@@ -96,12 +121,14 @@ check: all
 	$(MAKE) --no-print-directory check-tsan
 	sh tests/total.sh
 
-# Benchmarks: not tests. jemalloc and mimalloc are linked into the benchmark only.
-$(B)/bench_heap: bench/bench_heap.c $(B)/libhostmem.a
-	$(CC) $(CFLAGS_BASE) -O2 $< $(B)/libhostmem.a -lmimalloc -ljemalloc -o $@
+# Benchmarks (issue 6): not tests, never run by make check. jemalloc and mimalloc
+# are linked into the benchmark only. make bench [BENCH_ARGS=--quick|--json] writes
+# docs/bench.svg; build/bench --help lists the options.
+$(B)/bench: bench/bench.c $(B)/libhostmem.a
+	$(CC) $(CFLAGS_BASE) -O2 $< $(B)/libhostmem.a -lmimalloc -ljemalloc -lpthread -lm -o $@
 
-bench: $(B)/bench_heap
-	./$(B)/bench_heap
+bench: $(B)/bench
+	./$(B)/bench --svg docs/bench.svg $(BENCH_ARGS)
 
 clean:
 	rm -rf build

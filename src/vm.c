@@ -392,6 +392,8 @@ static HRESULT alloc_reserve(struct manager *m, uintptr_t address, size_t size, 
     uintptr_t base, end;
     bool overflow = false;
     if (address) {
+        if (address >= ADDRESS_LIMIT)
+            return HRESULT_FROM_WIN32(ERROR_INVALID_ADDRESS); /* outside user space, whatever the size */
         base = granule_down(address);
         end = page_up_checked(address, size, &overflow);
         if (overflow || end > ADDRESS_LIMIT)
