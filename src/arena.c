@@ -25,7 +25,8 @@
 
 static size_t arena_struct_bytes(uint32_t granules)
 {
-    return sizeof(struct arena) + ((granules + 63) / 64) * sizeof(uint64_t);
+    size_t bytes = sizeof(struct arena) + ((granules + 63) / 64) * sizeof(uint64_t);
+    return bytes < 64 ? 64 : bytes; /* never the 48-byte class, which is reservations' (slab.c) */
 }
 
 static int reserved_prot(const struct manager *m)
@@ -262,12 +263,10 @@ static void reservation_init(struct manager *m, struct reservation *r, struct ar
     atomic_store_explicit(&r->seq, seq + 1, memory_order_release);
     atomic_thread_fence(memory_order_release);
     atomic_store_explicit(&r->base, base, memory_order_relaxed);
-    atomic_store_explicit(&r->pages, size >> g_page_shift, memory_order_relaxed);
+    atomic_store_explicit(&r->size_protect, size >> g_page_shift, memory_order_relaxed);
     runs_init(r, attr);
-    atomic_store_explicit(&r->alloc_protect, 0, memory_order_relaxed);
     r->flags = a->standalone ? RES_STANDALONE : 0;
-    r->arena = a;
-    r->committed = attr ? size >> g_page_shift : 0;
+    r->arena_index = a->index;
     (void)m;
     atomic_store_explicit(&r->seq, seq + 2, memory_order_release);
 }
@@ -407,13 +406,13 @@ void arena_publish(struct manager *m, struct reservation *r)
 {
     uintptr_t base, span = reservation_span(r, &base);
     uintptr_t kind = (r->flags & RES_HEAP_LARGE) ? ENTRY_HEAP_LARGE : (r->flags & RES_HEAP) ? ENTRY_HEAP : 0;
-    radix_store_range(base, base + span, manager_tag(m) | (uintptr_t)r | kind, r->arena->standalone);
+    radix_store_range(base, base + span, manager_tag(m) | (uintptr_t)r | kind, res_arena(m, r)->standalone);
 }
 
 /* Gives r's granules and records back; its address-map entries are already gone. */
 static void give_back(struct manager *m, struct reservation *r, uintptr_t base, uintptr_t span)
 {
-    struct arena *a = r->arena;
+    struct arena *a = res_arena(m, r);
     if (a->standalone) {
         atomic_store_explicit(&m->arenas[a->index], NULL, memory_order_release);
         counter_sub(&m->mapping_estimate, 1);
@@ -429,14 +428,14 @@ static void give_back(struct manager *m, struct reservation *r, uintptr_t base, 
 static uintptr_t reservation_span(struct reservation *r, uintptr_t *base)
 {
     *base = atomic_load_explicit(&r->base, memory_order_relaxed);
-    size_t size = atomic_load_explicit(&r->pages, memory_order_relaxed) << g_page_shift;
+    size_t size = res_pages(r) << g_page_shift;
     return (size + g_granule - 1) & ~(uintptr_t)(g_granule - 1);
 }
 
 void arena_abandon(struct manager *m, struct reservation *r)
 {
     uintptr_t base, span = reservation_span(r, &base);
-    if (r->arena->standalone)
+    if (res_arena(m, r)->standalone)
         hostmem_os->unmap((void *)base, span);
     give_back(m, r, base, span);
 }
@@ -444,8 +443,8 @@ void arena_abandon(struct manager *m, struct reservation *r)
 void arena_unreserve(struct manager *m, struct reservation *r)
 {
     uintptr_t base, span = reservation_span(r, &base);
-    radix_store_range(base, base + span, r->arena->standalone ? 0 : slack_entry(m, r->arena),
-                      r->arena->standalone);
+    struct arena *a = res_arena(m, r);
+    radix_store_range(base, base + span, a->standalone ? 0 : slack_entry(m, a), a->standalone);
     runs_clear(&stripe_of(m, base)->slab, r);
     give_back(m, r, base, span);
 }

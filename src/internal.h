@@ -54,7 +54,7 @@ HRESULT lock_leave(struct manager *m, void *lock) HIDDEN;
 extern const hostmem_lock_ops lock_posix_ops HIDDEN;
 
 /* ---- slabs (slab.c): type-stable metadata memory ----------------------------- */
-#define SLAB_CLASSES 24 /* 32 B << class */
+#define SLAB_CLASSES 40 /* 32, 48, 64, 96, 128, ...: two classes a doubling */
 struct slab_chunk;
 struct slab {
     void *free_list[SLAB_CLASSES];       /* owner's lock held */
@@ -124,16 +124,37 @@ struct runbuf {
 #define RES_HEAP_LARGE 0x10u /* with RES_HEAP: a large block rather than a segment */
 
 struct arena;
+/*
+ * 48 bytes: the metadata budget is 64 per reservation, and the address map
+ * adds 8. The first word is the writers' alone (and the slab's free-list link
+ * while the slot is free: see slab.c); lock-free readers read the rest.
+ */
 struct reservation {
+    uint16_t flags;               /* RES_*: writers only */
+    uint16_t unused;
+    uint32_t arena_index;         /* its arena's slot in the manager's table: writers only */
     _Atomic uint64_t seq;         /* latch sequence, bumped by every change */
     _Atomic uintptr_t base;
-    _Atomic uint64_t pages;
+    _Atomic uint64_t size_protect; /* pages | allocation protection << 48 */
     _Atomic uintptr_t runs[2];    /* the two latch copies */
-    _Atomic uint32_t alloc_protect;
-    uint32_t flags;               /* RES_*: writers only */
-    struct arena *arena;          /* writers only */
-    uint64_t committed;           /* committed pages: writers only */
 };
+_Static_assert(sizeof(struct reservation) == 48, "a reservation is 48 bytes");
+#define RES_PAGES_MASK (((uint64_t)1 << 48) - 1)
+static inline uint64_t res_pages(const struct reservation *r)
+{
+    return atomic_load_explicit(&((struct reservation *)r)->size_protect, memory_order_relaxed) &
+           RES_PAGES_MASK;
+}
+static inline uint32_t res_alloc_protect(const struct reservation *r)
+{
+    return (uint32_t)(atomic_load_explicit(&((struct reservation *)r)->size_protect,
+                                           memory_order_relaxed) >> 48);
+}
+static inline void res_set_alloc_protect(struct reservation *r, uint32_t protect)
+{
+    atomic_store_explicit(&r->size_protect, res_pages(r) | (uint64_t)(protect & 0xFFFF) << 48,
+                          memory_order_relaxed);
+}
 
 /* A consistent snapshot of the run around one page, read without locks. */
 struct run_view {
@@ -148,6 +169,7 @@ int reservation_read(struct reservation *r, uintptr_t entry_expected, uintptr_t 
                      struct run_view *view) HIDDEN;
 
 /* Writers (stripe lock held). */
+uint64_t runs_committed(const struct reservation *r) HIDDEN; /* committed pages */
 uint32_t runs_count(const struct reservation *r) HIDDEN;
 uint64_t runs_get(const struct reservation *r, uint32_t i) HIDDEN;
 /* Pre-allocates what applying a change to [first, end) needs; S_OK or E_OUTOFMEMORY. */
@@ -260,6 +282,10 @@ struct manager {
 };
 
 static inline struct manager *manager_from(IHostMemoryManager *i) { return (struct manager *)i; }
+static inline struct arena *res_arena(struct manager *m, const struct reservation *r)
+{
+    return atomic_load_explicit(&m->arenas[r->arena_index], memory_order_relaxed);
+}
 static inline uintptr_t manager_tag(const struct manager *m)
 {
     return (uintptr_t)m->id << ENTRY_ID_SHIFT;

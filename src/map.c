@@ -44,7 +44,7 @@ static struct arena **arenas_sorted(struct manager *m, uint32_t *count)
 
 static uintptr_t span_of(struct reservation *r)
 {
-    size_t size = atomic_load_explicit(&r->pages, memory_order_relaxed) << g_page_shift;
+    size_t size = res_pages(r) << g_page_shift;
     return (size + g_granule - 1) & ~(uintptr_t)(g_granule - 1);
 }
 
@@ -215,7 +215,7 @@ static uint64_t check_runs(struct reservation *r, struct problem *p)
     uint64_t seq = atomic_load(&r->seq);
     if (seq & 1)
         complain(p, "reservation %p: odd latch sequence", (void *)r);
-    uint64_t pages = atomic_load(&r->pages);
+    uint64_t pages = res_pages(r);
     uintptr_t c0 = atomic_load(&r->runs[0]), c1 = atomic_load(&r->runs[1]);
     uint32_t n = runs_count(r);
     uint64_t committed = 0;
@@ -245,9 +245,9 @@ static uint64_t check_runs(struct reservation *r, struct problem *p)
             complain(p, "reservation %p: latch copies differ", (void *)r);
     }
     (void)c0;
-    if (r->committed != committed)
+    if (runs_committed(r) != committed)
         complain(p, "reservation %p: committed %ju, runs say %ju", (void *)r,
-                 (uintmax_t)r->committed, (uintmax_t)committed);
+                 (uintmax_t)runs_committed(r), (uintmax_t)committed);
     return committed;
 }
 
@@ -333,7 +333,7 @@ HRESULT hostmem_validate(IHostMemoryManager *manager, uint32_t flags, char *why,
             struct reservation *r = entry_pointer(e);
             uintptr_t rbase = atomic_load(&r->base);
             uintptr_t span = span_of(r);
-            if (rbase != g || r->arena != a) {
+            if (rbase != g || res_arena(m, r) != a) {
                 complain(&p, "granule %#jx: reservation %p does not start here", (uintmax_t)g,
                          (void *)r);
                 g += g_granule;
@@ -343,16 +343,16 @@ HRESULT hostmem_validate(IHostMemoryManager *manager, uint32_t flags, char *why,
             for (uintptr_t x = g; x < g + span; x += g_granule)
                 if (radix_load(x) != e)
                     complain(&p, "granule %#jx: not mapped to its reservation", (uintmax_t)x);
-            uint32_t ap = atomic_load(&r->alloc_protect);
+            uint32_t ap = res_alloc_protect(r);
             if (!protect_valid(ap))
                 complain(&p, "reservation %p: bad allocation protect %#x", (void *)r, ap);
             uint64_t c = check_runs(r, &p);
             reservations++;
-            reserved += atomic_load(&r->pages) << g_page_shift;
+            reserved += res_pages(r) << g_page_shift;
             committed += c << g_page_shift;
             if (flags & HOSTMEM_VALIDATE_KERNEL) {
                 uint32_t runs = runs_count(r);
-                uint64_t pages = atomic_load(&r->pages);
+                uint64_t pages = res_pages(r);
                 for (uint32_t k = 0; k < runs; k++) {
                     uint64_t run = runs_get(r, k);
                     uint64_t run_end = k + 1 < runs ? run_page(runs_get(r, k + 1)) : pages;

@@ -42,9 +42,28 @@ static uint32_t buffer_capacity(size_t class_bytes)
     return (uint32_t)((class_bytes - sizeof(struct runbuf)) / sizeof(uint64_t));
 }
 
+/* A power of two: run buffers never use the 48-byte class (see slab.c). */
 static size_t buffer_bytes(uint32_t count)
 {
-    return slab_class_size(sizeof(struct runbuf) + (size_t)count * sizeof(uint64_t));
+    size_t bytes = 32, need = sizeof(struct runbuf) + (size_t)count * sizeof(uint64_t);
+    while (bytes < need)
+        bytes *= 2;
+    return bytes;
+}
+
+uint64_t runs_committed(const struct reservation *r)
+{
+    uintptr_t v = load_copy(r, 0);
+    uint32_t n = copy_count(v);
+    uint64_t pages = res_pages(r);
+    uint64_t committed = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        uint64_t run = copy_get(v, i);
+        uint64_t end = i + 1 < n ? run_page(copy_get(v, i + 1)) : pages;
+        if (run_attr(run))
+            committed += end - run_page(run);
+    }
+    return committed;
 }
 
 uint32_t runs_count(const struct reservation *r)
@@ -103,9 +122,7 @@ uint32_t runs_count_after(const struct reservation *r, uint64_t first, uint64_t 
 {
     /* The attribute does not change the worst case: count with a value no run has. */
     struct sink k = {NULL, 0, 0};
-    compute(load_copy(r, 0), atomic_load_explicit(&((struct reservation *)r)->pages,
-                                                  memory_order_relaxed),
-            first, end, RUN_ATTR_MASK, &k);
+    compute(load_copy(r, 0), res_pages(r), first, end, RUN_ATTR_MASK, &k);
     return k.n;
 }
 
@@ -155,7 +172,7 @@ static void retire(struct slab *s, uintptr_t v)
 static void write_copy(struct slab *s, struct reservation *r, int dst, uintptr_t src,
                        uint64_t first, uint64_t end, unsigned attr, uintptr_t spare[2])
 {
-    uint64_t pages = atomic_load_explicit(&r->pages, memory_order_relaxed);
+    uint64_t pages = res_pages(r);
     struct sink count = {NULL, 0, 0};
     compute(src, pages, first, end, attr, &count);
     uintptr_t old = load_copy(r, dst);
@@ -206,7 +223,7 @@ void runs_init(struct reservation *r, unsigned attr)
 void runs_clear(struct slab *s, struct reservation *r)
 {
     uintptr_t spare[2] = {0, 0};
-    runs_apply(s, r, 0, atomic_load_explicit(&r->pages, memory_order_relaxed), 0, spare);
+    runs_apply(s, r, 0, res_pages(r), 0, spare);
 }
 
 int reservation_read(struct reservation *r, uintptr_t entry_expected, uintptr_t address,
@@ -215,8 +232,8 @@ int reservation_read(struct reservation *r, uintptr_t entry_expected, uintptr_t 
     for (;;) {
         uint64_t s1 = atomic_load_explicit(&r->seq, memory_order_acquire);
         uintptr_t base = atomic_load_explicit(&r->base, memory_order_relaxed);
-        uint64_t pages = atomic_load_explicit(&r->pages, memory_order_relaxed);
-        uint32_t alloc_protect = atomic_load_explicit(&r->alloc_protect, memory_order_relaxed);
+        uint64_t pages = res_pages(r);
+        uint32_t alloc_protect = res_alloc_protect(r);
         uintptr_t v = atomic_load_explicit(&r->runs[s1 & 1], memory_order_relaxed);
         int covered = address >= base && ((address - base) >> g_page_shift) < pages;
         uint64_t first = 0, end = pages;

@@ -24,22 +24,33 @@ struct slab_chunk {
     size_t size;
 };
 
+/* Class c holds 32 << c/2 bytes, or 48 << c/2 for odd c: 32, 48, 64, 96, ... */
+static size_t class_bytes(unsigned c)
+{
+    return (size_t)((c & 1) ? 48 : 32) << (c / 2);
+}
+
 static unsigned class_of(size_t size)
 {
     unsigned c = 0;
-    while (((size_t)32 << c) < size)
+    while (class_bytes(c) < size)
         c++;
     return c;
 }
 
 size_t slab_class_size(size_t size)
 {
-    return (size_t)32 << class_of(size);
+    return class_bytes(class_of(size));
 }
 
+/* Where a free slot keeps its link: in the last word, which no lock-free
+ * reader relies on - except in the 48-byte class, which holds reservations
+ * only, whose first word is the writers' alone (internal.h). */
 static _Atomic(void *) *link_of(void *p, unsigned c)
 {
-    return (_Atomic(void *) *)((char *)p + ((size_t)32 << c) - sizeof(void *));
+    if (class_bytes(c) == 48)
+        return (_Atomic(void *) *)p;
+    return (_Atomic(void *) *)((char *)p + class_bytes(c) - sizeof(void *));
 }
 
 static void *chunk_new(struct slab *s, size_t size)
@@ -75,7 +86,7 @@ void *slab_alloc(struct slab *s, size_t size)
     unsigned c = class_of(size);
     if (c >= SLAB_CLASSES)
         return NULL;
-    size_t bytes = (size_t)32 << c;
+    size_t bytes = class_bytes(c);
     void *p = s->free_list[c];
     if (!p && atomic_load_explicit(&s->remote[c], memory_order_relaxed)) {
         p = atomic_exchange_explicit(&s->remote[c], NULL, memory_order_acquire);

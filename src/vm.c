@@ -109,7 +109,7 @@ static HRESULT reservation_lock(struct manager *m, uintptr_t address, HRESULT no
             out->r = r;
             out->stripe = stripe;
             out->base = view.base;
-            out->end = view.base + (atomic_load_explicit(&r->pages, memory_order_relaxed) << g_page_shift);
+            out->end = view.base + (res_pages(r) << g_page_shift);
             if (address >= out->end) {
                 lock_leave(m, stripe->lock);
                 return not_ours;
@@ -140,7 +140,7 @@ static int segments(const struct reservation *r, uintptr_t base, uintptr_t start
                     int (*fn)(void *, const struct segment *), void *context)
 {
     uint32_t n = runs_count(r);
-    uint64_t pages = atomic_load_explicit(&((struct reservation *)r)->pages, memory_order_relaxed);
+    uint64_t pages = res_pages(r);
     for (uint32_t i = 0; i < n; i++) {
         uint64_t run = runs_get(r, i);
         uintptr_t s = base + (run_page(run) << g_page_shift);
@@ -256,7 +256,7 @@ static HRESULT protect_range(struct manager *m, struct locked *l, uintptr_t star
 static size_t transitions(struct manager *m, const struct reservation *r, uint64_t lo, uint64_t hi)
 {
     uint32_t n = runs_count(r);
-    uint64_t pages = atomic_load_explicit(&((struct reservation *)r)->pages, memory_order_relaxed);
+    uint64_t pages = res_pages(r);
     int outside = protect_to_os(0, m->compact); /* arena slack around it */
     bool compact = res_compact(m, r);
     size_t count = 0;
@@ -356,11 +356,9 @@ static HRESULT change_range(struct manager *m, struct locked *l, uintptr_t start
                               memory_order_relaxed);
     if (attr) {
         size_t newly = ((end - start) >> g_page_shift) - s->committed_pages;
-        r->committed += newly;
         r->flags |= RES_TOUCHED;
         heap_account(m, r, newly << g_page_shift, 0);
     } else {
-        r->committed -= s->committed_pages;
         policy_uncharge(m, s->committed_pages << g_page_shift);
         heap_account(m, r, 0, s->committed_pages << g_page_shift);
     }
@@ -427,7 +425,7 @@ static HRESULT alloc_reserve(struct manager *m, uintptr_t address, size_t size, 
     if (hr == S_OK) {
         if (flags & VM_HEAP)
             r->flags |= RES_HEAP | RES_TOUCHED | ((flags & VM_HEAP_LARGE) ? RES_HEAP_LARGE : 0);
-        atomic_store_explicit(&r->alloc_protect, protect, memory_order_relaxed);
+        res_set_alloc_protect(r, protect); /* not published yet */
         uintptr_t at = atomic_load_explicit(&r->base, memory_order_relaxed);
         int prot = protect_to_os(attr, res_compact(m, r)), slack = protect_to_os(0, m->compact);
         if (prot != slack) {
@@ -609,10 +607,10 @@ static HRESULT release_locked(struct manager *m, struct locked *l)
         if (err)
             return manager_fail(m, "madvise(MADV_DONTNEED) failed on release");
     }
-    size_t committed = r->committed;
+    size_t committed = runs_committed(r);
     heap_account(m, r, 0, committed << g_page_shift);
     atomic_fetch_sub_explicit(&m->mapping_estimate,
-                              transitions(m, r, 0, atomic_load(&r->pages)), memory_order_relaxed);
+                              transitions(m, r, 0, res_pages(r)), memory_order_relaxed);
     arena_unreserve(m, r);
     policy_uncharge(m, committed << g_page_shift);
     policy_unreserve(m, bytes);
