@@ -171,6 +171,8 @@ int reservation_read(struct reservation *r, uintptr_t entry_expected, uintptr_t 
 /* Writers (stripe lock held). */
 uint64_t runs_committed(const struct reservation *r) HIDDEN; /* committed pages */
 uint32_t runs_count(const struct reservation *r) HIDDEN;
+uint32_t runs_copy_count(const struct reservation *r, int copy) HIDDEN; /* for validate */
+uint64_t runs_copy_get(const struct reservation *r, int copy, uint32_t i) HIDDEN;
 uint64_t runs_get(const struct reservation *r, uint32_t i) HIDDEN;
 /* Pre-allocates what applying a change to [first, end) needs; S_OK or E_OUTOFMEMORY. */
 HRESULT runs_reserve_space(struct slab *s, struct reservation *r, uint32_t count,

@@ -216,7 +216,6 @@ static uint64_t check_runs(struct reservation *r, struct problem *p)
     if (seq & 1)
         complain(p, "reservation %p: odd latch sequence", (void *)r);
     uint64_t pages = res_pages(r);
-    uintptr_t c0 = atomic_load(&r->runs[0]), c1 = atomic_load(&r->runs[1]);
     uint32_t n = runs_count(r);
     uint64_t committed = 0;
     for (uint32_t i = 0; i < n; i++) {
@@ -235,16 +234,9 @@ static uint64_t check_runs(struct reservation *r, struct problem *p)
         if (run_attr(run))
             committed += end - run_page(run);
         /* the two latch copies agree */
-        uint64_t other;
-        if (c1 & RUNS_INLINE)
-            other = run_make(0, (unsigned)(c1 >> 1));
-        else
-            other = atomic_load(&((struct runbuf *)c1)->run[i]);
-        uint32_t n1 = (c1 & RUNS_INLINE) ? 1 : atomic_load(&((struct runbuf *)c1)->count);
-        if (n1 != n || other != run)
+        if (runs_copy_count(r, 1) != n || runs_copy_get(r, 1, i) != run)
             complain(p, "reservation %p: latch copies differ", (void *)r);
     }
-    (void)c0;
     if (runs_committed(r) != committed)
         complain(p, "reservation %p: committed %ju, runs say %ju", (void *)r,
                  (uintmax_t)runs_committed(r), (uintmax_t)committed);

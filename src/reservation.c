@@ -21,20 +21,89 @@ static inline uintptr_t load_copy(const struct reservation *r, int i)
     return atomic_load_explicit(&((struct reservation *)r)->runs[i], memory_order_relaxed);
 }
 
-static inline uint32_t copy_count(uintptr_t v)
+/*
+ * An inline copy (bit 0 set) holds up to three runs in one word: the pages
+ * [first, first + length) have attribute attr and the others are reserved;
+ * length 0 means "to the end". So a fresh reservation, and one with a single
+ * committed range anywhere in it - the common shapes - need no run buffer.
+ * Bits: 1-11 attr, 12-36 first page, 37-63 length.
+ */
+#define INLINE_FIRST_LIMIT ((uint64_t)1 << 25)
+#define INLINE_LENGTH_LIMIT ((uint64_t)1 << 27)
+
+static inline uintptr_t inline_make(unsigned attr, uint64_t first, uint64_t length)
 {
-    if (v & RUNS_INLINE)
-        return 1;
+    if (!attr)
+        first = length = 0; /* all reserved: one run */
+    return RUNS_INLINE | (uintptr_t)attr << 1 | (uintptr_t)first << 12 | (uintptr_t)length << 37;
+}
+
+static inline void inline_split(uintptr_t v, uint64_t pages, unsigned *attr, uint64_t *first,
+                                uint64_t *end)
+{
+    uint64_t length = (uint64_t)v >> 37;
+    *attr = (unsigned)(v >> 1) & 0x7FF;
+    *first = ((uint64_t)v >> 12) & (INLINE_FIRST_LIMIT - 1);
+    *end = length ? *first + length : pages;
+    if (*end > pages) /* only a stale copy can say so: keep it bounded */
+        *end = pages;
+    if (*first > *end)
+        *first = *end;
+}
+
+static inline uint32_t copy_count(uintptr_t v, uint64_t pages)
+{
+    if (v & RUNS_INLINE) {
+        unsigned attr;
+        uint64_t first, end;
+        inline_split(v, pages, &attr, &first, &end);
+        return (first > 0) + 1u + (end < pages);
+    }
     const struct runbuf *b = (const struct runbuf *)v;
     return atomic_load_explicit(&((struct runbuf *)b)->count, memory_order_relaxed);
 }
 
-static inline uint64_t copy_get(uintptr_t v, uint32_t i)
+static inline uint64_t copy_get(uintptr_t v, uint32_t i, uint64_t pages)
 {
-    if (v & RUNS_INLINE)
-        return run_make(0, (unsigned)(v >> 1));
+    if (v & RUNS_INLINE) {
+        unsigned attr;
+        uint64_t first, end;
+        inline_split(v, pages, &attr, &first, &end);
+        if (first > 0 && i-- == 0)
+            return run_make(0, 0);
+        return i == 0 ? run_make(first, attr) : run_make(end, 0);
+    }
     struct runbuf *b = (struct runbuf *)v;
     return atomic_load_explicit(&b->run[i], memory_order_relaxed);
+}
+
+/* The inline word for runs[0..n), if they have an inline shape. */
+static bool inline_from(const uint64_t *run, uint32_t n, uintptr_t *out)
+{
+    unsigned attr;
+    uint64_t first, length;
+    if (n == 1) {
+        attr = run_attr(run[0]);
+        first = length = 0;
+    } else if (n == 2 && run_attr(run[0]) == 0) {
+        attr = run_attr(run[1]);
+        first = run_page(run[1]);
+        length = 0;
+    } else if (n == 2 && run_attr(run[1]) == 0) {
+        attr = run_attr(run[0]);
+        first = 0;
+        length = run_page(run[1]);
+    } else if (n == 3 && run_attr(run[0]) == 0 && run_attr(run[2]) == 0) {
+        attr = run_attr(run[1]);
+        first = run_page(run[1]);
+        length = run_page(run[2]) - first;
+    } else {
+        return false;
+    }
+    if (first >= INLINE_FIRST_LIMIT || length >= INLINE_LENGTH_LIMIT || attr > 0x7FF)
+        return false;
+    *out = inline_make(attr, first, length);
+    return true;
 }
 
 static uint32_t buffer_capacity(size_t class_bytes)
@@ -54,12 +123,12 @@ static size_t buffer_bytes(uint32_t count)
 uint64_t runs_committed(const struct reservation *r)
 {
     uintptr_t v = load_copy(r, 0);
-    uint32_t n = copy_count(v);
     uint64_t pages = res_pages(r);
+    uint32_t n = copy_count(v, pages);
     uint64_t committed = 0;
     for (uint32_t i = 0; i < n; i++) {
-        uint64_t run = copy_get(v, i);
-        uint64_t end = i + 1 < n ? run_page(copy_get(v, i + 1)) : pages;
+        uint64_t run = copy_get(v, i, pages);
+        uint64_t end = i + 1 < n ? run_page(copy_get(v, i + 1, pages)) : pages;
         if (run_attr(run))
             committed += end - run_page(run);
     }
@@ -68,18 +137,29 @@ uint64_t runs_committed(const struct reservation *r)
 
 uint32_t runs_count(const struct reservation *r)
 {
-    return copy_count(load_copy(r, 0));
+    return copy_count(load_copy(r, 0), res_pages(r));
 }
 
 uint64_t runs_get(const struct reservation *r, uint32_t i)
 {
-    return copy_get(load_copy(r, 0), i);
+    return copy_get(load_copy(r, 0), i, res_pages(r));
+}
+
+uint32_t runs_copy_count(const struct reservation *r, int copy)
+{
+    return copy_count(load_copy(r, copy), res_pages(r));
+}
+
+uint64_t runs_copy_get(const struct reservation *r, int copy, uint32_t i)
+{
+    return copy_get(load_copy(r, copy), i, res_pages(r));
 }
 
 struct sink {
     struct runbuf *out; /* NULL: count only */
     uint32_t n;
     unsigned last;
+    uint64_t head[3]; /* the first runs, to try the inline form */
 };
 
 static void emit(struct sink *k, uint64_t page, unsigned attr)
@@ -88,6 +168,8 @@ static void emit(struct sink *k, uint64_t page, unsigned attr)
         return;
     if (k->out)
         atomic_store_explicit(&k->out->run[k->n], run_make(page, attr), memory_order_relaxed);
+    if (k->n < 3)
+        k->head[k->n] = run_make(page, attr);
     k->n++;
     k->last = attr;
 }
@@ -96,22 +178,22 @@ static void emit(struct sink *k, uint64_t page, unsigned attr)
 static void compute(uintptr_t src, uint64_t pages, uint64_t first, uint64_t end, unsigned attr,
                     struct sink *k)
 {
-    uint32_t n = copy_count(src);
+    uint32_t n = copy_count(src, pages);
     if (first >= end) { /* a plain copy */
         for (uint32_t i = 0; i < n; i++)
-            emit(k, run_page(copy_get(src, i)), run_attr(copy_get(src, i)));
+            emit(k, run_page(copy_get(src, i, pages)), run_attr(copy_get(src, i, pages)));
         return;
     }
     for (uint32_t i = 0; i < n; i++) {
-        uint64_t run = copy_get(src, i);
+        uint64_t run = copy_get(src, i, pages);
         if (run_page(run) >= first)
             break;
         emit(k, run_page(run), run_attr(run));
     }
     emit(k, first, attr);
     for (uint32_t i = 0; i < n; i++) {
-        uint64_t run = copy_get(src, i);
-        uint64_t run_end = i + 1 < n ? run_page(copy_get(src, i + 1)) : pages;
+        uint64_t run = copy_get(src, i, pages);
+        uint64_t run_end = i + 1 < n ? run_page(copy_get(src, i + 1, pages)) : pages;
         if (run_end <= end)
             continue;
         emit(k, run_page(run) > end ? run_page(run) : end, run_attr(run));
@@ -121,7 +203,7 @@ static void compute(uintptr_t src, uint64_t pages, uint64_t first, uint64_t end,
 uint32_t runs_count_after(const struct reservation *r, uint64_t first, uint64_t end)
 {
     /* The attribute does not change the worst case: count with a value no run has. */
-    struct sink k = {NULL, 0, 0};
+    struct sink k = {NULL, 0, 0, {0, 0, 0}};
     compute(load_copy(r, 0), res_pages(r), first, end, RUN_ATTR_MASK, &k);
     return k.n;
 }
@@ -173,13 +255,12 @@ static void write_copy(struct slab *s, struct reservation *r, int dst, uintptr_t
                        uint64_t first, uint64_t end, unsigned attr, uintptr_t spare[2])
 {
     uint64_t pages = res_pages(r);
-    struct sink count = {NULL, 0, 0};
+    struct sink count = {NULL, 0, 0, {0, 0, 0}};
     compute(src, pages, first, end, attr, &count);
     uintptr_t old = load_copy(r, dst);
     uintptr_t v;
-    if (count.n == 1) {
-        v = (uintptr_t)count.last << 1 | RUNS_INLINE;
-        /* A single run is the whole reservation: [first,end) covered it. */
+    if (count.n <= 3 && inline_from(count.head, count.n, &v)) {
+        /* one word holds it: no buffer */
     } else {
         struct runbuf *b;
         if (!(old & RUNS_INLINE) &&
@@ -189,7 +270,7 @@ static void write_copy(struct slab *s, struct reservation *r, int dst, uintptr_t
             b = (struct runbuf *)spare[dst];
             spare[dst] = 0;
         }
-        struct sink k = {b, 0, 0};
+        struct sink k = {b, 0, 0, {0, 0, 0}};
         compute(src, pages, first, end, attr, &k);
         atomic_store_explicit(&b->count, k.n, memory_order_relaxed);
         v = (uintptr_t)b;
@@ -216,8 +297,8 @@ void runs_apply(struct slab *s, struct reservation *r, uint64_t first, uint64_t 
 
 void runs_init(struct reservation *r, unsigned attr)
 {
-    atomic_store_explicit(&r->runs[0], (uintptr_t)attr << 1 | RUNS_INLINE, memory_order_relaxed);
-    atomic_store_explicit(&r->runs[1], (uintptr_t)attr << 1 | RUNS_INLINE, memory_order_relaxed);
+    atomic_store_explicit(&r->runs[0], inline_make(attr, 0, 0), memory_order_relaxed);
+    atomic_store_explicit(&r->runs[1], inline_make(attr, 0, 0), memory_order_relaxed);
 }
 
 void runs_clear(struct slab *s, struct reservation *r)
@@ -241,7 +322,18 @@ int reservation_read(struct reservation *r, uintptr_t entry_expected, uintptr_t 
         if (covered) {
             uint64_t index = (address - base) >> g_page_shift;
             if (v & RUNS_INLINE) {
-                attr = (unsigned)(v >> 1);
+                unsigned a;
+                uint64_t f, e;
+                inline_split(v, pages, &a, &f, &e);
+                if (index < f) {
+                    end = f; /* the reserved pages before the range */
+                } else if (index < e) {
+                    first = f;
+                    end = e;
+                    attr = a;
+                } else {
+                    first = e; /* the reserved pages after it */
+                }
             } else if (v) {
                 struct runbuf *b = (struct runbuf *)v;
                 uint32_t n = atomic_load_explicit(&b->count, memory_order_relaxed);
