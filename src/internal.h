@@ -184,7 +184,9 @@ void runs_release_space(struct slab *s, uintptr_t spare[2]) HIDDEN;
 void runs_init(struct reservation *r, unsigned attr) HIDDEN;
 void runs_clear(struct slab *s, struct reservation *r) HIDDEN;
 /* Count of runs after [first,end) takes attr (an upper bound is fine). */
-uint32_t runs_count_after(const struct reservation *r, uint64_t first, uint64_t end) HIDDEN;
+/* Runs the result needs in buffers: 1 when it fits in the inline word. */
+uint32_t runs_count_after(const struct reservation *r, uint64_t first, uint64_t end,
+                          unsigned attr) HIDDEN;
 
 /* ---- arenas (arena.c) ------------------------------------------------------------ */
 struct arena {

@@ -200,11 +200,13 @@ static void compute(uintptr_t src, uint64_t pages, uint64_t first, uint64_t end,
     }
 }
 
-uint32_t runs_count_after(const struct reservation *r, uint64_t first, uint64_t end)
+uint32_t runs_count_after(const struct reservation *r, uint64_t first, uint64_t end, unsigned attr)
 {
-    /* The attribute does not change the worst case: count with a value no run has. */
     struct sink k = {NULL, 0, 0, {0, 0, 0}};
-    compute(load_copy(r, 0), res_pages(r), first, end, RUN_ATTR_MASK, &k);
+    compute(load_copy(r, 0), res_pages(r), first, end, attr, &k);
+    uintptr_t v;
+    if (k.n <= 3 && inline_from(k.head, k.n, &v))
+        return 1; /* one word: no buffer needed */
     return k.n;
 }
 
@@ -255,11 +257,13 @@ static void write_copy(struct slab *s, struct reservation *r, int dst, uintptr_t
                        uint64_t first, uint64_t end, unsigned attr, uintptr_t spare[2])
 {
     uint64_t pages = res_pages(r);
-    struct sink count = {NULL, 0, 0, {0, 0, 0}};
-    compute(src, pages, first, end, attr, &count);
     uintptr_t old = load_copy(r, dst);
     uintptr_t v;
-    if (count.n <= 3 && inline_from(count.head, count.n, &v)) {
+    struct sink count = {NULL, 0, 0, {0, 0, 0}};
+    if (first >= end && (src & RUNS_INLINE)) {
+        v = src; /* a plain copy of one word */
+    } else if (compute(src, pages, first, end, attr, &count), count.n <= 3 &&
+               inline_from(count.head, count.n, &v)) {
         /* one word holds it: no buffer */
     } else {
         struct runbuf *b;

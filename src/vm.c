@@ -308,8 +308,10 @@ static int hw_at(struct manager *m, struct locked *l, uintptr_t a)
 static bool edges_are_boundaries(struct manager *m, struct locked *l, uintptr_t start, uintptr_t end)
 {
     int left = hw_at(m, l, start - g_page), first = hw_at(m, l, start);
+    if (left == -1 || left == first)
+        return false;
     int right = hw_at(m, l, end), last = hw_at(m, l, end - g_page);
-    return left != -1 && right != -1 && left != first && right != last;
+    return right != -1 && right != last;
 }
 
 /* Pages [start,end) of a locked reservation take attr (commit, decommit, protect).
@@ -320,7 +322,7 @@ static HRESULT change_range(struct manager *m, struct locked *l, uintptr_t start
     struct reservation *r = l->r;
     uint64_t first = (start - l->base) >> g_page_shift, last = (end - l->base) >> g_page_shift;
     uintptr_t spare[2];
-    HRESULT hr = runs_reserve_space(&l->stripe->slab, r, runs_count_after(r, first, last), spare);
+    HRESULT hr = runs_reserve_space(&l->stripe->slab, r, runs_count_after(r, first, last, attr), spare);
     if (hr != S_OK)
         return hr;
     bool discard = attr == 0 && s->committed_pages;
