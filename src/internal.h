@@ -168,7 +168,22 @@ struct run_view {
 int reservation_read(struct reservation *r, uintptr_t entry_expected, uintptr_t address,
                      struct run_view *view) HIDDEN;
 
-/* Writers (stripe lock held). */
+/* Writers (stripe lock held). A view decodes copy 0 once, for loops over the runs. */
+struct runs_view {
+    uint64_t pages;
+    uint32_t n;
+    struct runbuf *buffer; /* NULL: the runs are in inline[] */
+    uint64_t inline_run[3];
+};
+void runs_view_init(const struct reservation *r, struct runs_view *w) HIDDEN;
+static inline uint64_t runs_view_get(const struct runs_view *w, uint32_t i)
+{
+    return w->buffer ? atomic_load_explicit(&w->buffer->run[i], memory_order_relaxed) : w->inline_run[i];
+}
+static inline uint64_t runs_view_end(const struct runs_view *w, uint32_t i)
+{
+    return i + 1 < w->n ? run_page(runs_view_get(w, i + 1)) : w->pages;
+}
 uint64_t runs_committed(const struct reservation *r) HIDDEN; /* committed pages */
 uint32_t runs_count(const struct reservation *r) HIDDEN;
 uint32_t runs_copy_count(const struct reservation *r, int copy) HIDDEN; /* for validate */

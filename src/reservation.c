@@ -135,6 +135,20 @@ uint64_t runs_committed(const struct reservation *r)
     return committed;
 }
 
+void runs_view_init(const struct reservation *r, struct runs_view *w)
+{
+    uintptr_t v = load_copy(r, 0);
+    w->pages = res_pages(r);
+    w->n = copy_count(v, w->pages);
+    w->buffer = NULL;
+    if (v & RUNS_INLINE) {
+        for (uint32_t i = 0; i < w->n; i++)
+            w->inline_run[i] = copy_get(v, i, w->pages);
+    } else {
+        w->buffer = (struct runbuf *)v;
+    }
+}
+
 uint32_t runs_count(const struct reservation *r)
 {
     return copy_count(load_copy(r, 0), res_pages(r));

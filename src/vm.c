@@ -139,12 +139,12 @@ struct segment {
 static int segments(const struct reservation *r, uintptr_t base, uintptr_t start, uintptr_t end,
                     int (*fn)(void *, const struct segment *), void *context)
 {
-    uint32_t n = runs_count(r);
-    uint64_t pages = res_pages(r);
-    for (uint32_t i = 0; i < n; i++) {
-        uint64_t run = runs_get(r, i);
+    struct runs_view w;
+    runs_view_init(r, &w);
+    for (uint32_t i = 0; i < w.n; i++) {
+        uint64_t run = runs_view_get(&w, i);
         uintptr_t s = base + (run_page(run) << g_page_shift);
-        uintptr_t e = base + ((i + 1 < n ? run_page(runs_get(r, i + 1)) : pages) << g_page_shift);
+        uintptr_t e = base + (runs_view_end(&w, i) << g_page_shift);
         if (e <= start)
             continue;
         if (s >= end)
@@ -255,14 +255,14 @@ static HRESULT protect_range(struct manager *m, struct locked *l, uintptr_t star
  */
 static size_t transitions(struct manager *m, const struct reservation *r, uint64_t lo, uint64_t hi)
 {
-    uint32_t n = runs_count(r);
-    uint64_t pages = res_pages(r);
+    struct runs_view w;
+    runs_view_init(r, &w);
     int outside = protect_to_os(0, m->compact); /* arena slack around it */
     bool compact = res_compact(m, r);
     size_t count = 0;
     int previous = outside;
-    for (uint32_t i = 0; i < n; i++) {
-        uint64_t run = runs_get(r, i);
+    for (uint32_t i = 0; i < w.n; i++) {
+        uint64_t run = runs_view_get(&w, i);
         int prot = protect_to_os(run_attr(run), compact);
         uint64_t at = run_page(run);
         if (at > hi)
@@ -271,21 +271,20 @@ static size_t transitions(struct manager *m, const struct reservation *r, uint64
             count++;
         previous = prot;
     }
-    if (pages >= lo && pages <= hi && previous != outside)
+    if (w.pages >= lo && w.pages <= hi && previous != outside)
         count++;
     return count;
 }
 
 /* The hardware protection of the page at a, as the map says; -1 when it cannot
  * be known without a lock (another reservation). */
-static int hw_at(struct manager *m, struct locked *l, uintptr_t a)
+static int hw_at(struct manager *m, struct locked *l, const struct runs_view *w, uintptr_t a)
 {
     if (a >= l->base && a < l->end) {
         uint64_t page = (a - l->base) >> g_page_shift;
-        uint32_t n = runs_count(l->r);
         unsigned attr = 0;
-        for (uint32_t i = 0; i < n && run_page(runs_get(l->r, i)) <= page; i++)
-            attr = run_attr(runs_get(l->r, i));
+        for (uint32_t i = 0; i < w->n && run_page(runs_view_get(w, i)) <= page; i++)
+            attr = run_attr(runs_view_get(w, i));
         return protect_to_os(attr, res_compact(m, l->r));
     }
     if (l->r->flags & RES_STANDALONE)
@@ -307,10 +306,12 @@ static int hw_at(struct manager *m, struct locked *l, uintptr_t a)
  */
 static bool edges_are_boundaries(struct manager *m, struct locked *l, uintptr_t start, uintptr_t end)
 {
-    int left = hw_at(m, l, start - g_page), first = hw_at(m, l, start);
+    struct runs_view w;
+    runs_view_init(l->r, &w);
+    int left = hw_at(m, l, &w, start - g_page), first = hw_at(m, l, &w, start);
     if (left == -1 || left == first)
         return false;
-    int right = hw_at(m, l, end), last = hw_at(m, l, end - g_page);
+    int right = hw_at(m, l, &w, end), last = hw_at(m, l, &w, end - g_page);
     return right != -1 && right != last;
 }
 
