@@ -276,8 +276,11 @@ static size_t transitions(struct manager *m, const struct reservation *r, uint64
     return count;
 }
 
-/* The hardware protection of the page at a, as the map says; -1 when it cannot
- * be known without a lock (another reservation). */
+/* The hardware protection of the page at a, as the map says; -1 unless it is
+ * sure to stay so while we hold this reservation's lock: inside the reservation
+ * or in the unused tail of its last granule (which nobody else may take). A
+ * neighbour outside could be committed by another thread meanwhile, and the
+ * kernel merge its mapping with ours. */
 static int hw_at(struct manager *m, struct locked *l, const struct runs_view *w, uintptr_t a)
 {
     if (a >= l->base && a < l->end) {
@@ -292,9 +295,6 @@ static int hw_at(struct manager *m, struct locked *l, const struct runs_view *w,
     uintptr_t span_end = l->base + ((l->end - l->base + g_granule - 1) & ~(uintptr_t)(g_granule - 1));
     if (a >= l->end && a < span_end)
         return protect_to_os(0, m->compact); /* the unused tail: arena slack */
-    uintptr_t e = radix_load(a);
-    if (entry_id(e) == m->id && entry_is_slack(e))
-        return protect_to_os(0, m->compact);
     return -1;
 }
 
