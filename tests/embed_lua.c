@@ -134,15 +134,6 @@ static const ICLRMemoryNotificationCallbackVtbl watcher_vtbl = {w_query, w_add_r
 
 /* ---- helpers ---------------------------------------------------------------------------- */
 
-static hostmem_stats stats_of(IHostMemoryManager *m)
-{
-    hostmem_stats s;
-    memset(&s, 0, sizeof s);
-    s.size = sizeof s;
-    hostmem_get_stats(m, &s);
-    return s;
-}
-
 static size_t lua_bytes(lua_State *L)
 {
     return (size_t)lua_gc(L, LUA_GCCOUNT) * 1024 + (size_t)lua_gc(L, LUA_GCCOUNTB);

@@ -91,13 +91,9 @@ static const sqlite3_mem_methods host_methods = {
 
 /* ---- helpers ----------------------------------------------------------------------------- */
 
-static hostmem_stats stats_of(void)
+static hostmem_stats host_stats(void)
 {
-    hostmem_stats s;
-    memset(&s, 0, sizeof s);
-    s.size = sizeof s;
-    hostmem_get_stats(g_m, &s);
-    return s;
+    return stats_of(g_m);
 }
 
 /* The payload of row id: deterministic, 40 to 1000 bytes, so any loss or damage shows. */
@@ -195,7 +191,7 @@ TEST(sqlite_allocates_through_the_heap)
     sqlite3 *db = NULL;
     REQUIRE(sqlite3_open(":memory:", &db) == SQLITE_OK);
     CHECK_EQ(exec(db, "CREATE TABLE probe(x); INSERT INTO probe VALUES (randomblob(100000));"), SQLITE_OK);
-    hostmem_stats s = stats_of();
+    hostmem_stats s = host_stats();
     CHECK((sqlite3_int64)g_a.live_bytes == sqlite3_memory_used());
     CHECK(g_a.live_bytes > 100000);
     CHECK(s.heap_bytes >= g_a.live_bytes + g_a.live_blocks * HEADER);
@@ -211,7 +207,7 @@ TEST(sqlite_allocates_through_the_heap)
  * before the failure is there, intact. */
 TEST(sqlite_nomem_under_budget_then_same_connection_recovers_nothing_lost)
 {
-    size_t committed_closed = stats_of().committed_bytes;
+    size_t committed_closed = host_stats().committed_bytes;
     sqlite3 *db = NULL;
     REQUIRE(sqlite3_open(":memory:", &db) == SQLITE_OK);
     CHECK_EQ(exec(db, "CREATE TABLE t(id INTEGER PRIMARY KEY, payload TEXT NOT NULL)"), SQLITE_OK);
@@ -219,14 +215,14 @@ TEST(sqlite_nomem_under_budget_then_same_connection_recovers_nothing_lost)
     REQUIRE(sqlite3_prepare_v2(db, "INSERT INTO t(id, payload) VALUES (?1, ?2)", -1, &ins, NULL) == SQLITE_OK);
 
     const size_t budget = (size_t)4 << 20;
-    hostmem_stats s = stats_of();
+    hostmem_stats s = host_stats();
     size_t limit = s.committed_bytes + budget;
     CHECK_HR(hostmem_set_commit_limit(g_m, limit), S_OK);
     size_t failures_before = g_a.failures;
 
     sqlite3_int64 last = 0;
     int rc = insert_until_failure(ins, 1, 1000000, &last);
-    s = stats_of();
+    s = host_stats();
     if (getenv("TEST_VERBOSE"))
         fprintf(stderr, "  %lld rows in, then rc %d (%s); committed %zu of limit %zu; sqlite uses %lld\n",
                 (long long)last, rc, sqlite3_errstr(rc), s.committed_bytes, limit,
@@ -259,7 +255,7 @@ TEST(sqlite_nomem_under_budget_then_same_connection_recovers_nothing_lost)
     CHECK_EQ(after, more + 20000);
     CHECK(integrity_ok(db));
     CHECK(rows_intact(db, after));
-    s = stats_of();
+    s = host_stats();
     CHECK(s.committed_bytes > limit);
     if (getenv("TEST_VERBOSE"))
         fprintf(stderr, "  after raising: %lld rows, committed %zu\n", (long long)after, s.committed_bytes);
@@ -268,7 +264,7 @@ TEST(sqlite_nomem_under_budget_then_same_connection_recovers_nothing_lost)
     size_t committed_open = s.committed_bytes;
     CHECK_EQ(sqlite3_finalize(ins), SQLITE_OK);
     CHECK_EQ(sqlite3_close(db), SQLITE_OK);
-    s = stats_of();
+    s = host_stats();
     if (getenv("TEST_VERBOSE"))
         fprintf(stderr, "  closed: committed %zu -> %zu (%zu before the open), heap bytes %zu\n",
                 committed_open, s.committed_bytes, committed_closed, s.heap_bytes);
@@ -294,7 +290,7 @@ TEST(sqlite_transaction_interrupted_by_nomem_is_all_or_nothing)
     CHECK_EQ(insert_until_failure(ins, 1, 2000, &base), SQLITE_DONE);
     CHECK_EQ(exec(db, "COMMIT"), SQLITE_OK);
 
-    CHECK_HR(hostmem_set_commit_limit(g_m, stats_of().committed_bytes + ((size_t)2 << 20)), S_OK);
+    CHECK_HR(hostmem_set_commit_limit(g_m, host_stats().committed_bytes + ((size_t)2 << 20)), S_OK);
     CHECK_EQ(exec(db, "BEGIN"), SQLITE_OK);
     sqlite3_int64 last = 0;
     int rc = insert_until_failure(ins, base + 1, 1000000, &last);
@@ -332,12 +328,12 @@ TEST(sqlite_shutdown_returns_everything)
     CHECK_EQ(g_a.live_blocks, 0);
     CHECK_EQ(g_a.live_bytes, 0);
     CHECK_EQ(g_a.allocs, g_a.frees);
-    hostmem_stats s = stats_of();
+    hostmem_stats s = host_stats();
     if (getenv("TEST_VERBOSE"))
         fprintf(stderr, "  after sqlite3_shutdown: committed %zu, heap bytes %zu, reservations %zu\n",
                 s.committed_bytes, s.heap_bytes, s.reservations);
     CHECK_EQ(IHostMalloc_Release(g_heap), 0);
-    s = stats_of();
+    s = host_stats();
     CHECK_EQ(s.heap_bytes, 0);
     CHECK_EQ(s.committed_bytes, 0);
     CHECK_EQ(s.reservations, 0);

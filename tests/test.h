@@ -83,6 +83,16 @@ static inline const char *test_hr_name(HRESULT hr, char *buffer, size_t size)
         }                                                                            \
     } while (0)
 
+/* A manager's statistics, all of them. */
+static inline hostmem_stats stats_of(IHostMemoryManager *m)
+{
+    hostmem_stats s;
+    memset(&s, 0, sizeof s);
+    s.size = sizeof s;
+    hostmem_get_stats(m, &s);
+    return s;
+}
+
 #define TEST(name) static void name(void)
 
 #define RUN(name)                                                \

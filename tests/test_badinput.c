@@ -65,15 +65,6 @@ static int fixture_readable(size_t k)
 
 static unsigned char content(size_t k, size_t i) { return (unsigned char)(k * 31 + i * 7 + 1); }
 
-static hostmem_stats stats_of(IHostMemoryManager *m)
-{
-    hostmem_stats s;
-    memset(&s, 0, sizeof s);
-    s.size = sizeof s;
-    hostmem_get_stats(m, &s);
-    return s;
-}
-
 static int fixture_setup(void)
 {
     hostmem_config c;

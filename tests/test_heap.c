@@ -27,15 +27,6 @@ static IHostMalloc *heap_of(IHostMemoryManager *m, DWORD type)
     return h;
 }
 
-static hostmem_stats stats_of(IHostMemoryManager *m)
-{
-    hostmem_stats s;
-    memset(&s, 0, sizeof s);
-    s.size = sizeof s;
-    hostmem_get_stats(m, &s);
-    return s;
-}
-
 /* §7 CreateMalloc: the variants, QueryInterface, bad arguments. */
 TEST(create_malloc_variants_and_arguments)
 {

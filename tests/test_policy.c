@@ -26,15 +26,6 @@ static IHostMemoryManager *make(hostmem_config *c)
     return m;
 }
 
-static hostmem_stats stats_of(IHostMemoryManager *m)
-{
-    hostmem_stats s;
-    memset(&s, 0, sizeof s);
-    s.size = sizeof s;
-    hostmem_get_stats(m, &s);
-    return s;
-}
-
 static HRESULT commit(IHostMemoryManager *m, void *at, size_t bytes, EMemoryCriticalLevel level)
 {
     void *p;
