@@ -87,13 +87,25 @@ struct span {
     _Atomic uint8_t state[];      /* per block */
 };
 
+/* What Free needs of a span, kept in the segment header: the header's lines
+ * stay in the cache, so a free reads no span header, only the block's state. */
+struct span_desc {
+    _Atomic uint32_t in_use;   /* 0 free; 1 taken (heap lock); 2 initialised (its owner) */
+    uint32_t block_size;
+    uint32_t capacity;
+    uint16_t size_class;
+    uint64_t reciprocal;
+    uintptr_t first;
+    _Atomic(struct tcache *) owner;
+};
+
 struct segment {
     uint64_t magic;
     struct heap *heap;
     struct segment *next;
     uintptr_t base;
-    uint32_t free_spans;                      /* heap lock */
-    _Atomic uint8_t span_used[SPANS_PER_SEGMENT]; /* written under the heap lock */
+    uint32_t free_spans; /* heap lock */
+    struct span_desc desc[SPANS_PER_SEGMENT];
 };
 
 /* Recently freed blocks of one class, reused first (they are still in the
@@ -401,6 +413,17 @@ static void span_init(struct span *s, unsigned size_class, struct tcache *owner)
     atomic_store_explicit(&s->full, 0, memory_order_relaxed);
     atomic_store_explicit(&s->owner, owner, memory_order_release);
     s->next = s->prev = NULL;
+    /* what Free reads: in the segment header; published last */
+    uintptr_t base = (uintptr_t)s & ~(uintptr_t)(SEGMENT_SIZE - 1);
+    struct span_desc *d = &((struct segment *)base)->desc[((uintptr_t)s - base) >> SPAN_SHIFT];
+    atomic_store_explicit(&d->in_use, 1, memory_order_relaxed);
+    d->block_size = size;
+    d->capacity = capacity;
+    d->size_class = (uint16_t)size_class;
+    d->reciprocal = s->reciprocal;
+    d->first = first;
+    atomic_store_explicit(&d->owner, owner, memory_order_relaxed);
+    atomic_store_explicit(&d->in_use, 2, memory_order_release);
 }
 
 /* A new segment (no lock held). */
@@ -422,7 +445,7 @@ static HRESULT segment_new(struct heap *h, EMemoryCriticalLevel level, struct se
     g->heap = h;
     g->base = (uintptr_t)base;
     g->free_spans = SPANS_PER_SEGMENT - 1;
-    atomic_store_explicit(&g->span_used[0], 1, memory_order_relaxed);
+    atomic_store_explicit(&g->desc[0].in_use, 1, memory_order_relaxed);
     *out = g;
     return S_OK;
 }
@@ -453,9 +476,9 @@ static HRESULT span_new(struct heap *h, struct tcache *c, unsigned size_class,
         g = fresh;
     }
     unsigned k = 1;
-    while (atomic_load_explicit(&g->span_used[k], memory_order_relaxed))
+    while (atomic_load_explicit(&g->desc[k].in_use, memory_order_relaxed))
         k++;
-    atomic_store_explicit(&g->span_used[k], 1, memory_order_relaxed);
+    atomic_store_explicit(&g->desc[k].in_use, 1, memory_order_relaxed);
     g->free_spans--;
     lock_leave(h->m, h->lock);
 
@@ -464,7 +487,7 @@ static HRESULT span_new(struct heap *h, struct tcache *c, unsigned size_class,
     hr = vm_alloc_ex(h->m, s, SPAN_SIZE, MEM_COMMIT, h->protect, level, &p, VM_HEAP);
     if (hr != S_OK) {
         if (lock_enter(h->m, h->lock) == S_OK) {
-            atomic_store_explicit(&g->span_used[k], 0, memory_order_relaxed);
+            atomic_store_explicit(&g->desc[k].in_use, 0, memory_order_relaxed);
             g->free_spans++;
             lock_leave(h->m, h->lock);
         }
@@ -484,12 +507,14 @@ static HRESULT span_retire(struct heap *h, struct span *s)
     uintptr_t base = atomic_load_explicit(&r->base, memory_order_relaxed);
     struct segment *g = (struct segment *)base;
     s->magic = 0;
+    /* Free refuses the span from now on */
+    atomic_store_explicit(&g->desc[((uintptr_t)s - base) >> SPAN_SHIFT].in_use, 1, memory_order_release);
     HRESULT hr = vm_free_ex(h->m, s, SPAN_SIZE, MEM_DECOMMIT, VM_HEAP);
     if (hr != S_OK)
         return hr == E_FAIL ? E_FAIL : S_OK; /* kept committed, used by nobody: harmless */
     unsigned k = (unsigned)(((uintptr_t)s - base) >> SPAN_SHIFT);
     if (lock_enter(h->m, h->lock) == S_OK) {
-        atomic_store_explicit(&g->span_used[k], 0, memory_order_relaxed);
+        atomic_store_explicit(&g->desc[k].in_use, 0, memory_order_relaxed);
         g->free_spans++;
         lock_leave(h->m, h->lock);
     }
@@ -757,17 +782,16 @@ static HRESULT heap_free(struct heap *h, void *pointer)
     if (g->magic != SEGMENT_MAGIC || g->heap != h)
         return HOST_E_INVALIDOPERATION; /* another heap's */
     unsigned k = (unsigned)((p - base) >> SPAN_SHIFT);
-    if (k == 0 || !atomic_load_explicit(&g->span_used[k], memory_order_acquire))
-        return HOST_E_INVALIDOPERATION;
-    struct span *s = (struct span *)(base + ((uintptr_t)k << SPAN_SHIFT));
-    if (s->magic != SPAN_MAGIC || p < s->first)
-        return HOST_E_INVALIDOPERATION;
-    uint64_t offset = p - s->first;
-    uint32_t index = (uint32_t)((offset * s->reciprocal) >> 32);
-    if (index >= s->capacity || (uint64_t)index * s->block_size != offset)
+    const struct span_desc *d = &g->desc[k];
+    if (k == 0 || atomic_load_explicit(&d->in_use, memory_order_acquire) != 2 || p < d->first)
+        return HOST_E_INVALIDOPERATION; /* not a span in use, or its header */
+    uint64_t offset = p - d->first;
+    uint32_t index = (uint32_t)((offset * d->reciprocal) >> 32);
+    if (index >= d->capacity || (uint64_t)index * d->block_size != offset)
         return HOST_E_INVALIDOPERATION; /* interior pointer */
+    struct span *s = (struct span *)(base + ((uintptr_t)k << SPAN_SHIFT));
     struct tcache *c = tcache_get(h);
-    struct tcache *owner = atomic_load_explicit(&s->owner, memory_order_relaxed);
+    struct tcache *owner = atomic_load_explicit(&d->owner, memory_order_relaxed);
     if (owner == c) {
         /* The owner: only a racing free of the same block by another thread could
          * interfere, and that is the one double free this check cannot see. */
@@ -775,7 +799,7 @@ static HRESULT heap_free(struct heap *h, void *pointer)
             return HOST_E_INVALIDOPERATION; /* freed already */
         atomic_store_explicit(&s->state[index], 0, memory_order_relaxed);
         debug_forget(h, p);
-        struct magazine *mag = &c->magazine[s->size_class];
+        struct magazine *mag = &c->magazine[d->size_class];
         if (mag->count < mag->capacity) {
             mag->state[mag->count] = &s->state[index];
             mag->block[mag->count++] = pointer;
@@ -953,7 +977,7 @@ HRESULT hostmem_heap_report(IHostMalloc *heap, FILE *out, size_t *live_blocks)
     size_t live = 0, bytes = 0;
     for (struct segment *g = h->segments; g; g = g->next) {
         for (unsigned k = 1; k < SPANS_PER_SEGMENT; k++) {
-            if (!atomic_load_explicit(&g->span_used[k], memory_order_relaxed))
+            if (atomic_load_explicit(&g->desc[k].in_use, memory_order_relaxed) != 2)
                 continue;
             struct span *s = (struct span *)(g->base + ((uintptr_t)k << SPAN_SHIFT));
             if (s->magic != SPAN_MAGIC)
