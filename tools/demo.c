@@ -76,7 +76,7 @@ static int map_line(void *context, const MEMORY_BASIC_INFORMATION *info)
     char p[48], sz[32];
     if (json)
         return 0;
-    printf("    base+%-8jx %8s  %-7s %s\n", (uintmax_t)((uintptr_t)info->BaseAddress - base),
+    printf("    base+0x%-6jx %8s  %-7s %s\n", (uintmax_t)((uintptr_t)info->BaseAddress - base),
            cli_size_text(info->RegionSize, sz, sizeof sz), info->State == MEM_COMMIT ? "commit" : "reserve",
            cli_protect_name(info->Protect, p, sizeof p));
     return 0;

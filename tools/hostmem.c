@@ -104,7 +104,8 @@ int cmd_info(int argc, char **argv)
     printf("default budget         %s\n",
            s.commit_limit ? cli_size_text(s.commit_limit, a, sizeof a) : "none (no cgroup memory limit)");
     if (load_hr == S_OK)
-        printf("memory load            %u%%, %s available\n", (unsigned)load, cli_size_text(available, a, sizeof a));
+        printf("memory load            %u%%, %.1f GiB available\n", (unsigned)load,
+               (double)available / (double)((size_t)1 << 30));
     else
         printf("memory load            unknown (/proc/meminfo unreadable)\n");
     return EXIT_OK;
