@@ -386,14 +386,16 @@ HRESULT arena_reserve(struct manager *m, uintptr_t base, size_t size, bool top_d
             m->current[top_down] = a;
         }
     }
-    struct reservation *r = slab_alloc(&m->arena_slab, sizeof *r);
-    if (!r) {
-        lock_leave(m, m->arena_lock);
-        return E_OUTOFMEMORY;
-    }
-    range_set(a, first, n);
     uintptr_t at = atomic_load_explicit(&a->base, memory_order_relaxed) +
                    ((uintptr_t)first << g_granule_shift);
+    /* An arena reservation's record is its first granule's slot in the address
+     * map's leaf: type-stable, never freed, reused with the granule. */
+    struct reservation *r = radix_slot(at);
+    if (!r) {
+        lock_leave(m, m->arena_lock);
+        return E_OUTOFMEMORY; /* cannot happen: arenas have leaves */
+    }
+    range_set(a, first, n);
     reservation_init(m, r, a, at, size, attr);
     hr = lock_leave(m, m->arena_lock);
     *out = r;
@@ -417,12 +419,13 @@ static void give_back(struct manager *m, struct reservation *r, uintptr_t base, 
         atomic_store_explicit(&m->arenas[a->index], NULL, memory_order_release);
         counter_sub(&m->mapping_estimate, 1);
         slab_free_remote(&m->arena_slab, a, arena_struct_bytes(0));
+        slab_free_remote(&m->arena_slab, r, sizeof *r);
     } else {
+        /* after this the granules, and so r's slot, may be taken again: r is not touched */
         uintptr_t abase = atomic_load_explicit(&a->base, memory_order_relaxed);
         range_clear(a, (uint32_t)((base - abase) >> g_granule_shift),
                     (uint32_t)(span >> g_granule_shift));
     }
-    slab_free_remote(&m->arena_slab, r, sizeof *r);
 }
 
 static uintptr_t reservation_span(struct reservation *r, uintptr_t *base)
@@ -444,7 +447,10 @@ void arena_unreserve(struct manager *m, struct reservation *r)
 {
     uintptr_t base, span = reservation_span(r, &base);
     struct arena *a = res_arena(m, r);
-    radix_store_range(base, base + span, a->standalone ? 0 : slack_entry(m, a), a->standalone);
+    /* A standalone reservation left the map before its munmap (vm.c): storing
+     * now could wipe a new reservation made at the same address since. */
+    if (!a->standalone)
+        radix_store_range(base, base + span, slack_entry(m, a), false);
     runs_clear(&stripe_of(m, base)->slab, r);
     give_back(m, r, base, span);
 }

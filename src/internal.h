@@ -90,6 +90,9 @@ static inline unsigned entry_id(uintptr_t e) { return (unsigned)(e >> ENTRY_ID_S
 static inline void *entry_pointer(uintptr_t e) { return (void *)(e & ENTRY_POINTER_MASK & ~(uintptr_t)3); }
 
 uintptr_t radix_load(uintptr_t address) HIDDEN;
+uintptr_t radix_load_prefetch(uintptr_t address) HIDDEN; /* and starts fetching its slot */
+struct reservation;
+struct reservation *radix_slot(uintptr_t address) HIDDEN; /* the granule's record slot (arenas) */
 /* Makes the leaves [start,end) needs exist. whole_ok: slots the range covers
  * whole may hold one entry instead (standalone reservations only: nothing else
  * is ever stored inside them). */

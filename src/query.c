@@ -43,7 +43,7 @@ enum owner { OWNER_OTHER, OWNER_FREE, OWNER_RESERVATION };
 static enum owner classify(struct manager *m, uintptr_t address, struct run_view *view)
 {
     for (;;) {
-        uintptr_t e = radix_load(address);
+        uintptr_t e = radix_load_prefetch(address);
         if (!e || entry_id(e) != m->id)
             return OWNER_OTHER;
         if (entry_is_slack(e))

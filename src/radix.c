@@ -34,6 +34,42 @@ static inline size_t leaf_index(uintptr_t address)
     return (address & (LEAF_SPAN - 1)) >> g_granule_shift;
 }
 
+/* A leaf: its entries, then one reservation slot per granule. An arena
+ * reservation's record is the slot of its first granule, so a lookup can fetch
+ * it at the same time as the entry that names it. */
+static size_t leaf_bytes(void)
+{
+    return leaf_entries() * (sizeof(uintptr_t) + sizeof(struct reservation));
+}
+
+struct reservation *radix_slot(uintptr_t address)
+{
+    uintptr_t v = atomic_load_explicit(&radix_top[address >> LEAF_SHIFT], memory_order_acquire);
+    if (!v || (v & TOP_WHOLE))
+        return NULL;
+    struct reservation *slots = (struct reservation *)(v + leaf_entries() * sizeof(uintptr_t));
+    return &slots[leaf_index(address)];
+}
+
+uintptr_t radix_load_prefetch(uintptr_t address)
+{
+    if (address >= ADDRESS_LIMIT)
+        return 0;
+    uintptr_t v = atomic_load_explicit(&radix_top[address >> LEAF_SHIFT], memory_order_acquire);
+    if (!v)
+        return 0;
+    if (v & TOP_WHOLE)
+        return v & ~TOP_WHOLE;
+    size_t i = leaf_index(address);
+    /* the likely record: this granule's slot (a reservation starting here) */
+    const char *slot = (const char *)v + leaf_entries() * sizeof(uintptr_t) + i * sizeof(struct reservation);
+    __builtin_prefetch(slot);
+    __builtin_prefetch(slot + sizeof(struct reservation) - 1);
+    _Atomic uintptr_t *leaf = (_Atomic uintptr_t *)v;
+    return atomic_load_explicit(&leaf[i], memory_order_acquire);
+}
+
+
 uintptr_t radix_load(uintptr_t address)
 {
     if (address >= ADDRESS_LIMIT)
@@ -102,8 +138,7 @@ HRESULT radix_prepare(uintptr_t start, uintptr_t end, bool whole_ok)
             return E_OUTOFMEMORY; /* cannot happen: such a slot is cleared before reuse */
         if (v || (whole_ok && covers_slot(slot, start, end)))
             continue;
-        size_t bytes = leaf_entries() * sizeof(uintptr_t);
-        void *fresh = leaf_new(bytes);
+        void *fresh = leaf_new(leaf_bytes());
         if (!fresh)
             return E_OUTOFMEMORY;
         uintptr_t expected = 0;
