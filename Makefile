@@ -31,8 +31,10 @@ $(B)/libhostmem.a: $(LIB_OBJ)
 $(B)/libhostmem.so: $(PIC_OBJ)
 	$(CC) -shared -pthread -Wl,-soname,libhostmem.so.$(SOVERSION) -o $@ $^
 	ln -sf libhostmem.so $(B)/libhostmem.so.$(SOVERSION)
-$(B)/hostmem: $(wildcard tools/*.c) tools/cli.h $(B)/libhostmem.a
-	$(CC) $(CFLAGS_BASE) $(OPT) $(wildcard tools/*.c) $(B)/libhostmem.a -o $@
+# The tool includes the benchmark (`hostmem bench`) without the peer allocators.
+$(B)/hostmem: $(wildcard tools/*.c) tools/cli.h bench/bench.c $(B)/libhostmem.a
+	$(CC) $(CFLAGS_BASE) $(OPT) -DHOSTMEM_BENCH_IN_TOOL -Dmain=hostmem_bench_main -c bench/bench.c -o $(B)/bench-tool.o
+	$(CC) $(CFLAGS_BASE) $(OPT) $(wildcard tools/*.c) $(B)/bench-tool.o $(B)/libhostmem.a -lm -o $@
 $(B)/obj $(B)/pic $(B)/tests:
 	mkdir -p $@
 

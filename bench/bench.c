@@ -15,9 +15,13 @@
  */
 #define COBJMACROS
 #include <errno.h>
+#ifndef HOSTMEM_BENCH_IN_TOOL
 #include <jemalloc/jemalloc.h>
+#endif
 #include <math.h>
+#ifndef HOSTMEM_BENCH_IN_TOOL
 #include <mimalloc.h>
+#endif
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -38,7 +42,15 @@ extern void __libc_free(void *);
 /* ---- options, time, statistics ------------------------------------------------ */
 
 static int opt_quick, opt_json, opt_runs = 7;
+#ifdef HOSTMEM_BENCH_IN_TOOL
+#define BENCH_SVG_DEFAULT "none by default"
+/* Built into `hostmem bench`: the installed tool links no other allocator, so the
+ * heap comparison is left to `make bench`; no chart unless asked for. */
+static const char *opt_svg = "";
+#else
+#define BENCH_SVG_DEFAULT "default docs/bench.svg; '' for none"
 static const char *opt_svg = "docs/bench.svg";
+#endif
 static const char *opt_only; /* run one section: reserve, commit, threads, heap, compact, scale */
 static int section(const char *name)
 {
@@ -470,6 +482,12 @@ static void hm_free(void *p)
 {
     IHostMalloc_Free(hostmem_heap, p);
 }
+#ifdef HOSTMEM_BENCH_IN_TOOL
+#define mi_malloc NULL
+#define mi_free NULL
+#define je_alloc NULL
+#define je_free NULL
+#else
 static void *je_alloc(size_t n)
 {
     return mallocx(n, 0);
@@ -478,6 +496,7 @@ static void je_free(void *p)
 {
     dallocx(p, 0);
 }
+#endif
 
 enum { A_GLIBC, A_MIMALLOC, A_JEMALLOC, A_HOSTMEM, ALLOCATORS };
 static const struct allocator allocators[ALLOCATORS] = {
@@ -900,7 +919,7 @@ static void usage(int code)
 {
     fprintf(code ? stderr : stdout, "usage: bench [--quick] [--json] [--runs N] [--svg PATH] [--only reserve|commit|threads|heap|compact|scale]\n"
                                     "  --quick  fewer runs and smaller batches; --json  JSON on stdout, progress on stderr\n"
-                                    "  --svg PATH  the chart (default docs/bench.svg; '' for none)\n");
+                                    "  --svg PATH  the chart (" BENCH_SVG_DEFAULT ")\n");
     exit(code);
 }
 
@@ -1031,7 +1050,13 @@ int main(int argc, char **argv)
     }
 
     /* 4. IHostMalloc */
+#ifdef HOSTMEM_BENCH_IN_TOOL
+    if (section("heap"))
+        say("IHostMalloc against glibc, mimalloc and jemalloc: run `make bench` (the tool links no other allocator)\n");
+    if (0) {
+#else
     if (section("heap")) {
+#endif
         say("IHostMalloc against glibc, mimalloc, jemalloc (random 16-1024 B)\n");
         if ((hr = IHostMemoryManager_CreateMalloc(mgr, MALLOC_THREADSAFE, &hostmem_heap)) != S_OK)
             die("CreateMalloc", hr);

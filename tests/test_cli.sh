@@ -100,7 +100,9 @@ expect_exit 2 "unknown command" -- "$tool" frobnicate
 one_line_error "unknown command 'frobnicate'" "unknown command message"
 expect_exit 2 "info takes no script" -- "$tool" info extra
 
-# help, version, demo, info
+# help, version, demo, info, bench
+expect_exit 0 "bench --only reserve" -- "$tool" bench --quick --only reserve
+grep -q "reserve + release 64 KiB" "$tmp/out" && ok || bad "bench prints the reserve figure"
 for c in "" demo replay info; do
     expect_exit 0 "help $c" -- "$tool" help $c
     grep -q "usage: hostmem" "$tmp/out" && ok || bad "help $c has no usage line"

@@ -36,5 +36,6 @@ extern const char cli_manager_options_help[];
 int cmd_demo(int argc, char **argv);
 int cmd_replay(int argc, char **argv);
 int cmd_info(int argc, char **argv);
+int hostmem_bench_main(int argc, char **argv); /* bench/bench.c, built into the tool */
 
 #endif

@@ -16,6 +16,8 @@ static const char usage[] =
     "  demo            a walk through the whole contract (the default)\n"
     "  replay [FILE]   run a script of manager operations (see hostmem replay --help)\n"
     "  info            this machine as hostmem sees it\n"
+    "  bench [--quick] the benchmark against the raw system calls (make bench adds the\n"
+    "                  heap comparison with mimalloc and jemalloc)\n"
     "  help [COMMAND]  this text, or a command's\n"
     "Exit codes: 0 success; 1 an expectation, check or statement failed; 2 usage or\n"
     "syntax error; 3 the manager could not be created. See hostmem(1), docs/cli.md.\n";
@@ -136,6 +138,10 @@ int main(int argc, char **argv)
             return cmd_replay(1, help);
         if (!strcmp(argv[2], "info"))
             return cmd_info(1, help);
+        if (!strcmp(argv[2], "bench")) {
+            char *bench_help[] = {(char *)"bench", (char *)"--help", NULL};
+            return hostmem_bench_main(2, bench_help);
+        }
         fprintf(stderr, "hostmem help: no command '%s'\n", argv[2]);
         return EXIT_USAGE;
     }
@@ -145,6 +151,8 @@ int main(int argc, char **argv)
         return cmd_replay(argc - 2, argv + 2);
     if (!strcmp(command, "info"))
         return cmd_info(argc - 2, argv + 2);
+    if (!strcmp(command, "bench"))
+        return hostmem_bench_main(argc - 1, argv + 1);
     if (command[0] == '-')
         return cmd_demo(argc - 1, argv + 1); /* options for the default command */
     fprintf(stderr, "hostmem: unknown command '%s' (see hostmem --help)\n", command);
