@@ -272,14 +272,14 @@ static void write_copy(struct slab *s, struct reservation *r, int dst, uintptr_t
 {
     uint64_t pages = res_pages(r);
     uintptr_t old = load_copy(r, dst);
-    uintptr_t v;
+    uintptr_t v = src; /* a plain copy of one word stays one word */
     struct sink count = {NULL, 0, 0, {0, 0, 0}};
-    if (first >= end && (src & RUNS_INLINE)) {
-        v = src; /* a plain copy of one word */
-    } else if (compute(src, pages, first, end, attr, &count), count.n <= 3 &&
-               inline_from(count.head, count.n, &v)) {
-        /* one word holds it: no buffer */
-    } else {
+    bool one_word = first >= end && (src & RUNS_INLINE);
+    if (!one_word) {
+        compute(src, pages, first, end, attr, &count);
+        one_word = count.n <= 3 && inline_from(count.head, count.n, &v);
+    }
+    if (!one_word) {
         struct runbuf *b;
         if (!(old & RUNS_INLINE) &&
             atomic_load_explicit(&((struct runbuf *)old)->capacity, memory_order_relaxed) >= count.n) {
