@@ -1,12 +1,11 @@
 /*
- * hresult.c - the one table from internal failures to HRESULTs, the names of
- * the codes, the disabled state, and the process-wide geometry.
+ * hresult.c - the names of the result codes, the disabled state, and the
+ * process-wide geometry.
  *
  * manager_fail() is the single way into the disabled state (SPEC §2): after it
  * every call on the manager returns HOST_E_CLRNOTAVAILABLE. It is the natural
  * breakpoint for "the manager could not vouch for its state".
  */
-#include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -50,23 +49,6 @@ size_t hostmem_granularity(void)
 {
     geometry_ensure();
     return g_granule;
-}
-
-HRESULT hresult_from_errno(int err)
-{
-    switch (err) {
-    case 0:
-        return S_OK;
-    case ENOMEM:
-    case EAGAIN:
-        return E_OUTOFMEMORY;
-    case EEXIST:
-        return HRESULT_FROM_WIN32(ERROR_INVALID_ADDRESS);
-    case EINVAL:
-        return E_INVALIDARG;
-    default:
-        return E_OUTOFMEMORY;
-    }
 }
 
 HRESULT manager_fail(struct manager *m, const char *why)

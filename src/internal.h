@@ -2,8 +2,10 @@
  * internal.h - the structures shared by hostmem's modules.
  *
  * Error convention inside the library: functions return an HRESULT (S_OK or
- * the code the public method must return), never an errno; the OS seam's errno
- * values are mapped in one place, hresult.c. Names: module_verb.
+ * the code the public method must return), never an errno. An OS call that
+ * fails is a refusal, E_OUTOFMEMORY, whatever its errno (EEXIST of a
+ * reservation at a fixed address is ERROR_INVALID_ADDRESS, arena.c); one whose
+ * change cannot be undone goes through manager_fail(). Names: module_verb.
  *
  * Concurrency model (docs/design.md has the whole story):
  *   - the address map (radix.c) is a process-wide two-level table from 64 KiB
@@ -333,7 +335,6 @@ struct arena *arena_of(struct manager *m, uintptr_t address) HIDDEN; /* lock-fre
 uintptr_t arena_next_start(struct manager *m, uintptr_t address) HIDDEN; /* lock-free */
 
 /* hresult.c */
-HRESULT hresult_from_errno(int err) HIDDEN;
 HRESULT manager_fail(struct manager *m, const char *why) HIDDEN; /* -> E_FAIL, disabled */
 static inline HRESULT manager_check(struct manager *m)
 {

@@ -42,16 +42,22 @@ static size_t leaf_bytes(void)
     return leaf_entries() * (sizeof(uintptr_t) + sizeof(struct reservation));
 }
 
+static inline struct reservation *slot_at(uintptr_t leaf, size_t i)
+{
+    return (struct reservation *)(leaf + leaf_entries() * sizeof(uintptr_t)) + i;
+}
+
 struct reservation *radix_slot(uintptr_t address)
 {
     uintptr_t v = atomic_load_explicit(&radix_top[address >> LEAF_SHIFT], memory_order_acquire);
     if (!v || (v & TOP_WHOLE))
         return NULL;
-    struct reservation *slots = (struct reservation *)(v + leaf_entries() * sizeof(uintptr_t));
-    return &slots[leaf_index(address)];
+    return slot_at(v, leaf_index(address));
 }
 
-uintptr_t radix_load_prefetch(uintptr_t address)
+/* The entry for address; with prefetch, also starts fetching the granule's
+ * record slot (the likely record: a reservation that starts there). */
+static inline uintptr_t load_entry(uintptr_t address, bool prefetch)
 {
     if (address >= ADDRESS_LIMIT)
         return 0;
@@ -61,26 +67,22 @@ uintptr_t radix_load_prefetch(uintptr_t address)
     if (v & TOP_WHOLE)
         return v & ~TOP_WHOLE;
     size_t i = leaf_index(address);
-    /* the likely record: this granule's slot (a reservation starting here) */
-    const char *slot = (const char *)v + leaf_entries() * sizeof(uintptr_t) + i * sizeof(struct reservation);
-    __builtin_prefetch(slot);
-    __builtin_prefetch(slot + sizeof(struct reservation) - 1);
-    _Atomic uintptr_t *leaf = (_Atomic uintptr_t *)v;
-    return atomic_load_explicit(&leaf[i], memory_order_acquire);
+    if (prefetch) {
+        const char *slot = (const char *)slot_at(v, i);
+        __builtin_prefetch(slot);
+        __builtin_prefetch(slot + sizeof(struct reservation) - 1);
+    }
+    return atomic_load_explicit(&((_Atomic uintptr_t *)v)[i], memory_order_acquire);
 }
-
 
 uintptr_t radix_load(uintptr_t address)
 {
-    if (address >= ADDRESS_LIMIT)
-        return 0;
-    uintptr_t v = atomic_load_explicit(&radix_top[address >> LEAF_SHIFT], memory_order_acquire);
-    if (!v)
-        return 0;
-    if (v & TOP_WHOLE)
-        return v & ~TOP_WHOLE;
-    _Atomic uintptr_t *leaf = (_Atomic uintptr_t *)v;
-    return atomic_load_explicit(&leaf[leaf_index(address)], memory_order_acquire);
+    return load_entry(address, false);
+}
+
+uintptr_t radix_load_prefetch(uintptr_t address)
+{
+    return load_entry(address, true);
 }
 
 /* Does [start, end) cover the whole GiB of slot? */
