@@ -89,28 +89,9 @@ static HRESULT map_aligned(struct manager *m, uintptr_t hint, size_t size, uintp
 static HRESULT map_aligned_at(struct manager *m, uintptr_t hint, size_t size, uintptr_t *out)
 {
     void *p;
-    int err = hostmem_os->map((void *)hint, size, reserved_prot(m), 0, &p);
-    if (err)
+    if (os_map_aligned((void *)hint, size, g_granule, reserved_prot(m), &p))
         return E_OUTOFMEMORY;
-    uintptr_t a = (uintptr_t)p;
-    if ((a & (g_granule - 1)) == 0) {
-        *out = a;
-        return S_OK;
-    }
-    hostmem_os->unmap(p, size);
-    err = hostmem_os->map((void *)hint, size + g_granule, reserved_prot(m), 0, &p);
-    if (err)
-        return E_OUTOFMEMORY;
-    a = (uintptr_t)p;
-    uintptr_t aligned = (a + g_granule - 1) & ~(uintptr_t)(g_granule - 1);
-    if (aligned > a && hostmem_os->unmap(p, aligned - a)) {
-        hostmem_os->unmap(p, size + g_granule);
-        return E_OUTOFMEMORY;
-    }
-    uintptr_t tail = a + size + g_granule - (aligned + size);
-    if (tail)
-        hostmem_os->unmap((void *)(aligned + size), tail);
-    *out = aligned;
+    *out = (uintptr_t)p;
     return S_OK;
 }
 

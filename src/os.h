@@ -55,6 +55,11 @@ extern const struct hostmem_os_ops hostmem_os_linux;
  * *next_start = start of the next mapping (or UINTPTR_MAX); an errno < 0 on failure. */
 int os_find_mapping(uintptr_t address, struct os_mapping *found, uintptr_t *next_start);
 
+/* Maps size bytes aligned to align (a power of two, at least a page), near
+ * hint: as asked first (the kernel often gives an aligned address), else
+ * over-mapped by align and trimmed. Uses the seam's map and unmap; an errno. */
+int os_map_aligned(void *hint, size_t size, size_t align, int prot, void **out);
+
 size_t os_page_size(void);
 
 #endif /* HOSTMEM_OS_H */

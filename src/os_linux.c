@@ -268,6 +268,31 @@ int os_find_mapping(uintptr_t address, struct os_mapping *found, uintptr_t *next
     return f.hit;
 }
 
+int os_map_aligned(void *hint, size_t size, size_t align, int prot, void **out)
+{
+    void *p;
+    int err = hostmem_os->map(hint, size, prot, 0, &p);
+    if (err)
+        return err;
+    if (((uintptr_t)p & (align - 1)) == 0) {
+        *out = p;
+        return 0;
+    }
+    hostmem_os->unmap(p, size);
+    err = hostmem_os->map(hint, size + align, prot, 0, &p);
+    if (err)
+        return err;
+    uintptr_t a = (uintptr_t)p, aligned = (a + align - 1) & ~(uintptr_t)(align - 1);
+    if (aligned > a && (err = hostmem_os->unmap(p, aligned - a)) != 0) {
+        hostmem_os->unmap(p, size + align);
+        return err;
+    }
+    if (a + align > aligned) /* the tail past the aligned range */
+        hostmem_os->unmap((void *)(aligned + size), a + align - aligned);
+    *out = (void *)aligned;
+    return 0;
+}
+
 size_t os_page_size(void)
 {
     long p = sysconf(_SC_PAGESIZE);

@@ -112,13 +112,9 @@ static void *leaf_new(size_t bytes)
             continue;
         }
         void *p;
-        if (hostmem_os->map(NULL, 2 * LEAF_CHUNK, OS_PROT_READ | OS_PROT_WRITE, 0, &p))
+        if (os_map_aligned(NULL, LEAF_CHUNK, LEAF_CHUNK, OS_PROT_READ | OS_PROT_WRITE, &p))
             return NULL;
-        uintptr_t a = (uintptr_t)p, aligned = (a + LEAF_CHUNK - 1) & ~(uintptr_t)(LEAF_CHUNK - 1);
-        if (aligned > a)
-            hostmem_os->unmap(p, aligned - a);
-        if (a + LEAF_CHUNK > aligned)
-            hostmem_os->unmap((void *)(aligned + LEAF_CHUNK), a + LEAF_CHUNK - aligned);
+        uintptr_t aligned = (uintptr_t)p;
         if (hostmem_os->advise_huge)
             hostmem_os->advise_huge((void *)aligned, LEAF_CHUNK);
         atomic_fetch_add(&radix_leaf_bytes, LEAF_CHUNK);

@@ -60,14 +60,8 @@ static void *chunk_new(struct slab *s, size_t size)
     if (size == CHUNK_HUGE) {
         /* 2 MiB aligned, so that the kernel can back it with one huge page: a
          * million reservations' metadata then costs 32 TLB entries, not 16,000 */
-        if (hostmem_os->map(NULL, 2 * CHUNK_HUGE, OS_PROT_READ | OS_PROT_WRITE, 0, &p))
+        if (os_map_aligned(NULL, CHUNK_HUGE, CHUNK_HUGE, OS_PROT_READ | OS_PROT_WRITE, &p))
             return NULL;
-        uintptr_t a = (uintptr_t)p, aligned = (a + CHUNK_HUGE - 1) & ~(uintptr_t)(CHUNK_HUGE - 1);
-        if (aligned > a)
-            hostmem_os->unmap(p, aligned - a);
-        if (aligned + CHUNK_HUGE < a + 2 * CHUNK_HUGE)
-            hostmem_os->unmap((void *)(aligned + CHUNK_HUGE), a + 2 * CHUNK_HUGE - aligned - CHUNK_HUGE);
-        p = (void *)aligned;
         if (hostmem_os->advise_huge)
             hostmem_os->advise_huge(p, CHUNK_HUGE);
     } else if (hostmem_os->map(NULL, size, OS_PROT_READ | OS_PROT_WRITE, 0, &p)) {
