@@ -68,20 +68,16 @@ static void classes_init(void)
 /* ---- structures ----------------------------------------------------------------------- */
 struct tcache;
 
+/* A span's header: its owner's bookkeeping. Its shape (class, block size,
+ * first block, owner) is in its descriptor in the segment header (desc_of). */
 struct span {
     uint32_t magic;
-    uint16_t size_class;
     uint16_t listed;              /* owner: on its partial list */
-    uint32_t block_size;
-    uint32_t capacity;
-    uint64_t reciprocal;          /* ceil(2^32 / block_size): exact division of offsets */
-    uintptr_t first;              /* block 0 */
     _Atomic uint32_t used;        /* blocks out; written by the owner only */
     uint32_t bump;                /* blocks never handed out start here */
     void *free;                   /* owner's free list */
     _Atomic(void *) remote;       /* frees from other threads */
     _Atomic uint32_t full;        /* owner gave it up full; a remote free hands it back */
-    _Atomic(struct tcache *) owner;
     struct span *next, *prev;     /* owner's partial list */
     _Atomic(struct span *) notified_next;
     _Atomic uint8_t state[];      /* per block */
@@ -94,8 +90,8 @@ struct span_desc {
     uint32_t block_size;
     uint32_t capacity;
     uint16_t size_class;
-    uint64_t reciprocal;
-    uintptr_t first;
+    uint64_t reciprocal;       /* ceil(2^32 / block_size): exact division of offsets */
+    uintptr_t first;           /* block 0 */
     _Atomic(struct tcache *) owner;
 };
 
@@ -107,6 +103,12 @@ struct segment {
     uint32_t free_spans; /* heap lock */
     struct span_desc desc[SPANS_PER_SEGMENT];
 };
+
+static inline struct span_desc *desc_of(const struct span *s)
+{
+    uintptr_t base = (uintptr_t)s & ~(uintptr_t)(SEGMENT_SIZE - 1);
+    return &((struct segment *)base)->desc[((uintptr_t)s - base) >> SPAN_SHIFT];
+}
 
 /* Recently freed blocks of one class, reused first (they are still in the
  * cache): the owner's free and allocation touch nothing else. Their state
@@ -337,11 +339,12 @@ static inline struct tcache *tcache_get(struct heap *h)
 /* ---- spans ------------------------------------------------------------------------------ */
 static void partial_insert(struct tcache *c, struct span *s)
 {
+    unsigned size_class = desc_of(s)->size_class;
     s->prev = NULL;
-    s->next = c->partial[s->size_class];
+    s->next = c->partial[size_class];
     if (s->next)
         s->next->prev = s;
-    c->partial[s->size_class] = s;
+    c->partial[size_class] = s;
     s->listed = 1;
 }
 
@@ -350,7 +353,7 @@ static void partial_remove(struct tcache *c, struct span *s)
     if (s->prev)
         s->prev->next = s->next;
     else
-        c->partial[s->size_class] = s->next;
+        c->partial[desc_of(s)->size_class] = s->next;
     if (s->next)
         s->next->prev = s->prev;
     s->next = s->prev = NULL;
@@ -382,8 +385,9 @@ static inline void *span_pop(struct span *s)
         s->free = *(void **)b;
         return b;
     }
-    if (s->bump < s->capacity)
-        return (void *)(s->first + (size_t)s->bump++ * s->block_size);
+    const struct span_desc *d = desc_of(s);
+    if (s->bump < d->capacity)
+        return (void *)(d->first + (size_t)s->bump++ * d->block_size);
     return NULL;
 }
 
@@ -400,27 +404,20 @@ static void span_init(struct span *s, unsigned size_class, struct tcache *owner)
         capacity--;
     }
     s->magic = SPAN_MAGIC;
-    s->size_class = (uint16_t)size_class;
     s->listed = 0;
-    s->block_size = size;
-    s->capacity = capacity;
-    s->reciprocal = (((uint64_t)1 << 32) + size - 1) / size;
-    s->first = first;
     atomic_store_explicit(&s->used, 0, memory_order_relaxed);
     s->bump = 0;
     s->free = NULL;
     atomic_store_explicit(&s->remote, NULL, memory_order_relaxed);
     atomic_store_explicit(&s->full, 0, memory_order_relaxed);
-    atomic_store_explicit(&s->owner, owner, memory_order_release);
     s->next = s->prev = NULL;
-    /* what Free reads: in the segment header; published last */
-    uintptr_t base = (uintptr_t)s & ~(uintptr_t)(SEGMENT_SIZE - 1);
-    struct span_desc *d = &((struct segment *)base)->desc[((uintptr_t)s - base) >> SPAN_SHIFT];
+    /* the shape, in the segment header, published last */
+    struct span_desc *d = desc_of(s);
     atomic_store_explicit(&d->in_use, 1, memory_order_relaxed);
     d->block_size = size;
     d->capacity = capacity;
     d->size_class = (uint16_t)size_class;
-    d->reciprocal = s->reciprocal;
+    d->reciprocal = (((uint64_t)1 << 32) + size - 1) / size;
     d->first = first;
     atomic_store_explicit(&d->owner, owner, memory_order_relaxed);
     atomic_store_explicit(&d->in_use, 2, memory_order_release);
@@ -604,7 +601,7 @@ static HRESULT refill(struct heap *h, struct tcache *c, unsigned size_class,
     while ((s = c->partial[size_class])) {
         partial_remove(c, s);
         collect(s);
-        if (s->free || s->bump < s->capacity) {
+        if (s->free || s->bump < desc_of(s)->capacity) {
             c->current[size_class] = s;
             *out = s;
             return S_OK;
@@ -626,7 +623,7 @@ static HRESULT refill(struct heap *h, struct tcache *c, unsigned size_class,
         c->empty = s->next;
         c->empties--;
         span_init(s, size_class, c);
-        memset((void *)s->state, 0, s->capacity);
+        memset((void *)s->state, 0, desc_of(s)->capacity);
         c->current[size_class] = s;
         *out = s;
         return S_OK;
@@ -730,7 +727,8 @@ static HRESULT heap_alloc(struct heap *h, SIZE_T size, EMemoryCriticalLevel leve
             return hr;
         b = span_pop(s);
     }
-    uint32_t index = (uint32_t)((((uint64_t)((uintptr_t)b - s->first)) * s->reciprocal) >> 32);
+    const struct span_desc *d = desc_of(s);
+    uint32_t index = (uint32_t)((((uint64_t)((uintptr_t)b - d->first)) * d->reciprocal) >> 32);
     atomic_store_explicit(&s->state[index], 1, memory_order_relaxed);
     atomic_store_explicit(&s->used, atomic_load_explicit(&s->used, memory_order_relaxed) + 1,
                           memory_order_relaxed);
@@ -810,7 +808,7 @@ static HRESULT heap_free(struct heap *h, void *pointer)
         uint32_t used = atomic_load_explicit(&s->used, memory_order_relaxed) - 1;
         atomic_store_explicit(&s->used, used, memory_order_relaxed);
         uint32_t one = 1;
-        if (c->current[s->size_class] != s) {
+        if (c->current[d->size_class] != s) {
             if (atomic_load_explicit(&s->full, memory_order_relaxed) &&
                 atomic_compare_exchange_strong(&s->full, &one, 0))
                 partial_insert(c, s);
@@ -982,13 +980,14 @@ HRESULT hostmem_heap_report(IHostMalloc *heap, FILE *out, size_t *live_blocks)
             struct span *s = (struct span *)(g->base + ((uintptr_t)k << SPAN_SHIFT));
             if (s->magic != SPAN_MAGIC)
                 continue;
-            for (uint32_t i = 0; i < s->capacity; i++) {
+            const struct span_desc *d = &g->desc[k];
+            for (uint32_t i = 0; i < d->capacity; i++) {
                 if (atomic_load_explicit(&s->state[i], memory_order_relaxed) != 1)
                     continue;
-                uintptr_t p = s->first + (uintptr_t)i * s->block_size;
+                uintptr_t p = d->first + (uintptr_t)i * d->block_size;
                 struct entry *e = table_find(&h->debug, p);
                 live++;
-                bytes += s->block_size;
+                bytes += d->block_size;
                 if (out && e)
                     fprintf(out, "  leak: %p, %zu bytes, allocated at %s:%d\n", (void *)p, e->size,
                             e->file, e->line);
