@@ -256,7 +256,7 @@ static void reservation_init(struct manager *m, struct reservation *r, struct ar
 static HRESULT reserve_standalone(struct manager *m, uintptr_t base, size_t size, bool top_down,
                                   unsigned attr, struct reservation **out)
 {
-    size_t span = (size + g_granule - 1) & ~(uintptr_t)(g_granule - 1);
+    size_t span = granule_up(size);
     uintptr_t at;
     if (base) {
         if (base + span > ADDRESS_LIMIT || base + span < base)
@@ -383,11 +383,9 @@ HRESULT arena_reserve(struct manager *m, uintptr_t base, size_t size, bool top_d
     return hr;
 }
 
-static uintptr_t reservation_span(struct reservation *r, uintptr_t *base);
-
 void arena_publish(struct manager *m, struct reservation *r)
 {
-    uintptr_t base, span = reservation_span(r, &base);
+    uintptr_t base = atomic_load_explicit(&r->base, memory_order_relaxed), span = res_span(r);
     uintptr_t kind = (r->flags & RES_HEAP_LARGE) ? ENTRY_HEAP_LARGE : (r->flags & RES_HEAP) ? ENTRY_HEAP : 0;
     radix_store_range(base, base + span, manager_tag(m) | (uintptr_t)r | kind, res_arena(m, r)->standalone);
 }
@@ -409,16 +407,9 @@ static void give_back(struct manager *m, struct reservation *r, uintptr_t base, 
     }
 }
 
-static uintptr_t reservation_span(struct reservation *r, uintptr_t *base)
-{
-    *base = atomic_load_explicit(&r->base, memory_order_relaxed);
-    size_t size = res_pages(r) << g_page_shift;
-    return (size + g_granule - 1) & ~(uintptr_t)(g_granule - 1);
-}
-
 void arena_abandon(struct manager *m, struct reservation *r)
 {
-    uintptr_t base, span = reservation_span(r, &base);
+    uintptr_t base = atomic_load_explicit(&r->base, memory_order_relaxed), span = res_span(r);
     if (res_arena(m, r)->standalone)
         hostmem_os->unmap((void *)base, span);
     give_back(m, r, base, span);
@@ -426,7 +417,7 @@ void arena_abandon(struct manager *m, struct reservation *r)
 
 void arena_unreserve(struct manager *m, struct reservation *r)
 {
-    uintptr_t base, span = reservation_span(r, &base);
+    uintptr_t base = atomic_load_explicit(&r->base, memory_order_relaxed), span = res_span(r);
     struct arena *a = res_arena(m, r);
     /* A standalone reservation left the map before its munmap (vm.c): storing
      * now could wipe a new reservation made at the same address since. */

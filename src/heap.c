@@ -640,7 +640,7 @@ static HRESULT refill(struct heap *h, struct tcache *c, unsigned size_class,
 static HRESULT large_alloc(struct heap *h, SIZE_T size, EMemoryCriticalLevel level, const char *file,
                            int line, void **out)
 {
-    size_t bytes = (size + g_page - 1) & ~(g_page - 1);
+    size_t bytes = page_up(size);
     if (bytes < size || bytes > ADDRESS_LIMIT)
         return E_OUTOFMEMORY;
     void *p;

@@ -44,6 +44,9 @@ void geometry_ensure(void) HIDDEN; /* once per process */
 
 static inline uintptr_t page_down(uintptr_t a) { return a & ~(uintptr_t)(g_page - 1); }
 static inline uintptr_t granule_down(uintptr_t a) { return a & ~(uintptr_t)(g_granule - 1); }
+/* Rounding up wraps past the top; callers that can get there check for it. */
+static inline uintptr_t page_up(uintptr_t a) { return page_down(a + g_page - 1); }
+static inline uintptr_t granule_up(uintptr_t a) { return granule_down(a + g_granule - 1); }
 
 /* The user address space hostmem manages: [0, 2^47). */
 #define ADDRESS_BITS 47
@@ -149,6 +152,11 @@ static inline uint64_t res_pages(const struct reservation *r)
 {
     return atomic_load_explicit(&((struct reservation *)r)->size_protect, memory_order_relaxed) &
            RES_PAGES_MASK;
+}
+/* The address space a reservation holds: its pages rounded up to a granule. */
+static inline uintptr_t res_span(const struct reservation *r)
+{
+    return granule_up(res_pages(r) << g_page_shift);
 }
 static inline uint32_t res_alloc_protect(const struct reservation *r)
 {

@@ -42,12 +42,6 @@ static struct arena **arenas_sorted(struct manager *m, uint32_t *count)
     return list;
 }
 
-static uintptr_t span_of(struct reservation *r)
-{
-    size_t size = res_pages(r) << g_page_shift;
-    return (size + g_granule - 1) & ~(uintptr_t)(g_granule - 1);
-}
-
 HRESULT hostmem_walk(IHostMemoryManager *manager, hostmem_region_fn fn, void *context)
 {
     struct manager *m = manager_checked(manager);
@@ -72,7 +66,7 @@ HRESULT hostmem_walk(IHostMemoryManager *manager, hostmem_region_fn fn, void *co
             }
             struct reservation *r = entry_pointer(e);
             uintptr_t base = atomic_load_explicit(&r->base, memory_order_relaxed);
-            uintptr_t next = base + span_of(r);
+            uintptr_t next = base + res_span(r);
             for (uintptr_t p = base; p < next && !stop;) {
                 struct run_view v;
                 if (reservation_read(r, e, p, &v) != 1)
@@ -324,7 +318,7 @@ HRESULT hostmem_validate(IHostMemoryManager *manager, uint32_t flags, char *why,
             }
             struct reservation *r = entry_pointer(e);
             uintptr_t rbase = atomic_load(&r->base);
-            uintptr_t span = span_of(r);
+            uintptr_t span = res_span(r);
             if (rbase != g || res_arena(m, r) != a) {
                 complain(&p, "granule %#jx: reservation %p does not start here", (uintmax_t)g,
                          (void *)r);

@@ -55,7 +55,7 @@ static _Atomic(void *) *link_of(void *p, unsigned c)
 
 static void *chunk_new(struct slab *s, size_t size)
 {
-    size = (size + g_page - 1) & ~(g_page - 1);
+    size = page_up(size);
     void *p;
     if (size == CHUNK_HUGE) {
         /* 2 MiB aligned, so that the kernel can back it with one huge page: a

@@ -69,7 +69,7 @@ static inline uintptr_t page_up_checked(uintptr_t a, size_t size, bool *overflow
         *overflow = true;
         return 0;
     }
-    return (end + g_page - 1) & ~(uintptr_t)(g_page - 1);
+    return page_up(end);
 }
 
 /* ---- finding and locking the reservation that holds an address --------------- */
@@ -292,7 +292,7 @@ static int hw_at(struct manager *m, struct locked *l, const struct runs_view *w,
     }
     if (l->r->flags & RES_STANDALONE)
         return -2; /* outside its own mapping: a kernel boundary for sure */
-    uintptr_t span_end = l->base + ((l->end - l->base + g_granule - 1) & ~(uintptr_t)(g_granule - 1));
+    uintptr_t span_end = l->base + granule_up(l->end - l->base);
     if (a >= l->end && a < span_end)
         return protect_to_os(0, m->compact); /* the unused tail: arena slack */
     return -1;
@@ -590,7 +590,7 @@ static HRESULT release_locked(struct manager *m, struct locked *l)
     if (r->flags & RES_STANDALONE) {
         /* Out of the address map before the address space can be mapped again
          * by anyone (radix.c relies on it); back in if the kernel refuses. */
-        size_t span = (bytes + g_granule - 1) & ~(uintptr_t)(g_granule - 1);
+        size_t span = granule_up(bytes);
         radix_store_range(l->base, l->base + span, 0, true);
         int err = hostmem_os->unmap((void *)l->base, span);
         if (err) {
