@@ -49,6 +49,12 @@ static long now_ns(void)
 }
 
 /* ---- the state the load says ---------------------------------------------------------- */
+/* used as a percent of total, whole percents rounded down, 100 at or past it. */
+static int percent_of(size_t used, size_t total)
+{
+    return used >= total ? 100 : (int)((double)used * 100.0 / (double)total);
+}
+
 static int load_percent(struct manager *m)
 {
     struct policy *p = &m->policy;
@@ -56,7 +62,7 @@ static int load_percent(struct manager *m)
     size_t limit = atomic_load_explicit(&p->limit, memory_order_relaxed);
     if (limit) {
         size_t committed = atomic_load_explicit(&m->committed_bytes, memory_order_relaxed);
-        load = committed >= limit ? 100 : (int)((double)committed * 100.0 / (double)limit);
+        load = percent_of(committed, limit);
     }
     int machine = atomic_load_explicit(&p->machine_load, memory_order_relaxed);
     return machine > load ? machine : load;
@@ -277,7 +283,7 @@ static int system_load(const struct policy *p)
     size_t total, available;
     if (system_memory(p, &total, &available) != S_OK)
         return -1;
-    int load = (int)((double)(total - available) * 100.0 / (double)total);
+    int load = percent_of(total - available, total);
     char text[512];
     if (read_rooted(p, "/proc/pressure/memory", text, sizeof text) == 0) {
         const char *at = strstr(text, "some avg10=");
@@ -327,14 +333,14 @@ HRESULT policy_memory_load(struct manager *m, DWORD *load, SIZE_T *available)
     size_t limit = atomic_load_explicit(&p->limit, memory_order_relaxed);
     if (limit) {
         size_t committed = atomic_load_explicit(&m->committed_bytes, memory_order_relaxed);
-        *load = committed >= limit ? 100 : (DWORD)((double)committed * 100.0 / (double)limit);
+        *load = (DWORD)percent_of(committed, limit);
         *available = committed >= limit ? 0 : limit - committed;
         return S_OK;
     }
     size_t total, free_bytes;
     if (system_memory(p, &total, &free_bytes) != S_OK)
         return E_OUTOFMEMORY; /* /proc/meminfo unreadable: nothing to say, nothing changed */
-    *load = (DWORD)((double)(total - free_bytes) * 100.0 / (double)total);
+    *load = (DWORD)percent_of(total - free_bytes, total);
     *available = free_bytes;
     return S_OK;
 }
