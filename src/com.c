@@ -56,7 +56,8 @@ static int iid_equal(const IID *a, const IID *b)
     return memcmp(a, b, sizeof *a) == 0;
 }
 
-static HRESULT STDMETHODCALLTYPE m_query_interface(IHostMemoryManager *self, REFIID riid, void **ppv)
+HRESULT com_query(void *self, _Atomic uint32_t *references, const IID *own, REFIID riid,
+                  void **ppv)
 {
     if (!ppv)
         return E_POINTER;
@@ -64,13 +65,18 @@ static HRESULT STDMETHODCALLTYPE m_query_interface(IHostMemoryManager *self, REF
         *ppv = NULL;
         return E_INVALIDARG;
     }
-    if (iid_equal(riid, &IID_IUnknown) || iid_equal(riid, &IID_IHostMemoryManager)) {
-        self->lpVtbl->AddRef(self);
+    if (iid_equal(riid, &IID_IUnknown) || iid_equal(riid, own)) {
+        atomic_fetch_add(references, 1);
         *ppv = self;
         return S_OK;
     }
     *ppv = NULL;
     return E_NOINTERFACE;
+}
+
+static HRESULT STDMETHODCALLTYPE m_query_interface(IHostMemoryManager *self, REFIID riid, void **ppv)
+{
+    return com_query(self, &manager_from(self)->references, &IID_IHostMemoryManager, riid, ppv);
 }
 
 static ULONG STDMETHODCALLTYPE m_add_ref(IHostMemoryManager *self)

@@ -843,15 +843,7 @@ static HRESULT heap_free(struct heap *h, void *pointer)
 /* ---- COM ---------------------------------------------------------------------------------------- */
 static HRESULT STDMETHODCALLTYPE h_query_interface(IHostMalloc *self, REFIID riid, void **ppv)
 {
-    if (!ppv)
-        return E_POINTER;
-    if (riid && (!memcmp(riid, &IID_IUnknown, sizeof(IID)) || !memcmp(riid, &IID_IHostMalloc, sizeof(IID)))) {
-        self->lpVtbl->AddRef(self);
-        *ppv = self;
-        return S_OK;
-    }
-    *ppv = NULL;
-    return E_NOINTERFACE;
+    return com_query(self, &heap_from(self)->references, &IID_IHostMalloc, riid, ppv);
 }
 
 static ULONG STDMETHODCALLTYPE h_add_ref(IHostMalloc *self)

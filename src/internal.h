@@ -362,6 +362,11 @@ static inline bool res_compact(const struct manager *m, const struct reservation
 int protect_to_os(unsigned attr, bool compact) HIDDEN;
 bool protect_valid(DWORD protect) HIDDEN;
 
+/* com.c: QueryInterface for an object that answers IID_IUnknown and its own IID;
+ * references is its count, taken for the pointer handed out. */
+HRESULT com_query(void *self, _Atomic uint32_t *references, const IID *own, REFIID riid,
+                  void **ppv) HIDDEN;
+
 /* heap.c */
 HRESULT heap_create(struct manager *m, DWORD type, IHostMalloc **out) HIDDEN;
 

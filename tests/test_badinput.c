@@ -898,6 +898,15 @@ TEST(other_methods_table)
     CHECK(v == NULL);
     ROW(E_POINTER, "QueryInterface NULL out", H->lpVtbl->QueryInterface(H, &IID_IUnknown, NULL),
         "heap QueryInterface(IID_IUnknown, NULL)");
+    /* A NULL IID is a bad argument, alike for both objects. */
+    v = (void *)1;
+    ROW(E_INVALIDARG, "QueryInterface NULL IID", A->lpVtbl->QueryInterface(A, NULL, &v),
+        "manager QueryInterface(NULL)");
+    CHECK(v == NULL);
+    v = (void *)1;
+    ROW(E_INVALIDARG, "QueryInterface NULL IID", H->lpVtbl->QueryInterface(H, NULL, &v),
+        "heap QueryInterface(NULL)");
+    CHECK(v == NULL);
     CHECK_EQ(A->lpVtbl->AddRef(A), refs);
     A->lpVtbl->Release(A);
     CHECK_EQ(H->lpVtbl->AddRef(H), hrefs);
