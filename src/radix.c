@@ -16,22 +16,15 @@
  */
 #include "internal.h"
 
-#define LEAF_SHIFT 30
+#define LEAF_SHIFT RADIX_LEAF_SHIFT
 #define LEAF_SPAN ((uintptr_t)1 << LEAF_SHIFT)
-#define TOP_SLOTS ((size_t)1 << (ADDRESS_BITS - LEAF_SHIFT))
-#define TOP_WHOLE ((uintptr_t)4) /* the slot is one entry for the whole GiB (entries use bits 0-1;
-                                     reservations are 64-byte aligned) */
+#define TOP_WHOLE RADIX_TOP_WHOLE
 
-static _Atomic uintptr_t radix_top[TOP_SLOTS];
+_Atomic uintptr_t radix_top[(size_t)1 << (ADDRESS_BITS - LEAF_SHIFT)];
 
 static size_t leaf_entries(void)
 {
     return (size_t)1 << (LEAF_SHIFT - g_granule_shift);
-}
-
-static inline size_t leaf_index(uintptr_t address)
-{
-    return (address & (LEAF_SPAN - 1)) >> g_granule_shift;
 }
 
 /* A leaf: its entries, then one reservation slot per granule. An arena
@@ -49,40 +42,23 @@ static inline struct reservation *slot_at(uintptr_t leaf, size_t i)
 
 struct reservation *radix_slot(uintptr_t address)
 {
-    uintptr_t v = atomic_load_explicit(&radix_top[address >> LEAF_SHIFT], memory_order_acquire);
+    uintptr_t v = radix_top_load(address);
     if (!v || (v & TOP_WHOLE))
         return NULL;
-    return slot_at(v, leaf_index(address));
+    return slot_at(v, radix_leaf_index(address));
 }
 
-/* The entry for address; with prefetch, also starts fetching the granule's
- * record slot (the likely record: a reservation that starts there). */
-static inline uintptr_t load_entry(uintptr_t address, bool prefetch)
+/* The entry for address, and starts fetching the granule's record slot (the
+ * likely record: a reservation that starts there). */
+uintptr_t radix_load_prefetch(uintptr_t address)
 {
-    if (address >= ADDRESS_LIMIT)
-        return 0;
-    uintptr_t v = atomic_load_explicit(&radix_top[address >> LEAF_SHIFT], memory_order_acquire);
-    if (!v)
-        return 0;
-    if (v & TOP_WHOLE)
-        return v & ~TOP_WHOLE;
-    size_t i = leaf_index(address);
-    if (prefetch) {
-        const char *slot = (const char *)slot_at(v, i);
+    uintptr_t v = radix_top_load(address);
+    if (v && !(v & TOP_WHOLE)) {
+        const char *slot = (const char *)slot_at(v, radix_leaf_index(address));
         __builtin_prefetch(slot);
         __builtin_prefetch(slot + sizeof(struct reservation) - 1);
     }
-    return atomic_load_explicit(&((_Atomic uintptr_t *)v)[i], memory_order_acquire);
-}
-
-uintptr_t radix_load(uintptr_t address)
-{
-    return load_entry(address, false);
-}
-
-uintptr_t radix_load_prefetch(uintptr_t address)
-{
-    return load_entry(address, true);
+    return radix_load(address);
 }
 
 /* Does [start, end) cover the whole GiB of slot? */
@@ -162,6 +138,6 @@ void radix_store_range(uintptr_t start, uintptr_t end, uintptr_t entry, bool who
         _Atomic uintptr_t *leaf = (_Atomic uintptr_t *)v;
         uintptr_t stop = (slot + 1) << LEAF_SHIFT;
         for (; a < end && a < stop; a += g_granule)
-            atomic_store_explicit(&leaf[leaf_index(a)], entry, memory_order_release);
+            atomic_store_explicit(&leaf[radix_leaf_index(a)], entry, memory_order_release);
     }
 }
