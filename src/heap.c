@@ -284,7 +284,7 @@ struct tls_node {
 static __thread struct {
     uint64_t heap_id;
     struct tcache *cache;
-} tls_slots[4];
+} tls_slots[4], tls_last; /* tls_last: the heap this thread used last */
 static __thread struct tls_node *tls_list;
 
 static pthread_mutex_t live_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -334,8 +334,8 @@ static struct tcache *tcache_slow(struct heap *h)
 {
     for (struct tls_node *n = tls_list; n; n = n->next) {
         if (n->heap_id == h->id) {
-            tls_slots[h->id & 3].heap_id = h->id;
-            tls_slots[h->id & 3].cache = n->cache;
+            tls_slots[h->id & 3].heap_id = tls_last.heap_id = h->id;
+            tls_slots[h->id & 3].cache = tls_last.cache = n->cache;
             return n->cache;
         }
     }
@@ -368,8 +368,8 @@ static struct tcache *tcache_slow(struct heap *h)
     tls_list = node;
     pthread_once(&exit_once, exit_key_init);
     pthread_setspecific(exit_key, (void *)1);
-    tls_slots[h->id & 3].heap_id = h->id;
-    tls_slots[h->id & 3].cache = c;
+    tls_slots[h->id & 3].heap_id = tls_last.heap_id = h->id;
+    tls_slots[h->id & 3].cache = tls_last.cache = c;
     return c;
 }
 
@@ -378,8 +378,12 @@ static struct tcache *tcache_slow(struct heap *h)
 static inline struct tcache *tcache_fast(struct heap *h)
 {
     uint64_t id = h->id;
-    if (tls_slots[id & 3].heap_id == id)
-        return tls_slots[id & 3].cache;
+    if (__builtin_expect(tls_last.heap_id == id, 1))
+        return tls_last.cache;
+    if (tls_slots[id & 3].heap_id == id) {
+        tls_last = tls_slots[id & 3];
+        return tls_last.cache;
+    }
     return h->threadsafe ? NULL : &h->single;
 }
 
