@@ -135,9 +135,18 @@ TEST(free_refuses_what_the_heap_did_not_hand_out_every_variant)
         for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
             if (IHostMalloc_Free(h, bad[i]) != HOST_E_INVALIDOPERATION)
                 TEST_FAIL_AT("variant %zu: Free(bad[%zu] = %p) was accepted", v, i, bad[i]);
-        /* the segment header and a span that is not in use */
+        /* Inside the heap's own segment (4 MiB aligned, 64 KiB spans; docs/heap.md):
+         * the segment header, its span descriptors, a's span header, the last span
+         * (not in use), and the block after b, never handed out. a and b are the
+         * first two blocks of a fresh span, so b + (b - a) is the third. */
         uintptr_t seg = (uintptr_t)a & ~(uintptr_t)((4u << 20) - 1);
-        (void)seg;
+        uintptr_t span = (uintptr_t)a & ~(uintptr_t)0xffff;
+        void *inside[] = {(void *)seg, (void *)(seg + 64), (void *)(seg + 4096), (void *)span,
+                          (void *)(span + 64), (void *)(seg + ((uintptr_t)63 << 16)), b + (b - a)};
+        REQUIRE(b > a && (uintptr_t)b - (uintptr_t)a < 256);
+        for (size_t i = 0; i < sizeof inside / sizeof inside[0]; i++)
+            if (IHostMalloc_Free(h, inside[i]) != HOST_E_INVALIDOPERATION)
+                TEST_FAIL_AT("variant %zu: Free(inside[%zu] = %p) was accepted", v, i, inside[i]);
         /* double frees */
         CHECK_HR(IHostMalloc_Free(h, a), S_OK);
         CHECK_HR(IHostMalloc_Free(h, a), HOST_E_INVALIDOPERATION);
@@ -251,6 +260,70 @@ TEST(threadsafe_cross_thread_frees)
     CHECK_EQ(IHostMalloc_Release(p->h), 0);
     free(p);
     CHECK_EQ(stats_of(m).committed_bytes, 0);
+    CHECK_EQ(IHostMemoryManager_Release(m), 0);
+}
+
+struct refree {
+    IHostMalloc *h;
+    void **blocks;
+    size_t n;
+    size_t accepted;
+};
+
+static void *free_again(void *arg)
+{
+    struct refree *r = arg;
+    for (size_t i = 0; i < r->n; i++)
+        if (IHostMalloc_Free(r->h, r->blocks[i]) != HOST_E_INVALIDOPERATION)
+            r->accepted++;
+    return NULL;
+}
+
+/* §7 IHostMalloc Free of an already freed block -> HOST_E_INVALIDOPERATION wherever the
+ * block rests: in the owner's magazine (the first 32 freed of a class), on its span's
+ * free list (the rest), freed again by the owner or by another thread; afterwards the
+ * heap hands out each block once. */
+TEST(free_refuses_double_frees_wherever_the_block_rests)
+{
+    IHostMemoryManager *m;
+    REQUIRE_HR(hostmem_create(NULL, &m), S_OK);
+    IHostMalloc *h = heap_of(m, MALLOC_THREADSAFE);
+    REQUIRE(h);
+    enum { N = 200 };
+    void *blocks[N];
+    for (size_t i = 0; i < N; i++)
+        REQUIRE_HR(IHostMalloc_Alloc(h, 64, eTaskCritical, &blocks[i]), S_OK);
+    for (size_t i = 0; i < N; i++)
+        CHECK_HR(IHostMalloc_Free(h, blocks[i]), S_OK);
+    size_t accepted = 0;
+    for (size_t i = 0; i < N; i++)
+        if (IHostMalloc_Free(h, blocks[i]) != HOST_E_INVALIDOPERATION)
+            accepted++;
+    CHECK_EQ(accepted, 0);
+    struct refree r = {h, blocks, N, 0};
+    pthread_t t;
+    pthread_create(&t, NULL, free_again, &r);
+    pthread_join(t, NULL);
+    CHECK_EQ(r.accepted, 0);
+    /* each block comes back once: 2N allocations give 2N distinct blocks */
+    void *again[2 * N];
+    for (size_t i = 0; i < 2 * N; i++) {
+        REQUIRE_HR(IHostMalloc_Alloc(h, 64, eTaskCritical, &again[i]), S_OK);
+        memset(again[i], (int)(i & 0xff), 64);
+    }
+    for (size_t i = 0; i < 2 * N; i++)
+        for (size_t j = 0; j < 64; j++)
+            if (((unsigned char *)again[i])[j] != (unsigned char)(i & 0xff)) {
+                TEST_FAIL_AT("block %zu shares memory with a later one", i);
+                i = 2 * N;
+                break;
+            }
+    for (size_t i = 0; i < 2 * N; i++)
+        CHECK_HR(IHostMalloc_Free(h, again[i]), S_OK);
+    size_t live = 99;
+    CHECK_HR(hostmem_heap_report(h, NULL, &live), S_OK);
+    CHECK_EQ(live, 0);
+    CHECK_EQ(IHostMalloc_Release(h), 0);
     CHECK_EQ(IHostMemoryManager_Release(m), 0);
 }
 
@@ -487,6 +560,7 @@ int main(void)
     RUN(create_malloc_variants_and_arguments);
     RUN(alloc_alignment_zero_size_and_contents_every_variant);
     RUN(free_refuses_what_the_heap_did_not_hand_out_every_variant);
+    RUN(free_refuses_double_frees_wherever_the_block_rests);
     RUN(threadsafe_cross_thread_frees);
     RUN(threadsafe_concurrent_churn_keeps_contents);
     RUN(heap_pages_follow_the_budget_and_come_back);
