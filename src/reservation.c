@@ -135,18 +135,30 @@ uint64_t runs_committed(const struct reservation *r)
     return committed;
 }
 
+/* The runs of copy word v, an inline word decoded once. */
+static void view_decode(uintptr_t v, uint64_t pages, struct runs_view *w)
+{
+    w->pages = pages;
+    if (!(v & RUNS_INLINE)) {
+        w->buffer = (struct runbuf *)v;
+        w->n = atomic_load_explicit(&w->buffer->count, memory_order_relaxed);
+        return;
+    }
+    unsigned attr;
+    uint64_t first, end;
+    inline_split(v, pages, &attr, &first, &end);
+    w->buffer = NULL;
+    w->n = 0;
+    if (first > 0)
+        w->inline_run[w->n++] = run_make(0, 0);
+    w->inline_run[w->n++] = run_make(first, attr);
+    if (end < pages)
+        w->inline_run[w->n++] = run_make(end, 0);
+}
+
 void runs_view_init(const struct reservation *r, struct runs_view *w)
 {
-    uintptr_t v = load_copy(r, 0);
-    w->pages = res_pages(r);
-    w->n = copy_count(v, w->pages);
-    w->buffer = NULL;
-    if (v & RUNS_INLINE) {
-        for (uint32_t i = 0; i < w->n; i++)
-            w->inline_run[i] = copy_get(v, i, w->pages);
-    } else {
-        w->buffer = (struct runbuf *)v;
-    }
+    view_decode(load_copy(r, 0), res_pages(r), w);
 }
 
 uint32_t runs_count(const struct reservation *r)
@@ -189,26 +201,29 @@ static void emit(struct sink *k, uint64_t page, unsigned attr)
 }
 
 /* The runs of src with pages [first, end) set to attr, into k. */
-static void compute(uintptr_t src, uint64_t pages, uint64_t first, uint64_t end, unsigned attr,
+static void compute(const struct runs_view *src, uint64_t first, uint64_t end, unsigned attr,
                     struct sink *k)
 {
-    uint32_t n = copy_count(src, pages);
+    uint32_t n = src->n;
     if (first >= end) { /* a plain copy */
-        for (uint32_t i = 0; i < n; i++)
-            emit(k, run_page(copy_get(src, i, pages)), run_attr(copy_get(src, i, pages)));
+        for (uint32_t i = 0; i < n; i++) {
+            uint64_t run = runs_view_get(src, i);
+            emit(k, run_page(run), run_attr(run));
+        }
         return;
     }
-    for (uint32_t i = 0; i < n; i++) {
-        uint64_t run = copy_get(src, i, pages);
+    uint32_t i = 0;
+    for (; i < n; i++) {
+        uint64_t run = runs_view_get(src, i);
         if (run_page(run) >= first)
             break;
         emit(k, run_page(run), run_attr(run));
     }
     emit(k, first, attr);
-    for (uint32_t i = 0; i < n; i++) {
-        uint64_t run = copy_get(src, i, pages);
-        uint64_t run_end = i + 1 < n ? run_page(copy_get(src, i + 1, pages)) : pages;
-        if (run_end <= end)
+    /* the runs that end after end: from the one holding page first - 1, if any */
+    for (i = i ? i - 1 : 0; i < n; i++) {
+        uint64_t run = runs_view_get(src, i);
+        if (runs_view_end(src, i) <= end)
             continue;
         emit(k, run_page(run) > end ? run_page(run) : end, run_attr(run));
     }
@@ -217,7 +232,9 @@ static void compute(uintptr_t src, uint64_t pages, uint64_t first, uint64_t end,
 uint32_t runs_count_after(const struct reservation *r, uint64_t first, uint64_t end, unsigned attr)
 {
     struct sink k = {NULL, 0, 0, {0, 0, 0}};
-    compute(load_copy(r, 0), res_pages(r), first, end, attr, &k);
+    struct runs_view w;
+    runs_view_init(r, &w);
+    compute(&w, first, end, attr, &k);
     uintptr_t v;
     if (k.n <= 3 && inline_from(k.head, k.n, &v))
         return 1; /* one word: no buffer needed */
@@ -275,8 +292,10 @@ static void write_copy(struct slab *s, struct reservation *r, int dst, uintptr_t
     uintptr_t v = src; /* a plain copy of one word stays one word */
     struct sink count = {NULL, 0, 0, {0, 0, 0}};
     bool one_word = first >= end && (src & RUNS_INLINE);
+    struct runs_view w;
     if (!one_word) {
-        compute(src, pages, first, end, attr, &count);
+        view_decode(src, pages, &w);
+        compute(&w, first, end, attr, &count);
         one_word = count.n <= 3 && inline_from(count.head, count.n, &v);
     }
     if (!one_word) {
@@ -289,7 +308,7 @@ static void write_copy(struct slab *s, struct reservation *r, int dst, uintptr_t
             spare[dst] = 0;
         }
         struct sink k = {b, 0, 0, {0, 0, 0}};
-        compute(src, pages, first, end, attr, &k);
+        compute(&w, first, end, attr, &k);
         atomic_store_explicit(&b->count, k.n, memory_order_relaxed);
         v = (uintptr_t)b;
     }
