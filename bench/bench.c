@@ -44,6 +44,12 @@ static void *(*glibc_malloc)(size_t);
 static void (*glibc_free)(void *);
 static void glibc_resolve(void)
 {
+#ifdef HOSTMEM_BENCH_IN_TOOL
+    /* the tool links no other allocator: malloc is glibc's, even in a static build */
+    glibc_malloc = malloc;
+    glibc_free = free;
+    return;
+#endif
     void *libc = dlopen("libc.so.6", RTLD_NOW | RTLD_NOLOAD);
     if (libc) {
         glibc_malloc = (void *(*)(size_t))dlsym(libc, "malloc");
