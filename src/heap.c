@@ -43,7 +43,6 @@
 #define SPANS_PER_SEGMENT (SEGMENT_SIZE / SPAN_SIZE)
 #define SMALL_MAX 16384
 #define CLASSES 80
-#define SEGMENT_MAGIC 0x486f73746d656d53ull
 #define SPAN_MAGIC 0x5370616eu
 
 /* ---- size classes ------------------------------------------------------------------ */
@@ -97,7 +96,6 @@ struct span_desc {
 };
 
 struct segment {
-    uint64_t magic;
     struct heap *heap;
     struct segment *next;
     uintptr_t base;
@@ -330,12 +328,18 @@ static void tcache_init(struct tcache *c, struct heap *h)
     }
 }
 
+/* The calling thread has cache c for h: found next time by tcache_fast. */
+static void tls_remember(struct heap *h, struct tcache *c)
+{
+    tls_slots[h->id & 3].heap_id = tls_last.heap_id = h->id;
+    tls_slots[h->id & 3].cache = tls_last.cache = c;
+}
+
 static struct tcache *tcache_slow(struct heap *h)
 {
     for (struct tls_node *n = tls_list; n; n = n->next) {
         if (n->heap_id == h->id) {
-            tls_slots[h->id & 3].heap_id = tls_last.heap_id = h->id;
-            tls_slots[h->id & 3].cache = tls_last.cache = n->cache;
+            tls_remember(h, n->cache);
             return n->cache;
         }
     }
@@ -368,8 +372,7 @@ static struct tcache *tcache_slow(struct heap *h)
     tls_list = node;
     pthread_once(&exit_once, exit_key_init);
     pthread_setspecific(exit_key, (void *)1);
-    tls_slots[h->id & 3].heap_id = tls_last.heap_id = h->id;
-    tls_slots[h->id & 3].cache = tls_last.cache = c;
+    tls_remember(h, c);
     return c;
 }
 
@@ -496,7 +499,6 @@ static HRESULT segment_new(struct heap *h, EMemoryCriticalLevel level, struct se
         return hr;
     }
     struct segment *g = base;
-    g->magic = SEGMENT_MAGIC;
     g->heap = h;
     g->base = (uintptr_t)base;
     g->free_spans = SPANS_PER_SEGMENT - 1;
@@ -878,8 +880,9 @@ static __attribute__((noinline)) HRESULT free_other(struct heap *h, uintptr_t p,
     return large_free(h, p);
 }
 
-/* The common case - the owner frees a small block into its magazine - is kept
- * short: every slower case is a call. */
+/* Free through the address map, every rule in order: what h_free's fast path
+ * did not take. Out of line, so the fast path saves no registers; the slower
+ * cases here are calls of their own. */
 static __attribute__((noinline)) HRESULT heap_free(struct heap *h, void *pointer)
 {
     if (!pointer)
