@@ -39,6 +39,7 @@
 #include <sys/mman.h>
 
 #include "hostmem.h"
+#include "win32_rules.h"
 
 #define NM 2
 #define PER_MANAGER 8 /* live reservations per manager */
@@ -207,46 +208,6 @@ static uintptr_t range_end(uintptr_t a, size_t size)
     if (__builtin_add_overflow(a, size, &e) || e > UINTPTR_MAX - P)
         return 0;
     return (e + P - 1) & ~(uintptr_t)(P - 1);
-}
-
-static const DWORD BASE_PROTS[6] = {PAGE_NOACCESS,    PAGE_READONLY,     PAGE_READWRITE,
-                                    PAGE_EXECUTE,     PAGE_EXECUTE_READ, PAGE_EXECUTE_READWRITE};
-static const DWORD MODIFIERS[3] = {PAGE_GUARD, PAGE_NOCACHE, PAGE_WRITECOMBINE};
-
-/* SPEC §3: exactly one base value, at most one modifier, none with NOACCESS. */
-static int prot_valid(DWORD p)
-{
-    DWORD base = p & 0xFFu, mod = p & ~0xFFu;
-    int ok = 0;
-    for (int i = 0; i < 6; i++)
-        ok |= base == BASE_PROTS[i];
-    if (!ok || (mod & ~(DWORD)(PAGE_GUARD | PAGE_NOCACHE | PAGE_WRITECOMBINE)) || (mod & (mod - 1)))
-        return 0;
-    return !(base == PAGE_NOACCESS && mod);
-}
-
-/* SPEC §3: COMMIT, RESERVE, COMMIT|RESERVE (TOP_DOWN optional, LARGE_PAGES only
- * with COMMIT|RESERVE), RESET or RESET_UNDO alone. */
-static int alloc_type_valid(DWORD t)
-{
-    DWORD base = t & ~(DWORD)(MEM_TOP_DOWN | MEM_LARGE_PAGES);
-    if (t & MEM_LARGE_PAGES)
-        return base == (MEM_COMMIT | MEM_RESERVE);
-    if (base == MEM_RESET || base == MEM_RESET_UNDO)
-        return t == base;
-    return base == MEM_COMMIT || base == MEM_RESERVE || base == (MEM_COMMIT | MEM_RESERVE);
-}
-
-static int readable(DWORD p)
-{
-    DWORD b = p & 0xFFu;
-    return !(p & PAGE_GUARD) && (b == PAGE_READONLY || b == PAGE_READWRITE ||
-                                 b == PAGE_EXECUTE_READ || b == PAGE_EXECUTE_READWRITE);
-}
-static int writable(DWORD p)
-{
-    DWORD b = p & 0xFFu;
-    return !(p & PAGE_GUARD) && (b == PAGE_READWRITE || b == PAGE_EXECUTE_READWRITE);
 }
 
 static DWORD gen_prot(void)

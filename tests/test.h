@@ -17,6 +17,15 @@
 
 #include "hostmem.h"
 
+/* UNDER_TSAN: built with ThreadSanitizer (gcc or clang) */
+#if defined(__SANITIZE_THREAD__)
+#define UNDER_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define UNDER_TSAN 1
+#endif
+#endif
+
 static int test_current_failed __attribute__((unused));
 static int test_passed_count;
 static int test_failed_count;

@@ -27,6 +27,7 @@
 #include <string.h>
 
 #include "test.h"
+#include "win32_rules.h"
 
 #define ERR_ADDR HRESULT_FROM_WIN32(ERROR_INVALID_ADDRESS)
 #define ERR_BADLEN HRESULT_FROM_WIN32(ERROR_BAD_LENGTH)
@@ -374,37 +375,6 @@ static uintptr_t range_end(uintptr_t a, size_t size)
 }
 
 static int in_r(uintptr_t a) { return a >= (uintptr_t)R && a < (uintptr_t)R + NPAGES * P; }
-
-static int prot_valid(DWORD p)
-{
-    DWORD base = p & 0xFFu, mod = p & ~0xFFu;
-    if (mod & ~(DWORD)(PAGE_GUARD | PAGE_NOCACHE | PAGE_WRITECOMBINE))
-        return 0;
-    if (mod & (mod - 1))
-        return 0;
-    switch (base) {
-    case PAGE_NOACCESS:
-        return mod == 0;
-    case PAGE_READONLY:
-    case PAGE_READWRITE:
-    case PAGE_EXECUTE:
-    case PAGE_EXECUTE_READ:
-    case PAGE_EXECUTE_READWRITE:
-        return 1;
-    default:
-        return 0;
-    }
-}
-
-static int alloc_type_valid(DWORD t)
-{
-    DWORD base = t & ~(DWORD)(MEM_TOP_DOWN | MEM_LARGE_PAGES);
-    if (t & MEM_LARGE_PAGES)
-        return base == (MEM_COMMIT | MEM_RESERVE);
-    if (base == MEM_RESET || base == MEM_RESET_UNDO)
-        return t == base;
-    return base == MEM_COMMIT || base == MEM_RESERVE || base == (MEM_COMMIT | MEM_RESERVE);
-}
 
 /* SPEC §4. */
 static HRESULT expect_free(uintptr_t a, size_t size, DWORD type)

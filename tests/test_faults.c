@@ -21,14 +21,6 @@
 #include "os.h"
 #include "test.h"
 
-#if defined(__SANITIZE_THREAD__)
-#define UNDER_TSAN 1
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define UNDER_TSAN 1
-#endif
-#endif
-
 extern const hostmem_lock_ops lock_posix_ops;
 
 /* ---- the faulty seam ----------------------------------------------------------- */

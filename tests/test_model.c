@@ -25,6 +25,7 @@
 #include <sys/mman.h>
 
 #include "test.h"
+#include "win32_rules.h"
 
 #define NSLOTS 8
 #define MAXPAGES 40
@@ -182,40 +183,6 @@ static void mfail(int line, const char *fmt, ...)
 
 /* ---- the contract's rules, written out once -------------------------------- */
 
-static const DWORD BASE_PROTS[6] = {PAGE_NOACCESS,    PAGE_READONLY,     PAGE_READWRITE,
-                                    PAGE_EXECUTE,     PAGE_EXECUTE_READ, PAGE_EXECUTE_READWRITE};
-static const DWORD MODIFIERS[3] = {PAGE_GUARD, PAGE_NOCACHE, PAGE_WRITECOMBINE};
-
-/* §3: exactly one base value, at most one modifier, no modifier with NOACCESS. */
-static int prot_valid(DWORD p)
-{
-    DWORD base = p & 0xFFu, mod = p & ~0xFFu;
-    int ok = 0;
-    for (int i = 0; i < 6; i++)
-        if (base == BASE_PROTS[i])
-            ok = 1;
-    if (!ok)
-        return 0;
-    if (mod & ~(DWORD)(PAGE_GUARD | PAGE_NOCACHE | PAGE_WRITECOMBINE))
-        return 0;
-    if (mod & (mod - 1))
-        return 0;
-    if (base == PAGE_NOACCESS && mod)
-        return 0;
-    return 1;
-}
-
-/* §3: COMMIT, RESERVE, COMMIT|RESERVE, RESET or RESET_UNDO alone; TOP_DOWN
- * optional; LARGE_PAGES only with COMMIT|RESERVE. */
-static int alloc_type_valid(DWORD t)
-{
-    DWORD base = t & ~(DWORD)(MEM_TOP_DOWN | MEM_LARGE_PAGES);
-    if (t & MEM_LARGE_PAGES)
-        return base == (MEM_COMMIT | MEM_RESERVE);
-    return base == MEM_COMMIT || base == MEM_RESERVE || base == (MEM_COMMIT | MEM_RESERVE) ||
-           base == MEM_RESET || base == MEM_RESET_UNDO;
-}
-
 static const DWORD BAD_PROTS[] = {
     0,
     PAGE_WRITECOPY,
@@ -268,18 +235,6 @@ static const DWORD BAD_FREE_TYPES[] = {
     MEM_RESERVE,
 };
 #define N_BAD_FREE_TYPES (sizeof BAD_FREE_TYPES / sizeof BAD_FREE_TYPES[0])
-
-static int readable(DWORD p)
-{
-    DWORD b = p & 0xFFu;
-    return !(p & PAGE_GUARD) && (b == PAGE_READONLY || b == PAGE_READWRITE ||
-                                 b == PAGE_EXECUTE_READ || b == PAGE_EXECUTE_READWRITE);
-}
-static int writable(DWORD p)
-{
-    DWORD b = p & 0xFFu;
-    return !(p & PAGE_GUARD) && (b == PAGE_READWRITE || b == PAGE_EXECUTE_READWRITE);
-}
 
 static DWORD rand_prot(void)
 {

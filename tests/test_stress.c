@@ -27,6 +27,7 @@
 #include <string.h>
 
 #include "test.h"
+#include "win32_rules.h"
 
 #define MAX_THREADS 64
 #define NSHARED 4
@@ -75,10 +76,6 @@ static atomic_int g_stop;
 static atomic_long g_failures;
 static atomic_long g_queries;
 
-static const DWORD BASE_PROTS[6] = {PAGE_NOACCESS,    PAGE_READONLY,     PAGE_READWRITE,
-                                    PAGE_EXECUTE,     PAGE_EXECUTE_READ, PAGE_EXECUTE_READWRITE};
-static const DWORD MODIFIERS[3] = {PAGE_GUARD, PAGE_NOCACHE, PAGE_WRITECOMBINE};
-
 static uint64_t rnd(uint64_t *s)
 {
     uint64_t z = (*s += 0x9E3779B97F4A7C15ull);
@@ -124,12 +121,7 @@ static void tfail(const char *who, long iter, const char *op, int line, const ch
 
 static int prot_valid_for_query(DWORD p)
 {
-    DWORD base = p & 0xFFu, mod = p & ~0xFFu;
-    int ok = 0;
-    for (int i = 0; i < 6; i++)
-        ok |= base == BASE_PROTS[i];
-    return ok && !(mod & ~(DWORD)(PAGE_GUARD | PAGE_NOCACHE | PAGE_WRITECOMBINE)) &&
-           !(mod & (mod - 1));
+    return base_prot_known(p) && modifiers_valid(p);
 }
 
 static DWORD rand_prot(uint64_t *s)
@@ -138,18 +130,6 @@ static DWORD rand_prot(uint64_t *s)
     if (p != PAGE_NOACCESS && pct(s, 15))
         p |= MODIFIERS[rn(s, 3)];
     return p;
-}
-
-static int readable(DWORD p)
-{
-    DWORD b = p & 0xFFu;
-    return !(p & PAGE_GUARD) && (b == PAGE_READONLY || b == PAGE_READWRITE ||
-                                 b == PAGE_EXECUTE_READ || b == PAGE_EXECUTE_READWRITE);
-}
-static int writable(DWORD p)
-{
-    DWORD b = p & 0xFFu;
-    return !(p & PAGE_GUARD) && (b == PAGE_READWRITE || b == PAGE_EXECUTE_READWRITE);
 }
 
 static uint64_t pattern(uint64_t tag, size_t word)

@@ -19,14 +19,6 @@
 
 #include "test.h"
 
-#if defined(__SANITIZE_THREAD__)
-#define UNDER_TSAN 1
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define UNDER_TSAN 1
-#endif
-#endif
-
 static size_t P;
 static sem_t resume;
 static _Atomic int stopped, quit;

@@ -1,0 +1,61 @@
+/*
+ * win32_rules.h - the Win32 rules the tests predict results from, written once
+ * (SPEC §3): which protections and allocation types are valid, and what a
+ * protection lets a program do. Static functions: each test includes it.
+ */
+#ifndef HOSTMEM_TESTS_WIN32_RULES_H
+#define HOSTMEM_TESTS_WIN32_RULES_H
+
+#include "hostmem.h"
+
+static const DWORD BASE_PROTS[6] = {PAGE_NOACCESS,    PAGE_READONLY,     PAGE_READWRITE,
+                                    PAGE_EXECUTE,     PAGE_EXECUTE_READ, PAGE_EXECUTE_READWRITE};
+static const DWORD MODIFIERS[3] = {PAGE_GUARD, PAGE_NOCACHE, PAGE_WRITECOMBINE};
+
+static inline int base_prot_known(DWORD p)
+{
+    for (int i = 0; i < 6; i++)
+        if ((p & 0xFFu) == BASE_PROTS[i])
+            return 1;
+    return 0;
+}
+
+/* at most one of GUARD, NOCACHE, WRITECOMBINE and nothing else above the base */
+static inline int modifiers_valid(DWORD p)
+{
+    DWORD mod = p & ~0xFFu;
+    return !(mod & ~(DWORD)(PAGE_GUARD | PAGE_NOCACHE | PAGE_WRITECOMBINE)) && !(mod & (mod - 1));
+}
+
+/* §3: exactly one base value, at most one modifier, no modifier with NOACCESS. */
+static inline int prot_valid(DWORD p)
+{
+    return base_prot_known(p) && modifiers_valid(p) && !((p & 0xFFu) == PAGE_NOACCESS && (p & ~0xFFu));
+}
+
+/* §3: COMMIT, RESERVE, COMMIT|RESERVE (TOP_DOWN optional, LARGE_PAGES only with
+ * COMMIT|RESERVE), RESET or RESET_UNDO alone. */
+static inline int alloc_type_valid(DWORD t)
+{
+    DWORD base = t & ~(DWORD)(MEM_TOP_DOWN | MEM_LARGE_PAGES);
+    if (t & MEM_LARGE_PAGES)
+        return base == (MEM_COMMIT | MEM_RESERVE);
+    if (base == MEM_RESET || base == MEM_RESET_UNDO)
+        return t == base;
+    return base == MEM_COMMIT || base == MEM_RESERVE || base == (MEM_COMMIT | MEM_RESERVE);
+}
+
+static inline int readable(DWORD p)
+{
+    DWORD b = p & 0xFFu;
+    return !(p & PAGE_GUARD) && (b == PAGE_READONLY || b == PAGE_READWRITE ||
+                                 b == PAGE_EXECUTE_READ || b == PAGE_EXECUTE_READWRITE);
+}
+
+static inline int writable(DWORD p)
+{
+    DWORD b = p & 0xFFu;
+    return !(p & PAGE_GUARD) && (b == PAGE_READWRITE || b == PAGE_EXECUTE_READWRITE);
+}
+
+#endif
