@@ -877,6 +877,15 @@ static void json_string(FILE *f, const char *s)
     fputc('"', f);
 }
 
+/* one chart series: a key and a value per level measured */
+static void json_series(FILE *f, const char *key, const double *v)
+{
+    fprintf(f, ",\n    \"%s\": [", key);
+    for (int i = 0; i < nlevels; i++)
+        fprintf(f, "%s%.2f", i ? ", " : "", v[i]);
+    fprintf(f, "]");
+}
+
 static void print_json(double seconds)
 {
     FILE *f = stdout;
@@ -908,16 +917,11 @@ static void print_json(double seconds)
     fprintf(f, "  ],\n  \"chart\": {\"live_reservations\": [");
     for (int i = 0; i < nlevels; i++)
         fprintf(f, "%s%zu", i ? ", " : "", level_count[i]);
-    fprintf(f, "],\n    \"virtualquery_ns\": [");
-    for (int i = 0; i < nlevels; i++)
-        fprintf(f, "%s%.2f", i ? ", " : "", level_query[i]);
-    fprintf(f, "],\n    \"foreign_virtualfree_ns\": [");
-    for (int i = 0; i < nlevels; i++)
-        fprintf(f, "%s%.2f", i ? ", " : "", level_foreign[i]);
-    fprintf(f, "],\n    \"mincore_ns\": [");
-    for (int i = 0; i < nlevels; i++)
-        fprintf(f, "%s%.2f", i ? ", " : "", level_mincore[i]);
-    fprintf(f, "]}\n}\n");
+    fprintf(f, "]");
+    json_series(f, "virtualquery_ns", level_query);
+    json_series(f, "foreign_virtualfree_ns", level_foreign);
+    json_series(f, "mincore_ns", level_mincore);
+    fprintf(f, "}\n}\n");
 }
 
 static void print_table(double seconds)
