@@ -51,30 +51,39 @@ static inline void inline_split(uintptr_t v, uint64_t pages, unsigned *attr, uin
         *first = *end;
 }
 
+/* The runs of copy word v: the one place an inline word is decoded. */
+static void view_decode(uintptr_t v, uint64_t pages, struct runs_view *w)
+{
+    w->pages = pages;
+    if (!(v & RUNS_INLINE)) {
+        w->buffer = (struct runbuf *)v;
+        w->n = atomic_load_explicit(&w->buffer->count, memory_order_relaxed);
+        return;
+    }
+    unsigned attr;
+    uint64_t first, end;
+    inline_split(v, pages, &attr, &first, &end);
+    w->buffer = NULL;
+    w->n = 0;
+    if (first > 0)
+        w->inline_run[w->n++] = run_make(0, 0);
+    w->inline_run[w->n++] = run_make(first, attr);
+    if (end < pages)
+        w->inline_run[w->n++] = run_make(end, 0);
+}
+
 static inline uint32_t copy_count(uintptr_t v, uint64_t pages)
 {
-    if (v & RUNS_INLINE) {
-        unsigned attr;
-        uint64_t first, end;
-        inline_split(v, pages, &attr, &first, &end);
-        return (first > 0) + 1u + (end < pages);
-    }
-    const struct runbuf *b = (const struct runbuf *)v;
-    return atomic_load_explicit(&((struct runbuf *)b)->count, memory_order_relaxed);
+    struct runs_view w;
+    view_decode(v, pages, &w);
+    return w.n;
 }
 
 static inline uint64_t copy_get(uintptr_t v, uint32_t i, uint64_t pages)
 {
-    if (v & RUNS_INLINE) {
-        unsigned attr;
-        uint64_t first, end;
-        inline_split(v, pages, &attr, &first, &end);
-        if (first > 0 && i-- == 0)
-            return run_make(0, 0);
-        return i == 0 ? run_make(first, attr) : run_make(end, 0);
-    }
-    struct runbuf *b = (struct runbuf *)v;
-    return atomic_load_explicit(&b->run[i], memory_order_relaxed);
+    struct runs_view w;
+    view_decode(v, pages, &w);
+    return runs_view_get(&w, i);
 }
 
 /* The inline word for runs[0..n), if they have an inline shape. */
@@ -122,38 +131,15 @@ static size_t buffer_bytes(uint32_t count)
 
 uint64_t runs_committed(const struct reservation *r)
 {
-    uintptr_t v = load_copy(r, 0);
-    uint64_t pages = res_pages(r);
-    uint32_t n = copy_count(v, pages);
+    struct runs_view w;
+    runs_view_init(r, &w);
     uint64_t committed = 0;
-    for (uint32_t i = 0; i < n; i++) {
-        uint64_t run = copy_get(v, i, pages);
-        uint64_t end = i + 1 < n ? run_page(copy_get(v, i + 1, pages)) : pages;
+    for (uint32_t i = 0; i < w.n; i++) {
+        uint64_t run = runs_view_get(&w, i);
         if (run_attr(run))
-            committed += end - run_page(run);
+            committed += runs_view_end(&w, i) - run_page(run);
     }
     return committed;
-}
-
-/* The runs of copy word v, an inline word decoded once. */
-static void view_decode(uintptr_t v, uint64_t pages, struct runs_view *w)
-{
-    w->pages = pages;
-    if (!(v & RUNS_INLINE)) {
-        w->buffer = (struct runbuf *)v;
-        w->n = atomic_load_explicit(&w->buffer->count, memory_order_relaxed);
-        return;
-    }
-    unsigned attr;
-    uint64_t first, end;
-    inline_split(v, pages, &attr, &first, &end);
-    w->buffer = NULL;
-    w->n = 0;
-    if (first > 0)
-        w->inline_run[w->n++] = run_make(0, 0);
-    w->inline_run[w->n++] = run_make(first, attr);
-    if (end < pages)
-        w->inline_run[w->n++] = run_make(end, 0);
 }
 
 void runs_view_init(const struct reservation *r, struct runs_view *w)
