@@ -2,8 +2,8 @@
  * com.c - the COM face of a manager: vtable, QueryInterface, reference counts,
  * creation and destruction, and the native inspection calls.
  *
- * Owns: the manager's lifetime and its id (the tag of its entries in the
- * process-wide address map; ids are recycled only after the manager's entries
+ * Owns: the manager's lifetime (its id and its place among the live managers
+ * come from registry.c, and go back only after its entries in the address map
  * are gone). Must never: hand out a manager that is half-built; touch memory
  * after shutdown.
  */
@@ -13,70 +13,12 @@
 
 #include "internal.h"
 
-const IID IID_IUnknown = {0x00000000, 0x0000, 0x0000, {0xC0, 0x00, 0x00, 0x00, 0x00, 0x00, 0x00, 0x46}};
-const IID IID_IHostMemoryManager = {0x7BC698D1, 0xF9E3, 0x4460, {0x9C, 0xDE, 0xD0, 0x42, 0x48, 0xE9, 0xFA, 0x25}};
-const IID IID_IHostMalloc = {0x1831991C, 0xCC53, 0x4A31, {0xB2, 0x18, 0x04, 0xE9, 0x10, 0x44, 0x64, 0x79}};
-const IID IID_ICLRMemoryNotificationCallback = {0x47EB8E57, 0x0846, 0x4546, {0xAF, 0x76, 0x6F, 0x42, 0xFC, 0xFC, 0x26, 0x49}};
-
 #define DEFAULT_ARENA_SIZE ((size_t)1 << 30)
 #define ARENA_TABLE_CAPACITY ((uint32_t)1 << 20)
-#define MAX_MANAGERS 65535u
-
-/* ---- manager ids ------------------------------------------------------------------ */
-static pthread_mutex_t id_lock = PTHREAD_MUTEX_INITIALIZER;
-static uint64_t id_used[(MAX_MANAGERS + 1) / 64 + 1];
-static unsigned id_next = 1;
-
-static unsigned id_take(void)
-{
-    unsigned id = 0;
-    pthread_mutex_lock(&id_lock);
-    for (unsigned tries = 0; tries < MAX_MANAGERS && !id; tries++) {
-        unsigned c = id_next;
-        id_next = id_next == MAX_MANAGERS ? 1 : id_next + 1;
-        if (!(id_used[c / 64] >> (c % 64) & 1)) {
-            id_used[c / 64] |= (uint64_t)1 << (c % 64);
-            id = c;
-        }
-    }
-    pthread_mutex_unlock(&id_lock);
-    return id;
-}
-
-static void id_give_back(unsigned id)
-{
-    pthread_mutex_lock(&id_lock);
-    id_used[id / 64] &= ~((uint64_t)1 << (id % 64));
-    pthread_mutex_unlock(&id_lock);
-}
-
 /* ---- IUnknown ----------------------------------------------------------------------- */
-static int iid_equal(const IID *a, const IID *b)
-{
-    return memcmp(a, b, sizeof *a) == 0;
-}
-
-HRESULT com_query(void *self, _Atomic uint32_t *references, const IID *own, REFIID riid,
-                  void **ppv)
-{
-    if (!ppv)
-        return E_POINTER;
-    if (!riid) {
-        *ppv = NULL;
-        return E_INVALIDARG;
-    }
-    if (iid_equal(riid, &IID_IUnknown) || iid_equal(riid, own)) {
-        atomic_fetch_add(references, 1);
-        *ppv = self;
-        return S_OK;
-    }
-    *ppv = NULL;
-    return E_NOINTERFACE;
-}
-
 static HRESULT STDMETHODCALLTYPE m_query_interface(IHostMemoryManager *self, REFIID riid, void **ppv)
 {
-    return com_query(self, &manager_from(self)->references, &IID_IHostMemoryManager, riid, ppv);
+    return unknown_query(self, &manager_from(self)->references, &IID_IHostMemoryManager, riid, ppv);
 }
 
 static ULONG STDMETHODCALLTYPE m_add_ref(IHostMemoryManager *self)
@@ -110,8 +52,7 @@ static void manager_destroy(struct manager *m)
     slab_destroy(&m->arena_slab);
     if (m->arenas)
         hostmem_os->unmap((void *)m->arenas, (size_t)m->arena_capacity * sizeof *m->arenas);
-    if (m->id)
-        id_give_back(m->id);
+    registry_remove(m);
     free(m);
 }
 
@@ -119,8 +60,10 @@ static ULONG STDMETHODCALLTYPE m_release(IHostMemoryManager *self)
 {
     struct manager *m = manager_from(self);
     ULONG left = atomic_fetch_sub(&m->references, 1) - 1;
-    if (left == 0)
+    if (left == 0) {
+        registry_before_destroy(m);
         manager_destroy(m);
+    }
     return left;
 }
 
@@ -272,8 +215,7 @@ HRESULT hostmem_create(const hostmem_config *config, IHostMemoryManager **out)
     m->commit_limit = c.commit_limit;
     m->lock_ops = c.lock_ops ? *c.lock_ops : lock_posix_ops;
     m->next_hint = 0x200000000000ull;
-    m->id = id_take();
-    HRESULT hr = m->id ? S_OK : E_OUTOFMEMORY;
+    HRESULT hr = registry_add(m);
     if (hr == S_OK) {
         m->arena_capacity = ARENA_TABLE_CAPACITY;
         void *table;

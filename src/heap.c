@@ -932,7 +932,7 @@ static __attribute__((noinline)) HRESULT heap_free(struct heap *h, void *pointer
 /* ---- COM ---------------------------------------------------------------------------------------- */
 static HRESULT STDMETHODCALLTYPE h_query_interface(IHostMalloc *self, REFIID riid, void **ppv)
 {
-    return com_query(self, &heap_from(self)->references, &IID_IHostMalloc, riid, ppv);
+    return unknown_query(self, &heap_from(self)->references, &IID_IHostMalloc, riid, ppv);
 }
 
 static ULONG STDMETHODCALLTYPE h_add_ref(IHostMalloc *self)

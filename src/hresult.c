@@ -60,6 +60,12 @@ HRESULT manager_fail(struct manager *m, const char *why)
     return E_FAIL;
 }
 
+void assert_fail(const char *what, const char *file, int line)
+{
+    fprintf(stderr, "hostmem: assertion failed: %s (%s:%d)\n", what, file, line);
+    abort();
+}
+
 static const struct {
     HRESULT hr;
     const char *name;

@@ -34,6 +34,27 @@
 
 #define HIDDEN __attribute__((visibility("hidden")))
 
+/* ---- assertions (hresult.c reports them) --------------------------------------------
+ * Tiers over one constant that is always compiled, so debug code never rots
+ * (jemalloc's config_debug; mimalloc's mi_assert tiers). HOSTMEM_ASSERT is 0 in
+ * release builds and 2 in make check's sanitizer builds:
+ *   hm_assert(c)            level 1: preconditions (locks held, the seam's
+ *                           alignment), paths the invariants rule out;
+ *   hm_assert_expensive(c)  level 2: checks that walk a structure;
+ *   hm_unreachable(why)     level 1: a path the invariants rule out; a release
+ *                           build goes on to the graceful answer after it.
+ */
+#ifndef HOSTMEM_ASSERT
+#define HOSTMEM_ASSERT 0
+#endif
+_Noreturn void assert_fail(const char *what, const char *file, int line) HIDDEN;
+#define hm_assert_level(level, c) \
+    ((void)((HOSTMEM_ASSERT >= (level) && !(c)) ? (assert_fail(#c, __FILE__, __LINE__), 0) : 0))
+#define hm_assert(c) hm_assert_level(1, c)
+#define hm_assert_expensive(c) hm_assert_level(2, c)
+#define hm_unreachable(why) \
+    ((void)(HOSTMEM_ASSERT >= 1 ? (assert_fail(why, __FILE__, __LINE__), 0) : 0))
+
 /* ---- process-wide geometry (set once by geometry_init) ---------------------- */
 extern size_t g_page;          /* P */
 extern unsigned g_page_shift;
@@ -307,7 +328,8 @@ struct manager {
     IHostMemoryManager iface; /* first: the COM object */
     _Atomic uint32_t references;
     _Atomic int state;
-    unsigned id;
+    unsigned id;              /* registry.c: the tag of its address-map entries */
+    struct manager *registry_next, *registry_prev; /* registry.c's lock */
     uint32_t flags;
     DWORD timeout_ms;
     bool compact;
@@ -368,6 +390,12 @@ void arena_destroy_all(struct manager *m) HIDDEN;
 struct arena *arena_of(struct manager *m, uintptr_t address) HIDDEN; /* lock-free */
 uintptr_t arena_next_start(struct manager *m, uintptr_t address) HIDDEN; /* lock-free */
 
+/* registry.c: the live managers */
+HRESULT registry_add(struct manager *m) HIDDEN;     /* takes an id; E_OUTOFMEMORY when none is left */
+void registry_remove(struct manager *m) HIDDEN;     /* after its address-map entries are gone */
+void registry_each(void (*fn)(struct manager *m, void *context), void *context) HIDDEN;
+void registry_before_destroy(struct manager *m) HIDDEN; /* the tests' hook (registry.h) */
+
 /* hresult.c */
 HRESULT manager_fail(struct manager *m, const char *why) HIDDEN; /* -> E_FAIL, disabled */
 static inline HRESULT manager_check(struct manager *m)
@@ -388,10 +416,10 @@ static inline bool res_compact(const struct manager *m, const struct reservation
 int protect_to_os(unsigned attr, bool compact) HIDDEN;
 bool protect_valid(DWORD protect) HIDDEN;
 
-/* com.c: QueryInterface for an object that answers IID_IUnknown and its own IID;
- * references is its count, taken for the pointer handed out. */
-HRESULT com_query(void *self, _Atomic uint32_t *references, const IID *own, REFIID riid,
-                  void **ppv) HIDDEN;
+/* unknown.c: QueryInterface for an object that answers IID_IUnknown and its own
+ * IID; references is its count, taken for the pointer handed out. */
+HRESULT unknown_query(void *self, _Atomic uint32_t *references, const IID *own, REFIID riid,
+                      void **ppv) HIDDEN;
 
 /* heap.c */
 HRESULT heap_create(struct manager *m, DWORD type, IHostMalloc **out) HIDDEN;
