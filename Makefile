@@ -89,13 +89,15 @@ $(B)/fuzz-test/fuzz_corpus: tests/fuzz_main.c tests/fuzz_model.c $(B)/libhostmem
 	mkdir -p $(@D)
 	$(CC) $(CFLAGS_BASE) $(OPT) -DFUZZ_CORPUS_DIR='"$(CURDIR)/tests/fuzz_corpus"' tests/fuzz_main.c tests/fuzz_model.c $(B)/libhostmem.a -o $@
 
+# The sanitizer builds also turn on hostmem's own assertions (src/internal.h).
+ASSERTS := -DHOSTMEM_ASSERT=2
 check-asan:
-	$(MAKE) --no-print-directory B=build/asan OPT="-O1 -g -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer" tests build/asan/cli-test/test_cli
+	$(MAKE) --no-print-directory B=build/asan OPT="-O1 -g -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer $(ASSERTS)" tests build/asan/cli-test/test_cli
 	HOSTMEM_ITERATIONS=4000 HOSTMEM_SCALE=100000 HOSTMEM_SKIP_MAP_LIMIT=1 ASAN_OPTIONS=detect_leaks=1 sh tests/run.sh asan build/asan/tests
 	ASAN_OPTIONS=detect_leaks=1 sh tests/run.sh asan build/asan/cli-test
 
 check-tsan:
-	$(MAKE) --no-print-directory B=build/tsan OPT="-O1 -g -fsanitize=thread" tests
+	$(MAKE) --no-print-directory B=build/tsan OPT="-O1 -g -fsanitize=thread $(ASSERTS)" tests
 	HOSTMEM_ITERATIONS=2000 HOSTMEM_SCALE=100000 HOSTMEM_SKIP_MAP_LIMIT=1 TSAN_OPTIONS=halt_on_error=1 sh tests/run.sh tsan build/tsan/tests
 
 # make fuzz [FUZZ_SECONDS=120]: tests/fuzz_model.c under libFuzzer with ASan+UBSan

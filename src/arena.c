@@ -21,7 +21,11 @@
 
 #include "internal.h"
 
-#define BOTTOM_UP_START ((uintptr_t)0x200000000000ull) /* 32 TiB: above brk, below mmap_base */
+/* Where bottom-up arenas start: 32 TiB, above brk and below the kernel's
+ * top-down mmap area; 64 GiB when a sanitizer's runtime holds that range. */
+#define BOTTOM_UP_START ((uintptr_t)0x200000000000ull)
+#define BOTTOM_UP_FALLBACK ((uintptr_t)0x1000000000ull)
+#define ARENA_TABLE_CAPACITY ((uint32_t)1 << 20)
 
 static size_t arena_struct_bytes(uint32_t granules)
 {
@@ -29,19 +33,36 @@ static size_t arena_struct_bytes(uint32_t granules)
     return bytes < 64 ? 64 : bytes; /* never the 48-byte class, which is reservations' (slab.c) */
 }
 
-static int reserved_prot(const struct manager *m)
-{
-    return m->compact ? OS_PROT_READ | OS_PROT_WRITE : OS_PROT_NONE;
-}
-
 static uintptr_t slack_entry(const struct manager *m, struct arena *a)
 {
     return manager_tag(m) | (uintptr_t)a | ENTRY_SLACK;
 }
 
-/* Registers a in the manager's table (arena lock held). */
+HRESULT arena_init(struct manager *m)
+{
+    m->arena_capacity = ARENA_TABLE_CAPACITY;
+    m->next_hint = BOTTOM_UP_START;
+    void *table;
+    int err = os_map(NULL, (size_t)m->arena_capacity * sizeof *m->arenas,
+                     OS_PROT_READ | OS_PROT_WRITE, false, &table);
+    if (err)
+        return os_refused(m, err, "mmap of the arena table");
+    m->arenas = table;
+    return S_OK;
+}
+
+void arena_fini(struct manager *m)
+{
+    slab_destroy(&m->arena_slab);
+    if (m->arenas)
+        os_unmap((void *)m->arenas, (size_t)m->arena_capacity * sizeof *m->arenas);
+    m->arenas = NULL;
+}
+
+/* Registers a in the manager's arena table (arena lock held). */
 static HRESULT table_insert(struct manager *m, struct arena *a)
 {
+    hm_assert(lock_held(m->arena_lock));
     uint32_t count = atomic_load_explicit(&m->arena_count, memory_order_relaxed);
     for (uint32_t i = 0; i < count; i++) {
         if (!atomic_load_explicit(&m->arenas[i], memory_order_relaxed)) {
@@ -60,27 +81,33 @@ static HRESULT table_insert(struct manager *m, struct arena *a)
 
 static HRESULT map_aligned_at(struct manager *m, uintptr_t hint, size_t size, uintptr_t *out);
 
+/* An unmap the library makes to give address space back; a refusal leaves it
+ * mapped, unused, and is counted. */
+static void unmap_counted(struct manager *m, uintptr_t base, size_t size, const char *what)
+{
+    int err = os_unmap((void *)base, size);
+    if (err)
+        os_refused(m, err, what);
+}
+
 /*
- * Maps size bytes aligned to G. Bottom-up space is placed low (from 32 TiB,
- * above brk and below the kernel's top-down mmap area) so that MEM_TOP_DOWN
- * reservations, placed by the kernel's own top-down search, sit above it. When
- * a sanitizer runtime refuses that hint, fall back to 64 GiB.
+ * Maps size bytes aligned to G. Bottom-up space is placed low (from
+ * BOTTOM_UP_START) so that MEM_TOP_DOWN reservations, placed by the kernel's
+ * own top-down search, sit above it. When a sanitizer runtime refuses that
+ * hint, try BOTTOM_UP_FALLBACK.
  */
 static HRESULT map_aligned(struct manager *m, uintptr_t hint, size_t size, uintptr_t *out)
 {
     HRESULT hr = map_aligned_at(m, hint, size, out);
-    if (hr != S_OK || !hint || *out == hint)
+    if (hr != S_OK || !hint || *out == hint || hint < BOTTOM_UP_START)
         return hr;
-    if (hint >= BOTTOM_UP_START) {
-        uintptr_t fallback = (uintptr_t)0x1000000000ull;
-        uintptr_t second;
-        if (map_aligned_at(m, fallback, size, &second) == S_OK) {
-            if (second == fallback) {
-                hostmem_os->unmap((void *)*out, size);
-                *out = second;
-            } else {
-                hostmem_os->unmap((void *)second, size);
-            }
+    uintptr_t second = 0;
+    if (map_aligned_at(m, BOTTOM_UP_FALLBACK, size, &second) == S_OK) {
+        if (second == BOTTOM_UP_FALLBACK) {
+            unmap_counted(m, *out, size, "munmap of a misplaced arena");
+            *out = second;
+        } else {
+            unmap_counted(m, second, size, "munmap of a misplaced arena");
         }
     }
     return S_OK;
@@ -89,8 +116,9 @@ static HRESULT map_aligned(struct manager *m, uintptr_t hint, size_t size, uintp
 static HRESULT map_aligned_at(struct manager *m, uintptr_t hint, size_t size, uintptr_t *out)
 {
     void *p;
-    if (os_map_aligned((void *)hint, size, g_granule, reserved_prot(m), &p))
-        return E_OUTOFMEMORY;
+    int err = os_map_aligned((void *)hint, size, g_granule, reserved_prot(m->compact), &p);
+    if (err)
+        return os_refused(m, err, "mmap of an arena");
     *out = (uintptr_t)p;
     return S_OK;
 }
@@ -98,18 +126,22 @@ static HRESULT map_aligned_at(struct manager *m, uintptr_t hint, size_t size, ui
 /* A new arena (arena lock held). */
 static HRESULT arena_create(struct manager *m, bool top_down, struct arena **out)
 {
+    hm_assert(lock_held(m->arena_lock));
     size_t size = m->arena_size;
     uint32_t granules = (uint32_t)(size >> g_granule_shift);
     uintptr_t base;
     HRESULT hr = map_aligned(m, top_down ? 0 : m->next_hint, size, &base);
     if (hr != S_OK)
         return hr;
-    hr = radix_prepare(base, base + size, false);
-    struct arena *a = hr == S_OK ? slab_alloc(&m->arena_slab, arena_struct_bytes(granules)) : NULL;
-    if (!a) {
-        hostmem_os->unmap((void *)base, size);
-        return E_OUTOFMEMORY;
+    void *fresh = NULL;
+    int err = radix_prepare(base, base + size, false);
+    if (!err)
+        err = slab_alloc(&m->arena_slab, arena_struct_bytes(granules), &fresh);
+    if (err) {
+        unmap_counted(m, base, size, "munmap of an unused arena");
+        return os_refused(m, err, "mmap of arena metadata");
     }
+    struct arena *a = fresh;
     memset(a, 0, arena_struct_bytes(granules));
     atomic_store_explicit(&a->base, base, memory_order_relaxed);
     atomic_store_explicit(&a->end, base + size, memory_order_relaxed);
@@ -120,8 +152,8 @@ static HRESULT arena_create(struct manager *m, bool top_down, struct arena **out
     a->top_down = top_down;
     if (table_insert(m, a) != S_OK) {
         slab_free(&m->arena_slab, a, arena_struct_bytes(granules));
-        hostmem_os->unmap((void *)base, size);
-        return E_OUTOFMEMORY;
+        unmap_counted(m, base, size, "munmap of an unused arena");
+        return E_OUTOFMEMORY; /* the arena table is full: no system call refused */
     }
     radix_store_range(base, base + size, slack_entry(m, a), false);
     if (!top_down)
@@ -187,6 +219,7 @@ static bool arena_find_aligned(struct arena *a, uint32_t n, size_t align, uint32
 /* Finds n free granules: next-fit upwards, or the highest fit for top-down. */
 static bool arena_find(struct arena *a, uint32_t n, size_t align, uint32_t *out)
 {
+    hm_assert(lock_held(a->manager->arena_lock));
     if (atomic_load_explicit(&a->free_granules, memory_order_relaxed) < n)
         return false;
     if (align > g_granule)
@@ -234,83 +267,106 @@ static bool arena_find(struct arena *a, uint32_t n, size_t align, uint32_t *out)
     return false;
 }
 
-static void reservation_init(struct manager *m, struct reservation *r, struct arena *a,
-                             uintptr_t base, size_t size, unsigned attr)
-{
-    /* r may be a recycled slot that a stale reader still looks at: make the
-     * sequence odd while the fields change, even (and larger) after. */
-    uint64_t seq = atomic_load_explicit(&r->seq, memory_order_relaxed);
-    seq = (seq + 2) & ~(uint64_t)1;
-    atomic_store_explicit(&r->seq, seq + 1, memory_order_release);
-    atomic_thread_fence(memory_order_release);
-    atomic_store_explicit(&r->base, base, memory_order_relaxed);
-    atomic_store_explicit(&r->size_protect, size >> g_page_shift, memory_order_relaxed);
-    runs_init(r, attr);
-    r->flags = a->standalone ? RES_STANDALONE : 0;
-    r->arena_index = a->index;
-    (void)m;
-    atomic_store_explicit(&r->seq, seq + 2, memory_order_release);
-}
-
-/* Standalone: its own kernel mapping at base (fixed) or wherever (base 0). */
+/* Standalone: its own kernel mapping at base (fixed) or wherever (base 0). The
+ * steps in order, the undo of each below it in the ladder. */
 static HRESULT reserve_standalone(struct manager *m, uintptr_t base, size_t size, bool top_down,
                                   unsigned attr, struct reservation **out)
 {
     size_t span = granule_up(size);
-    uintptr_t at;
+    uintptr_t at = base;
+    HRESULT hr;
+    int err;
     if (base) {
         if (base + span > ADDRESS_LIMIT || base + span < base)
             return HRESULT_FROM_WIN32(ERROR_INVALID_ADDRESS);
-        HRESULT hr = radix_prepare(base, base + span, true);
-        if (hr != S_OK)
-            return hr;
+        if ((err = radix_prepare(base, base + span, true)) != 0)
+            return os_refused(m, err, "mmap of an address-map leaf");
         void *p;
-        int err = hostmem_os->map((void *)base, span, reserved_prot(m), 1, &p);
-        if (err)
-            return err == EEXIST ? HRESULT_FROM_WIN32(ERROR_INVALID_ADDRESS) : E_OUTOFMEMORY;
-        at = base;
+        if ((err = os_map((void *)base, span, reserved_prot(m->compact), true, &p)) != 0)
+            return os_refused(m, err, "mmap of a reservation at a fixed address");
     } else {
-        HRESULT hr = map_aligned(m, top_down ? 0 : m->next_hint, span, &at);
-        if (hr != S_OK)
+        if ((hr = map_aligned(m, top_down ? 0 : m->next_hint, span, &at)) != S_OK)
             return hr;
-        hr = radix_prepare(at, at + span, true);
-        if (hr != S_OK) {
-            hostmem_os->unmap((void *)at, span);
-            return hr;
+        if ((err = radix_prepare(at, at + span, true)) != 0) {
+            hr = os_refused(m, err, "mmap of an address-map leaf");
+            goto unmap;
         }
     }
-    HRESULT hr = lock_enter(m, m->arena_lock);
-    if (hr != S_OK) {
-        hostmem_os->unmap((void *)at, span);
-        return hr;
+    if ((hr = lock_enter(m, m->arena_lock)) != S_OK)
+        goto unmap;
+    void *fresh_arena, *fresh_reservation;
+    if ((err = slab_alloc(&m->arena_slab, arena_struct_bytes(0), &fresh_arena)) != 0) {
+        hr = os_refused(m, err, "mmap of arena metadata");
+        goto unlock;
     }
-    struct arena *a = slab_alloc(&m->arena_slab, arena_struct_bytes(0));
-    struct reservation *r = a ? slab_alloc(&m->arena_slab, sizeof *r) : NULL;
-    if (r) {
-        memset(a, 0, sizeof *a);
-        atomic_store_explicit(&a->base, at, memory_order_relaxed);
-        atomic_store_explicit(&a->end, at + span, memory_order_relaxed);
-        a->manager = m;
-        a->standalone = true;
-        a->top_down = top_down;
-        if (table_insert(m, a) != S_OK) {
-            slab_free(&m->arena_slab, r, sizeof *r);
-            r = NULL;
-        } else {
-            counter_add(&m->mapping_estimate, 1);
-        }
+    if ((err = slab_alloc(&m->arena_slab, sizeof(struct reservation), &fresh_reservation)) != 0) {
+        hr = os_refused(m, err, "mmap of arena metadata");
+        goto free_arena;
     }
-    if (!r) {
-        if (a)
-            slab_free(&m->arena_slab, a, arena_struct_bytes(0));
-        lock_leave(m, m->arena_lock);
-        hostmem_os->unmap((void *)at, span);
-        return E_OUTOFMEMORY;
-    }
-    reservation_init(m, r, a, at, size, attr);
+    struct arena *a = fresh_arena;
+    struct reservation *r = fresh_reservation;
+    memset(a, 0, sizeof *a);
+    atomic_store_explicit(&a->base, at, memory_order_relaxed);
+    atomic_store_explicit(&a->end, at + span, memory_order_relaxed);
+    a->manager = m;
+    a->standalone = true;
+    a->top_down = top_down;
+    if ((hr = table_insert(m, a)) != S_OK)
+        goto free_reservation;
+    counter_add(&m->mapping_estimate, 1);
+    reservation_init(r, at, size, attr, RES_STANDALONE, a->index);
     hr = lock_leave(m, m->arena_lock);
     *out = r;
     return hr;
+
+free_reservation:
+    slab_free(&m->arena_slab, r, sizeof *r);
+free_arena:
+    slab_free(&m->arena_slab, fresh_arena, arena_struct_bytes(0));
+unlock:
+    lock_leave(m, m->arena_lock);
+unmap:
+    unmap_counted(m, at, span, "munmap of an unused reservation");
+    return hr;
+}
+
+/* Picks n granules for a reservation of a fixed or any address (arena lock
+ * held): S_OK with the arena and the first granule, or the answer. */
+static HRESULT arena_pick(struct manager *m, uintptr_t base, uint32_t n, bool top_down,
+                          size_t align, struct arena **arena, uint32_t *first)
+{
+    hm_assert(lock_held(m->arena_lock));
+    struct arena *a = *arena;
+    if (base) {
+        /* the arena may have been trimmed while we looked */
+        *first = (uint32_t)((base - atomic_load_explicit(&a->base, memory_order_relaxed)) >> g_granule_shift);
+        if (radix_load(base) != slack_entry(m, a) || !range_free(a, *first, n))
+            return HRESULT_FROM_WIN32(ERROR_INVALID_ADDRESS);
+        return S_OK;
+    }
+    a = m->current[top_down];
+    if (a && arena_find(a, n, align, first)) {
+        *arena = a;
+        return S_OK;
+    }
+    uint32_t count = atomic_load_explicit(&m->arena_count, memory_order_relaxed);
+    for (uint32_t i = 0; i < count; i++) {
+        struct arena *c = atomic_load_explicit(&m->arenas[i], memory_order_relaxed);
+        if (c && !c->standalone && c->top_down == top_down && c != m->current[top_down] &&
+            arena_find(c, n, align, first)) {
+            m->current[top_down] = *arena = c;
+            return S_OK;
+        }
+    }
+    HRESULT hr = arena_create(m, top_down, &a);
+    if (hr != S_OK)
+        return hr;
+    if (!arena_find(a, n, align, first)) {
+        hm_unreachable("a fresh arena fits every reservation of a quarter arena or less");
+        return E_OUTOFMEMORY;
+    }
+    m->current[top_down] = *arena = a;
+    return S_OK;
 }
 
 HRESULT arena_reserve(struct manager *m, uintptr_t base, size_t size, bool top_down, size_t align,
@@ -320,7 +376,6 @@ HRESULT arena_reserve(struct manager *m, uintptr_t base, size_t size, bool top_d
     if (base == 0 && size > m->arena_size / 4)
         return reserve_standalone(m, 0, size, top_down, attr, out);
     struct arena *a = NULL;
-    uint32_t first = 0;
     if (base) {
         uintptr_t e = radix_load(base);
         if (entry_id(e) != m->id)
@@ -328,44 +383,17 @@ HRESULT arena_reserve(struct manager *m, uintptr_t base, size_t size, bool top_d
         if (!entry_is_slack(e))
             return HRESULT_FROM_WIN32(ERROR_INVALID_ADDRESS);
         a = entry_pointer(e);
-        uintptr_t abase = atomic_load_explicit(&a->base, memory_order_relaxed);
         if (base + size > atomic_load_explicit(&a->end, memory_order_relaxed) || base + size < base)
             return HRESULT_FROM_WIN32(ERROR_INVALID_ADDRESS);
-        first = (uint32_t)((base - abase) >> g_granule_shift);
     }
     HRESULT hr = lock_enter(m, m->arena_lock);
     if (hr != S_OK)
         return hr;
-    if (base) {
-        /* the arena may have been trimmed while we looked */
-        if (radix_load(base) != slack_entry(m, a) || !range_free(a, first, n)) {
-            lock_leave(m, m->arena_lock);
-            return HRESULT_FROM_WIN32(ERROR_INVALID_ADDRESS);
-        }
-    } else {
-        a = m->current[top_down];
-        if (!a || !arena_find(a, n, align, &first)) {
-            a = NULL;
-            uint32_t count = atomic_load_explicit(&m->arena_count, memory_order_relaxed);
-            for (uint32_t i = 0; i < count && !a; i++) {
-                struct arena *c = atomic_load_explicit(&m->arenas[i], memory_order_relaxed);
-                if (c && !c->standalone && c->top_down == top_down && c != m->current[top_down] &&
-                    arena_find(c, n, align, &first))
-                    a = c;
-            }
-            if (!a) {
-                hr = arena_create(m, top_down, &a);
-                if (hr != S_OK) {
-                    lock_leave(m, m->arena_lock);
-                    return hr;
-                }
-                if (!arena_find(a, n, align, &first)) {
-                    lock_leave(m, m->arena_lock);
-                    return E_OUTOFMEMORY; /* cannot happen: a fresh arena fits it */
-                }
-            }
-            m->current[top_down] = a;
-        }
+    uint32_t first;
+    hr = arena_pick(m, base, n, top_down, align, &a, &first);
+    if (hr != S_OK) {
+        lock_leave(m, m->arena_lock);
+        return hr;
     }
     uintptr_t at = atomic_load_explicit(&a->base, memory_order_relaxed) +
                    ((uintptr_t)first << g_granule_shift);
@@ -373,11 +401,12 @@ HRESULT arena_reserve(struct manager *m, uintptr_t base, size_t size, bool top_d
      * map's leaf: type-stable, never freed, reused with the granule. */
     struct reservation *r = radix_slot(at);
     if (!r) {
+        hm_unreachable("an arena's address space has address-map leaves");
         lock_leave(m, m->arena_lock);
-        return E_OUTOFMEMORY; /* cannot happen: arenas have leaves */
+        return E_OUTOFMEMORY;
     }
     range_set(a, first, n);
-    reservation_init(m, r, a, at, size, attr);
+    reservation_init(r, at, size, attr, 0, a->index);
     hr = lock_leave(m, m->arena_lock);
     *out = r;
     return hr;
@@ -411,7 +440,7 @@ void arena_abandon(struct manager *m, struct reservation *r)
 {
     uintptr_t base = atomic_load_explicit(&r->base, memory_order_relaxed), span = res_span(r);
     if (res_arena(m, r)->standalone)
-        hostmem_os->unmap((void *)base, span);
+        unmap_counted(m, base, span, "munmap of an unused reservation");
     give_back(m, r, base, span);
 }
 
@@ -437,7 +466,7 @@ void arena_destroy_all(struct manager *m)
         uintptr_t base = atomic_load_explicit(&a->base, memory_order_relaxed);
         uintptr_t end = atomic_load_explicit(&a->end, memory_order_relaxed);
         radix_store_range(base, end, 0, a->standalone);
-        hostmem_os->unmap((void *)base, end - base);
+        unmap_counted(m, base, end - base, "munmap of an arena at shutdown");
         atomic_store_explicit(&m->arenas[i], NULL, memory_order_relaxed);
     }
 }
@@ -455,7 +484,9 @@ size_t arena_trim(struct manager *m)
         uintptr_t base = atomic_load_explicit(&a->base, memory_order_relaxed);
         uintptr_t end = atomic_load_explicit(&a->end, memory_order_relaxed);
         radix_store_range(base, end, 0, false);
-        if (hostmem_os->unmap((void *)base, end - base)) {
+        int err = os_unmap((void *)base, end - base);
+        if (err) {
+            os_refused(m, err, "munmap of an unused arena");
             radix_store_range(base, end, slack_entry(m, a), false); /* keep it */
             continue;
         }

@@ -14,7 +14,6 @@
 #include "internal.h"
 
 #define DEFAULT_ARENA_SIZE ((size_t)1 << 30)
-#define ARENA_TABLE_CAPACITY ((uint32_t)1 << 20)
 /* ---- IUnknown ----------------------------------------------------------------------- */
 static HRESULT STDMETHODCALLTYPE m_query_interface(IHostMemoryManager *self, REFIID riid, void **ppv)
 {
@@ -49,11 +48,29 @@ static void manager_destroy(struct manager *m)
     }
     for (int i = 0; i < STRIPES; i++)
         slab_destroy(&m->stripes[i].slab);
-    slab_destroy(&m->arena_slab);
-    if (m->arenas)
-        hostmem_os->unmap((void *)m->arenas, (size_t)m->arena_capacity * sizeof *m->arenas);
+    arena_fini(m);
     registry_remove(m);
     free(m);
+}
+
+/* The arena lock and the stripe locks: all of them, or none. */
+static HRESULT locks_create(struct manager *m)
+{
+    const hostmem_lock_ops *ops = &m->lock_ops;
+    HRESULT hr = ops->create(ops->context, &m->arena_lock);
+    if (hr != S_OK)
+        return hr;
+    for (int i = 0; i < STRIPES; i++) {
+        hr = ops->create(ops->context, &m->stripes[i].lock);
+        if (hr != S_OK) {
+            while (i-- > 0)
+                ops->destroy(ops->context, m->stripes[i].lock);
+            ops->destroy(ops->context, m->arena_lock);
+            return hr;
+        }
+    }
+    m->locks_created = true;
+    return S_OK;
 }
 
 static ULONG STDMETHODCALLTYPE m_release(IHostMemoryManager *self)
@@ -214,33 +231,14 @@ HRESULT hostmem_create(const hostmem_config *config, IHostMemoryManager **out)
     m->arena_size = c.arena_size;
     m->commit_limit = c.commit_limit;
     m->lock_ops = c.lock_ops ? *c.lock_ops : lock_posix_ops;
-    m->next_hint = 0x200000000000ull;
+    /* Each step leaves what manager_destroy can take apart. */
     HRESULT hr = registry_add(m);
-    if (hr == S_OK) {
-        m->arena_capacity = ARENA_TABLE_CAPACITY;
-        void *table;
-        if (hostmem_os->map(NULL, (size_t)m->arena_capacity * sizeof *m->arenas,
-                            OS_PROT_READ | OS_PROT_WRITE, 0, &table))
-            hr = E_OUTOFMEMORY;
-        else
-            m->arenas = table;
-    }
-    int created = 0;
     if (hr == S_OK)
-        hr = m->lock_ops.create(m->lock_ops.context, &m->arena_lock);
-    for (; hr == S_OK && created < STRIPES; created++)
-        hr = m->lock_ops.create(m->lock_ops.context, &m->stripes[created].lock);
-    if (hr != S_OK) {
-        if (created > 0 || m->arena_lock) {
-            for (int i = 0; i < created - 1; i++)
-                m->lock_ops.destroy(m->lock_ops.context, m->stripes[i].lock);
-            m->lock_ops.destroy(m->lock_ops.context, m->arena_lock);
-        }
-        manager_destroy(m);
-        return hr;
-    }
-    m->locks_created = true;
-    hr = policy_init(m, &c);
+        hr = arena_init(m);
+    if (hr == S_OK)
+        hr = locks_create(m);
+    if (hr == S_OK)
+        hr = policy_init(m, &c);
     if (hr != S_OK) {
         manager_destroy(m);
         return hr;
@@ -305,7 +303,7 @@ HRESULT hostmem_get_stats(IHostMemoryManager *manager, hostmem_stats *stats)
     s.commit_limit = atomic_load_explicit(&p->limit, memory_order_relaxed);
     for (int i = 0; i < 3; i++)
         s.refusals[i] = LOAD(p->refusals[i]);
-    s.os_refusals = LOAD(p->os_refusals);
+    s.os_refusals = LOAD(m->os_refusals);
     for (int i = 0; i < 4; i++)
         s.notifications[i] = LOAD(p->notifications[i]);
     s.external_bytes = LOAD(p->external_bytes);

@@ -2,10 +2,15 @@
  * hresult.c - the names of the result codes, the disabled state, and the
  * process-wide geometry.
  *
- * manager_fail() is the single way into the disabled state (SPEC §2): after it
- * every call on the manager returns HOST_E_CLRNOTAVAILABLE. It is the natural
- * breakpoint for "the manager could not vouch for its state".
+ * The funnels, each the natural breakpoint for what it reports:
+ *   os_refused()     every system call the kernel refused: counted, described
+ *                    (HOSTMEM_DEBUG=1 in the environment), mapped to a result;
+ *   manager_fail()   the single way into the disabled state (SPEC §2): after it
+ *                    every call on the manager returns HOST_E_CLRNOTAVAILABLE;
+ *                    "the manager could not vouch for its state";
+ *   assert_fail()    a broken invariant, in builds with HOSTMEM_ASSERT (internal.h).
  */
+#include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -58,6 +63,23 @@ HRESULT manager_fail(struct manager *m, const char *why)
         getenv("HOSTMEM_DEBUG"))
         fprintf(stderr, "hostmem: manager %u disabled: %s\n", m->id, why);
     return E_FAIL;
+}
+
+HRESULT os_refused(struct manager *m, int err, const char *what)
+{
+    hm_assert(err > 0);
+    if (err == EEXIST)
+        return HRESULT_FROM_WIN32(ERROR_INVALID_ADDRESS); /* the address is taken: an answer */
+    atomic_fetch_add_explicit(&m->os_refusals, 1, memory_order_relaxed);
+    if (getenv("HOSTMEM_DEBUG"))
+        fprintf(stderr, "hostmem: manager %u: %s refused (errno %d)\n", m->id, what, err);
+    return E_OUTOFMEMORY;
+}
+
+HRESULT os_refused_stuck(struct manager *m, int err, const char *what)
+{
+    os_refused(m, err, what);
+    return manager_fail(m, what);
 }
 
 void assert_fail(const char *what, const char *file, int line)

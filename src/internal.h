@@ -69,6 +69,60 @@ static inline uintptr_t granule_down(uintptr_t a) { return a & ~(uintptr_t)(g_gr
 static inline uintptr_t page_up(uintptr_t a) { return page_down(a + g_page - 1); }
 static inline uintptr_t granule_up(uintptr_t a) { return granule_down(a + g_granule - 1); }
 
+static inline bool page_aligned(uintptr_t a) { return (a & (g_page - 1)) == 0; }
+
+/* ---- the seam (os.h) as the library calls it -----------------------------------------
+ * The only callers of the hostmem_os table outside os_linux.c. The seam's
+ * contract asks for page-aligned, non-empty ranges: asserted here, once. An
+ * errno comes back; the caller hands a refusal to os_refused (hresult.c). */
+#define SEAM_RANGE(a, n) (page_aligned((uintptr_t)(a)) && page_aligned(n) && (n) != 0)
+static inline int os_map(void *hint, size_t size, int prot, bool fixed, void **out)
+{
+    hm_assert(SEAM_RANGE(hint, size));
+    return hostmem_os->map(hint, size, prot, fixed, out);
+}
+static inline int os_unmap(void *address, size_t size)
+{
+    hm_assert(SEAM_RANGE(address, size));
+    return hostmem_os->unmap(address, size);
+}
+static inline int os_protect(void *address, size_t size, int prot)
+{
+    hm_assert(SEAM_RANGE(address, size));
+    return hostmem_os->protect(address, size, prot);
+}
+static inline int os_discard(void *address, size_t size)
+{
+    hm_assert(SEAM_RANGE(address, size));
+    return hostmem_os->discard(address, size);
+}
+static inline int os_reset(void *address, size_t size)
+{
+    hm_assert(SEAM_RANGE(address, size));
+    return hostmem_os->reset(address, size);
+}
+static inline int os_walk_mappings(os_mapping_fn fn, void *context)
+{
+    return hostmem_os->walk_mappings(fn, context);
+}
+static inline int os_read_file(const char *path, char *buffer, size_t size, size_t *length)
+{
+    return hostmem_os->read_file(path, buffer, size, length);
+}
+static inline void os_advise_huge(void *address, size_t size)
+{
+    hm_assert(SEAM_RANGE(address, size));
+    if (hostmem_os->advise_huge)
+        hostmem_os->advise_huge(address, size); /* a hint: its refusal changes nothing */
+}
+
+/* Reserved pages and arena slack: no access in strict mode, read-write in
+ * compact mode (docs/modes.md). The one statement of that fact. */
+static inline int reserved_prot(bool compact)
+{
+    return compact ? OS_PROT_READ | OS_PROT_WRITE : OS_PROT_NONE;
+}
+
 /* The user address space hostmem manages: [0, 2^47). */
 #define ADDRESS_BITS 47
 #define ADDRESS_LIMIT ((uintptr_t)1 << ADDRESS_BITS)
@@ -77,6 +131,7 @@ static inline uintptr_t granule_up(uintptr_t a) { return granule_down(a + g_gran
 struct manager;
 HRESULT lock_enter(struct manager *m, void *lock) HIDDEN;
 HRESULT lock_leave(struct manager *m, void *lock) HIDDEN;
+bool lock_held(void *lock) HIDDEN; /* by this thread; known only in builds with HOSTMEM_ASSERT */
 extern const hostmem_lock_ops lock_posix_ops HIDDEN;
 
 /* ---- slabs (slab.c): type-stable metadata memory ----------------------------- */
@@ -91,7 +146,8 @@ struct slab {
     size_t bytes; /* bytes obtained from the OS */
     size_t next_chunk; /* bump chunks grow: 64 KiB, doubling, to 2 MiB (huge pages) */
 };
-void *slab_alloc(struct slab *s, size_t size) HIDDEN;              /* owner's lock held */
+/* An errno: 0 and *out, or the seam's refusal (ENOMEM: no class that big). */
+int slab_alloc(struct slab *s, size_t size, void **out) HIDDEN;    /* owner's lock held */
 void slab_free(struct slab *s, void *p, size_t size) HIDDEN;       /* owner's lock held */
 void slab_free_remote(struct slab *s, void *p, size_t size) HIDDEN; /* any thread */
 void slab_destroy(struct slab *s) HIDDEN;
@@ -148,7 +204,7 @@ struct reservation *radix_slot(uintptr_t address) HIDDEN; /* the granule's recor
 /* Makes the leaves [start,end) needs exist. whole_ok: slots the range covers
  * whole may hold one entry instead (standalone reservations only: nothing else
  * is ever stored inside them). */
-HRESULT radix_prepare(uintptr_t start, uintptr_t end, bool whole_ok) HIDDEN;
+int radix_prepare(uintptr_t start, uintptr_t end, bool whole_ok) HIDDEN; /* an errno */
 void radix_store_range(uintptr_t start, uintptr_t end, uintptr_t entry, bool whole_ok) HIDDEN;
 
 /* ---- reservations and their runs (reservation.c) ----------------------------- */
@@ -249,14 +305,15 @@ uint32_t runs_count(const struct reservation *r) HIDDEN;
 uint32_t runs_copy_count(const struct reservation *r, int copy) HIDDEN; /* for validate */
 uint64_t runs_copy_get(const struct reservation *r, int copy, uint32_t i) HIDDEN;
 uint64_t runs_get(const struct reservation *r, uint32_t i) HIDDEN;
-/* Pre-allocates what applying a change to [first, end) needs; S_OK or E_OUTOFMEMORY. */
-HRESULT runs_reserve_space(struct slab *s, struct reservation *r, uint32_t count,
-                           uintptr_t spare[2]) HIDDEN;
+/* Pre-allocates the run buffers a change leaving count runs needs; an errno. */
+int runs_reserve_space(struct slab *s, struct reservation *r, uint32_t count, uintptr_t spare[2]) HIDDEN;
 /* Publishes: pages [first, end) take attr. spare from runs_reserve_space. */
 void runs_apply(struct slab *s, struct reservation *r, uint64_t first, uint64_t end,
                 unsigned attr, uintptr_t spare[2]) HIDDEN;
 void runs_release_space(struct slab *s, uintptr_t spare[2]) HIDDEN;
-void runs_init(struct reservation *r, unsigned attr) HIDDEN;
+/* A reservation's record made anew (arena lock held): all pages attr. */
+void reservation_init(struct reservation *r, uintptr_t base, size_t size, unsigned attr,
+                      uint16_t flags, uint32_t arena_index) HIDDEN;
 void runs_clear(struct slab *s, struct reservation *r) HIDDEN;
 /* Count of runs after [first,end) takes attr (an upper bound is fine). */
 /* Runs the result needs in buffers: 1 when it fits in the inline word. */
@@ -304,7 +361,6 @@ struct policy {
     size_t range_count, range_capacity;
 
     _Atomic size_t refusals[3];
-    _Atomic size_t os_refusals;
     _Atomic size_t notifications[4];
     _Atomic size_t external_bytes;
     _Atomic size_t external_ranges;
@@ -355,6 +411,7 @@ struct manager {
     _Atomic size_t arenas_live;
     _Atomic size_t mapping_estimate; /* kernel mappings the map implies (upper bound) */
     _Atomic size_t heap_bytes;
+    _Atomic size_t os_refusals;     /* system calls the kernel refused (hresult.c's os_refused) */
 
     struct policy policy;
 
@@ -383,6 +440,8 @@ static inline struct stripe *stripe_of(struct manager *m, uintptr_t base)
 HRESULT arena_reserve(struct manager *m, uintptr_t address, size_t size, bool top_down,
                       size_t align, unsigned attr, struct reservation **out) HIDDEN;
 void arena_publish(struct manager *m, struct reservation *r) HIDDEN;
+HRESULT arena_init(struct manager *m) HIDDEN; /* the arena table; the bottom-up start */
+void arena_fini(struct manager *m) HIDDEN;
 void arena_abandon(struct manager *m, struct reservation *r) HIDDEN; /* never published */
 /* Unpublishes and frees a reservation whose pages are already clean; stripe lock held. */
 void arena_unreserve(struct manager *m, struct reservation *r) HIDDEN;
@@ -396,7 +455,13 @@ void registry_remove(struct manager *m) HIDDEN;     /* after its address-map ent
 void registry_each(void (*fn)(struct manager *m, void *context), void *context) HIDDEN;
 void registry_before_destroy(struct manager *m) HIDDEN; /* the tests' hook (registry.h) */
 
-/* hresult.c */
+/* hresult.c: the funnels. Every refused system call goes through os_refused
+ * (counted in os_refusals, described under HOSTMEM_DEBUG, mapped: EEXIST of a
+ * fixed mapping is ERROR_INVALID_ADDRESS, an answer rather than a refusal, and
+ * is not counted; anything else is E_OUTOFMEMORY). One whose change cannot be
+ * undone goes through os_refused_stuck, which also disables the manager. */
+HRESULT os_refused(struct manager *m, int err, const char *what) HIDDEN;
+HRESULT os_refused_stuck(struct manager *m, int err, const char *what) HIDDEN; /* -> E_FAIL */
 HRESULT manager_fail(struct manager *m, const char *why) HIDDEN; /* -> E_FAIL, disabled */
 static inline HRESULT manager_check(struct manager *m)
 {

@@ -100,6 +100,39 @@ const hostmem_lock_ops lock_posix_ops = {
     .destroy = posix_destroy,
 };
 
+/* Builds with assertions keep the locks each thread holds through lock_enter,
+ * so that functions can assert their lock-held preconditions (lock_held). A
+ * release build never touches these. */
+#define HELD_MAX 16
+static __thread void *held[HELD_MAX];
+static __thread unsigned held_count;
+
+static void held_push(void *lock)
+{
+    hm_assert(held_count < HELD_MAX);
+    if (held_count < HELD_MAX)
+        held[held_count++] = lock;
+}
+
+static void held_pop(void *lock)
+{
+    for (unsigned i = held_count; i-- > 0;) {
+        if (held[i] == lock) {
+            held[i] = held[--held_count];
+            return;
+        }
+    }
+    hm_unreachable("a lock left that this thread did not enter");
+}
+
+bool lock_held(void *lock)
+{
+    for (unsigned i = 0; i < held_count; i++)
+        if (held[i] == lock)
+            return true;
+    return false;
+}
+
 HRESULT lock_enter(struct manager *m, void *lock)
 {
     HRESULT hr = m->lock_ops.enter(m->lock_ops.context, lock, m->timeout_ms);
@@ -110,11 +143,15 @@ HRESULT lock_enter(struct manager *m, void *lock)
         m->lock_ops.leave(m->lock_ops.context, lock);
         return HOST_E_CLRNOTAVAILABLE;
     }
+    if (HOSTMEM_ASSERT >= 1 && hr == S_OK)
+        held_push(lock);
     return hr;
 }
 
 HRESULT lock_leave(struct manager *m, void *lock)
 {
+    if (HOSTMEM_ASSERT >= 1)
+        held_pop(lock);
     HRESULT hr = m->lock_ops.leave(m->lock_ops.context, lock);
     if (hr == E_FAIL)
         return manager_fail(m, "lock leave failed");

@@ -145,13 +145,13 @@ static int maps_collect(void *context, const struct os_mapping *m)
     return 0;
 }
 
-static HRESULT maps_read(struct maps_list *l)
+static HRESULT maps_read(struct manager *m, struct maps_list *l)
 {
     memset(l, 0, sizeof *l);
-    int err = hostmem_os->walk_mappings(maps_collect, l);
+    int err = os_walk_mappings(maps_collect, l);
     if (err || l->failed) {
         free(l->items);
-        return E_OUTOFMEMORY;
+        return err ? os_refused(m, err, "reading /proc/self/maps") : E_OUTOFMEMORY;
     }
     return S_OK;
 }
@@ -166,7 +166,7 @@ HRESULT hostmem_kernel_mappings(IHostMemoryManager *manager, size_t *count)
     if (!list)
         return E_OUTOFMEMORY;
     struct maps_list maps;
-    HRESULT hr = maps_read(&maps);
+    HRESULT hr = maps_read(m, &maps);
     if (hr != S_OK) {
         free(list);
         return hr;
@@ -279,12 +279,12 @@ HRESULT hostmem_validate(IHostMemoryManager *manager, uint32_t flags, char *why,
     if (!list)
         return E_OUTOFMEMORY;
     struct maps_list maps = {0};
-    if ((flags & HOSTMEM_VALIDATE_KERNEL) && maps_read(&maps) != S_OK) {
+    if ((flags & HOSTMEM_VALIDATE_KERNEL) && maps_read(m, &maps) != S_OK) {
         free(list);
         return E_OUTOFMEMORY;
     }
     struct expect_context kernel = {&maps, 0, &p};
-    int reserved_prot = protect_to_os(0, m->compact);
+    int slack_prot = reserved_prot(m->compact);
     size_t reservations = 0, reserved = 0, committed = 0;
     for (uint32_t i = 0; i < n; i++) {
         struct arena *a = list[i];
@@ -305,7 +305,7 @@ HRESULT hostmem_validate(IHostMemoryManager *manager, uint32_t flags, char *why,
                     complain(&p, "granule %#jx: free in arena, map says %#jx", (uintmax_t)g,
                              (uintmax_t)e);
                 if (flags & HOSTMEM_VALIDATE_KERNEL)
-                    expect_kernel(&kernel, g, g + g_granule, reserved_prot);
+                    expect_kernel(&kernel, g, g + g_granule, slack_prot);
                 g += g_granule;
                 index++;
                 continue;
@@ -348,7 +348,7 @@ HRESULT hostmem_validate(IHostMemoryManager *manager, uint32_t flags, char *why,
                 }
                 if ((pages << g_page_shift) < span)
                     expect_kernel(&kernel, rbase + (pages << g_page_shift), rbase + span,
-                                  reserved_prot);
+                                  slack_prot);
             }
             g += span;
             index += (uint32_t)(span >> g_granule_shift);

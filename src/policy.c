@@ -245,7 +245,7 @@ static int read_rooted(const struct policy *p, const char *path, char *buffer, s
     char full[512];
     snprintf(full, sizeof full, "%s%s", p->root, path);
     size_t length;
-    return hostmem_os->read_file(full, buffer, size, &length);
+    return os_read_file(full, buffer, size, &length);
 }
 
 static int meminfo_field(const char *text, const char *name, size_t *bytes)
@@ -261,16 +261,18 @@ static int meminfo_field(const char *text, const char *name, size_t *bytes)
     return 1;
 }
 
-static HRESULT system_memory(const struct policy *p, size_t *total, size_t *available)
+/* The machine's memory from /proc/meminfo; an unreadable file is a refusal. */
+static HRESULT system_memory(struct manager *m, size_t *total, size_t *available)
 {
     char text[4096];
-    if (read_rooted(p, "/proc/meminfo", text, sizeof text))
-        return E_FAIL;
+    int err = read_rooted(&m->policy, "/proc/meminfo", text, sizeof text);
+    if (err)
+        return os_refused(m, err, "reading /proc/meminfo");
     if (!meminfo_field(text, "MemTotal", total) || !*total)
-        return E_FAIL;
+        return E_OUTOFMEMORY; /* unreadable figures: nothing to say */
     if (!meminfo_field(text, "MemAvailable", available) &&
         !meminfo_field(text, "MemFree", available))
-        return E_FAIL;
+        return E_OUTOFMEMORY; /* unreadable figures: nothing to say */
     if (*available > *total)
         *available = *total;
     return S_OK;
@@ -278,10 +280,11 @@ static HRESULT system_memory(const struct policy *p, size_t *total, size_t *avai
 
 /* Percent of the machine in use, raised to the memory pressure (PSI "some avg10")
  * when the kernel reports stalls. */
-static int system_load(const struct policy *p)
+static int system_load(struct manager *m)
 {
+    const struct policy *p = &m->policy;
     size_t total, available;
-    if (system_memory(p, &total, &available) != S_OK)
+    if (system_memory(m, &total, &available) != S_OK)
         return -1;
     int load = percent_of(total - available, total);
     char text[512];
@@ -306,7 +309,7 @@ void policy_set_limit(struct manager *m, size_t bytes)
 
 HRESULT policy_poll_system(struct manager *m)
 {
-    int load = system_load(&m->policy);
+    int load = system_load(m);
     if (load < 0)
         return E_OUTOFMEMORY; /* nothing to read: nothing changes */
     atomic_store_explicit(&m->policy.machine_load, load, memory_order_relaxed);
@@ -338,8 +341,9 @@ HRESULT policy_memory_load(struct manager *m, DWORD *load, SIZE_T *available)
         return S_OK;
     }
     size_t total, free_bytes;
-    if (system_memory(p, &total, &free_bytes) != S_OK)
-        return E_OUTOFMEMORY; /* /proc/meminfo unreadable: nothing to say, nothing changed */
+    HRESULT hr = system_memory(m, &total, &free_bytes);
+    if (hr != S_OK)
+        return hr; /* nothing to say, nothing changed */
     *load = (DWORD)percent_of(total - free_bytes, total);
     *available = free_bytes;
     return S_OK;
@@ -369,7 +373,7 @@ static size_t walk_up(const char *root, const char *mount, const char *group, co
     for (;;) {
         snprintf(path, sizeof path, "%s%s%s/%s", root, mount, strcmp(dir, "/") ? dir : "", file);
         size_t length;
-        if (hostmem_os->read_file(path, text, sizeof text, &length) == 0) {
+        if (os_read_file(path, text, sizeof text, &length) == 0) {
             size_t v = parse_limit(text);
             if (v && (!best || v < best))
                 best = v;
@@ -391,7 +395,7 @@ size_t policy_cgroup_limit(const char *root)
     char path[512], text[2048];
     snprintf(path, sizeof path, "%s/proc/self/cgroup", root);
     size_t length;
-    if (hostmem_os->read_file(path, text, sizeof text, &length))
+    if (os_read_file(path, text, sizeof text, &length))
         return 0;
     size_t best = 0;
     for (char *line = strtok(text, "\n"); line; line = strtok(NULL, "\n")) {

@@ -72,6 +72,8 @@ static uintptr_t free_end(struct manager *m, uintptr_t address)
         struct os_mapping found;
         uintptr_t next;
         int hit = os_find_mapping(a, &found, &next);
+        if (hit < 0)
+            os_refused(m, -hit, "reading /proc/self/maps");
         if (hit != 0)
             return a; /* mapped by someone else (or unreadable): free space ends */
         uintptr_t ours = arena_next_start(m, a);
@@ -136,8 +138,8 @@ HRESULT vm_query(struct manager *m, void *address, MEMORY_BASIC_INFORMATION *inf
     struct os_mapping found;
     uintptr_t next;
     int hit = os_find_mapping(page, &found, &next);
-    if (hit < 0)
-        return E_OUTOFMEMORY; /* /proc/self/maps unreadable: nothing to say, nothing changed */
+    if (hit < 0) /* /proc/self/maps unreadable: nothing to say, nothing changed */
+        return os_refused(m, -hit, "reading /proc/self/maps");
     if (hit == 0) {
         fill_free(info, page, free_end(m, page));
         return S_OK;
@@ -154,8 +156,9 @@ HRESULT vm_query(struct manager *m, void *address, MEMORY_BASIC_INFORMATION *inf
     info->Protect = protect_from_os(found.prot);
     if (found.kind == 'f') {
         struct image_context c = {found.inode, found.device, (found.prot & OS_PROT_EXEC) != 0};
-        if (!c.executable)
-            hostmem_os->walk_mappings(image_step, &c);
+        int err = c.executable ? 0 : os_walk_mappings(image_step, &c);
+        if (err)
+            os_refused(m, err, "reading /proc/self/maps"); /* MEM_MAPPED: the best it can say */
         info->Type = c.executable ? MEM_IMAGE : MEM_MAPPED;
     } else {
         info->Type = MEM_PRIVATE;

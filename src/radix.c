@@ -3,7 +3,7 @@
  *
  * A process-wide two-level table: the top level has one slot per GiB of the
  * 47-bit user address space; a leaf has one entry per granule of that GiB.
- * A top-level slot holds 0, a leaf, or (bit 1 set) one entry that stands for
+ * A top-level slot holds 0, a leaf, or (RADIX_TOP_WHOLE set) one entry that stands for
  * every granule of its GiB: a standalone reservation that covers whole GiBs
  * costs one word per GiB, not a leaf (a 256 GiB reservation: 256 words).
  *
@@ -14,6 +14,8 @@
  * mapped again, so a slot never turns from such an entry into a leaf while the
  * entry is live. Each entry is written only by the manager whose id it carries.
  */
+#include <errno.h>
+
 #include "internal.h"
 
 #define LEAF_SHIFT RADIX_LEAF_SHIFT
@@ -76,51 +78,58 @@ static inline bool covers_slot(uintptr_t slot, uintptr_t start, uintptr_t end)
 static _Atomic uintptr_t leaf_pool; /* next free byte; a chunk's end is 2 MiB aligned */
 _Atomic size_t radix_leaf_bytes HIDDEN; /* address space kept for leaves (tests account for it) */
 
-static void *leaf_new(size_t bytes)
+static int leaf_new(size_t bytes, void **out)
 {
     for (;;) {
         uintptr_t next = atomic_load_explicit(&leaf_pool, memory_order_acquire);
         uintptr_t used = next & (LEAF_CHUNK - 1); /* 0: no chunk, or the chunk is spent */
         if (used && used + bytes <= LEAF_CHUNK) {
             if (atomic_compare_exchange_weak_explicit(&leaf_pool, &next, next + bytes,
-                                                      memory_order_acq_rel, memory_order_acquire))
-                return (void *)next;
+                                                      memory_order_acq_rel, memory_order_acquire)) {
+                *out = (void *)next;
+                return 0;
+            }
             continue;
         }
         void *p;
-        if (os_map_aligned(NULL, LEAF_CHUNK, LEAF_CHUNK, OS_PROT_READ | OS_PROT_WRITE, &p))
-            return NULL;
+        int err = os_map_aligned(NULL, LEAF_CHUNK, LEAF_CHUNK, OS_PROT_READ | OS_PROT_WRITE, &p);
+        if (err)
+            return err;
         uintptr_t aligned = (uintptr_t)p;
-        if (hostmem_os->advise_huge)
-            hostmem_os->advise_huge((void *)aligned, LEAF_CHUNK);
+        os_advise_huge(p, LEAF_CHUNK);
         atomic_fetch_add(&radix_leaf_bytes, LEAF_CHUNK);
         /* the first leaf is ours; the rest of the chunk is offered to everyone
          * (if another thread refilled the pool meanwhile, the rest goes unused) */
         atomic_compare_exchange_strong_explicit(&leaf_pool, &next, aligned + bytes, memory_order_acq_rel,
                                                 memory_order_acquire);
-        return (void *)aligned;
+        *out = p;
+        return 0;
     }
 }
 
-HRESULT radix_prepare(uintptr_t start, uintptr_t end, bool whole_ok)
+int radix_prepare(uintptr_t start, uintptr_t end, bool whole_ok)
 {
+    hm_assert(start < end && end <= ADDRESS_LIMIT); /* callers pass mapped address space */
     if (end > ADDRESS_LIMIT || start >= end)
-        return E_OUTOFMEMORY;
+        return ENOMEM;
     for (uintptr_t slot = start >> LEAF_SHIFT; slot <= (end - 1) >> LEAF_SHIFT; slot++) {
         uintptr_t v = atomic_load_explicit(&radix_top[slot], memory_order_acquire);
-        if (v & TOP_WHOLE)
-            return E_OUTOFMEMORY; /* cannot happen: such a slot is cleared before reuse */
+        if (v & TOP_WHOLE) {
+            hm_unreachable("a whole-GiB slot is cleared before its address space is mapped again");
+            return ENOMEM;
+        }
         if (v || (whole_ok && covers_slot(slot, start, end)))
             continue;
-        void *fresh = leaf_new(leaf_bytes());
-        if (!fresh)
-            return E_OUTOFMEMORY;
+        void *fresh;
+        int err = leaf_new(leaf_bytes(), &fresh);
+        if (err)
+            return err;
         uintptr_t expected = 0;
         /* a leaf that loses the race stays unused: leaves are never given back */
         atomic_compare_exchange_strong_explicit(&radix_top[slot], &expected, (uintptr_t)fresh,
                                                 memory_order_acq_rel, memory_order_acquire);
     }
-    return S_OK;
+    return 0;
 }
 
 void radix_store_range(uintptr_t start, uintptr_t end, uintptr_t entry, bool whole_ok)

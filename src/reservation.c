@@ -227,27 +227,28 @@ uint32_t runs_count_after(const struct reservation *r, uint64_t first, uint64_t 
     return k.n;
 }
 
-HRESULT runs_reserve_space(struct slab *s, struct reservation *r, uint32_t count,
-                           uintptr_t spare[2])
+int runs_reserve_space(struct slab *s, struct reservation *r, uint32_t count, uintptr_t spare[2])
 {
     spare[0] = spare[1] = 0;
     if (count <= 1)
-        return S_OK;
+        return 0;
     for (int i = 0; i < 2; i++) {
         uintptr_t v = load_copy(r, i);
         if (!(v & RUNS_INLINE) &&
             atomic_load_explicit(&((struct runbuf *)v)->capacity, memory_order_relaxed) >= count)
             continue;
         size_t bytes = buffer_bytes(count);
-        struct runbuf *b = slab_alloc(s, bytes);
-        if (!b) {
+        void *fresh;
+        int err = slab_alloc(s, bytes, &fresh);
+        if (err) {
             runs_release_space(s, spare);
-            return E_OUTOFMEMORY;
+            return err;
         }
+        struct runbuf *b = fresh;
         atomic_store_explicit(&b->capacity, buffer_capacity(bytes), memory_order_relaxed);
         spare[i] = (uintptr_t)b;
     }
-    return S_OK;
+    return 0;
 }
 
 void runs_release_space(struct slab *s, uintptr_t spare[2])
@@ -303,25 +304,49 @@ static void write_copy(struct slab *s, struct reservation *r, int dst, uintptr_t
         retire(s, old);
 }
 
+/* The latch's bracket: the sequence odd while copy 0 (or a whole record) is
+ * rewritten, so that readers use copy 1 and retry if they saw the change;
+ * even again after. The sequence is even at rest. */
+static uint64_t latch_open(struct reservation *r)
+{
+    uint64_t seq = atomic_load_explicit(&r->seq, memory_order_relaxed);
+    hm_assert(!(seq & 1));
+    atomic_store_explicit(&r->seq, seq + 1, memory_order_release);
+    atomic_thread_fence(memory_order_release);
+    return seq;
+}
+
+static void latch_close(struct reservation *r, uint64_t seq)
+{
+    atomic_store_explicit(&r->seq, seq + 2, memory_order_release);
+    atomic_thread_fence(memory_order_release);
+}
+
 void runs_apply(struct slab *s, struct reservation *r, uint64_t first, uint64_t end,
                 unsigned attr, uintptr_t spare[2])
 {
-    uint64_t seq = atomic_load_explicit(&r->seq, memory_order_relaxed);
-    atomic_store_explicit(&r->seq, seq + 1, memory_order_release);
-    atomic_thread_fence(memory_order_release);
+    uint64_t seq = latch_open(r);
     /* Readers now use copy 1, which still holds the old runs. */
     write_copy(s, r, 0, load_copy(r, 1), first, end, attr, spare);
-    atomic_store_explicit(&r->seq, seq + 2, memory_order_release);
-    atomic_thread_fence(memory_order_release);
+    latch_close(r, seq);
     /* Readers now use copy 0, the new runs; bring copy 1 up to date. */
     write_copy(s, r, 1, load_copy(r, 0), 0, 0, 0, spare);
     runs_release_space(s, spare);
+    hm_assert_expensive(runs_copy_count(r, 0) == runs_copy_count(r, 1));
 }
 
-void runs_init(struct reservation *r, unsigned attr)
+void reservation_init(struct reservation *r, uintptr_t base, size_t size, unsigned attr,
+                      uint16_t flags, uint32_t arena_index)
 {
+    /* r may be a recycled slot that a stale reader still looks at */
+    uint64_t seq = latch_open(r);
+    atomic_store_explicit(&r->base, base, memory_order_relaxed);
+    atomic_store_explicit(&r->size_protect, size >> g_page_shift, memory_order_relaxed);
     atomic_store_explicit(&r->runs[0], inline_make(attr, 0, 0), memory_order_relaxed);
     atomic_store_explicit(&r->runs[1], inline_make(attr, 0, 0), memory_order_relaxed);
+    r->flags = flags;
+    r->arena_index = arena_index;
+    latch_close(r, seq);
 }
 
 void runs_clear(struct slab *s, struct reservation *r)

@@ -12,6 +12,7 @@
  * may be called by anyone (a Treiber stack: push-only, drained whole by the
  * owner, so it has no ABA problem).
  */
+#include <errno.h>
 #include <string.h>
 
 #include "internal.h"
@@ -53,33 +54,38 @@ static _Atomic(void *) *link_of(void *p, unsigned c)
     return (_Atomic(void *) *)((char *)p + class_bytes(c) - sizeof(void *));
 }
 
-static void *chunk_new(struct slab *s, size_t size)
+/* A chunk's usable bytes start past its header, at the next cache line. */
+#define CHUNK_HEADER 64
+_Static_assert(sizeof(struct slab_chunk) <= CHUNK_HEADER, "a chunk's header fits before its first object");
+
+static int chunk_new(struct slab *s, size_t size, void **out)
 {
     size = page_up(size);
     void *p;
+    int err;
     if (size == CHUNK_HUGE) {
         /* 2 MiB aligned, so that the kernel can back it with one huge page: a
          * million reservations' metadata then costs 32 TLB entries, not 16,000 */
-        if (os_map_aligned(NULL, CHUNK_HUGE, CHUNK_HUGE, OS_PROT_READ | OS_PROT_WRITE, &p))
-            return NULL;
-        if (hostmem_os->advise_huge)
-            hostmem_os->advise_huge(p, CHUNK_HUGE);
-    } else if (hostmem_os->map(NULL, size, OS_PROT_READ | OS_PROT_WRITE, 0, &p)) {
-        return NULL;
+        if ((err = os_map_aligned(NULL, CHUNK_HUGE, CHUNK_HUGE, OS_PROT_READ | OS_PROT_WRITE, &p)) != 0)
+            return err;
+        os_advise_huge(p, CHUNK_HUGE);
+    } else if ((err = os_map(NULL, size, OS_PROT_READ | OS_PROT_WRITE, false, &p)) != 0) {
+        return err;
     }
     struct slab_chunk *chunk = p;
     chunk->next = s->chunks;
     chunk->size = size;
     s->chunks = chunk;
     s->bytes += size;
-    return (char *)p + 64;
+    *out = (char *)p + CHUNK_HEADER;
+    return 0;
 }
 
-void *slab_alloc(struct slab *s, size_t size)
+int slab_alloc(struct slab *s, size_t size, void **out)
 {
     unsigned c = class_of(size);
     if (c >= SLAB_CLASSES)
-        return NULL;
+        return ENOMEM; /* no class that big: as if the kernel had no memory for it */
     size_t bytes = class_bytes(c);
     void *p = s->free_list[c];
     if (!p && atomic_load_explicit(&s->remote[c], memory_order_relaxed)) {
@@ -88,25 +94,25 @@ void *slab_alloc(struct slab *s, size_t size)
     }
     if (p) {
         s->free_list[c] = atomic_load_explicit(link_of(p, c), memory_order_relaxed);
-        return p;
+        *out = p;
+        return 0;
     }
-    if (bytes > CHUNK_MIN / 4) {
-        /* Big objects get a chunk of their own. */
-        return chunk_new(s, bytes + 64);
-    }
+    if (bytes > CHUNK_MIN / 4) /* big objects get a chunk of their own */
+        return chunk_new(s, bytes + CHUNK_HEADER, out);
     if (s->bump_left < bytes) {
         size_t chunk = s->next_chunk ? s->next_chunk : CHUNK_MIN;
-        char *fresh = chunk_new(s, chunk);
-        if (!fresh)
-            return NULL;
+        void *fresh;
+        int err = chunk_new(s, chunk, &fresh);
+        if (err)
+            return err;
         s->bump = fresh;
-        s->bump_left = chunk - 64;
+        s->bump_left = chunk - CHUNK_HEADER;
         s->next_chunk = chunk * 2 > CHUNK_HUGE ? CHUNK_HUGE : chunk * 2;
     }
-    p = s->bump;
+    *out = s->bump;
     s->bump += bytes;
     s->bump_left -= bytes;
-    return p;
+    return 0;
 }
 
 void slab_free(struct slab *s, void *p, size_t size)
@@ -131,7 +137,7 @@ void slab_destroy(struct slab *s)
     struct slab_chunk *chunk = s->chunks;
     while (chunk) {
         struct slab_chunk *next = chunk->next;
-        hostmem_os->unmap(chunk, chunk->size);
+        os_unmap(chunk, chunk->size); /* the manager is going: nobody can see a refusal */
         chunk = next;
     }
     memset(s, 0, sizeof *s);

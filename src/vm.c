@@ -5,8 +5,9 @@
  * Every change follows one shape: validate everything (nothing has changed
  * yet, so any refusal is clean); pre-allocate the metadata the change needs;
  * make the system calls, undoing them if one fails; publish the new runs;
- * move the counters. A system call that fails and cannot be undone is the
- * only road to E_FAIL (manager_fail).
+ * move the counters. Every refused system call goes through os_refused; one
+ * whose change cannot be undone is the only road to E_FAIL (os_refused_stuck,
+ * or manager_fail when the refusal was counted already).
  *
  * Locks: a reservation's writers hold its stripe lock; creating a reservation
  * holds the arena lock only while granules are chosen. No system call is made
@@ -43,7 +44,7 @@ bool protect_valid(DWORD protect)
 int protect_to_os(unsigned attr, bool compact)
 {
     if (attr == 0)
-        return compact ? OS_PROT_READ | OS_PROT_WRITE : OS_PROT_NONE;
+        return reserved_prot(compact);
     if (attr & PAGE_GUARD)
         return OS_PROT_NONE;
     switch (attr & PROTECT_BASE_MASK) {
@@ -221,8 +222,8 @@ struct restore {
 static int restore_step(void *context, const struct segment *seg)
 {
     struct restore *r = context;
-    int err = hostmem_os->protect((void *)seg->start, seg->end - seg->start,
-                                  protect_to_os(seg->attr, r->compact));
+    int err = os_protect((void *)seg->start, seg->end - seg->start,
+                         protect_to_os(seg->attr, r->compact));
     if (err)
         r->err = err;
     return 0;
@@ -236,15 +237,16 @@ static int restore_step(void *context, const struct segment *seg)
 static HRESULT protect_range(struct manager *m, struct locked *l, uintptr_t start, uintptr_t end,
                              int prot)
 {
-    int err = hostmem_os->protect((void *)start, end - start, prot);
+    hm_assert(lock_held(l->stripe->lock));
+    int err = os_protect((void *)start, end - start, prot);
     if (!err)
         return S_OK;
+    HRESULT hr = os_refused(m, err, "mprotect");
     struct restore undo = {res_compact(m, l->r), 0};
     segments(l->r, l->base, start, end, restore_step, &undo);
     if (undo.err)
-        return manager_fail(m, "mprotect failed and could not be undone");
-    atomic_fetch_add_explicit(&m->policy.os_refusals, 1, memory_order_relaxed);
-    return E_OUTOFMEMORY;
+        return os_refused_stuck(m, undo.err, "mprotect failed and could not be undone");
+    return hr;
 }
 
 /*
@@ -257,7 +259,7 @@ static size_t transitions(struct manager *m, const struct reservation *r, uint64
 {
     struct runs_view w;
     runs_view_init(r, &w);
-    int outside = protect_to_os(0, m->compact); /* arena slack around it */
+    int outside = reserved_prot(m->compact); /* arena slack around it */
     bool compact = res_compact(m, r);
     size_t count = 0;
     int previous = outside;
@@ -294,7 +296,7 @@ static int hw_at(struct manager *m, struct locked *l, const struct runs_view *w,
         return -2; /* outside its own mapping: a kernel boundary for sure */
     uintptr_t span_end = l->base + granule_up(l->end - l->base);
     if (a >= l->end && a < span_end)
-        return protect_to_os(0, m->compact); /* the unused tail: arena slack */
+        return reserved_prot(m->compact); /* the unused tail: arena slack */
     return -1;
 }
 
@@ -320,12 +322,15 @@ static bool edges_are_boundaries(struct manager *m, struct locked *l, uintptr_t 
 static HRESULT change_range(struct manager *m, struct locked *l, uintptr_t start, uintptr_t end,
                             unsigned attr, struct survey *s)
 {
+    hm_assert(lock_held(l->stripe->lock));
+    hm_assert(l->base <= start && start < end && end <= l->end && page_aligned(start) && page_aligned(end));
     struct reservation *r = l->r;
     uint64_t first = (start - l->base) >> g_page_shift, last = (end - l->base) >> g_page_shift;
     uintptr_t spare[2];
-    HRESULT hr = runs_reserve_space(&l->stripe->slab, r, runs_count_after(r, first, last, attr), spare);
-    if (hr != S_OK)
-        return hr;
+    int err = runs_reserve_space(&l->stripe->slab, r, runs_count_after(r, first, last, attr), spare);
+    if (err)
+        return os_refused(m, err, "mmap of a run buffer");
+    HRESULT hr;
     bool discard = attr == 0 && s->committed_pages;
     /* Decommit: the memory goes back to the OS; the pages read zero when
      * committed again. A discard cannot be undone, so it comes after the
@@ -333,10 +338,10 @@ static HRESULT change_range(struct manager *m, struct locked *l, uintptr_t start
      * splits no mapping: then discard first, which spares the kernel changing
      * the protection of pages it is about to drop (10-14% of the calls' time). */
     bool discard_first = discard && s->prot_differs && edges_are_boundaries(m, l, start, end);
-    if (discard_first && hostmem_os->discard((void *)s->committed_start,
-                                             s->committed_end - s->committed_start)) {
+    if (discard_first && (err = os_discard((void *)s->committed_start,
+                                           s->committed_end - s->committed_start)) != 0) {
         runs_release_space(&l->stripe->slab, spare);
-        return manager_fail(m, "madvise(MADV_DONTNEED) failed");
+        return os_refused_stuck(m, err, "madvise(MADV_DONTNEED)");
     }
     if (s->prot_differs) {
         hr = protect_range(m, l, start, end, s->new_prot);
@@ -345,13 +350,10 @@ static HRESULT change_range(struct manager *m, struct locked *l, uintptr_t start
             return discard_first ? manager_fail(m, "mprotect failed after a discard") : hr;
         }
     }
-    if (discard && !discard_first) {
-        int err = hostmem_os->discard((void *)s->committed_start,
-                                      s->committed_end - s->committed_start);
-        if (err) {
-            runs_release_space(&l->stripe->slab, spare);
-            return manager_fail(m, "madvise(MADV_DONTNEED) failed");
-        }
+    if (discard && !discard_first &&
+        (err = os_discard((void *)s->committed_start, s->committed_end - s->committed_start)) != 0) {
+        runs_release_space(&l->stripe->slab, spare);
+        return os_refused_stuck(m, err, "madvise(MADV_DONTNEED)");
     }
     size_t before = transitions(m, r, first, last);
     runs_apply(&l->stripe->slab, r, first, last, attr, spare);
@@ -387,6 +389,8 @@ static bool alloc_type_valid(DWORD type)
     }
 }
 
+/* A new reservation, committed too with MEM_COMMIT: the steps in order, the
+ * undo of each below it in the ladder. */
 static HRESULT alloc_reserve(struct manager *m, uintptr_t address, size_t size, DWORD type,
                              DWORD protect, EMemoryCriticalLevel level, void **out, unsigned flags)
 {
@@ -407,50 +411,34 @@ static HRESULT alloc_reserve(struct manager *m, uintptr_t address, size_t size, 
     }
     size_t bytes = end - base;
     unsigned attr = (type & MEM_COMMIT) ? protect : 0;
+    struct reservation *r;
+    HRESULT hr;
     if (!policy_try_reserve(m, bytes))
         return policy_refuse(m, level); /* the address-space limit */
     /* The address first (Windows checks it before the commit charge), then the
      * budget: the reservation is not published yet, and no lock is held, so an
      * appdomain-critical request may wait here. */
-    struct reservation *r;
-    HRESULT hr = arena_reserve(m, base, bytes, (type & MEM_TOP_DOWN) != 0,
-                               (flags & VM_ALIGN_4M) ? (size_t)4 << 20 : 0, attr, &r);
-    bool charged = false;
-    if (hr == S_OK && attr) {
-        hr = policy_charge(m, bytes, level);
-        if (hr != S_OK) {
-            arena_abandon(m, r);
-            policy_unreserve(m, bytes);
-            return hr;
+    hr = arena_reserve(m, base, bytes, (type & MEM_TOP_DOWN) != 0,
+                       (flags & VM_ALIGN_4M) ? (size_t)4 << 20 : 0, attr, &r);
+    if (hr != S_OK)
+        goto unreserve;
+    if (attr && (hr = policy_charge(m, bytes, level)) != S_OK)
+        goto abandon;
+    if (flags & VM_HEAP)
+        r->flags |= RES_HEAP | RES_TOUCHED | ((flags & VM_HEAP_LARGE) ? RES_HEAP_LARGE : 0);
+    res_set_alloc_protect(r, protect); /* not published yet */
+    uintptr_t at = atomic_load_explicit(&r->base, memory_order_relaxed);
+    int prot = protect_to_os(attr, res_compact(m, r)), slack = reserved_prot(m->compact);
+    if (prot != slack) {
+        int err = os_protect((void *)at, bytes, prot);
+        if (err) {
+            hr = os_refused(m, err, "mprotect of a new reservation");
+            /* Nothing else has seen these pages: put back what we changed (a
+             * standalone mapping goes whole, whatever its protection). */
+            if ((err = os_protect((void *)at, bytes, slack)) != 0 && !(r->flags & RES_STANDALONE))
+                hr = os_refused_stuck(m, err, "mprotect of a new reservation could not be undone");
+            goto uncharge;
         }
-        charged = true;
-    }
-    if (hr == S_OK) {
-        if (flags & VM_HEAP)
-            r->flags |= RES_HEAP | RES_TOUCHED | ((flags & VM_HEAP_LARGE) ? RES_HEAP_LARGE : 0);
-        res_set_alloc_protect(r, protect); /* not published yet */
-        uintptr_t at = atomic_load_explicit(&r->base, memory_order_relaxed);
-        int prot = protect_to_os(attr, res_compact(m, r)), slack = protect_to_os(0, m->compact);
-        if (prot != slack) {
-            int err = hostmem_os->protect((void *)at, bytes, prot);
-            if (err) {
-                /* Nothing else has seen these pages: put back what we changed. */
-                bool stuck = hostmem_os->protect((void *)at, bytes, slack) &&
-                             !(r->flags & RES_STANDALONE);
-                arena_abandon(m, r);
-                hr = stuck ? manager_fail(m, "mprotect of a new reservation could not be undone")
-                           : E_OUTOFMEMORY;
-                if (!stuck)
-                    atomic_fetch_add_explicit(&m->policy.os_refusals, 1, memory_order_relaxed);
-            }
-        }
-    } else if (hr == E_OUTOFMEMORY) {
-        atomic_fetch_add_explicit(&m->policy.os_refusals, 1, memory_order_relaxed);
-    }
-    if (hr != S_OK) {
-        policy_uncharge(m, charged ? bytes : 0);
-        policy_unreserve(m, bytes);
-        return hr;
     }
     if (attr) {
         r->flags |= RES_TOUCHED;
@@ -459,8 +447,16 @@ static HRESULT alloc_reserve(struct manager *m, uintptr_t address, size_t size, 
     heap_account(m, r, attr ? bytes : 0, 0);
     arena_publish(m, r);
     counter_add(&m->reservations, 1);
-    *out = (void *)atomic_load_explicit(&r->base, memory_order_relaxed);
+    *out = (void *)at;
     return S_OK;
+
+uncharge:
+    policy_uncharge(m, attr ? bytes : 0);
+abandon:
+    arena_abandon(m, r);
+unreserve:
+    policy_unreserve(m, bytes);
+    return hr;
 }
 
 /*
@@ -533,10 +529,9 @@ static HRESULT alloc_reset(struct manager *m, uintptr_t address, size_t size, DW
     survey_range(m, &l, start, end, 0, &s);
     /* Windows accepts reserved pages in the range and leaves them alone. */
     if (type == MEM_RESET && s.committed_pages) {
-        int err = hostmem_os->reset((void *)s.committed_start,
-                                    s.committed_end - s.committed_start);
+        int err = os_reset((void *)s.committed_start, s.committed_end - s.committed_start);
         if (err)
-            return unlock(m, &l, E_OUTOFMEMORY);
+            return unlock(m, &l, os_refused(m, err, "madvise(MADV_FREE)"));
         l.r->flags |= RES_TOUCHED | RES_WAS_RESET;
     } else if (type == MEM_RESET_UNDO && (l.r->flags & RES_WAS_RESET)) {
         /* Linux cannot say whether the kernel dropped a lazily freed page: a
@@ -592,23 +587,23 @@ static HRESULT release_locked(struct manager *m, struct locked *l)
          * by anyone (radix.c relies on it); back in if the kernel refuses. */
         size_t span = granule_up(bytes);
         radix_store_range(l->base, l->base + span, 0, true);
-        int err = hostmem_os->unmap((void *)l->base, span);
+        int err = os_unmap((void *)l->base, span);
         if (err) {
             arena_publish(m, r);
-            return E_OUTOFMEMORY;
+            return os_refused(m, err, "munmap of a reservation");
         }
     } else if ((r->flags & RES_TOUCHED) || res_compact(m, r)) {
         /* back to what arena slack is: reserved-page protection, zero */
         struct survey s;
-        survey_to(m, l, l->base, l->end, protect_to_os(0, m->compact), &s);
+        survey_to(m, l, l->base, l->end, reserved_prot(m->compact), &s);
         if (s.prot_differs) {
             HRESULT hr = protect_range(m, l, l->base, l->end, s.new_prot);
             if (hr != S_OK)
                 return hr;
         }
-        int err = hostmem_os->discard((void *)l->base, bytes);
+        int err = os_discard((void *)l->base, bytes);
         if (err)
-            return manager_fail(m, "madvise(MADV_DONTNEED) failed on release");
+            return os_refused_stuck(m, err, "madvise(MADV_DONTNEED) on release");
     }
     size_t committed = runs_committed(r);
     heap_account(m, r, 0, committed << g_page_shift);
