@@ -267,6 +267,19 @@ static bool arena_find(struct arena *a, uint32_t n, size_t align, uint32_t *out)
     return false;
 }
 
+/* Leaves the arena lock after a reservation was made: S_OK and *out, or, when
+ * the host's lock reports a failure, the reservation given back and that answer. */
+static HRESULT reserve_done(struct manager *m, struct reservation *r, struct reservation **out)
+{
+    HRESULT hr = lock_leave(m, m->arena_lock);
+    if (hr != S_OK) {
+        arena_abandon(m, r);
+        return hr;
+    }
+    *out = r;
+    return S_OK;
+}
+
 /* Standalone: its own kernel mapping at base (fixed) or wherever (base 0). The
  * steps in order, the undo of each below it in the ladder. */
 static HRESULT reserve_standalone(struct manager *m, uintptr_t base, size_t size, bool top_down,
@@ -315,9 +328,7 @@ static HRESULT reserve_standalone(struct manager *m, uintptr_t base, size_t size
         goto free_reservation;
     counter_add(&m->mapping_estimate, 1);
     reservation_init(r, at, size, attr, RES_STANDALONE, a->index);
-    hr = lock_leave(m, m->arena_lock);
-    *out = r;
-    return hr;
+    return reserve_done(m, r, out);
 
 free_reservation:
     slab_free(&m->arena_slab, r, sizeof *r);
@@ -407,9 +418,7 @@ HRESULT arena_reserve(struct manager *m, uintptr_t base, size_t size, bool top_d
     }
     range_set(a, first, n);
     reservation_init(r, at, size, attr, 0, a->index);
-    hr = lock_leave(m, m->arena_lock);
-    *out = r;
-    return hr;
+    return reserve_done(m, r, out);
 }
 
 void arena_publish(struct manager *m, struct reservation *r)

@@ -215,8 +215,9 @@ static void heap_account(struct manager *m, const struct reservation *r, size_t 
 }
 
 struct restore {
+    struct manager *m;
     bool compact;
-    int err;
+    bool failed;
 };
 
 static int restore_step(void *context, const struct segment *seg)
@@ -224,8 +225,10 @@ static int restore_step(void *context, const struct segment *seg)
     struct restore *r = context;
     int err = os_protect((void *)seg->start, seg->end - seg->start,
                          protect_to_os(seg->attr, r->compact));
-    if (err)
-        r->err = err;
+    if (err) {
+        os_refused(r->m, err, "mprotect to undo a refused mprotect");
+        r->failed = true;
+    }
     return 0;
 }
 
@@ -242,10 +245,10 @@ static HRESULT protect_range(struct manager *m, struct locked *l, uintptr_t star
     if (!err)
         return S_OK;
     HRESULT hr = os_refused(m, err, "mprotect");
-    struct restore undo = {res_compact(m, l->r), 0};
+    struct restore undo = {m, res_compact(m, l->r), false};
     segments(l->r, l->base, start, end, restore_step, &undo);
-    if (undo.err)
-        return os_refused_stuck(m, undo.err, "mprotect failed and could not be undone");
+    if (undo.failed)
+        return manager_fail(m, "mprotect failed and could not be undone");
     return hr;
 }
 
@@ -508,9 +511,11 @@ static HRESULT alloc_commit(struct manager *m, uintptr_t address, size_t size, D
         }
         if (need > charged)
             charged = need;
-        hr = change_range(m, &l, start, end, protect, &s);
-        hr = unlock(m, &l, hr);
-        policy_uncharge(m, hr == S_OK ? charged - need : charged);
+        /* What the change did decides the charge kept, whatever leaving the
+         * lock says afterwards (a host lock may report HOST_E_NOT_OWNER). */
+        HRESULT changed = change_range(m, &l, start, end, protect, &s);
+        hr = unlock(m, &l, changed);
+        policy_uncharge(m, changed == S_OK ? charged - need : charged);
         if (hr == S_OK)
             *out = (void *)start;
         return hr;

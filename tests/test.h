@@ -6,6 +6,14 @@
  * mark the current test failed and go on. REQUIRE* return from the test on
  * failure. TEST_SUMMARY() prints "<program>: N passed, N failed" and returns
  * the exit status. Tests never assert on time.
+ *
+ * One hook checks every manager of every test program (STYLE.md: validate
+ * after each test): after each test RUN validates every live manager, and
+ * every manager is validated as its last reference goes, both with the kernel
+ * check (hostmem_validate(HOSTMEM_VALIDATE_KERNEL)) against the real kernel,
+ * whatever OS table a test injects. A manager a test disabled or shut down is
+ * skipped: it no longer vouches for its map. TEST_NO_VALIDATE in a test turns
+ * the hook off for the rest of that test (it must say why).
  */
 #ifndef HOSTMEM_TEST_H
 #define HOSTMEM_TEST_H
@@ -16,6 +24,8 @@
 #include <string.h>
 
 #include "hostmem.h"
+#include "os.h"
+#include "registry.h"
 
 /* UNDER_TSAN: built with ThreadSanitizer (gcc or clang) */
 #if defined(__SANITIZE_THREAD__)
@@ -102,13 +112,44 @@ static inline hostmem_stats stats_of(IHostMemoryManager *m)
     return s;
 }
 
+static int test_validate_off __attribute__((unused));
+
+static inline void test_validate_manager(IHostMemoryManager *m, int live, void *context)
+{
+    const char *when = (const char *)context;
+    if (!live || test_validate_off)
+        return;
+    const struct hostmem_os_ops *injected = hostmem_os;
+    hostmem_os = &hostmem_os_linux; /* the kernel's own view, whatever the test injects */
+    char why[256];
+    HRESULT hr = hostmem_validate(m, HOSTMEM_VALIDATE_KERNEL, why, sizeof why);
+    hostmem_os = injected;
+    if (hr != S_OK) {
+        char b[16];
+        TEST_FAIL_AT("manager %p does not validate %s: %s (%s)", (void *)m, when,
+                     test_hr_name(hr, b, sizeof b), why);
+    }
+}
+
+static inline void test_validate_on_destroy(IHostMemoryManager *m, int live)
+{
+    test_validate_manager(m, live, (void *)"as it is released");
+}
+
+/* Turns the hook off for the rest of the current test. */
+#define TEST_NO_VALIDATE(why) ((void)(why), test_validate_off = 1)
+
 #define TEST(name) static void name(void)
 
 #define RUN(name)                                                \
     do {                                                         \
         test_current_name = #name;                               \
         test_current_failed = 0;                                 \
+        test_validate_off = 0;                                   \
+        hostmem_registry_on_destroy = test_validate_on_destroy;  \
         name();                                                  \
+        hostmem_registry_each(test_validate_manager, (void *)"after the test"); \
+        test_validate_off = 0;                                   \
         if (test_current_failed) {                               \
             test_failed_count++;                                 \
             fprintf(stderr, "not ok %s\n", #name);               \

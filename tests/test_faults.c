@@ -366,6 +366,14 @@ static void sweep(uint32_t flags)
                 arm(0, 0);
                 sweep_runs++;
                 faults_injected += fired;
+                /* SPEC §7, hresult.c: every refused system call is counted in
+                 * os_refusals, and nothing else is (but for creation's, which
+                 * belong to the manager that was never made) */
+                size_t counted = stats_of(f.m).os_refusals - before.stats.os_refusals;
+                if (operations[o].run != op_create && counted != (size_t)fired)
+                    TEST_FAIL_AT("%s: fault at call %d (%s): %d calls refused, os_refusals counts %zu",
+                                 operations[o].name, at, persistent ? "persistent" : "transient", fired,
+                                 counted);
                 char why[256];
                 /* a manager that gave up says so on every later call */
                 MEMORY_BASIC_INFORMATION probe;
@@ -544,7 +552,8 @@ TEST(lock_enter_e_fail_disables_the_manager)
     CHECK_EQ(m->lpVtbl->Release(m), 0);
 }
 
-/* SPEC §2: HOST_E_NOT_OWNER from the host's leave reaches the caller. */
+/* SPEC §2: a host lock's HOST_E_NOT_OWNER on leave is the call's answer; what
+ * the call did before it stays accounted (the harness validates the manager). */
 TEST(lock_leave_not_owner_is_returned)
 {
     hostmem_config c = {sizeof c};
@@ -556,6 +565,13 @@ TEST(lock_leave_not_owner_is_returned)
     atomic_store(&lock_leave_result, HOST_E_NOT_OWNER);
     void *p;
     CHECK_HR(m->lpVtbl->VirtualAlloc(m, base, P, MEM_COMMIT, PAGE_READWRITE, eTaskCritical, &p), HOST_E_NOT_OWNER);
+    /* The commit was made before the lock reported: it stays, and so does its charge. */
+    CHECK_EQ(stats_of(m).committed_bytes, P);
+    /* A reservation made before the arena lock reports is given back whole. */
+    hostmem_stats before = stats_of(m);
+    CHECK_HR(m->lpVtbl->VirtualAlloc(m, NULL, 4 * P, MEM_RESERVE, PAGE_READWRITE, eTaskCritical, &p), HOST_E_NOT_OWNER);
+    CHECK_EQ(stats_of(m).reservations, before.reservations);
+    CHECK_EQ(stats_of(m).reserved_bytes, before.reserved_bytes);
     atomic_store(&lock_leave_result, S_OK);
     CHECK_HR(m->lpVtbl->VirtualFree(m, base, 0, MEM_RELEASE), S_OK);
     CHECK_EQ(m->lpVtbl->Release(m), 0);
