@@ -461,7 +461,7 @@ void arena_unreserve(struct manager *m, struct reservation *r)
      * now could wipe a new reservation made at the same address since. */
     if (!a->standalone)
         radix_store_range(base, base + span, slack_entry(m, a), false);
-    runs_clear(&stripe_of(m, base)->slab, r);
+    reservation_clear(&stripe_of(m, base)->slab, r);
     give_back(m, r, base, span);
 }
 

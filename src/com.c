@@ -301,10 +301,14 @@ HRESULT hostmem_get_stats(IHostMemoryManager *manager, hostmem_stats *stats)
     s.heap_bytes = LOAD(m->heap_bytes);
     s.kernel_mappings = LOAD(m->mapping_estimate);
     s.commit_limit = atomic_load_explicit(&p->limit, memory_order_relaxed);
-    for (int i = 0; i < 3; i++)
+    _Static_assert(sizeof s.refusals / sizeof s.refusals[0] == sizeof p->refusals / sizeof p->refusals[0] &&
+                       sizeof s.notifications / sizeof s.notifications[0] ==
+                           sizeof p->notifications / sizeof p->notifications[0],
+                   "hostmem_stats has a counter for every level and every state");
+    for (size_t i = 0; i < sizeof s.refusals / sizeof s.refusals[0]; i++)
         s.refusals[i] = LOAD(p->refusals[i]);
     s.os_refusals = LOAD(m->os_refusals);
-    for (int i = 0; i < 4; i++)
+    for (size_t i = 0; i < sizeof s.notifications / sizeof s.notifications[0]; i++)
         s.notifications[i] = LOAD(p->notifications[i]);
     s.external_bytes = LOAD(p->external_bytes);
     s.external_ranges = LOAD(p->external_ranges);

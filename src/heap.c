@@ -102,6 +102,11 @@ struct segment {
     uint32_t free_spans; /* heap lock */
     struct span_desc desc[SPANS_PER_SEGMENT];
 };
+_Static_assert(sizeof(struct segment) <= SPAN_SIZE, "the segment header fits span 0");
+_Static_assert(SPAN_SIZE == (size_t)1 << SPAN_SHIFT, "a span is 1 << SPAN_SHIFT bytes");
+/* 64 classes of 16 B steps to 1 KiB, then 4 a doubling to SMALL_MAX (classes_init) */
+_Static_assert(1024 / 16 + 4 * 4 == CLASSES && 8192 + 8192 == SMALL_MAX, "the size classes");
+_Static_assert(CLASSES <= UINT8_MAX, "class_of_16 holds a class in a byte");
 
 /* Span k's header sits k cache lines into the span. Spans are 64 KiB aligned:
  * headers, and the state bytes after them, at one offset would all compete for
@@ -139,6 +144,7 @@ struct parked {
     void *next;
     _Atomic uint8_t *state;
 };
+_Static_assert(sizeof(struct parked) <= 16, "a parked block's links fit the smallest class");
 
 static inline void magazine_push(struct magazine *mag, void *block, _Atomic uint8_t *state)
 {
@@ -169,19 +175,20 @@ struct tcache {
     struct tcache *next_orphan;
 };
 
-struct entry {
+struct block_info {
     uintptr_t key; /* 0 empty, 1 deleted */
     size_t size;
     const char *file;
     int line;
 };
 
-struct table {
-    struct entry *slots;
+struct ledger {
+    struct block_info *slots;
     size_t capacity, count, used; /* used counts deleted slots too */
 };
 
 #define SEGMENT_HASH 256 /* 1 GiB of segments without a collision */
+_Static_assert(SEGMENT_HASH * SEGMENT_SIZE == (size_t)1 << 30, "the hash covers 1 GiB of segments");
 struct heap {
     /* what Alloc and Free read on every call: the first cache line */
     IHostMalloc iface;
@@ -201,8 +208,8 @@ struct heap {
     struct tcache *caches;
     struct tcache *orphans;
     struct tcache single;
-    struct table large;           /* base of a large block -> size */
-    struct table debug;           /* DebugAlloc'd block -> file:line */
+    struct ledger large;          /* base of a large block -> size */
+    struct ledger debug;          /* DebugAlloc'd block -> file:line */
     struct heap *next_live;
 };
 
@@ -211,65 +218,65 @@ static struct heap *heap_from(IHostMalloc *i)
     return (struct heap *)i;
 }
 
-/* ---- a small hash table (heap lock held) ------------------------------------------------ */
-static size_t table_hash(uintptr_t key, size_t capacity)
+/* ---- the ledger: a small hash from block to block_info (heap lock held) --------------- */
+static size_t ledger_hash(uintptr_t key, size_t capacity)
 {
     uint64_t h = (uint64_t)key * 0x9E3779B97F4A7C15ull;
     return (size_t)(h >> 20) & (capacity - 1);
 }
 
-static bool table_grow(struct table *t)
+static bool ledger_grow(struct ledger *l)
 {
-    size_t capacity = t->capacity ? t->capacity * 2 : 64;
-    struct entry *slots = calloc(capacity, sizeof *slots);
+    size_t capacity = l->capacity ? l->capacity * 2 : 64;
+    struct block_info *slots = calloc(capacity, sizeof *slots);
     if (!slots)
         return false;
-    for (size_t i = 0; i < t->capacity; i++) {
-        if (t->slots[i].key > 1) {
-            size_t j = table_hash(t->slots[i].key, capacity);
+    for (size_t i = 0; i < l->capacity; i++) {
+        if (l->slots[i].key > 1) {
+            size_t j = ledger_hash(l->slots[i].key, capacity);
             while (slots[j].key)
                 j = (j + 1) & (capacity - 1);
-            slots[j] = t->slots[i];
+            slots[j] = l->slots[i];
         }
     }
-    free(t->slots);
-    t->slots = slots;
-    t->capacity = capacity;
-    t->used = t->count;
+    free(l->slots);
+    l->slots = slots;
+    l->capacity = capacity;
+    l->used = l->count;
     return true;
 }
 
-static bool table_put(struct table *t, struct entry e)
+static bool ledger_put(struct ledger *l, struct block_info e)
 {
-    if ((t->used + 1) * 2 > t->capacity && !table_grow(t))
+    if ((l->used + 1) * 2 > l->capacity && !ledger_grow(l))
         return false;
-    size_t j = table_hash(e.key, t->capacity);
-    while (t->slots[j].key > 1)
-        j = (j + 1) & (t->capacity - 1);
-    if (t->slots[j].key == 0)
-        t->used++;
-    t->slots[j] = e;
-    t->count++;
+    size_t j = ledger_hash(e.key, l->capacity);
+    while (l->slots[j].key > 1)
+        j = (j + 1) & (l->capacity - 1);
+    if (l->slots[j].key == 0)
+        l->used++;
+    l->slots[j] = e;
+    l->count++;
     return true;
 }
 
-static struct entry *table_find(struct table *t, uintptr_t key)
+static struct block_info *ledger_find(struct ledger *l, uintptr_t key)
 {
-    if (!t->capacity)
+    if (!l->capacity)
         return NULL;
-    size_t j = table_hash(key, t->capacity);
-    while (t->slots[j].key) {
-        if (t->slots[j].key == key)
-            return &t->slots[j];
-        j = (j + 1) & (t->capacity - 1);
+    size_t j = ledger_hash(key, l->capacity);
+    while (l->slots[j].key) {
+        if (l->slots[j].key == key)
+            return &l->slots[j];
+        j = (j + 1) & (l->capacity - 1);
     }
     return NULL;
 }
 
-static void table_remove(struct table *t, struct entry *e)
+static void ledger_remove(struct ledger *l, struct block_info *e)
 {
     e->key = 1;
-    t->count--;
+    l->count--;
 }
 
 /* ---- thread caches ---------------------------------------------------------------------- */
@@ -714,7 +721,7 @@ static HRESULT large_alloc(struct heap *h, SIZE_T size, EMemoryCriticalLevel lev
         return hr;
     hr = lock_enter(h->m, h->lock);
     if (hr == S_OK) {
-        if (!table_put(&h->large, (struct entry){(uintptr_t)p, size, file, line}))
+        if (!ledger_put(&h->large, (struct block_info){(uintptr_t)p, size, file, line}))
             hr = E_OUTOFMEMORY;
         lock_leave(h->m, h->lock);
     }
@@ -731,18 +738,18 @@ static HRESULT large_free(struct heap *h, uintptr_t p)
     HRESULT hr = lock_enter(h->m, h->lock);
     if (hr != S_OK)
         return hr;
-    struct entry *e = table_find(&h->large, p);
+    struct block_info *e = ledger_find(&h->large, p);
     if (!e) {
         lock_leave(h->m, h->lock);
         return HOST_E_INVALIDOPERATION; /* not a block of this heap, or freed already */
     }
-    struct entry kept = *e;
-    table_remove(&h->large, e);
+    struct block_info kept = *e;
+    ledger_remove(&h->large, e);
     lock_leave(h->m, h->lock);
     hr = vm_free_ex(h->m, (void *)p, 0, MEM_RELEASE, VM_HEAP);
     if (hr != S_OK && hr != E_FAIL && lock_enter(h->m, h->lock) == S_OK) {
         /* the kernel refused: the block stays live, as if Free had not been called */
-        table_put(&h->large, kept);
+        ledger_put(&h->large, kept);
         lock_leave(h->m, h->lock);
     }
     policy_deliver(h->m);
@@ -780,7 +787,7 @@ static HRESULT heap_alloc(struct heap *h, SIZE_T size, EMemoryCriticalLevel leve
         atomic_store_explicit(parked->state, 1, memory_order_relaxed);
         b = parked;
         if (file)
-            goto record;
+            goto note_debug;
         *out = b;
         return S_OK;
     }
@@ -797,10 +804,10 @@ static HRESULT heap_alloc(struct heap *h, SIZE_T size, EMemoryCriticalLevel leve
     atomic_store_explicit(&s->state[index], 1, memory_order_relaxed);
     atomic_store_explicit(&s->used, atomic_load_explicit(&s->used, memory_order_relaxed) + 1,
                           memory_order_relaxed);
-record:
+note_debug:
     if (file) {
         if (lock_enter(h->m, h->lock) == S_OK) {
-            if (table_put(&h->debug, (struct entry){(uintptr_t)b, size, file, line}))
+            if (ledger_put(&h->debug, (struct block_info){(uintptr_t)b, size, file, line}))
                 atomic_fetch_add(&h->debug_count, 1);
             lock_leave(h->m, h->lock);
         }
@@ -816,9 +823,9 @@ static void debug_forget(struct heap *h, uintptr_t p)
         return;
     if (lock_enter(h->m, h->lock) != S_OK)
         return;
-    struct entry *e = table_find(&h->debug, p);
+    struct block_info *e = ledger_find(&h->debug, p);
     if (e) {
-        table_remove(&h->debug, e);
+        ledger_remove(&h->debug, e);
         atomic_fetch_sub(&h->debug_count, 1);
     }
     lock_leave(h->m, h->lock);
@@ -1114,7 +1121,7 @@ HRESULT hostmem_heap_report(IHostMalloc *heap, FILE *out, size_t *live_blocks)
                 if (atomic_load_explicit(&s->state[i], memory_order_relaxed) != 1)
                     continue;
                 uintptr_t p = d->first + (uintptr_t)i * d->block_size;
-                struct entry *e = table_find(&h->debug, p);
+                struct block_info *e = ledger_find(&h->debug, p);
                 live++;
                 bytes += d->block_size;
                 if (out && e)
@@ -1124,7 +1131,7 @@ HRESULT hostmem_heap_report(IHostMalloc *heap, FILE *out, size_t *live_blocks)
         }
     }
     for (size_t i = 0; i < h->large.capacity; i++) {
-        struct entry *e = &h->large.slots[i];
+        struct block_info *e = &h->large.slots[i];
         if (e->key <= 1)
             continue;
         live++;

@@ -1,6 +1,6 @@
 /*
- * hresult.c - the names of the result codes, the disabled state, and the
- * process-wide geometry.
+ * hresult.c - the names of the result codes, and the funnels every failure
+ * goes through.
  *
  * The funnels, each the natural breakpoint for what it reports:
  *   os_refused()     every system call the kernel refused: counted, described
@@ -16,45 +16,6 @@
 #include <stdlib.h>
 
 #include "internal.h"
-
-size_t g_page;
-unsigned g_page_shift;
-size_t g_granule;
-unsigned g_granule_shift;
-
-void geometry_init(void)
-{
-    size_t page = os_page_size();
-    size_t granule = page > 65536 ? page : 65536;
-    unsigned ps = 0, gs = 0;
-    while (((size_t)1 << ps) < page)
-        ps++;
-    while (((size_t)1 << gs) < granule)
-        gs++;
-    g_page_shift = ps;
-    g_granule_shift = gs;
-    g_granule = granule;
-    g_page = page;
-}
-
-static pthread_once_t geometry_once = PTHREAD_ONCE_INIT;
-
-void geometry_ensure(void)
-{
-    pthread_once(&geometry_once, geometry_init);
-}
-
-size_t hostmem_page_size(void)
-{
-    geometry_ensure();
-    return g_page;
-}
-
-size_t hostmem_granularity(void)
-{
-    geometry_ensure();
-    return g_granule;
-}
 
 HRESULT manager_fail(struct manager *m, const char *why)
 {

@@ -1,11 +1,12 @@
 /*
  * internal.h - the structures shared by hostmem's modules.
  *
- * Error convention inside the library: functions return an HRESULT (S_OK or
- * the code the public method must return), never an errno. An OS call that
- * fails is a refusal, E_OUTOFMEMORY, whatever its errno (EEXIST of a
- * reservation at a fixed address is ERROR_INVALID_ADDRESS, arena.c); one whose
- * change cannot be undone goes through manager_fail(). Names: module_verb.
+ * Error convention inside the library: the seam (os.h) and the modules that
+ * only map memory for metadata (slab.c, radix.c, reservation.c's buffers)
+ * return an errno; everything that answers a call returns an HRESULT (S_OK or
+ * the code the public method must return). An errno becomes an HRESULT in one
+ * place, os_refused (hresult.c), which counts it; a refusal whose change cannot
+ * be undone goes through os_refused_stuck or manager_fail. Names: module_verb.
  *
  * Concurrency model (docs/design.md has the whole story):
  *   - the address map (radix.c) is a process-wide two-level table from 64 KiB
@@ -55,12 +56,11 @@ _Noreturn void assert_fail(const char *what, const char *file, int line) HIDDEN;
 #define hm_unreachable(why) \
     ((void)(HOSTMEM_ASSERT >= 1 ? (assert_fail(why, __FILE__, __LINE__), 0) : 0))
 
-/* ---- process-wide geometry (set once by geometry_init) ---------------------- */
+/* ---- process-wide geometry (geometry.c: set once by geometry_ensure) ---------- */
 extern size_t g_page;          /* P */
 extern unsigned g_page_shift;
 extern size_t g_granule;       /* G = max(64 KiB, P) */
 extern unsigned g_granule_shift;
-void geometry_init(void) HIDDEN;
 void geometry_ensure(void) HIDDEN; /* once per process */
 
 static inline uintptr_t page_down(uintptr_t a) { return a & ~(uintptr_t)(g_page - 1); }
@@ -151,7 +151,6 @@ int slab_alloc(struct slab *s, size_t size, void **out) HIDDEN;    /* owner's lo
 void slab_free(struct slab *s, void *p, size_t size) HIDDEN;       /* owner's lock held */
 void slab_free_remote(struct slab *s, void *p, size_t size) HIDDEN; /* any thread */
 void slab_destroy(struct slab *s) HIDDEN;
-size_t slab_class_size(size_t size) HIDDEN;
 
 /* ---- the address map (radix.c) ---------------------------------------------- */
 /*
@@ -175,7 +174,9 @@ static inline void *entry_pointer(uintptr_t e) { return (void *)(e & ENTRY_POINT
  * one entry for the whole GiB. Lookups are inline: Free and VirtualQuery pay
  * two loads, not a call. */
 #define RADIX_LEAF_SHIFT 30
-#define RADIX_TOP_WHOLE ((uintptr_t)4) /* entries use bits 0-1; reservations are 64-byte aligned */
+#define RADIX_TOP_WHOLE ((uintptr_t)4) /* entries use bits 0-1; records are 8-byte aligned */
+_Static_assert((RADIX_TOP_WHOLE & ENTRY_KIND) == 0, "a whole-GiB slot's mark is not an entry's kind");
+_Static_assert(ADDRESS_BITS <= ENTRY_ID_SHIFT, "an entry's pointer lies below its manager id");
 extern _Atomic uintptr_t radix_top[(size_t)1 << (ADDRESS_BITS - RADIX_LEAF_SHIFT)] HIDDEN;
 
 static inline uintptr_t radix_top_load(uintptr_t address)
@@ -215,6 +216,9 @@ void radix_store_range(uintptr_t start, uintptr_t end, uintptr_t entry, bool who
  */
 #define RUN_ATTR_BITS 16
 #define RUN_ATTR_MASK 0xFFFFu
+/* Every protection with its modifiers (vm.c's protect_valid) fits an attribute. */
+#define PROTECT_ALL_BITS (0xFFu | PAGE_GUARD | PAGE_NOCACHE | PAGE_WRITECOMBINE)
+_Static_assert(PROTECT_ALL_BITS <= RUN_ATTR_MASK, "a protection fits a run's attribute");
 static inline uint64_t run_make(uint64_t page, unsigned attr) { return page << RUN_ATTR_BITS | attr; }
 static inline uint64_t run_page(uint64_t run) { return run >> RUN_ATTR_BITS; }
 static inline unsigned run_attr(uint64_t run) { return (unsigned)(run & RUN_ATTR_MASK); }
@@ -250,7 +254,14 @@ struct reservation {
     _Atomic uintptr_t runs[2];    /* the two latch copies */
 };
 _Static_assert(sizeof(struct reservation) == 48, "a reservation is 48 bytes");
-#define RES_PAGES_MASK (((uint64_t)1 << 48) - 1)
+#define RES_PAGES_BITS 48
+#define RES_PAGES_MASK (((uint64_t)1 << RES_PAGES_BITS) - 1)
+_Static_assert(ADDRESS_BITS - 12 <= RES_PAGES_BITS, "a reservation's page count fits its field");
+_Static_assert(RES_PAGES_BITS + RUN_ATTR_BITS <= 64, "a run's first page and attribute fit one word");
+_Static_assert(sizeof(struct reservation) + sizeof(uintptr_t) <= 64,
+               "a reservation and its address-map entry fit the 64-byte metadata budget");
+_Static_assert(sizeof(struct reservation) % 8 == 0 && _Alignof(struct reservation) >= 8,
+               "records in a leaf are 8-byte aligned: an entry's low bits are free");
 static inline uint64_t res_pages(const struct reservation *r)
 {
     return atomic_load_explicit(&((struct reservation *)r)->size_protect, memory_order_relaxed) &
@@ -264,16 +275,17 @@ static inline uintptr_t res_span(const struct reservation *r)
 static inline uint32_t res_alloc_protect(const struct reservation *r)
 {
     return (uint32_t)(atomic_load_explicit(&((struct reservation *)r)->size_protect,
-                                           memory_order_relaxed) >> 48);
+                                           memory_order_relaxed) >> RES_PAGES_BITS);
 }
 static inline void res_set_alloc_protect(struct reservation *r, uint32_t protect)
 {
-    atomic_store_explicit(&r->size_protect, res_pages(r) | (uint64_t)(protect & 0xFFFF) << 48,
+    atomic_store_explicit(&r->size_protect,
+                          res_pages(r) | (uint64_t)(protect & RUN_ATTR_MASK) << RES_PAGES_BITS,
                           memory_order_relaxed);
 }
 
 /* A consistent snapshot of the run around one page, read without locks. */
-struct run_view {
+struct run_snapshot {
     uintptr_t base;
     uint64_t pages;
     uint32_t alloc_protect;
@@ -282,7 +294,7 @@ struct run_view {
 };
 /* Returns 0 if r no longer covers the page at address (released or reused). */
 int reservation_read(struct reservation *r, uintptr_t entry_expected, uintptr_t address,
-                     struct run_view *view) HIDDEN;
+                     struct run_snapshot *view) HIDDEN;
 
 /* Writers (stripe lock held). A view decodes copy 0 once, for loops over the runs. */
 struct runs_view {
@@ -291,7 +303,7 @@ struct runs_view {
     struct runbuf *buffer; /* NULL: the runs are in inline[] */
     uint64_t inline_run[3];
 };
-void runs_view_init(const struct reservation *r, struct runs_view *w) HIDDEN;
+void reservation_view(const struct reservation *r, struct runs_view *w) HIDDEN;
 static inline uint64_t runs_view_get(const struct runs_view *w, uint32_t i)
 {
     return w->buffer ? atomic_load_explicit(&w->buffer->run[i], memory_order_relaxed) : w->inline_run[i];
@@ -300,24 +312,24 @@ static inline uint64_t runs_view_end(const struct runs_view *w, uint32_t i)
 {
     return i + 1 < w->n ? run_page(runs_view_get(w, i + 1)) : w->pages;
 }
-uint64_t runs_committed(const struct reservation *r) HIDDEN; /* committed pages */
-uint32_t runs_count(const struct reservation *r) HIDDEN;
-uint32_t runs_copy_count(const struct reservation *r, int copy) HIDDEN; /* for validate */
-uint64_t runs_copy_get(const struct reservation *r, int copy, uint32_t i) HIDDEN;
-uint64_t runs_get(const struct reservation *r, uint32_t i) HIDDEN;
+uint64_t reservation_committed(const struct reservation *r) HIDDEN; /* committed pages */
+uint32_t reservation_run_count(const struct reservation *r) HIDDEN;
+uint32_t reservation_copy_count(const struct reservation *r, int copy) HIDDEN; /* for validate */
+uint64_t reservation_copy_run(const struct reservation *r, int copy, uint32_t i) HIDDEN;
+uint64_t reservation_run(const struct reservation *r, uint32_t i) HIDDEN;
 /* Pre-allocates the run buffers a change leaving count runs needs; an errno. */
-int runs_reserve_space(struct slab *s, struct reservation *r, uint32_t count, uintptr_t spare[2]) HIDDEN;
-/* Publishes: pages [first, end) take attr. spare from runs_reserve_space. */
-void runs_apply(struct slab *s, struct reservation *r, uint64_t first, uint64_t end,
+int reservation_prepare(struct slab *s, struct reservation *r, uint32_t count, uintptr_t spare[2]) HIDDEN;
+/* Publishes: pages [first, end) take attr. spare from reservation_prepare. */
+void reservation_apply(struct slab *s, struct reservation *r, uint64_t first, uint64_t end,
                 unsigned attr, uintptr_t spare[2]) HIDDEN;
-void runs_release_space(struct slab *s, uintptr_t spare[2]) HIDDEN;
+void reservation_unprepare(struct slab *s, uintptr_t spare[2]) HIDDEN;
 /* A reservation's record made anew (arena lock held): all pages attr. */
 void reservation_init(struct reservation *r, uintptr_t base, size_t size, unsigned attr,
                       uint16_t flags, uint32_t arena_index) HIDDEN;
-void runs_clear(struct slab *s, struct reservation *r) HIDDEN;
-/* Count of runs after [first,end) takes attr (an upper bound is fine). */
-/* Runs the result needs in buffers: 1 when it fits in the inline word. */
-uint32_t runs_count_after(const struct reservation *r, uint64_t first, uint64_t end,
+void reservation_clear(struct slab *s, struct reservation *r) HIDDEN;
+/* The runs r would have after [first,end) takes attr; 1 when they fit in the
+ * inline word (no buffer needed). */
+uint32_t reservation_count_after(const struct reservation *r, uint64_t first, uint64_t end,
                           unsigned attr) HIDDEN;
 
 /* ---- arenas (arena.c) ------------------------------------------------------------ */
@@ -360,8 +372,8 @@ struct policy {
     struct external_range *ranges;
     size_t range_count, range_capacity;
 
-    _Atomic size_t refusals[3];
-    _Atomic size_t notifications[4];
+    _Atomic size_t refusals[eProcessCritical + 1];   /* by EMemoryCriticalLevel */
+    _Atomic size_t notifications[eMemoryAvailableHigh + 1]; /* by EMemoryAvailable */
     _Atomic size_t external_bytes;
     _Atomic size_t external_ranges;
 
@@ -446,7 +458,6 @@ void arena_abandon(struct manager *m, struct reservation *r) HIDDEN; /* never pu
 /* Unpublishes and frees a reservation whose pages are already clean; stripe lock held. */
 void arena_unreserve(struct manager *m, struct reservation *r) HIDDEN;
 void arena_destroy_all(struct manager *m) HIDDEN;
-struct arena *arena_of(struct manager *m, uintptr_t address) HIDDEN; /* lock-free */
 uintptr_t arena_next_start(struct manager *m, uintptr_t address) HIDDEN; /* lock-free */
 
 /* registry.c: the live managers */
@@ -534,8 +545,6 @@ HRESULT policy_acquired_space(struct manager *m, uintptr_t start, size_t size) H
 HRESULT policy_released_space(struct manager *m, uintptr_t start) HIDDEN;
 HRESULT policy_poll_system(struct manager *m) HIDDEN;
 void policy_set_limit(struct manager *m, size_t bytes) HIDDEN;
-/* The cgroup memory limit the process runs under (0 = none), read below root. */
-size_t policy_cgroup_limit(const char *root) HIDDEN;
 /* arena.c: unmaps arenas no reservation uses (the address-space cache). */
 size_t arena_trim(struct manager *m) HIDDEN;
 

@@ -390,7 +390,8 @@ static size_t walk_up(const char *root, const char *mount, const char *group, co
     return best;
 }
 
-size_t policy_cgroup_limit(const char *root)
+/* The cgroup memory limit the process runs under (0 = none), read below root. */
+static size_t policy_cgroup_limit(const char *root)
 {
     char path[512], text[2048];
     snprintf(path, sizeof path, "%s/proc/self/cgroup", root);

@@ -40,7 +40,7 @@ enum owner { OWNER_OTHER, OWNER_FREE, OWNER_RESERVATION };
 
 /* Classifies one address for this manager: free (slack or a granule tail), in
  * a reservation (view filled), or not this manager's. */
-static enum owner classify(struct manager *m, uintptr_t address, struct run_view *view)
+static enum owner classify(struct manager *m, uintptr_t address, struct run_snapshot *view)
 {
     for (;;) {
         uintptr_t e = radix_load_prefetch(address);
@@ -60,7 +60,7 @@ static enum owner classify(struct manager *m, uintptr_t address, struct run_view
 static uintptr_t free_end(struct manager *m, uintptr_t address)
 {
     uintptr_t a = address;
-    struct run_view view;
+    struct run_snapshot view;
     while (a < ADDRESS_LIMIT) {
         enum owner o = classify(m, a, &view);
         if (o == OWNER_RESERVATION)
@@ -116,7 +116,7 @@ static int image_step(void *context, const struct os_mapping *m)
 HRESULT vm_query(struct manager *m, void *address, MEMORY_BASIC_INFORMATION *info)
 {
     uintptr_t page = page_down((uintptr_t)address);
-    struct run_view view;
+    struct run_snapshot view;
     memset(info, 0, sizeof *info);
     enum owner o = classify(m, page, &view);
     if (o == OWNER_RESERVATION) {

@@ -75,6 +75,10 @@ static inline bool covers_slot(uintptr_t slot, uintptr_t start, uintptr_t end)
  * A chunk is carved with a compare-and-swap on one word; leaves are never freed.
  */
 #define LEAF_CHUNK ((size_t)2 << 20)
+/* the largest leaf: 64 KiB granules (larger pages make fewer, smaller leaves) */
+_Static_assert(((size_t)1 << (LEAF_SHIFT - 16)) * (sizeof(uintptr_t) + sizeof(struct reservation)) <=
+                   LEAF_CHUNK,
+               "a leaf fits a chunk");
 static _Atomic uintptr_t leaf_pool; /* next free byte; a chunk's end is 2 MiB aligned */
 _Atomic size_t radix_leaf_bytes HIDDEN; /* address space kept for leaves (tests account for it) */
 

@@ -26,24 +26,36 @@ static inline uintptr_t load_copy(const struct reservation *r, int i)
  * [first, first + length) have attribute attr and the others are reserved;
  * length 0 means "to the end". So a fresh reservation, and one with a single
  * committed range anywhere in it - the common shapes - need no run buffer.
- * Bits: 1-11 attr, 12-36 first page, 37-63 length.
  */
-#define INLINE_FIRST_LIMIT ((uint64_t)1 << 25)
-#define INLINE_LENGTH_LIMIT ((uint64_t)1 << 27)
+#define INLINE_ATTR_SHIFT 1
+#define INLINE_ATTR_BITS 11
+#define INLINE_FIRST_SHIFT (INLINE_ATTR_SHIFT + INLINE_ATTR_BITS)
+#define INLINE_FIRST_BITS 25
+#define INLINE_LENGTH_SHIFT (INLINE_FIRST_SHIFT + INLINE_FIRST_BITS)
+#define INLINE_LENGTH_BITS 27
+#define INLINE_ATTR_LIMIT ((unsigned)1 << INLINE_ATTR_BITS)
+#define INLINE_FIRST_LIMIT ((uint64_t)1 << INLINE_FIRST_BITS)
+#define INLINE_LENGTH_LIMIT ((uint64_t)1 << INLINE_LENGTH_BITS)
+_Static_assert(RUNS_INLINE == (uintptr_t)1 << (INLINE_ATTR_SHIFT - 1), "the inline tag is bit 0");
+_Static_assert(INLINE_LENGTH_SHIFT + INLINE_LENGTH_BITS == 64 && sizeof(uintptr_t) == 8,
+               "tag, attribute, first page and length fill one word");
+_Static_assert(PROTECT_ALL_BITS < INLINE_ATTR_LIMIT, "every protection fits an inline attribute");
 
 static inline uintptr_t inline_make(unsigned attr, uint64_t first, uint64_t length)
 {
+    hm_assert(attr < INLINE_ATTR_LIMIT && first < INLINE_FIRST_LIMIT && length < INLINE_LENGTH_LIMIT);
     if (!attr)
         first = length = 0; /* all reserved: one run */
-    return RUNS_INLINE | (uintptr_t)attr << 1 | (uintptr_t)first << 12 | (uintptr_t)length << 37;
+    return RUNS_INLINE | (uintptr_t)attr << INLINE_ATTR_SHIFT | (uintptr_t)first << INLINE_FIRST_SHIFT |
+           (uintptr_t)length << INLINE_LENGTH_SHIFT;
 }
 
 static inline void inline_split(uintptr_t v, uint64_t pages, unsigned *attr, uint64_t *first,
                                 uint64_t *end)
 {
-    uint64_t length = (uint64_t)v >> 37;
-    *attr = (unsigned)(v >> 1) & 0x7FF;
-    *first = ((uint64_t)v >> 12) & (INLINE_FIRST_LIMIT - 1);
+    uint64_t length = (uint64_t)v >> INLINE_LENGTH_SHIFT;
+    *attr = (unsigned)(v >> INLINE_ATTR_SHIFT) & (INLINE_ATTR_LIMIT - 1);
+    *first = ((uint64_t)v >> INLINE_FIRST_SHIFT) & (INLINE_FIRST_LIMIT - 1);
     *end = length ? *first + length : pages;
     if (*end > pages) /* only a stale copy can say so: keep it bounded */
         *end = pages;
@@ -109,7 +121,7 @@ static bool inline_from(const uint64_t *run, uint32_t n, uintptr_t *out)
     } else {
         return false;
     }
-    if (first >= INLINE_FIRST_LIMIT || length >= INLINE_LENGTH_LIMIT || attr > 0x7FF)
+    if (first >= INLINE_FIRST_LIMIT || length >= INLINE_LENGTH_LIMIT || attr >= INLINE_ATTR_LIMIT)
         return false;
     *out = inline_make(attr, first, length);
     return true;
@@ -129,10 +141,10 @@ static size_t buffer_bytes(uint32_t count)
     return bytes;
 }
 
-uint64_t runs_committed(const struct reservation *r)
+uint64_t reservation_committed(const struct reservation *r)
 {
     struct runs_view w;
-    runs_view_init(r, &w);
+    reservation_view(r, &w);
     uint64_t committed = 0;
     for (uint32_t i = 0; i < w.n; i++) {
         uint64_t run = runs_view_get(&w, i);
@@ -142,27 +154,27 @@ uint64_t runs_committed(const struct reservation *r)
     return committed;
 }
 
-void runs_view_init(const struct reservation *r, struct runs_view *w)
+void reservation_view(const struct reservation *r, struct runs_view *w)
 {
     view_decode(load_copy(r, 0), res_pages(r), w);
 }
 
-uint32_t runs_count(const struct reservation *r)
+uint32_t reservation_run_count(const struct reservation *r)
 {
     return copy_count(load_copy(r, 0), res_pages(r));
 }
 
-uint64_t runs_get(const struct reservation *r, uint32_t i)
+uint64_t reservation_run(const struct reservation *r, uint32_t i)
 {
     return copy_get(load_copy(r, 0), i, res_pages(r));
 }
 
-uint32_t runs_copy_count(const struct reservation *r, int copy)
+uint32_t reservation_copy_count(const struct reservation *r, int copy)
 {
     return copy_count(load_copy(r, copy), res_pages(r));
 }
 
-uint64_t runs_copy_get(const struct reservation *r, int copy, uint32_t i)
+uint64_t reservation_copy_run(const struct reservation *r, int copy, uint32_t i)
 {
     return copy_get(load_copy(r, copy), i, res_pages(r));
 }
@@ -215,11 +227,11 @@ static void compute(const struct runs_view *src, uint64_t first, uint64_t end, u
     }
 }
 
-uint32_t runs_count_after(const struct reservation *r, uint64_t first, uint64_t end, unsigned attr)
+uint32_t reservation_count_after(const struct reservation *r, uint64_t first, uint64_t end, unsigned attr)
 {
     struct sink k = {NULL, 0, 0, {0, 0, 0}};
     struct runs_view w;
-    runs_view_init(r, &w);
+    reservation_view(r, &w);
     compute(&w, first, end, attr, &k);
     uintptr_t v;
     if (k.n <= 3 && inline_from(k.head, k.n, &v))
@@ -227,7 +239,7 @@ uint32_t runs_count_after(const struct reservation *r, uint64_t first, uint64_t 
     return k.n;
 }
 
-int runs_reserve_space(struct slab *s, struct reservation *r, uint32_t count, uintptr_t spare[2])
+int reservation_prepare(struct slab *s, struct reservation *r, uint32_t count, uintptr_t spare[2])
 {
     spare[0] = spare[1] = 0;
     if (count <= 1)
@@ -241,7 +253,7 @@ int runs_reserve_space(struct slab *s, struct reservation *r, uint32_t count, ui
         void *fresh;
         int err = slab_alloc(s, bytes, &fresh);
         if (err) {
-            runs_release_space(s, spare);
+            reservation_unprepare(s, spare);
             return err;
         }
         struct runbuf *b = fresh;
@@ -251,7 +263,7 @@ int runs_reserve_space(struct slab *s, struct reservation *r, uint32_t count, ui
     return 0;
 }
 
-void runs_release_space(struct slab *s, uintptr_t spare[2])
+void reservation_unprepare(struct slab *s, uintptr_t spare[2])
 {
     for (int i = 0; i < 2; i++) {
         if (spare[i]) {
@@ -322,7 +334,7 @@ static void latch_close(struct reservation *r, uint64_t seq)
     atomic_thread_fence(memory_order_release);
 }
 
-void runs_apply(struct slab *s, struct reservation *r, uint64_t first, uint64_t end,
+void reservation_apply(struct slab *s, struct reservation *r, uint64_t first, uint64_t end,
                 unsigned attr, uintptr_t spare[2])
 {
     uint64_t seq = latch_open(r);
@@ -331,8 +343,8 @@ void runs_apply(struct slab *s, struct reservation *r, uint64_t first, uint64_t 
     latch_close(r, seq);
     /* Readers now use copy 0, the new runs; bring copy 1 up to date. */
     write_copy(s, r, 1, load_copy(r, 0), 0, 0, 0, spare);
-    runs_release_space(s, spare);
-    hm_assert_expensive(runs_copy_count(r, 0) == runs_copy_count(r, 1));
+    reservation_unprepare(s, spare);
+    hm_assert_expensive(reservation_copy_count(r, 0) == reservation_copy_count(r, 1));
 }
 
 void reservation_init(struct reservation *r, uintptr_t base, size_t size, unsigned attr,
@@ -349,14 +361,14 @@ void reservation_init(struct reservation *r, uintptr_t base, size_t size, unsign
     latch_close(r, seq);
 }
 
-void runs_clear(struct slab *s, struct reservation *r)
+void reservation_clear(struct slab *s, struct reservation *r)
 {
     uintptr_t spare[2] = {0, 0};
-    runs_apply(s, r, 0, res_pages(r), 0, spare);
+    reservation_apply(s, r, 0, res_pages(r), 0, spare);
 }
 
 int reservation_read(struct reservation *r, uintptr_t entry_expected, uintptr_t address,
-                     struct run_view *view)
+                     struct run_snapshot *view)
 {
     for (;;) {
         uint64_t s1 = atomic_load_explicit(&r->seq, memory_order_acquire);

@@ -39,11 +39,6 @@ static unsigned class_of(size_t size)
     return c;
 }
 
-size_t slab_class_size(size_t size)
-{
-    return class_bytes(class_of(size));
-}
-
 /* Where a free slot keeps its link: in the last word, which no lock-free
  * reader relies on - except in the 48-byte class, which holds reservations
  * only, whose first word is the writers' alone (internal.h). */

@@ -11,7 +11,8 @@
  *
  * Locks: a reservation's writers hold its stripe lock; creating a reservation
  * holds the arena lock only while granules are chosen. No system call is made
- * under the arena lock except to map a new arena.
+ * under the arena lock except to map a new arena (and, in arena_trim, to unmap
+ * unused ones).
  */
 #include <string.h>
 
@@ -96,7 +97,7 @@ static HRESULT reservation_lock(struct manager *m, uintptr_t address, HRESULT no
         if (!entry_is_heap(e) != !(flags & VM_HEAP))
             return not_ours; /* heap segments are the heap's alone */
         struct reservation *r = entry_pointer(e);
-        struct run_view view;
+        struct run_snapshot view;
         int seen = reservation_read(r, e, address, &view);
         if (seen == 0)
             continue; /* changed under us: look again */
@@ -131,17 +132,17 @@ static HRESULT unlock(struct manager *m, struct locked *l, HRESULT result)
 
 /* ---- walking the old runs of a range ------------------------------------------ */
 
-struct segment {
+struct piece {
     uintptr_t start, end;
     unsigned attr;
 };
 
-/* Calls fn for every run piece inside [start, end). Returns non-zero if fn did. */
-static int segments(const struct reservation *r, uintptr_t base, uintptr_t start, uintptr_t end,
-                    int (*fn)(void *, const struct segment *), void *context)
+/* Calls fn for every piece of a run inside [start, end). Returns non-zero if fn did. */
+static int pieces(const struct reservation *r, uintptr_t base, uintptr_t start, uintptr_t end,
+                    int (*fn)(void *, const struct piece *), void *context)
 {
     struct runs_view w;
-    runs_view_init(r, &w);
+    reservation_view(r, &w);
     for (uint32_t i = 0; i < w.n; i++) {
         uint64_t run = runs_view_get(&w, i);
         uintptr_t s = base + (run_page(run) << g_page_shift);
@@ -150,8 +151,8 @@ static int segments(const struct reservation *r, uintptr_t base, uintptr_t start
             continue;
         if (s >= end)
             break;
-        struct segment seg = {s > start ? s : start, e < end ? e : end, run_attr(run)};
-        if (fn(context, &seg))
+        struct piece piece = {s > start ? s : start, e < end ? e : end, run_attr(run)};
+        if (fn(context, &piece))
             return 1;
     }
     return 0;
@@ -168,22 +169,22 @@ struct survey {
     bool first_seen;
 };
 
-static int survey_step(void *context, const struct segment *seg)
+static int survey_step(void *context, const struct piece *piece)
 {
     struct survey *s = context;
     if (!s->first_seen) {
-        s->first_attr = seg->attr;
+        s->first_attr = piece->attr;
         s->first_seen = true;
     }
-    if (protect_to_os(seg->attr, s->compact) != s->new_prot)
+    if (protect_to_os(piece->attr, s->compact) != s->new_prot)
         s->prot_differs = true;
-    if (seg->attr == 0) {
+    if (piece->attr == 0) {
         s->any_reserved = true;
     } else {
-        s->committed_pages += (seg->end - seg->start) >> g_page_shift;
+        s->committed_pages += (piece->end - piece->start) >> g_page_shift;
         if (!s->committed_start)
-            s->committed_start = seg->start;
-        s->committed_end = seg->end;
+            s->committed_start = piece->start;
+        s->committed_end = piece->end;
     }
     return 0;
 }
@@ -196,7 +197,7 @@ static void survey_to(struct manager *m, struct locked *l, uintptr_t start, uint
     memset(s, 0, sizeof *s);
     s->compact = res_compact(m, l->r);
     s->new_prot = target;
-    segments(l->r, l->base, start, end, survey_step, s);
+    pieces(l->r, l->base, start, end, survey_step, s);
 }
 
 static void survey_range(struct manager *m, struct locked *l, uintptr_t start, uintptr_t end,
@@ -220,11 +221,11 @@ struct restore {
     bool failed;
 };
 
-static int restore_step(void *context, const struct segment *seg)
+static int restore_step(void *context, const struct piece *piece)
 {
     struct restore *r = context;
-    int err = os_protect((void *)seg->start, seg->end - seg->start,
-                         protect_to_os(seg->attr, r->compact));
+    int err = os_protect((void *)piece->start, piece->end - piece->start,
+                         protect_to_os(piece->attr, r->compact));
     if (err) {
         os_refused(r->m, err, "mprotect to undo a refused mprotect");
         r->failed = true;
@@ -246,7 +247,7 @@ static HRESULT protect_range(struct manager *m, struct locked *l, uintptr_t star
         return S_OK;
     HRESULT hr = os_refused(m, err, "mprotect");
     struct restore undo = {m, res_compact(m, l->r), false};
-    segments(l->r, l->base, start, end, restore_step, &undo);
+    pieces(l->r, l->base, start, end, restore_step, &undo);
     if (undo.failed)
         return manager_fail(m, "mprotect failed and could not be undone");
     return hr;
@@ -261,7 +262,7 @@ static HRESULT protect_range(struct manager *m, struct locked *l, uintptr_t star
 static size_t transitions(struct manager *m, const struct reservation *r, uint64_t lo, uint64_t hi)
 {
     struct runs_view w;
-    runs_view_init(r, &w);
+    reservation_view(r, &w);
     int outside = reserved_prot(m->compact); /* arena slack around it */
     bool compact = res_compact(m, r);
     size_t count = 0;
@@ -312,7 +313,7 @@ static int hw_at(struct manager *m, struct locked *l, const struct runs_view *w,
 static bool edges_are_boundaries(struct manager *m, struct locked *l, uintptr_t start, uintptr_t end)
 {
     struct runs_view w;
-    runs_view_init(l->r, &w);
+    reservation_view(l->r, &w);
     int left = hw_at(m, l, &w, start - g_page), first = hw_at(m, l, &w, start);
     if (left == -1 || left == first)
         return false;
@@ -330,7 +331,7 @@ static HRESULT change_range(struct manager *m, struct locked *l, uintptr_t start
     struct reservation *r = l->r;
     uint64_t first = (start - l->base) >> g_page_shift, last = (end - l->base) >> g_page_shift;
     uintptr_t spare[2];
-    int err = runs_reserve_space(&l->stripe->slab, r, runs_count_after(r, first, last, attr), spare);
+    int err = reservation_prepare(&l->stripe->slab, r, reservation_count_after(r, first, last, attr), spare);
     if (err)
         return os_refused(m, err, "mmap of a run buffer");
     HRESULT hr;
@@ -343,23 +344,23 @@ static HRESULT change_range(struct manager *m, struct locked *l, uintptr_t start
     bool discard_first = discard && s->prot_differs && edges_are_boundaries(m, l, start, end);
     if (discard_first && (err = os_discard((void *)s->committed_start,
                                            s->committed_end - s->committed_start)) != 0) {
-        runs_release_space(&l->stripe->slab, spare);
+        reservation_unprepare(&l->stripe->slab, spare);
         return os_refused_stuck(m, err, "madvise(MADV_DONTNEED)");
     }
     if (s->prot_differs) {
         hr = protect_range(m, l, start, end, s->new_prot);
         if (hr != S_OK) {
-            runs_release_space(&l->stripe->slab, spare);
+            reservation_unprepare(&l->stripe->slab, spare);
             return discard_first ? manager_fail(m, "mprotect failed after a discard") : hr;
         }
     }
     if (discard && !discard_first &&
         (err = os_discard((void *)s->committed_start, s->committed_end - s->committed_start)) != 0) {
-        runs_release_space(&l->stripe->slab, spare);
+        reservation_unprepare(&l->stripe->slab, spare);
         return os_refused_stuck(m, err, "madvise(MADV_DONTNEED)");
     }
     size_t before = transitions(m, r, first, last);
-    runs_apply(&l->stripe->slab, r, first, last, attr, spare);
+    reservation_apply(&l->stripe->slab, r, first, last, attr, spare);
     atomic_fetch_add_explicit(&m->mapping_estimate, transitions(m, r, first, last) - before,
                               memory_order_relaxed);
     if (attr) {
@@ -610,7 +611,7 @@ static HRESULT release_locked(struct manager *m, struct locked *l)
         if (err)
             return os_refused_stuck(m, err, "madvise(MADV_DONTNEED) on release");
     }
-    size_t committed = runs_committed(r);
+    size_t committed = reservation_committed(r);
     heap_account(m, r, 0, committed << g_page_shift);
     atomic_fetch_sub_explicit(&m->mapping_estimate,
                               transitions(m, r, 0, res_pages(r)), memory_order_relaxed);

@@ -1,5 +1,5 @@
 /*
- * map.c - looking inside a manager: the region walk, the printed map, the
+ * inspect.c - looking inside a manager: the region walk, the printed map, the
  * kernel-mapping count and validate(), which checks every invariant of the
  * address map, the arenas and the runs, and optionally that the kernel agrees.
  *
@@ -68,7 +68,7 @@ HRESULT hostmem_walk(IHostMemoryManager *manager, hostmem_region_fn fn, void *co
             uintptr_t base = atomic_load_explicit(&r->base, memory_order_relaxed);
             uintptr_t next = base + res_span(r);
             for (uintptr_t p = base; p < next && !stop;) {
-                struct run_view v;
+                struct run_snapshot v;
                 if (reservation_read(r, e, p, &v) != 1)
                     break;
                 MEMORY_BASIC_INFORMATION info = {
@@ -210,30 +210,30 @@ static uint64_t check_runs(struct reservation *r, struct problem *p)
     if (seq & 1)
         complain(p, "reservation %p: odd latch sequence", (void *)r);
     uint64_t pages = res_pages(r);
-    uint32_t n = runs_count(r);
+    uint32_t n = reservation_run_count(r);
     uint64_t committed = 0;
     for (uint32_t i = 0; i < n; i++) {
-        uint64_t run = runs_get(r, i);
-        uint64_t end = i + 1 < n ? run_page(runs_get(r, i + 1)) : pages;
+        uint64_t run = reservation_run(r, i);
+        uint64_t end = i + 1 < n ? run_page(reservation_run(r, i + 1)) : pages;
         if (i == 0 && run_page(run) != 0)
             complain(p, "reservation %p: first run starts at page %ju", (void *)r,
                      (uintmax_t)run_page(run));
         if (end <= run_page(run) || end > pages)
             complain(p, "reservation %p: run %u [%ju,%ju) out of order", (void *)r, i,
                      (uintmax_t)run_page(run), (uintmax_t)end);
-        if (i > 0 && run_attr(runs_get(r, i - 1)) == run_attr(run))
+        if (i > 0 && run_attr(reservation_run(r, i - 1)) == run_attr(run))
             complain(p, "reservation %p: runs %u and %u not merged", (void *)r, i - 1, i);
         if (run_attr(run) && !protect_valid(run_attr(run)))
             complain(p, "reservation %p: bad attribute %#x", (void *)r, run_attr(run));
         if (run_attr(run))
             committed += end - run_page(run);
         /* the two latch copies agree */
-        if (runs_copy_count(r, 1) != n || runs_copy_get(r, 1, i) != run)
+        if (reservation_copy_count(r, 1) != n || reservation_copy_run(r, 1, i) != run)
             complain(p, "reservation %p: latch copies differ", (void *)r);
     }
-    if (runs_committed(r) != committed)
+    if (reservation_committed(r) != committed)
         complain(p, "reservation %p: committed %ju, runs say %ju", (void *)r,
-                 (uintmax_t)runs_committed(r), (uintmax_t)committed);
+                 (uintmax_t)reservation_committed(r), (uintmax_t)committed);
     return committed;
 }
 
@@ -337,11 +337,11 @@ HRESULT hostmem_validate(IHostMemoryManager *manager, uint32_t flags, char *why,
             reserved += res_pages(r) << g_page_shift;
             committed += c << g_page_shift;
             if (flags & HOSTMEM_VALIDATE_KERNEL) {
-                uint32_t runs = runs_count(r);
+                uint32_t runs = reservation_run_count(r);
                 uint64_t pages = res_pages(r);
                 for (uint32_t k = 0; k < runs; k++) {
-                    uint64_t run = runs_get(r, k);
-                    uint64_t run_end = k + 1 < runs ? run_page(runs_get(r, k + 1)) : pages;
+                    uint64_t run = reservation_run(r, k);
+                    uint64_t run_end = k + 1 < runs ? run_page(reservation_run(r, k + 1)) : pages;
                     expect_kernel(&kernel, rbase + (run_page(run) << g_page_shift),
                                   rbase + (run_end << g_page_shift),
                                   protect_to_os(run_attr(run), res_compact(m, r)));
