@@ -68,8 +68,9 @@ tests: $(addprefix $(B)/tests/,$(TEST_NAMES) $(EMBED_TESTS)) $(B)/tests/cxx_head
 # After the C tests: tests/test_install.sh installs into a temporary prefix and
 # builds a program against it through pkg-config. tests/run.sh runs it (and records
 # its counts in build/results) through a one-line wrapper in $(B)/install-test.
-check-plain: tests $(B)/install-test/test_install $(B)/cli-test/test_cli $(B)/fuzz-test/fuzz_corpus
+check-plain: tests $(B)/install-test/test_install $(B)/cli-test/test_cli $(B)/fuzz-test/fuzz_corpus $(B)/layers-test/test_layers
 	sh tests/run.sh plain $(B)/tests
+	sh tests/run.sh plain $(B)/layers-test
 	MAKE="$(MAKE)" sh tests/run.sh plain $(B)/install-test
 	sh tests/run.sh plain $(B)/cli-test
 	sh tests/run.sh plain $(B)/fuzz-test
@@ -77,6 +78,11 @@ check-plain: tests $(B)/install-test/test_install $(B)/cli-test/test_cli $(B)/fu
 $(B)/cli-test/test_cli: tests/test_cli.sh $(B)/hostmem
 	mkdir -p $(@D)
 	printf '#!/bin/sh\nexec sh "%s/tests/test_cli.sh" "%s/$(B)/hostmem"\n' "$(CURDIR)" "$(CURDIR)" > $@
+	chmod +x $@
+# tests/test_layers.sh checks that the library's calls point down its layers.
+$(B)/layers-test/test_layers: tests/test_layers.sh $(B)/libhostmem.a
+	mkdir -p $(@D)
+	printf '#!/bin/sh\nexec sh "%s/tests/test_layers.sh" "%s/$(B)/obj"\n' "$(CURDIR)" "$(CURDIR)" > $@
 	chmod +x $@
 $(B)/install-test/test_install: tests/test_install.sh
 	mkdir -p $(@D)

@@ -428,7 +428,7 @@ typedef struct hostmem_stats {
                                     hostmem_kernel_mappings counts the real ones) */
     size_t commit_limit;         /* the budget in force; 0 = none */
     size_t refusals[3];          /* budget refusals, by EMemoryCriticalLevel */
-    size_t os_refusals;          /* requests the kernel refused (E_OUTOFMEMORY) */
+    size_t os_refusals;          /* system calls the kernel refused (docs/policy.md) */
     size_t notifications[4];     /* OnMemoryNotification calls, by EMemoryAvailable (1-3) */
     size_t external_bytes;       /* address space the runtime reported mapping itself */
     size_t external_ranges;
