@@ -23,6 +23,7 @@ $(B)/obj/%.o: src/%.c src/*.h include/hostmem.h | $(B)/obj
 $(B)/pic/%.o: src/%.c src/*.h include/hostmem.h | $(B)/pic
 	$(CC) $(CFLAGS_BASE) $(OPT) -fvisibility=hidden -fPIC -c $< -o $@
 $(B)/libhostmem.a: $(LIB_OBJ)
+	rm -f $@
 	ar rcs $@ $^
 # The shared library carries the soname libhostmem.so.$(SOVERSION) (make install
 # adds the versioned file and the links); build/libhostmem.so.$(SOVERSION) points at

@@ -316,6 +316,26 @@ static void write_copy(struct slab *s, struct reservation *r, int dst, uintptr_t
         retire(s, old);
 }
 
+/* At rest: both copies hold the same runs, sorted from page 0, non-empty and
+ * maximal (what hostmem_validate checks of every reservation; asserted after
+ * every change in builds with HOSTMEM_ASSERT >= 2). */
+static bool runs_well_formed(const struct reservation *r)
+{
+    struct runs_view w0, w1;
+    view_decode(load_copy(r, 0), res_pages(r), &w0);
+    view_decode(load_copy(r, 1), res_pages(r), &w1);
+    if (w0.n != w1.n || w0.n == 0 || run_page(runs_view_get(&w0, 0)) != 0)
+        return false;
+    for (uint32_t i = 0; i < w0.n; i++) {
+        uint64_t run = runs_view_get(&w0, i);
+        if (run != runs_view_get(&w1, i) || runs_view_end(&w0, i) <= run_page(run))
+            return false;
+        if (i > 0 && run_attr(runs_view_get(&w0, i - 1)) == run_attr(run))
+            return false;
+    }
+    return true;
+}
+
 /* The latch's bracket: the sequence odd while copy 0 (or a whole record) is
  * rewritten, so that readers use copy 1 and retry if they saw the change;
  * even again after. The sequence is even at rest. */
@@ -344,7 +364,7 @@ void reservation_apply(struct slab *s, struct reservation *r, uint64_t first, ui
     /* Readers now use copy 0, the new runs; bring copy 1 up to date. */
     write_copy(s, r, 1, load_copy(r, 0), 0, 0, 0, spare);
     reservation_unprepare(s, spare);
-    hm_assert_expensive(reservation_copy_count(r, 0) == reservation_copy_count(r, 1));
+    hm_assert_expensive(runs_well_formed(r));
 }
 
 void reservation_init(struct reservation *r, uintptr_t base, size_t size, unsigned attr,
