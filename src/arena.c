@@ -456,6 +456,7 @@ void arena_abandon(struct manager *m, struct reservation *r)
 void arena_unreserve(struct manager *m, struct reservation *r)
 {
     uintptr_t base = atomic_load_explicit(&r->base, memory_order_relaxed), span = res_span(r);
+    hm_assert(lock_held(stripe_of(m, base)->lock));
     struct arena *a = res_arena(m, r);
     /* A standalone reservation left the map before its munmap (vm.c): storing
      * now could wipe a new reservation made at the same address since. */
