@@ -9,7 +9,7 @@
  * be undone goes through os_refused_stuck or manager_fail. Names: module_verb.
  *
  * Concurrency model (docs/design.md has the whole story):
- *   - the address map (radix.c) is a process-wide two-level table from 64 KiB
+ *   - the address map (radix.c) is a process-wide two-level radix tree from 64 KiB
  *     granule to owner, read with atomic loads and no lock;
  *   - a reservation's page runs are published through a two-copy latch
  *     (reservation.c) so that VirtualQuery never waits for a writer, even one
@@ -72,7 +72,7 @@ static inline uintptr_t granule_up(uintptr_t a) { return granule_down(a + g_gran
 static inline bool page_aligned(uintptr_t a) { return (a & (g_page - 1)) == 0; }
 
 /* ---- the seam (os.h) as the library calls it -----------------------------------------
- * The only callers of the hostmem_os table outside os_linux.c. The seam's
+ * The only callers of the seam's hostmem_os outside os_linux.c. The seam's
  * contract asks for page-aligned, non-empty ranges: asserted here, once. An
  * errno comes back; the caller hands a refusal to os_refused (hresult.c). */
 #define SEAM_RANGE(a, n) (page_aligned((uintptr_t)(a)) && page_aligned(n) && (n) != 0)
@@ -247,7 +247,7 @@ struct arena;
 struct reservation {
     uint16_t flags;               /* RES_*: writers only */
     uint16_t unused;
-    uint32_t arena_index;         /* its arena's slot in the manager's table: writers only */
+    uint32_t arena_index;         /* its arena's slot in the arena table: writers only */
     _Atomic uint64_t seq;         /* latch sequence, bumped by every change */
     _Atomic uintptr_t base;
     _Atomic uint64_t size_protect; /* pages | allocation protection << 48 */
@@ -409,7 +409,7 @@ struct manager {
 
     void *arena_lock;
     struct slab arena_slab;         /* reservation and arena structs (arena lock) */
-    _Atomic(struct arena *) *arenas; /* table of arenas, NULL = free slot */
+    _Atomic(struct arena *) *arenas; /* the arena table (arena.c), NULL = free slot */
     _Atomic uint32_t arena_count;    /* slots in use or ever used */
     uint32_t arena_capacity;
     struct arena *current[2];       /* allocation cursors: bottom-up, top-down */

@@ -1,7 +1,7 @@
 /*
  * radix.c - which manager, reservation or arena owns an address.
  *
- * A process-wide two-level table: the top level has one slot per GiB of the
+ * A process-wide two-level radix tree: the top level has one slot per GiB of the
  * 47-bit user address space; a leaf has one entry per granule of that GiB.
  * A top-level slot holds 0, a leaf, or (RADIX_TOP_WHOLE set) one entry that stands for
  * every granule of its GiB: a standalone reservation that covers whole GiBs
