@@ -372,6 +372,10 @@ typedef struct hostmem_lock_ops {
 #define HOSTMEM_COMPACT 0x1u     /* reserved pages are not hardware-protected (docs/modes.md) */
 #define HOSTMEM_LEAK_REPORT 0x2u /* print leaks to stderr when a heap or the manager goes away */
 
+/* hostmem_config.appdomain_wait_ms: an eAppDomainCritical request over budget
+ * is refused at once (the runtime is still told memory is Low). */
+#define HOSTMEM_NO_WAIT 0xFFFFFFFEu
+
 /* hostmem_config.commit_limit: no budget, even under a cgroup limit. */
 #define HOSTMEM_UNLIMITED ((size_t)-1)
 
@@ -392,7 +396,8 @@ typedef struct hostmem_config {
     /* policy (docs/policy.md) */
     size_t emergency_reserve;         /* bytes above the limit for eProcessCritical; 0 = none */
     DWORD appdomain_wait_ms;          /* eAppDomainCritical waits this long for memory;
-                                         0 = 100 ms */
+                                         0 = 100 ms; HOSTMEM_NO_WAIT = refuse at once,
+                                         after the Low notification */
     uint32_t notify_low_load;         /* load (%) at which memory is Low; 0 = 90 */
     uint32_t notify_high_load;        /* load (%) at or below which memory is High; 0 = 60 */
     uint32_t notify_hysteresis;       /* points the load must fall back to leave a state; 0 = 5 */
@@ -409,6 +414,28 @@ typedef struct hostmem_config {
  * are out of range; E_POINTER for a NULL out.
  */
 HRESULT hostmem_create(const hostmem_config *config, IHostMemoryManager **out);
+
+/* hostmem_stats.calls and call_failures: IHostMemoryManager's methods, and the
+ * kinds of VirtualAlloc and VirtualFree a runtime makes most (each call counts
+ * once under its method and once under its kind). */
+enum {
+    HOSTMEM_METHOD_VIRTUAL_ALLOC,
+    HOSTMEM_METHOD_VIRTUAL_FREE,
+    HOSTMEM_METHOD_VIRTUAL_QUERY,
+    HOSTMEM_METHOD_VIRTUAL_PROTECT,
+    HOSTMEM_METHOD_GET_MEMORY_LOAD,
+    HOSTMEM_METHOD_REGISTER_CALLBACK,
+    HOSTMEM_METHOD_NEEDS_SPACE,
+    HOSTMEM_METHOD_ACQUIRED_SPACE,
+    HOSTMEM_METHOD_RELEASED_SPACE,
+    HOSTMEM_METHOD_CREATE_MALLOC,
+    HOSTMEM_KIND_RESERVE,  /* VirtualAlloc with MEM_RESERVE (with or without MEM_COMMIT) */
+    HOSTMEM_KIND_COMMIT,   /* VirtualAlloc with MEM_COMMIT alone */
+    HOSTMEM_KIND_RESET,    /* VirtualAlloc with MEM_RESET or MEM_RESET_UNDO */
+    HOSTMEM_KIND_DECOMMIT, /* VirtualFree with MEM_DECOMMIT */
+    HOSTMEM_KIND_RELEASE,  /* VirtualFree with MEM_RELEASE */
+    HOSTMEM_METHODS
+};
 
 /*
  * Statistics, versioned by the size field the caller sets (fields past it are
@@ -433,6 +460,8 @@ typedef struct hostmem_stats {
     size_t external_bytes;       /* address space the runtime reported mapping itself */
     size_t external_ranges;
     DWORD memory_state;          /* the EMemoryAvailable state last computed */
+    size_t calls[HOSTMEM_METHODS];         /* calls of each method (HOSTMEM_METHOD_*) */
+    size_t call_failures[HOSTMEM_METHODS]; /* of those, the ones that did not return S_OK */
 } hostmem_stats;
 HRESULT hostmem_get_stats(IHostMemoryManager *manager, hostmem_stats *stats);
 
@@ -466,6 +495,11 @@ HRESULT hostmem_validate(IHostMemoryManager *manager, uint32_t flags, char *why,
 
 /* Kernel mappings (lines of /proc/self/maps) that overlap this manager's address space. */
 HRESULT hostmem_kernel_mappings(IHostMemoryManager *manager, size_t *count);
+
+/* The smallest large page (GetLargePageMinimum's twin): the kernel's default
+ * huge page size, or 0 when the kernel has none. A MEM_LARGE_PAGES allocation
+ * is a multiple of it, and needs MEM_RESERVE | MEM_COMMIT. */
+size_t hostmem_large_page_minimum(void);
 
 /* Page size and allocation granularity used by every manager of the process. */
 size_t hostmem_page_size(void);

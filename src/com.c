@@ -43,29 +43,28 @@ static void manager_destroy(struct manager *m)
         manager_teardown(m);
     if (m->locks_created) {
         for (int i = 0; i < STRIPES; i++)
-            m->lock_ops.destroy(m->lock_ops.context, m->stripes[i].lock);
-        m->lock_ops.destroy(m->lock_ops.context, m->arena_lock);
+            lock_destroy(m, m->stripes[i].lock);
+        lock_destroy(m, m->arena_lock);
     }
     for (int i = 0; i < STRIPES; i++)
         slab_destroy(&m->stripes[i].slab);
     arena_fini(m);
     registry_remove(m);
-    free(m);
+    pages_free(NULL, m, sizeof *m); /* the manager is going: nobody can see a refusal */
 }
 
 /* The arena lock and the stripe locks: all of them, or none. */
 static HRESULT locks_create(struct manager *m)
 {
-    const hostmem_lock_ops *ops = &m->lock_ops;
-    HRESULT hr = ops->create(ops->context, &m->arena_lock);
+    HRESULT hr = lock_create(m, &m->arena_lock);
     if (hr != S_OK)
         return hr;
     for (int i = 0; i < STRIPES; i++) {
-        hr = ops->create(ops->context, &m->stripes[i].lock);
+        hr = lock_create(m, &m->stripes[i].lock);
         if (hr != S_OK) {
             while (i-- > 0)
-                ops->destroy(ops->context, m->stripes[i].lock);
-            ops->destroy(ops->context, m->arena_lock);
+                lock_destroy(m, m->stripes[i].lock);
+            lock_destroy(m, m->arena_lock);
             return hr;
         }
     }
@@ -220,9 +219,10 @@ HRESULT hostmem_create(const hostmem_config *config, IHostMemoryManager **out)
                        !c.lock_ops->destroy))
         return E_INVALIDARG;
 
-    struct manager *m = calloc(1, sizeof *m);
-    if (!m)
-        return E_OUTOFMEMORY;
+    void *fresh;
+    if (pages_alloc(sizeof(struct manager), &fresh) != 0)
+        return E_OUTOFMEMORY; /* zeroed pages, not calloc: a malloc may sit on hostmem */
+    struct manager *m = fresh;
     m->iface.lpVtbl = &manager_vtbl;
     atomic_init(&m->references, 1);
     m->flags = c.flags;

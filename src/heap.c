@@ -225,12 +225,16 @@ static size_t ledger_hash(uintptr_t key, size_t capacity)
     return (size_t)(h >> 20) & (capacity - 1);
 }
 
-static bool ledger_grow(struct ledger *l)
+static bool ledger_grow(struct heap *h, struct ledger *l)
 {
-    size_t capacity = l->capacity ? l->capacity * 2 : 64;
-    struct block_info *slots = calloc(capacity, sizeof *slots);
-    if (!slots)
+    size_t capacity = l->capacity ? l->capacity * 2 : 128;
+    void *fresh;
+    int err = pages_alloc(capacity * sizeof(struct block_info), &fresh);
+    if (err) {
+        os_refused(h->m, err, "mmap of a heap's ledger");
         return false;
+    }
+    struct block_info *slots = fresh;
     for (size_t i = 0; i < l->capacity; i++) {
         if (l->slots[i].key > 1) {
             size_t j = ledger_hash(l->slots[i].key, capacity);
@@ -239,16 +243,16 @@ static bool ledger_grow(struct ledger *l)
             slots[j] = l->slots[i];
         }
     }
-    free(l->slots);
+    pages_free(h->m, l->slots, l->capacity * sizeof *l->slots);
     l->slots = slots;
     l->capacity = capacity;
     l->used = l->count;
     return true;
 }
 
-static bool ledger_put(struct ledger *l, struct block_info e)
+static bool ledger_put(struct heap *h, struct ledger *l, struct block_info e)
 {
-    if ((l->used + 1) * 2 > l->capacity && !ledger_grow(l))
+    if ((l->used + 1) * 2 > l->capacity && !ledger_grow(h, l))
         return false;
     size_t j = ledger_hash(e.key, l->capacity);
     while (l->slots[j].key > 1)
@@ -280,17 +284,23 @@ static void ledger_remove(struct ledger *l, struct block_info *e)
 }
 
 /* ---- thread caches ---------------------------------------------------------------------- */
+/* Which cache this thread has for each heap it used: nodes from a pool, not
+ * malloc (pool.c). A node outlives its heap (ids are never reused, so a dead
+ * heap's node matches nothing) until the thread ends. Initial-exec TLS: the
+ * general model may malloc on a thread's first access in a dlopen'ed library. */
 struct tls_node {
     uint64_t heap_id;
     struct tcache *cache;
     struct tls_node *next;
 };
+static struct pool tls_node_pool = POOL_INIT(sizeof(struct tls_node));
 
-static __thread struct {
+#define TLS __thread __attribute__((tls_model("initial-exec")))
+static TLS struct {
     uint64_t heap_id;
     struct tcache *cache;
 } tls_slots[4], tls_last; /* tls_last: the heap this thread used last */
-static __thread struct tls_node *tls_list;
+static TLS struct tls_node *tls_list;
 
 static pthread_mutex_t live_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct heap *live_heaps;
@@ -315,7 +325,7 @@ static void thread_exit(void *unused)
             }
             break;
         }
-        free(n);
+        pool_free(&tls_node_pool, n);
     }
     tls_list = NULL;
     pthread_mutex_unlock(&live_lock);
@@ -350,18 +360,25 @@ static struct tcache *tcache_slow(struct heap *h)
             return n->cache;
         }
     }
-    struct tls_node *node = malloc(sizeof *node);
-    if (!node)
+    void *fresh;
+    int err = pool_alloc(&tls_node_pool, &fresh);
+    if (err) {
+        os_refused(h->m, err, "mmap of the thread records' pool");
         return NULL;
+    }
+    struct tls_node *node = fresh;
     if (lock_enter(h->m, h->lock) != S_OK) {
-        free(node);
+        pool_free(&tls_node_pool, node);
         return NULL;
     }
     struct tcache *c = h->orphans;
     if (c) {
         h->orphans = c->next_orphan;
     } else {
-        c = calloc(1, sizeof *c);
+        err = pages_alloc(sizeof *c, &fresh);
+        c = err ? NULL : fresh;
+        if (err)
+            os_refused(h->m, err, "mmap of a thread's cache");
         if (c) {
             tcache_init(c, h);
             c->next = h->caches;
@@ -370,7 +387,7 @@ static struct tcache *tcache_slow(struct heap *h)
     }
     lock_leave(h->m, h->lock);
     if (!c) {
-        free(node);
+        pool_free(&tls_node_pool, node);
         return NULL;
     }
     node->heap_id = h->id;
@@ -721,7 +738,7 @@ static HRESULT large_alloc(struct heap *h, SIZE_T size, EMemoryCriticalLevel lev
         return hr;
     hr = lock_enter(h->m, h->lock);
     if (hr == S_OK) {
-        if (!ledger_put(&h->large, (struct block_info){(uintptr_t)p, size, file, line}))
+        if (!ledger_put(h, &h->large, (struct block_info){(uintptr_t)p, size, file, line}))
             hr = E_OUTOFMEMORY;
         lock_leave(h->m, h->lock);
     }
@@ -749,7 +766,7 @@ static HRESULT large_free(struct heap *h, uintptr_t p)
     hr = vm_free_ex(h->m, (void *)p, 0, MEM_RELEASE, VM_HEAP);
     if (hr != S_OK && hr != E_FAIL && lock_enter(h->m, h->lock) == S_OK) {
         /* the kernel refused: the block stays live, as if Free had not been called */
-        ledger_put(&h->large, kept);
+        ledger_put(h, &h->large, kept);
         lock_leave(h->m, h->lock);
     }
     policy_deliver(h->m);
@@ -807,7 +824,7 @@ static HRESULT heap_alloc(struct heap *h, SIZE_T size, EMemoryCriticalLevel leve
 note_debug:
     if (file) {
         if (lock_enter(h->m, h->lock) == S_OK) {
-            if (ledger_put(&h->debug, (struct block_info){(uintptr_t)b, size, file, line}))
+            if (ledger_put(h, &h->debug, (struct block_info){(uintptr_t)b, size, file, line}))
                 atomic_fetch_add(&h->debug_count, 1);
             lock_leave(h->m, h->lock);
         }
@@ -974,12 +991,12 @@ static void heap_destroy(struct heap *h)
     }
     for (struct tcache *c = h->caches, *next; c; c = next) {
         next = c->next;
-        free(c);
+        pages_free(m, c, sizeof *c);
     }
-    free(h->large.slots);
-    free(h->debug.slots);
-    m->lock_ops.destroy(m->lock_ops.context, h->lock);
-    free(h);
+    pages_free(m, h->large.slots, h->large.capacity * sizeof *h->large.slots);
+    pages_free(m, h->debug.slots, h->debug.capacity * sizeof *h->debug.slots);
+    lock_destroy(m, h->lock);
+    pages_free(m, h, sizeof *h);
     policy_deliver(m);
     m->iface.lpVtbl->Release(&m->iface);
 }
@@ -1068,9 +1085,11 @@ HRESULT heap_create(struct manager *m, DWORD type, IHostMalloc **out)
     if (type & ~(DWORD)(MALLOC_THREADSAFE | MALLOC_EXECUTABLE))
         return E_INVALIDARG;
     pthread_once(&classes_once, classes_init);
-    struct heap *h = calloc(1, sizeof *h);
-    if (!h)
-        return E_OUTOFMEMORY;
+    void *fresh;
+    int err = pages_alloc(sizeof(struct heap), &fresh); /* zeroed pages, not calloc (pool.c) */
+    if (err)
+        return os_refused(m, err, "mmap of a heap");
+    struct heap *h = fresh;
     h->iface.lpVtbl = &heap_vtbl;
     atomic_init(&h->references, 1);
     h->m = m;
@@ -1080,9 +1099,9 @@ HRESULT heap_create(struct manager *m, DWORD type, IHostMalloc **out)
     for (size_t i = 0; i < SEGMENT_HASH; i++)
         atomic_init(&h->segment_hash[i], 1);
     tcache_init(&h->single, h);
-    HRESULT hr = m->lock_ops.create(m->lock_ops.context, &h->lock);
+    HRESULT hr = lock_create(m, &h->lock);
     if (hr != S_OK) {
-        free(h);
+        pages_free(m, h, sizeof *h);
         return hr;
     }
     m->iface.lpVtbl->AddRef(&m->iface); /* the heap keeps its manager alive */

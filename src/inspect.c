@@ -3,7 +3,8 @@
  * kernel-mapping count and validate(), which checks every invariant of the
  * address map, the arenas and the runs, and optionally that the kernel agrees.
  *
- * These are inspection calls, not hot paths: they may allocate, and validate()
+ * These are inspection calls, not hot paths: they take pages for their lists
+ * (pool.c; never malloc), and validate()
  * expects no other thread to be changing the manager while it runs.
  */
 #include <stdarg.h>
@@ -18,28 +19,73 @@ static struct manager *manager_checked(IHostMemoryManager *i)
     return i ? manager_from(i) : NULL;
 }
 
-static int arena_compare(const void *a, const void *b)
+static inline uintptr_t arena_base(const struct arena *a)
 {
-    uintptr_t x = atomic_load_explicit(&(*(struct arena *const *)a)->base, memory_order_relaxed);
-    uintptr_t y = atomic_load_explicit(&(*(struct arena *const *)b)->base, memory_order_relaxed);
-    return x < y ? -1 : x > y;
+    return atomic_load_explicit(&a->base, memory_order_relaxed);
 }
 
-/* The manager's arenas sorted by address; caller frees. */
-static struct arena **arenas_sorted(struct manager *m, uint32_t *count)
+/* Heapsort by base: in place, so that inspecting needs no malloc (qsort may
+ * take a buffer from it). */
+static void sift_down(struct arena **list, uint32_t root, uint32_t n)
+{
+    for (;;) {
+        uint32_t child = 2 * root + 1;
+        if (child >= n)
+            return;
+        if (child + 1 < n && arena_base(list[child + 1]) > arena_base(list[child]))
+            child++;
+        if (arena_base(list[root]) >= arena_base(list[child]))
+            return;
+        struct arena *t = list[root];
+        list[root] = list[child];
+        list[child] = t;
+        root = child;
+    }
+}
+
+static void arenas_sort(struct arena **list, uint32_t n)
+{
+    for (uint32_t i = n / 2; i-- > 0;)
+        sift_down(list, i, n);
+    for (uint32_t end = n; end > 1; end--) {
+        struct arena *t = list[0];
+        list[0] = list[end - 1];
+        list[end - 1] = t;
+        sift_down(list, 0, end - 1);
+    }
+}
+
+/* The manager's arenas sorted by address, in pages the caller gives back with
+ * arenas_free. */
+struct arena_list {
+    struct manager *m;
+    struct arena **items;
+    uint32_t count, capacity;
+};
+
+static HRESULT arenas_sorted(struct manager *m, struct arena_list *l)
 {
     uint32_t n = atomic_load_explicit(&m->arena_count, memory_order_acquire), k = 0;
-    struct arena **list = malloc((n ? n : 1) * sizeof *list);
-    if (!list)
-        return NULL;
+    void *fresh;
+    l->m = m;
+    l->capacity = n ? n : 1;
+    int err = pages_alloc(l->capacity * sizeof *l->items, &fresh);
+    if (err)
+        return os_refused(m, err, "mmap of a list of arenas");
+    l->items = fresh;
     for (uint32_t i = 0; i < n; i++) {
         struct arena *a = atomic_load_explicit(&m->arenas[i], memory_order_acquire);
         if (a)
-            list[k++] = a;
+            l->items[k++] = a;
     }
-    qsort(list, k, sizeof *list, arena_compare);
-    *count = k;
-    return list;
+    arenas_sort(l->items, k);
+    l->count = k;
+    return S_OK;
+}
+
+static void arenas_free(struct arena_list *l)
+{
+    pages_free(l->m, l->items, l->capacity * sizeof *l->items);
 }
 
 HRESULT hostmem_walk(IHostMemoryManager *manager, hostmem_region_fn fn, void *context)
@@ -50,10 +96,11 @@ HRESULT hostmem_walk(IHostMemoryManager *manager, hostmem_region_fn fn, void *co
     HRESULT hr = manager_check(m);
     if (hr != S_OK)
         return hr;
-    uint32_t n;
-    struct arena **list = arenas_sorted(m, &n);
-    if (!list)
+    struct arena_list arenas;
+    if (arenas_sorted(m, &arenas) != S_OK)
         return E_OUTOFMEMORY;
+    struct arena **list = arenas.items;
+    uint32_t n = arenas.count;
     int stop = 0;
     for (uint32_t i = 0; i < n && !stop; i++) {
         uintptr_t a = atomic_load_explicit(&list[i]->base, memory_order_relaxed);
@@ -80,7 +127,7 @@ HRESULT hostmem_walk(IHostMemoryManager *manager, hostmem_region_fn fn, void *co
             a = next > a ? next : a + g_granule;
         }
     }
-    free(list);
+    arenas_free(&arenas);
     return S_OK;
 }
 
@@ -123,21 +170,33 @@ HRESULT hostmem_print_map(IHostMemoryManager *manager, FILE *out)
 
 /* ---- kernel mappings ------------------------------------------------------------------ */
 struct maps_list {
+    struct manager *m;
     struct os_mapping *items;
     size_t count, capacity;
-    int failed;
+    int failed; /* the errno of a refused mmap */
 };
 
+static void maps_free(struct maps_list *l)
+{
+    pages_free(l->m, l->items, l->capacity * sizeof *l->items);
+    l->items = NULL;
+}
+
+/* Grows by doubling, in pages (pool.c): never malloc. */
 static int maps_collect(void *context, const struct os_mapping *m)
 {
     struct maps_list *l = context;
     if (l->count == l->capacity) {
         size_t capacity = l->capacity ? l->capacity * 2 : 1024;
-        void *p = realloc(l->items, capacity * sizeof *l->items);
-        if (!p) {
-            l->failed = 1;
+        void *p;
+        int err = pages_alloc(capacity * sizeof *l->items, &p);
+        if (err) {
+            l->failed = err;
             return 1;
         }
+        if (l->count)
+            memcpy(p, l->items, l->count * sizeof *l->items);
+        maps_free(l);
         l->items = p;
         l->capacity = capacity;
     }
@@ -148,10 +207,12 @@ static int maps_collect(void *context, const struct os_mapping *m)
 static HRESULT maps_read(struct manager *m, struct maps_list *l)
 {
     memset(l, 0, sizeof *l);
+    l->m = m;
     int err = os_walk_mappings(maps_collect, l);
     if (err || l->failed) {
-        free(l->items);
-        return err ? os_refused(m, err, "reading /proc/self/maps") : E_OUTOFMEMORY;
+        maps_free(l);
+        return l->failed ? os_refused(m, l->failed, "mmap of a list of mappings")
+                         : os_refused(m, err, "reading /proc/self/maps");
     }
     return S_OK;
 }
@@ -161,14 +222,15 @@ HRESULT hostmem_kernel_mappings(IHostMemoryManager *manager, size_t *count)
     struct manager *m = manager_checked(manager);
     if (!m || !count)
         return E_POINTER;
-    uint32_t n;
-    struct arena **list = arenas_sorted(m, &n);
-    if (!list)
+    struct arena_list arenas;
+    if (arenas_sorted(m, &arenas) != S_OK)
         return E_OUTOFMEMORY;
+    struct arena **list = arenas.items;
+    uint32_t n = arenas.count;
     struct maps_list maps;
     HRESULT hr = maps_read(m, &maps);
     if (hr != S_OK) {
-        free(list);
+        arenas_free(&arenas);
         return hr;
     }
     size_t total = 0, j = 0;
@@ -178,8 +240,8 @@ HRESULT hostmem_kernel_mappings(IHostMemoryManager *manager, size_t *count)
         if (j < n && atomic_load_explicit(&list[j]->base, memory_order_relaxed) < maps.items[i].end)
             total++;
     }
-    free(maps.items);
-    free(list);
+    maps_free(&maps);
+    arenas_free(&arenas);
     *count = total;
     return S_OK;
 }
@@ -274,13 +336,14 @@ HRESULT hostmem_validate(IHostMemoryManager *manager, uint32_t flags, char *why,
     if (why && why_size)
         why[0] = 0;
     struct problem p = {why, why_size, 0};
-    uint32_t n;
-    struct arena **list = arenas_sorted(m, &n);
-    if (!list)
+    struct arena_list arenas;
+    if (arenas_sorted(m, &arenas) != S_OK)
         return E_OUTOFMEMORY;
+    struct arena **list = arenas.items;
+    uint32_t n = arenas.count;
     struct maps_list maps = {0};
     if ((flags & HOSTMEM_VALIDATE_KERNEL) && maps_read(m, &maps) != S_OK) {
-        free(list);
+        arenas_free(&arenas);
         return E_OUTOFMEMORY;
     }
     struct expect_context kernel = {&maps, 0, &p};
@@ -364,7 +427,7 @@ HRESULT hostmem_validate(IHostMemoryManager *manager, uint32_t flags, char *why,
     if (committed != atomic_load(&m->committed_bytes))
         complain(&p, "%zu bytes committed, counter says %zu", committed,
                  atomic_load(&m->committed_bytes));
-    free(maps.items);
-    free(list);
+    maps_free(&maps);
+    arenas_free(&arenas);
     return p.found ? E_FAIL : S_OK;
 }

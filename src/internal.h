@@ -25,6 +25,7 @@
 #ifndef HOSTMEM_INTERNAL_H
 #define HOSTMEM_INTERNAL_H
 
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
@@ -132,7 +133,24 @@ struct manager;
 HRESULT lock_enter(struct manager *m, void *lock) HIDDEN;
 HRESULT lock_leave(struct manager *m, void *lock) HIDDEN;
 bool lock_held(void *lock) HIDDEN; /* by this thread; known only in builds with HOSTMEM_ASSERT */
+/* Through the host's ops; the default locks' refusals are counted (os_refused). */
+HRESULT lock_create(struct manager *m, void **lock) HIDDEN;
+void lock_destroy(struct manager *m, void *lock) HIDDEN;
 extern const hostmem_lock_ops lock_posix_ops HIDDEN;
+
+/* ---- the library's own memory (pool.c): never malloc ------------------------- */
+int pages_alloc(size_t bytes, void **out) HIDDEN; /* zeroed pages; an errno */
+void pages_free(struct manager *m, void *p, size_t bytes) HIDDEN; /* m: whom a refusal counts against, or NULL */
+struct pool {
+    pthread_mutex_t lock;
+    size_t size; /* of each object, a multiple of 16 */
+    void *free;
+    char *bump;
+    size_t left;
+};
+#define POOL_INIT(object_size) {PTHREAD_MUTEX_INITIALIZER, (((object_size) + 15) & ~(size_t)15), NULL, NULL, 0}
+int pool_alloc(struct pool *pool, void **out) HIDDEN; /* zeroed; an errno */
+void pool_free(struct pool *pool, void *p) HIDDEN;
 
 /* ---- slabs (slab.c): type-stable metadata memory ----------------------------- */
 #define SLAB_CLASSES 40 /* 32, 48, 64, 96, 128, ...: two classes a doubling */

@@ -13,29 +13,42 @@
 #endif
 #include <errno.h>
 #include <pthread.h>
-#include <stdlib.h>
 #include <time.h>
 
 #include "internal.h"
 
-static HRESULT posix_create(void *context, void **lock)
+/* The default locks' memory: a pool, not malloc (pool.c). */
+static struct pool mutex_pool = POOL_INIT(sizeof(pthread_mutex_t));
+
+/* The default create; *refused gets the errno when the pool's memory was refused. */
+static HRESULT posix_create_err(void **lock, int *refused)
 {
-    (void)context;
-    pthread_mutex_t *mutex = malloc(sizeof *mutex);
-    if (!mutex)
+    void *fresh;
+    int err = pool_alloc(&mutex_pool, &fresh);
+    if (err) {
+        *refused = err;
         return E_OUTOFMEMORY;
+    }
+    pthread_mutex_t *mutex = fresh;
     pthread_mutexattr_t attr;
     pthread_mutexattr_init(&attr);
     pthread_mutexattr_settype(&attr, PTHREAD_MUTEX_ERRORCHECK);
     pthread_mutexattr_setrobust(&attr, PTHREAD_MUTEX_ROBUST);
-    int err = pthread_mutex_init(mutex, &attr);
+    err = pthread_mutex_init(mutex, &attr);
     pthread_mutexattr_destroy(&attr);
     if (err) {
-        free(mutex);
+        pool_free(&mutex_pool, mutex);
         return E_OUTOFMEMORY;
     }
     *lock = mutex;
     return S_OK;
+}
+
+static HRESULT posix_create(void *context, void **lock)
+{
+    (void)context;
+    int refused = 0;
+    return posix_create_err(lock, &refused);
 }
 
 static HRESULT posix_enter(void *context, void *lock, DWORD timeout_ms)
@@ -89,7 +102,7 @@ static void posix_destroy(void *context, void *lock)
 {
     (void)context;
     pthread_mutex_destroy(lock);
-    free(lock);
+    pool_free(&mutex_pool, lock);
 }
 
 const hostmem_lock_ops lock_posix_ops = {
@@ -131,6 +144,20 @@ bool lock_held(void *lock)
         if (held[i] == lock)
             return true;
     return false;
+}
+
+HRESULT lock_create(struct manager *m, void **lock)
+{
+    if (m->lock_ops.create != posix_create)
+        return m->lock_ops.create(m->lock_ops.context, lock);
+    int refused = 0;
+    HRESULT hr = posix_create_err(lock, &refused);
+    return refused ? os_refused(m, refused, "mmap of the lock pool") : hr;
+}
+
+void lock_destroy(struct manager *m, void *lock)
+{
+    m->lock_ops.destroy(m->lock_ops.context, lock);
 }
 
 HRESULT lock_enter(struct manager *m, void *lock)

@@ -436,12 +436,16 @@ HRESULT policy_acquired_space(struct manager *m, uintptr_t start, size_t size)
         }
     }
     if (p->range_count == p->range_capacity) {
-        size_t capacity = p->range_capacity ? p->range_capacity * 2 : 16;
-        void *grown = realloc(p->ranges, capacity * sizeof *p->ranges);
-        if (!grown) {
+        size_t capacity = p->range_capacity ? p->range_capacity * 2 : 256;
+        void *grown;
+        int err = pages_alloc(capacity * sizeof *p->ranges, &grown);
+        if (err) {
             lock_leave(m, p->external_lock);
-            return E_OUTOFMEMORY;
+            return os_refused(m, err, "mmap of the runtime's range list");
         }
+        if (p->range_count)
+            memcpy(grown, p->ranges, p->range_count * sizeof *p->ranges);
+        pages_free(m, p->ranges, p->range_capacity * sizeof *p->ranges);
         p->ranges = grown;
         p->range_capacity = capacity;
     }
@@ -530,12 +534,12 @@ HRESULT policy_init(struct manager *m, const hostmem_config *c)
     atomic_init(&p->machine_load, -1);
     atomic_init(&p->state, eMemoryAvailableHigh);
     atomic_init(&p->delivered, eMemoryAvailableHigh);
-    HRESULT hr = m->lock_ops.create(m->lock_ops.context, &p->callback_lock);
+    HRESULT hr = lock_create(m, &p->callback_lock);
     if (hr != S_OK)
         return hr;
-    hr = m->lock_ops.create(m->lock_ops.context, &p->external_lock);
+    hr = lock_create(m, &p->external_lock);
     if (hr != S_OK) {
-        m->lock_ops.destroy(m->lock_ops.context, p->callback_lock);
+        lock_destroy(m, p->callback_lock);
         p->callback_lock = NULL;
         return hr;
     }
@@ -565,12 +569,12 @@ void policy_fini(struct manager *m)
     p->callback = NULL;
     if (cb)
         cb->lpVtbl->Release(cb);
-    free(p->ranges);
+    pages_free(m, p->ranges, p->range_capacity * sizeof *p->ranges);
     p->ranges = NULL;
     p->range_count = p->range_capacity = 0;
     if (p->callback_lock)
-        m->lock_ops.destroy(m->lock_ops.context, p->callback_lock);
+        lock_destroy(m, p->callback_lock);
     if (p->external_lock)
-        m->lock_ops.destroy(m->lock_ops.context, p->external_lock);
+        lock_destroy(m, p->external_lock);
     p->callback_lock = p->external_lock = NULL;
 }

@@ -18,7 +18,8 @@ geometry 1
 unknown 1
 hresult 1
 registry 2
-lock 2
+pool 2
+lock 3
 slab 2
 radix 2
 reservation 3

@@ -1,0 +1,75 @@
+/*
+ * pool.c - memory for the library's own objects, never from malloc: a
+ * malloc that sits on hostmem (mimalloc as the process's allocator) must be
+ * able to create a manager from inside its own initialisation.
+ *
+ * Two kinds. pages_alloc/pages_free: zeroed whole pages from the seam, for
+ * objects that come and go with a manager or a heap (the manager itself, a
+ * heap, a thread's cache, growing arrays). pool_alloc/pool_free: small objects
+ * of one size that live outside any manager (the default POSIX locks, the
+ * heap's per-thread records), carved from 64 KiB chunks that are never
+ * unmapped, with a free list under the pool's own mutex.
+ *
+ * Must never: call malloc, calloc, realloc or free (tests/test_nomalloc.c
+ * aborts if anything inside a hostmem call does).
+ */
+#include <errno.h>
+#include <string.h>
+
+#include "internal.h"
+
+#define POOL_CHUNK ((size_t)64 << 10)
+
+int pages_alloc(size_t bytes, void **out)
+{
+    hm_assert(bytes != 0);
+    return os_map(NULL, page_up(bytes), OS_PROT_READ | OS_PROT_WRITE, false, out);
+}
+
+void pages_free(struct manager *m, void *p, size_t bytes)
+{
+    if (!p)
+        return;
+    int err = os_unmap(p, page_up(bytes));
+    if (err && m) /* the pages stay mapped, unused: counted against m */
+        os_refused(m, err, "munmap of the library's own pages");
+}
+
+_Atomic size_t pool_bytes; /* address space the pools keep for the process (tests account for it) */
+
+int pool_alloc(struct pool *pool, void **out)
+{
+    geometry_ensure();
+    pthread_mutex_lock(&pool->lock);
+    void *p = pool->free;
+    if (p) {
+        memcpy(&pool->free, p, sizeof(void *));
+    } else {
+        if (pool->left < pool->size) {
+            void *chunk;
+            int err = pages_alloc(POOL_CHUNK, &chunk);
+            if (err) {
+                pthread_mutex_unlock(&pool->lock);
+                return err;
+            }
+            atomic_fetch_add_explicit(&pool_bytes, POOL_CHUNK, memory_order_relaxed);
+            pool->bump = chunk;
+            pool->left = POOL_CHUNK;
+        }
+        p = pool->bump;
+        pool->bump += pool->size;
+        pool->left -= pool->size;
+    }
+    pthread_mutex_unlock(&pool->lock);
+    memset(p, 0, pool->size);
+    *out = p;
+    return 0;
+}
+
+void pool_free(struct pool *pool, void *p)
+{
+    pthread_mutex_lock(&pool->lock);
+    memcpy(p, &pool->free, sizeof(void *));
+    pool->free = p;
+    pthread_mutex_unlock(&pool->lock);
+}
