@@ -379,6 +379,8 @@ struct policy {
 
     _Atomic uint32_t freed;       /* futex word: bumped whenever memory is given back */
     _Atomic uint32_t waiters;     /* eAppDomainCritical requests waiting on it */
+    _Atomic int pressure;         /* an eAppDomainCritical request did not fit: memory is
+                                     Low, whatever the load, until memory is given back */
     _Atomic int state;            /* EMemoryAvailable the load says */
     _Atomic int delivered;        /* EMemoryAvailable last sent to the runtime */
     _Atomic int delivering;       /* a thread is sending notifications */

@@ -58,6 +58,8 @@ static int percent_of(size_t used, size_t total)
 static int load_percent(struct manager *m)
 {
     struct policy *p = &m->policy;
+    if (atomic_load_explicit(&p->pressure, memory_order_acquire))
+        return 100; /* a request is short of memory: Low until some is given back */
     int load = -1;
     size_t limit = atomic_load_explicit(&p->limit, memory_order_relaxed);
     if (limit) {
@@ -182,13 +184,13 @@ HRESULT policy_charge(struct manager *m, size_t bytes, EMemoryCriticalLevel leve
         return S_OK;
     if (level != eAppDomainCritical)
         return policy_refuse(m, level);
-    /* Tell the runtime memory is low (it may free some), then wait a bounded
-     * time for someone to give memory back. */
-    long deadline = now_ns() + (long)p->appdomain_wait_ms * 1000000L;
-    int state = atomic_load(&p->state);
-    while (state != eMemoryAvailableLow &&
-           !atomic_compare_exchange_weak(&p->state, &state, eMemoryAvailableLow))
-        ;
+    /* Tell the runtime memory is low (it may free some): the state is Low from
+     * now until memory is given back (load_percent), so the notice survives
+     * policy_deliver's look at the load. Then wait a bounded time - or not at
+     * all with HOSTMEM_NO_WAIT - for someone to give memory back. */
+    bool wait = p->appdomain_wait_ms != HOSTMEM_NO_WAIT;
+    long deadline = now_ns() + (wait ? (long)p->appdomain_wait_ms * 1000000L : 0);
+    atomic_store_explicit(&p->pressure, 1, memory_order_release);
     for (;;) {
         policy_deliver(m);
         uint32_t seen = atomic_load_explicit(&p->freed, memory_order_acquire);
@@ -197,7 +199,7 @@ HRESULT policy_charge(struct manager *m, size_t bytes, EMemoryCriticalLevel leve
         if (manager_check(m) != S_OK)
             return HOST_E_CLRNOTAVAILABLE;
         long left = deadline - now_ns();
-        if (left <= 0)
+        if (!wait || left <= 0)
             return policy_refuse(m, level);
         atomic_fetch_add(&p->waiters, 1);
         futex_wait(&p->freed, seen, left);
@@ -211,6 +213,8 @@ void policy_uncharge(struct manager *m, size_t bytes)
     if (!bytes)
         return;
     atomic_fetch_sub_explicit(&m->committed_bytes, bytes, memory_order_relaxed);
+    if (atomic_load_explicit(&p->pressure, memory_order_relaxed))
+        atomic_store_explicit(&p->pressure, 0, memory_order_relaxed); /* the state follows the load again */
     atomic_fetch_add_explicit(&p->freed, 1, memory_order_release);
     if (atomic_load(&p->waiters))
         futex_wake_all(&p->freed);
@@ -302,6 +306,7 @@ static int system_load(struct manager *m)
 void policy_set_limit(struct manager *m, size_t bytes)
 {
     atomic_store(&m->policy.limit, bytes);
+    atomic_store(&m->policy.pressure, 0);
     atomic_fetch_add(&m->policy.freed, 1); /* waiting requests look again */
     futex_wake_all(&m->policy.freed);
     policy_deliver(m);

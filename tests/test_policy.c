@@ -261,6 +261,70 @@ TEST(budget_appdomain_fails_after_bounded_wait_when_nobody_frees)
     CHECK_EQ(IHostMemoryManager_Release(m), 0);
 }
 
+/* docs/policy.md, issue 12: a refused eAppDomainCritical request tells the runtime
+ * memory is Low before it waits, whatever band the load is in (16 MiB budget,
+ * nothing committed, 32 MiB asked: the load says High, the request says Low);
+ * exactly one notification, and Low stays until memory is given back. */
+TEST(budget_appdomain_refusal_notifies_low_from_any_load)
+{
+    hostmem_config c = {sizeof c};
+    c.commit_limit = 16u << 20;
+    c.appdomain_wait_ms = 1;
+    IHostMemoryManager *m = make(&c);
+    REQUIRE(m);
+    struct runtime rt;
+    runtime_init(&rt);
+    CHECK_HR(IHostMemoryManager_RegisterMemoryNotificationCallback(m, &rt.iface), S_OK);
+    CHECK_EQ(atomic_load(&rt.count), 0); /* High: a new runtime is not told */
+    void *p;
+    CHECK_HR(IHostMemoryManager_VirtualAlloc(m, NULL, 32u << 20, MEM_RESERVE | MEM_COMMIT, PAGE_READWRITE,
+                                             eAppDomainCritical, &p),
+             E_OUTOFMEMORY);
+    CHECK_EQ(atomic_load(&rt.count), 1);
+    CHECK_EQ(rt.events[0], eMemoryAvailableLow);
+    /* a second refusal while Low: no second notification */
+    CHECK_HR(IHostMemoryManager_VirtualAlloc(m, NULL, 32u << 20, MEM_RESERVE | MEM_COMMIT, PAGE_READWRITE,
+                                             eAppDomainCritical, &p),
+             E_OUTOFMEMORY);
+    CHECK_EQ(atomic_load(&rt.count), 1);
+    CHECK_EQ(stats_of(m).notifications[eMemoryAvailableLow], 1);
+    CHECK_EQ(stats_of(m).refusals[eAppDomainCritical], 2);
+    /* memory given back: the state follows the load again (High, told once) */
+    char *b = reserve(m, 4 * P);
+    CHECK_HR(commit(m, b, P, eTaskCritical), S_OK);
+    CHECK_HR(IHostMemoryManager_VirtualFree(m, b, P, MEM_DECOMMIT), S_OK);
+    CHECK_EQ(atomic_load(&rt.count), 2);
+    CHECK_EQ(rt.events[1], eMemoryAvailableHigh);
+    CHECK_HR(IHostMemoryManager_RegisterMemoryNotificationCallback(m, NULL), S_OK);
+    CHECK_EQ(IHostMemoryManager_Release(m), 0);
+}
+
+/* hostmem.h, issue 12: HOSTMEM_NO_WAIT refuses an eAppDomainCritical request at
+ * once, after the Low notification, and counts the refusal under its level; a
+ * wait of 0 still means the default. */
+TEST(budget_appdomain_no_wait_refuses_at_once_after_low)
+{
+    hostmem_config c = {sizeof c};
+    c.commit_limit = 16 * P;
+    c.appdomain_wait_ms = HOSTMEM_NO_WAIT;
+    IHostMemoryManager *m = make(&c);
+    REQUIRE(m);
+    struct runtime rt;
+    runtime_init(&rt);
+    CHECK_HR(IHostMemoryManager_RegisterMemoryNotificationCallback(m, &rt.iface), S_OK);
+    char *b = reserve(m, 32 * P);
+    CHECK_HR(commit(m, b, 8 * P, eTaskCritical), S_OK); /* 50%: High, nothing said */
+    CHECK_EQ(atomic_load(&rt.count), 0);
+    CHECK_HR(commit(m, b + 8 * P, 9 * P, eAppDomainCritical), E_OUTOFMEMORY);
+    CHECK_EQ(atomic_load(&rt.count), 1);
+    CHECK_EQ(rt.events[0], eMemoryAvailableLow);
+    hostmem_stats s = stats_of(m);
+    CHECK_EQ(s.refusals[eAppDomainCritical], 1);
+    CHECK_EQ(s.committed_bytes, 8 * P);
+    CHECK_HR(IHostMemoryManager_RegisterMemoryNotificationCallback(m, NULL), S_OK);
+    CHECK_EQ(IHostMemoryManager_Release(m), 0);
+}
+
 /* §7 budget: the runtime frees memory from inside its Low notification (a re-entrant
  * call), and the waiting request gets it. */
 TEST(budget_appdomain_runtime_frees_from_its_callback)
@@ -772,6 +836,8 @@ int main(void)
     RUN(budget_appdomain_waits_and_succeeds_when_another_thread_frees);
     RUN(budget_appdomain_fails_after_bounded_wait_when_nobody_frees);
     RUN(budget_appdomain_runtime_frees_from_its_callback);
+    RUN(budget_appdomain_refusal_notifies_low_from_any_load);
+    RUN(budget_appdomain_no_wait_refuses_at_once_after_low);
     RUN(budget_limit_holds_under_racing_threads);
     RUN(notifications_fire_exactly_on_transitions_in_order);
     RUN(notifications_registration_replaces_and_counts_references);
