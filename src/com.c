@@ -83,16 +83,63 @@ static ULONG STDMETHODCALLTYPE m_release(IHostMemoryManager *self)
     return left;
 }
 
+/* ---- counting calls --------------------------------------------------------------------- */
+/* The calling thread's shard: its stack address, hashed by the MiB, tells
+ * threads apart without TLS or a system call (stacks are megabytes apart). */
+static inline struct call_shard *call_shard_here(struct manager *m)
+{
+    char here;
+    uint64_t h = ((uintptr_t)&here >> 20) * 0x9E3779B97F4A7C15ull;
+    return &m->call_shards[h >> 60 & (CALL_SHARDS - 1)];
+}
+_Static_assert((CALL_SHARDS & (CALL_SHARDS - 1)) == 0 && CALL_SHARDS <= 16, "a shard from 4 bits of a hash");
+
+/* Counts a call of method (and of kind, unless HOSTMEM_METHODS) and its result. */
+static inline HRESULT counted(struct manager *m, unsigned method, unsigned kind, HRESULT hr)
+{
+    struct call_shard *s = call_shard_here(m);
+    atomic_fetch_add_explicit(&s->calls[method], 1, memory_order_relaxed);
+    if (kind < HOSTMEM_METHODS)
+        atomic_fetch_add_explicit(&s->calls[kind], 1, memory_order_relaxed);
+    if (hr != S_OK) {
+        atomic_fetch_add_explicit(&s->failures[method], 1, memory_order_relaxed);
+        if (kind < HOSTMEM_METHODS)
+            atomic_fetch_add_explicit(&s->failures[kind], 1, memory_order_relaxed);
+    }
+    return hr;
+}
+
+static unsigned alloc_kind(void *address, DWORD type)
+{
+    if (type & (MEM_RESET | MEM_RESET_UNDO))
+        return HOSTMEM_KIND_RESET;
+    if ((type & MEM_RESERVE) || (!address && (type & MEM_COMMIT)))
+        return HOSTMEM_KIND_RESERVE; /* a commit at no address reserves too, as on Windows */
+    return (type & MEM_COMMIT) ? HOSTMEM_KIND_COMMIT : HOSTMEM_METHODS;
+}
+
+static unsigned free_kind(DWORD type)
+{
+    return type == MEM_DECOMMIT ? HOSTMEM_KIND_DECOMMIT
+           : type == MEM_RELEASE ? HOSTMEM_KIND_RELEASE
+                                 : HOSTMEM_METHODS;
+}
+
 /* ---- the interface's methods -------------------------------------------------------- */
-static HRESULT STDMETHODCALLTYPE m_create_malloc(IHostMemoryManager *self, DWORD type,
-                                                 IHostMalloc **out)
+static HRESULT create_malloc(struct manager *m, DWORD type, IHostMalloc **out)
 {
     if (!out)
         return E_POINTER;
     *out = NULL;
-    struct manager *m = manager_from(self);
     HRESULT hr = manager_check(m);
     return hr != S_OK ? hr : heap_create(m, type, out);
+}
+
+static HRESULT STDMETHODCALLTYPE m_create_malloc(IHostMemoryManager *self, DWORD type,
+                                                 IHostMalloc **out)
+{
+    struct manager *m = manager_from(self);
+    return counted(m, HOSTMEM_METHOD_CREATE_MALLOC, HOSTMEM_METHODS, create_malloc(m, type, out));
 }
 
 /* Every method that moves the load sends the notifications it caused on its
@@ -105,7 +152,7 @@ static HRESULT STDMETHODCALLTYPE m_virtual_alloc(IHostMemoryManager *self, void 
     HRESULT hr = vm_alloc(m, address, size, type, protect, level, out);
     if (manager_check(m) == S_OK)
         policy_deliver(m);
-    return hr;
+    return counted(m, HOSTMEM_METHOD_VIRTUAL_ALLOC, alloc_kind(address, type), hr);
 }
 
 static HRESULT STDMETHODCALLTYPE m_virtual_free(IHostMemoryManager *self, LPVOID address,
@@ -115,13 +162,12 @@ static HRESULT STDMETHODCALLTYPE m_virtual_free(IHostMemoryManager *self, LPVOID
     HRESULT hr = vm_free(m, address, size, type);
     if (hr == S_OK && manager_check(m) == S_OK)
         policy_deliver(m);
-    return hr;
+    return counted(m, HOSTMEM_METHOD_VIRTUAL_FREE, free_kind(type), hr);
 }
 
-static HRESULT STDMETHODCALLTYPE m_virtual_query(IHostMemoryManager *self, void *address,
-                                                 void *buffer, SIZE_T length, SIZE_T *result)
+static HRESULT virtual_query(struct manager *m, void *address, void *buffer, SIZE_T length,
+                             SIZE_T *result)
 {
-    struct manager *m = manager_from(self);
     HRESULT hr = manager_check(m);
     if (hr != S_OK)
         return hr;
@@ -138,10 +184,20 @@ static HRESULT STDMETHODCALLTYPE m_virtual_query(IHostMemoryManager *self, void 
     return S_OK;
 }
 
+static HRESULT STDMETHODCALLTYPE m_virtual_query(IHostMemoryManager *self, void *address,
+                                                 void *buffer, SIZE_T length, SIZE_T *result)
+{
+    struct manager *m = manager_from(self);
+    return counted(m, HOSTMEM_METHOD_VIRTUAL_QUERY, HOSTMEM_METHODS,
+                   virtual_query(m, address, buffer, length, result));
+}
+
 static HRESULT STDMETHODCALLTYPE m_virtual_protect(IHostMemoryManager *self, void *address,
                                                    SIZE_T size, DWORD protect, DWORD *old)
 {
-    return vm_protect(manager_from(self), address, size, protect, old);
+    struct manager *m = manager_from(self);
+    return counted(m, HOSTMEM_METHOD_VIRTUAL_PROTECT, HOSTMEM_METHODS,
+                   vm_protect(m, address, size, protect, old));
 }
 
 static HRESULT STDMETHODCALLTYPE m_get_memory_load(IHostMemoryManager *self, DWORD *load,
@@ -149,7 +205,8 @@ static HRESULT STDMETHODCALLTYPE m_get_memory_load(IHostMemoryManager *self, DWO
 {
     struct manager *m = manager_from(self);
     HRESULT hr = manager_check(m);
-    return hr != S_OK ? hr : policy_memory_load(m, load, available);
+    return counted(m, HOSTMEM_METHOD_GET_MEMORY_LOAD, HOSTMEM_METHODS,
+                   hr != S_OK ? hr : policy_memory_load(m, load, available));
 }
 
 static HRESULT STDMETHODCALLTYPE m_register_callback(IHostMemoryManager *self,
@@ -157,14 +214,16 @@ static HRESULT STDMETHODCALLTYPE m_register_callback(IHostMemoryManager *self,
 {
     struct manager *m = manager_from(self);
     HRESULT hr = manager_check(m);
-    return hr != S_OK ? hr : policy_register(m, callback);
+    return counted(m, HOSTMEM_METHOD_REGISTER_CALLBACK, HOSTMEM_METHODS,
+                   hr != S_OK ? hr : policy_register(m, callback));
 }
 
 static HRESULT STDMETHODCALLTYPE m_needs_space(IHostMemoryManager *self, LPVOID start, SIZE_T size)
 {
     struct manager *m = manager_from(self);
     HRESULT hr = manager_check(m);
-    return hr != S_OK ? hr : policy_needs_space(m, (uintptr_t)start, size);
+    return counted(m, HOSTMEM_METHOD_NEEDS_SPACE, HOSTMEM_METHODS,
+                   hr != S_OK ? hr : policy_needs_space(m, (uintptr_t)start, size));
 }
 
 static HRESULT STDMETHODCALLTYPE m_acquired_space(IHostMemoryManager *self, LPVOID start,
@@ -172,14 +231,16 @@ static HRESULT STDMETHODCALLTYPE m_acquired_space(IHostMemoryManager *self, LPVO
 {
     struct manager *m = manager_from(self);
     HRESULT hr = manager_check(m);
-    return hr != S_OK ? hr : policy_acquired_space(m, (uintptr_t)start, size);
+    return counted(m, HOSTMEM_METHOD_ACQUIRED_SPACE, HOSTMEM_METHODS,
+                   hr != S_OK ? hr : policy_acquired_space(m, (uintptr_t)start, size));
 }
 
 static HRESULT STDMETHODCALLTYPE m_released_space(IHostMemoryManager *self, LPVOID start)
 {
     struct manager *m = manager_from(self);
     HRESULT hr = manager_check(m);
-    return hr != S_OK ? hr : policy_released_space(m, (uintptr_t)start);
+    return counted(m, HOSTMEM_METHOD_RELEASED_SPACE, HOSTMEM_METHODS,
+                   hr != S_OK ? hr : policy_released_space(m, (uintptr_t)start));
 }
 
 static const IHostMemoryManagerVtbl manager_vtbl = {
@@ -310,6 +371,11 @@ HRESULT hostmem_get_stats(IHostMemoryManager *manager, hostmem_stats *stats)
     s.os_refusals = LOAD(m->os_refusals);
     for (size_t i = 0; i < sizeof s.notifications / sizeof s.notifications[0]; i++)
         s.notifications[i] = LOAD(p->notifications[i]);
+    for (unsigned k = 0; k < CALL_SHARDS; k++)
+        for (unsigned i = 0; i < HOSTMEM_METHODS; i++) {
+            s.calls[i] += LOAD(m->call_shards[k].calls[i]);
+            s.call_failures[i] += LOAD(m->call_shards[k].failures[i]);
+        }
     s.external_bytes = LOAD(p->external_bytes);
     s.external_ranges = LOAD(p->external_ranges);
     s.memory_state = (DWORD)LOAD(p->state);

@@ -407,6 +407,14 @@ struct policy {
 #define STRIPES 64
 enum { STATE_LIVE = 0, STATE_DISABLED = 1, STATE_SHUTDOWN = 2 };
 
+/* Calls of each method (hostmem_stats.calls), in shards so that threads count
+ * on lines of their own: a thread picks its shard by its stack (com.c). */
+#define CALL_SHARDS 16
+struct call_shard {
+    _Atomic size_t calls[HOSTMEM_METHODS];
+    _Atomic size_t failures[HOSTMEM_METHODS];
+} __attribute__((aligned(64)));
+
 struct stripe {
     void *lock;
     struct slab slab; /* run buffers of this stripe's reservations */
@@ -448,6 +456,7 @@ struct manager {
     struct policy policy;
 
     struct stripe stripes[STRIPES];
+    struct call_shard call_shards[CALL_SHARDS];
 };
 
 static inline struct manager *manager_from(IHostMemoryManager *i) { return (struct manager *)i; }

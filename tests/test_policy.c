@@ -791,6 +791,84 @@ TEST(address_space_callbacks_track_count_and_limit)
 
 /* §8 statistics: the kernel-mapping figure bounds the kernel's own count from above,
  * and the other figures follow the operations. */
+/* hostmem.h, issue 12: hostmem_stats counts the calls of every method, and of
+ * each kind of VirtualAlloc and VirtualFree, with the ones that failed; the
+ * heap's own page traffic is not the runtime's and is not counted. Calls from
+ * several threads are all counted. */
+struct counter_thread {
+    IHostMemoryManager *m;
+    int queries;
+};
+static void *count_queries(void *arg)
+{
+    struct counter_thread *t = arg;
+    MEMORY_BASIC_INFORMATION info;
+    SIZE_T n;
+    for (int i = 0; i < t->queries; i++)
+        IHostMemoryManager_VirtualQuery(t->m, &info, &info, sizeof info, &n);
+    return NULL;
+}
+
+TEST(stats_count_calls_and_failures_per_method)
+{
+    hostmem_config c = {sizeof c};
+    c.commit_limit = 256 * P;
+    IHostMemoryManager *m = make(&c);
+    REQUIRE(m);
+    void *a, *b, *p;
+    DWORD old, load;
+    SIZE_T avail, n;
+    MEMORY_BASIC_INFORMATION info;
+    CHECK_HR(IHostMemoryManager_VirtualAlloc(m, NULL, 16 * P, MEM_RESERVE, PAGE_READWRITE, eTaskCritical, &a), S_OK);
+    CHECK_HR(IHostMemoryManager_VirtualAlloc(m, NULL, P, MEM_COMMIT, PAGE_READWRITE, eTaskCritical, &b), S_OK);
+    CHECK_HR(IHostMemoryManager_VirtualAlloc(m, a, 2 * P, MEM_COMMIT, PAGE_READWRITE, eTaskCritical, &p), S_OK);
+    CHECK_HR(IHostMemoryManager_VirtualAlloc(m, a, 32 * P, MEM_COMMIT, PAGE_READWRITE, eTaskCritical, &p),
+             HRESULT_FROM_WIN32(ERROR_INVALID_ADDRESS));
+    CHECK_HR(IHostMemoryManager_VirtualAlloc(m, a, P, MEM_RESET, PAGE_READWRITE, eTaskCritical, &p), S_OK);
+    CHECK_HR(IHostMemoryManager_VirtualAlloc(m, a, P, 0, PAGE_READWRITE, eTaskCritical, &p), E_INVALIDARG);
+    CHECK_HR(IHostMemoryManager_VirtualProtect(m, a, P, PAGE_READONLY, &old), S_OK);
+    CHECK_HR(IHostMemoryManager_VirtualQuery(m, a, &info, sizeof info, &n), S_OK);
+    CHECK_HR(IHostMemoryManager_GetMemoryLoad(m, &load, &avail), S_OK);
+    CHECK_HR(IHostMemoryManager_VirtualFree(m, a, P, MEM_DECOMMIT), S_OK);
+    CHECK_HR(IHostMemoryManager_VirtualFree(m, &load, 0, MEM_RELEASE), HOST_E_INVALIDOPERATION);
+    CHECK_HR(IHostMemoryManager_VirtualFree(m, a, 0, MEM_RELEASE), S_OK);
+    CHECK_HR(IHostMemoryManager_VirtualFree(m, b, 0, MEM_RELEASE), S_OK);
+    IHostMalloc *heap;
+    CHECK_HR(IHostMemoryManager_CreateMalloc(m, MALLOC_THREADSAFE, &heap), S_OK);
+    void *block;
+    CHECK_HR(IHostMalloc_Alloc(heap, 100, eTaskCritical, &block), S_OK); /* the heap's VirtualAllocs are its own */
+    CHECK_HR(IHostMalloc_Free(heap, block), S_OK);
+    IHostMalloc_Release(heap);
+    hostmem_stats s = stats_of(m);
+    CHECK_EQ(s.calls[HOSTMEM_METHOD_VIRTUAL_ALLOC], 6);
+    CHECK_EQ(s.call_failures[HOSTMEM_METHOD_VIRTUAL_ALLOC], 2);
+    CHECK_EQ(s.calls[HOSTMEM_KIND_RESERVE], 2);
+    CHECK_EQ(s.calls[HOSTMEM_KIND_COMMIT], 2);
+    CHECK_EQ(s.call_failures[HOSTMEM_KIND_COMMIT], 1);
+    CHECK_EQ(s.calls[HOSTMEM_KIND_RESET], 1);
+    CHECK_EQ(s.calls[HOSTMEM_METHOD_VIRTUAL_FREE], 4);
+    CHECK_EQ(s.call_failures[HOSTMEM_METHOD_VIRTUAL_FREE], 1);
+    CHECK_EQ(s.calls[HOSTMEM_KIND_DECOMMIT], 1);
+    CHECK_EQ(s.calls[HOSTMEM_KIND_RELEASE], 3);
+    CHECK_EQ(s.call_failures[HOSTMEM_KIND_RELEASE], 1);
+    CHECK_EQ(s.calls[HOSTMEM_METHOD_VIRTUAL_PROTECT], 1);
+    CHECK_EQ(s.calls[HOSTMEM_METHOD_VIRTUAL_QUERY], 1);
+    CHECK_EQ(s.calls[HOSTMEM_METHOD_GET_MEMORY_LOAD], 1);
+    CHECK_EQ(s.calls[HOSTMEM_METHOD_CREATE_MALLOC], 1);
+    CHECK_EQ(s.calls[HOSTMEM_METHOD_REGISTER_CALLBACK], 0);
+    /* several threads, each on its own shard or not: every call counted */
+    struct counter_thread t[4];
+    pthread_t th[4];
+    for (int i = 0; i < 4; i++) {
+        t[i] = (struct counter_thread){m, 10000};
+        REQUIRE(pthread_create(&th[i], NULL, count_queries, &t[i]) == 0);
+    }
+    for (int i = 0; i < 4; i++)
+        pthread_join(th[i], NULL);
+    CHECK_EQ(stats_of(m).calls[HOSTMEM_METHOD_VIRTUAL_QUERY], 1 + 40000);
+    CHECK_EQ(IHostMemoryManager_Release(m), 0);
+}
+
 TEST(stats_follow_operations_and_bound_kernel_mappings)
 {
     IHostMemoryManager *m = make(NULL);
@@ -847,6 +925,7 @@ int main(void)
     RUN(machine_pressure_notifications_by_poll_and_monitor);
     RUN(address_space_callbacks_track_count_and_limit);
     RUN(stats_follow_operations_and_bound_kernel_mappings);
+    RUN(stats_count_calls_and_failures_per_method);
     fixture_reset();
     rmdir(fixture_root);
     return TEST_SUMMARY("test_policy");
