@@ -102,6 +102,7 @@ typedef struct _MEMORY_BASIC_INFORMATION {
 #define ERROR_BAD_LENGTH 24L
 #define ERROR_INVALID_PARAMETER 87L
 #define ERROR_INVALID_ADDRESS 487L
+#define ERROR_NO_SYSTEM_RESOURCES 1450L
 
 /* ---- virtual memory constants (Windows values) ------------------------- */
 #define MEM_COMMIT 0x00001000

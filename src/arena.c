@@ -280,16 +280,31 @@ static HRESULT reserve_done(struct manager *m, struct reservation *r, struct res
     return S_OK;
 }
 
-/* Standalone: its own kernel mapping at base (fixed) or wherever (base 0). The
- * steps in order, the undo of each below it in the ladder. */
+/* Standalone: its own kernel mapping at base (fixed) or wherever (base 0);
+ * large_prot >= 0: of huge pages with that protection. The steps in order, the
+ * undo of each below it in the ladder. */
 static HRESULT reserve_standalone(struct manager *m, uintptr_t base, size_t size, bool top_down,
-                                  unsigned attr, struct reservation **out)
+                                  unsigned attr, int large_prot, struct reservation **out)
 {
     size_t span = granule_up(size);
     uintptr_t at = base;
     HRESULT hr;
     int err;
-    if (base) {
+    if (large_prot >= 0) {
+        if (base && (base + span > ADDRESS_LIMIT || base + span < base))
+            return HRESULT_FROM_WIN32(ERROR_INVALID_ADDRESS);
+        void *p;
+        if ((err = os_map_large((void *)base, span, large_prot, base != 0, &p)) != 0) {
+            hr = os_refused(m, err, "mmap of huge pages");
+            /* none to be had: Windows' answer, never a downgrade to small pages */
+            return hr == E_OUTOFMEMORY ? HRESULT_FROM_WIN32(ERROR_NO_SYSTEM_RESOURCES) : hr;
+        }
+        at = (uintptr_t)p;
+        if ((err = radix_prepare(at, at + span, true)) != 0) {
+            hr = os_refused(m, err, "mmap of an address-map leaf");
+            goto unmap;
+        }
+    } else if (base) {
         if (base + span > ADDRESS_LIMIT || base + span < base)
             return HRESULT_FROM_WIN32(ERROR_INVALID_ADDRESS);
         if ((err = radix_prepare(base, base + span, true)) != 0)
@@ -327,7 +342,7 @@ static HRESULT reserve_standalone(struct manager *m, uintptr_t base, size_t size
     if ((hr = table_insert(m, a)) != S_OK)
         goto free_reservation;
     counter_add(&m->mapping_estimate, 1);
-    reservation_init(r, at, size, attr, RES_STANDALONE, a->index);
+    reservation_init(r, at, size, attr, RES_STANDALONE | (large_prot >= 0 ? RES_LARGE_PAGES : 0), a->index);
     return reserve_done(m, r, out);
 
 free_reservation:
@@ -385,12 +400,12 @@ HRESULT arena_reserve(struct manager *m, uintptr_t base, size_t size, bool top_d
 {
     uint32_t n = (uint32_t)((size + g_granule - 1) >> g_granule_shift);
     if (base == 0 && size > m->arena_size / 4)
-        return reserve_standalone(m, 0, size, top_down, attr, out);
+        return reserve_standalone(m, 0, size, top_down, attr, -1, out);
     struct arena *a = NULL;
     if (base) {
         uintptr_t e = radix_load(base);
         if (entry_id(e) != m->id)
-            return reserve_standalone(m, base, size, top_down, attr, out);
+            return reserve_standalone(m, base, size, top_down, attr, -1, out);
         if (!entry_is_slack(e))
             return HRESULT_FROM_WIN32(ERROR_INVALID_ADDRESS);
         a = entry_pointer(e);
@@ -419,6 +434,14 @@ HRESULT arena_reserve(struct manager *m, uintptr_t base, size_t size, bool top_d
     range_set(a, first, n);
     reservation_init(r, at, size, attr, 0, a->index);
     return reserve_done(m, r, out);
+}
+
+HRESULT arena_reserve_large(struct manager *m, uintptr_t address, size_t size, unsigned attr,
+                            int prot, struct reservation **out)
+{
+    if (address && radix_load(address)) /* this manager's, or another's: taken */
+        return HRESULT_FROM_WIN32(ERROR_INVALID_ADDRESS);
+    return reserve_standalone(m, address, size, false, attr, prot, out);
 }
 
 void arena_publish(struct manager *m, struct reservation *r)

@@ -25,6 +25,7 @@
 #ifndef HOSTMEM_INTERNAL_H
 #define HOSTMEM_INTERNAL_H
 
+#include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdbool.h>
@@ -61,6 +62,7 @@ _Noreturn void assert_fail(const char *what, const char *file, int line) HIDDEN;
 extern size_t g_page;          /* P */
 extern unsigned g_page_shift;
 extern size_t g_granule;       /* G = max(64 KiB, P) */
+size_t geometry_large_page(void) HIDDEN; /* the kernel's default huge page, 0 = none */
 extern unsigned g_granule_shift;
 void geometry_ensure(void) HIDDEN; /* once per process */
 
@@ -101,6 +103,11 @@ static inline int os_reset(void *address, size_t size)
 {
     hm_assert(SEAM_RANGE(address, size));
     return hostmem_os->reset(address, size);
+}
+static inline int os_map_large(void *hint, size_t size, int prot, bool fixed, void **out)
+{
+    hm_assert(SEAM_RANGE(hint, size));
+    return hostmem_os->map_large ? hostmem_os->map_large(hint, size, prot, fixed, out) : ENOSYS;
 }
 static inline int os_walk_mappings(os_mapping_fn fn, void *context)
 {
@@ -255,6 +262,7 @@ struct runbuf {
 #define RES_WAS_RESET 0x4u  /* MEM_RESET was applied to some of its pages */
 #define RES_HEAP 0x8u       /* a heap's segment: hidden from VirtualFree/Protect/commit */
 #define RES_HEAP_LARGE 0x10u /* with RES_HEAP: a large block rather than a segment */
+#define RES_LARGE_PAGES 0x20u /* with RES_STANDALONE: huge pages, committed for life */
 
 struct arena;
 /*
@@ -480,6 +488,10 @@ static inline struct stripe *stripe_of(struct manager *m, uintptr_t base)
  * it in the address map; takes the arena lock itself. */
 HRESULT arena_reserve(struct manager *m, uintptr_t address, size_t size, bool top_down,
                       size_t align, unsigned attr, struct reservation **out) HIDDEN;
+/* A reservation of huge pages, committed with attr, mapped with hardware
+ * protection prot (a standalone mapping). */
+HRESULT arena_reserve_large(struct manager *m, uintptr_t address, size_t size, unsigned attr,
+                            int prot, struct reservation **out) HIDDEN;
 void arena_publish(struct manager *m, struct reservation *r) HIDDEN;
 HRESULT arena_init(struct manager *m) HIDDEN; /* the arena table; the bottom-up start */
 void arena_fini(struct manager *m) HIDDEN;

@@ -44,6 +44,10 @@ struct hostmem_os_ops {
     int (*advise_huge)(void *address, size_t size);
     /* Reads a small file (/proc, /sys) into buffer, NUL-terminated; *length = bytes read. */
     int (*read_file)(const char *path, char *buffer, size_t size, size_t *length);
+    /* mmap of the kernel's default huge pages (MAP_HUGETLB), committed and reserved
+     * in the huge-page pool at once: ENOMEM when the pool cannot hold them. size is
+     * a multiple of the huge page; fixed as for map. NULL: the seam has none. */
+    int (*map_large)(void *hint, size_t size, int prot, int fixed, void **out);
 };
 
 /* The table in force; tests swap it (never while another thread is inside hostmem). */

@@ -38,6 +38,29 @@ static int linux_map(void *hint, size_t size, int prot, int fixed, void **out)
     return 0;
 }
 
+static int linux_map_large(void *hint, size_t size, int prot, int fixed, void **out)
+{
+#ifdef MAP_HUGETLB
+    /* No MAP_NORESERVE: the pool reserves the pages now, so a touch never finds
+     * the pool empty (it would be SIGBUS); a pool too small is ENOMEM here. */
+    int flags = MAP_PRIVATE | MAP_ANONYMOUS | MAP_HUGETLB;
+    if (fixed)
+        flags |= MAP_FIXED_NOREPLACE;
+    void *p = mmap(hint, size, prot, flags, -1, 0);
+    if (p == MAP_FAILED)
+        return errno;
+    if (fixed && p != hint) {
+        munmap(p, size);
+        return EEXIST;
+    }
+    *out = p;
+    return 0;
+#else
+    (void)hint, (void)size, (void)prot, (void)fixed, (void)out;
+    return ENOSYS;
+#endif
+}
+
 static int linux_unmap(void *address, size_t size)
 {
     return munmap(address, size) ? errno : 0;
@@ -233,6 +256,7 @@ const struct hostmem_os_ops hostmem_os_linux = {
     .walk_mappings = linux_walk_mappings,
     .read_file = linux_read_file,
     .advise_huge = linux_advise_huge,
+    .map_large = linux_map_large,
 };
 
 const struct hostmem_os_ops *hostmem_os = &hostmem_os_linux;

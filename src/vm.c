@@ -74,6 +74,14 @@ static inline uintptr_t page_up_checked(uintptr_t a, size_t size, bool *overflow
     return page_up(end);
 }
 
+/* Huge pages change only whole (mprotect refuses less); a decommitted one would
+ * go back to the pool, and a later touch could find the pool empty (SIGBUS). */
+static bool large_aligned(uintptr_t start, uintptr_t end)
+{
+    size_t large = geometry_large_page();
+    return large && start % large == 0 && end % large == 0;
+}
+
 /* ---- finding and locking the reservation that holds an address --------------- */
 
 struct locked {
@@ -329,6 +337,8 @@ static HRESULT change_range(struct manager *m, struct locked *l, uintptr_t start
     hm_assert(lock_held(l->stripe->lock));
     hm_assert(l->base <= start && start < end && end <= l->end && page_aligned(start) && page_aligned(end));
     struct reservation *r = l->r;
+    if ((r->flags & RES_LARGE_PAGES) && (attr == 0 || !large_aligned(start, end)))
+        return E_INVALIDARG; /* huge pages stay committed, and change whole */
     uint64_t first = (start - l->base) >> g_page_shift, last = (end - l->base) >> g_page_shift;
     uintptr_t spare[2];
     int err = reservation_prepare(&l->stripe->slab, r, reservation_count_after(r, first, last, attr), spare);
@@ -422,8 +432,11 @@ static HRESULT alloc_reserve(struct manager *m, uintptr_t address, size_t size, 
     /* The address first (Windows checks it before the commit charge), then the
      * budget: the reservation is not published yet, and no lock is held, so an
      * appdomain-critical request may wait here. */
-    hr = arena_reserve(m, base, bytes, (type & MEM_TOP_DOWN) != 0,
-                       (flags & VM_ALIGN_4M) ? (size_t)4 << 20 : 0, attr, &r);
+    if (type & MEM_LARGE_PAGES)
+        hr = arena_reserve_large(m, base, bytes, attr, protect_to_os(attr, m->compact), &r);
+    else
+        hr = arena_reserve(m, base, bytes, (type & MEM_TOP_DOWN) != 0,
+                           (flags & VM_ALIGN_4M) ? (size_t)4 << 20 : 0, attr, &r);
     if (hr != S_OK)
         goto unreserve;
     if (attr && (hr = policy_charge(m, bytes, level)) != S_OK)
@@ -433,7 +446,7 @@ static HRESULT alloc_reserve(struct manager *m, uintptr_t address, size_t size, 
     res_set_alloc_protect(r, protect); /* not published yet */
     uintptr_t at = atomic_load_explicit(&r->base, memory_order_relaxed);
     int prot = protect_to_os(attr, res_compact(m, r)), slack = reserved_prot(m->compact);
-    if (prot != slack) {
+    if (prot != slack && !(r->flags & RES_LARGE_PAGES)) { /* huge pages are mapped with it */
         int err = os_protect((void *)at, bytes, prot);
         if (err) {
             hr = os_refused(m, err, "mprotect of a new reservation");
@@ -531,6 +544,8 @@ static HRESULT alloc_reset(struct manager *m, uintptr_t address, size_t size, DW
     HRESULT hr = lock_pages(m, address, size, 0, &l, &start, &end);
     if (hr != S_OK)
         return hr;
+    if (l.r->flags & RES_LARGE_PAGES)
+        return unlock(m, &l, E_INVALIDARG); /* huge pages are never discarded */
     struct survey s;
     survey_range(m, &l, start, end, 0, &s);
     /* Windows accepts reserved pages in the range and leaves them alone. */
@@ -575,6 +590,14 @@ HRESULT vm_alloc_ex(struct manager *m, void *address, SIZE_T size, DWORD type, D
     if ((unsigned)level > eProcessCritical)
         return E_INVALIDARG;
     uintptr_t a = (uintptr_t)address;
+    if (type & MEM_LARGE_PAGES) {
+        /* Windows: whole large pages, at a large-page address */
+        size_t large = geometry_large_page();
+        if (large && (size % large || a % large))
+            return E_INVALIDARG;
+        if (!large)
+            return HRESULT_FROM_WIN32(ERROR_NO_SYSTEM_RESOURCES);
+    }
     if (type == MEM_RESET || type == MEM_RESET_UNDO)
         return alloc_reset(m, a, size, type, out);
     if ((type & MEM_RESERVE) || !address)

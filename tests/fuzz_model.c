@@ -833,6 +833,9 @@ static void op_reserve(int mi)
         type |= MEM_TOP_DOWN;
     EMemoryCriticalLevel level = gen_level();
     HRESULT want = (type & MEM_COMMIT) && over_budget(mi, npages * P) ? E_OUTOFMEMORY : S_OK;
+    /* large pages come whole (2 MiB and up): these sizes never are (contract.md) */
+    if (type & MEM_LARGE_PAGES)
+        want = E_INVALIDARG;
     set_op("mgr%d VirtualAlloc(NULL, %#zx, %#x, %#x, level %d)", mi, size, (unsigned)type,
            (unsigned)prot, (int)level);
     uintptr_t p = call_alloc(mi, 0, size, type, prot, level, want);

@@ -521,6 +521,114 @@ TEST(s3_virtualalloc_size_zero_is_invalidarg)
     RELEASE(b);
 }
 
+/* ---- large pages (contract.md: MEM_LARGE_PAGES) ---------------------------------------------- */
+static size_t meminfo_kib(const char *field)
+{
+    FILE *f = fopen("/proc/meminfo", "r");
+    char line[256];
+    size_t v = 0, n = strlen(field);
+    while (f && fgets(line, sizeof line, f))
+        if (!strncmp(line, field, n) && line[n] == ':')
+            v = (size_t)strtoull(line + n + 1, NULL, 10);
+    if (f)
+        fclose(f);
+    return v;
+}
+
+static long pool_get(void)
+{
+    FILE *f = fopen("/proc/sys/vm/nr_hugepages", "r");
+    long v = -1;
+    if (f && fscanf(f, "%ld", &v) != 1)
+        v = -1;
+    if (f)
+        fclose(f);
+    return v;
+}
+
+static int pool_set(long pages)
+{
+    FILE *f = fopen("/proc/sys/vm/nr_hugepages", "w");
+    if (!f)
+        return 0;
+    int ok = fprintf(f, "%ld\n", pages) > 0;
+    return fclose(f) == 0 && ok;
+}
+
+/* Rule (GetLargePageMinimum, VirtualAlloc with MEM_LARGE_PAGES; Microsoft's "Large-Page
+ * Support"): the minimum is the kernel's huge page; large pages only with
+ * MEM_RESERVE|MEM_COMMIT and in whole large pages, else E_INVALIDARG; when none can
+ * be had, ERROR_NO_SYSTEM_RESOURCES with nothing changed - never small pages instead. */
+TEST(s3_virtualalloc_large_pages_whole_or_refused)
+{
+    size_t L = hostmem_large_page_minimum();
+    CHECK_EQ(L, meminfo_kib("Hugepagesize") * 1024);
+    if (!L) {
+        fprintf(stderr, "  note: the kernel has no huge pages; only the refusal is checked\n");
+        void *out;
+        CHECK_HR(va(NULL, 2u << 20, MEM_RESERVE | MEM_COMMIT | MEM_LARGE_PAGES, PAGE_READWRITE, &out),
+                 HRESULT_FROM_WIN32(ERROR_NO_SYSTEM_RESOURCES));
+        return;
+    }
+    void *out = (void *)0x1;
+    CHECK_HR(va(NULL, L, MEM_RESERVE | MEM_LARGE_PAGES, PAGE_READWRITE, &out), E_INVALIDARG);
+    CHECK_HR(va(NULL, L, MEM_COMMIT | MEM_LARGE_PAGES, PAGE_READWRITE, &out), E_INVALIDARG);
+    CHECK_HR(va(NULL, L + P, MEM_RESERVE | MEM_COMMIT | MEM_LARGE_PAGES, PAGE_READWRITE, &out), E_INVALIDARG);
+    CHECK_HR(va(NULL, L / 2, MEM_RESERVE | MEM_COMMIT | MEM_LARGE_PAGES, PAGE_READWRITE, &out), E_INVALIDARG);
+    CHECK_HR(va((char *)NULL + L + G, L, MEM_RESERVE | MEM_COMMIT | MEM_LARGE_PAGES, PAGE_READWRITE, &out),
+             E_INVALIDARG);
+    CHECK(out == NULL);
+
+    /* the pool: as it is, then (as root) grown by what the test needs, and put back */
+    long pool = pool_get();
+    size_t free_before = meminfo_kib("HugePages_Free");
+    hostmem_stats before = stats_of(g_m);
+    if (free_before < 2 && pool >= 0 && !pool_set(pool + 2 - (long)free_before))
+        pool = -1;
+    size_t free_now = meminfo_kib("HugePages_Free");
+    if (free_now < 2) {
+        /* none to be had: refused, nothing changed, counted as the kernel's refusal */
+        CHECK_HR(va(NULL, L, MEM_RESERVE | MEM_COMMIT | MEM_LARGE_PAGES, PAGE_READWRITE, &out),
+                 HRESULT_FROM_WIN32(ERROR_NO_SYSTEM_RESOURCES));
+        hostmem_stats after = stats_of(g_m);
+        CHECK_EQ(after.reserved_bytes, before.reserved_bytes);
+        CHECK_EQ(after.committed_bytes, before.committed_bytes);
+        CHECK_EQ(after.os_refusals, before.os_refusals + 1);
+        fprintf(stderr, "  note: no huge pages to be had (pool %ld); only the refusal is checked\n", pool);
+        return;
+    }
+    char *big;
+    REQUIRE_HR(va(NULL, 2 * L, MEM_RESERVE | MEM_COMMIT | MEM_LARGE_PAGES, PAGE_READWRITE, (void **)&big), S_OK);
+    CHECK_EQ((uintptr_t)big % L, 0);
+    /* real huge pages, reserved in the pool at once (Free - Rsvd: what is left to others) */
+    CHECK_EQ(meminfo_kib("HugePages_Free") - meminfo_kib("HugePages_Rsvd"), free_now - 2);
+    CHECK_EQ(stats_of(g_m).committed_bytes, before.committed_bytes + 2 * L);
+    MEMORY_BASIC_INFORMATION mbi;
+    CHECK_HR(vq(big + L, &mbi), S_OK);
+    CHECK_EQ(mbi.State, MEM_COMMIT);
+    CHECK_EQ(mbi.Protect, PAGE_READWRITE);
+    CHECK_EQ((uintptr_t)mbi.AllocationBase, (uintptr_t)big);
+    CHECK_EQ(mbi.RegionSize, L);
+    memset(big, 0x5A, 2 * L);
+    CHECK(big[2 * L - 1] == 0x5A);
+    CHECK_EQ(meminfo_kib("HugePages_Free"), free_now - 2); /* touched: in use */
+    /* committed for life: no decommit, no reset; protection in whole large pages */
+    DWORD old;
+    CHECK_HR(vf(big, L, MEM_DECOMMIT), E_INVALIDARG);
+    CHECK_HR(va(big, L, MEM_RESET, PAGE_READWRITE, &out), E_INVALIDARG);
+    CHECK_HR(vp(big, P, PAGE_READONLY, &old), E_INVALIDARG);
+    CHECK_HR(vp(big + L, L, PAGE_READONLY, &old), S_OK);
+    CHECK_EQ(old, PAGE_READWRITE);
+    CHECK(big[L] == 0x5A);
+    char why[256];
+    CHECK_HR(hostmem_validate(g_m, HOSTMEM_VALIDATE_KERNEL, why, sizeof why), S_OK);
+    CHECK_HR(vf(big, 0, MEM_RELEASE), S_OK);
+    CHECK_EQ(meminfo_kib("HugePages_Free"), free_now);
+    CHECK_EQ(stats_of(g_m).committed_bytes, before.committed_bytes);
+    if (pool >= 0 && free_before < 2)
+        pool_set(pool);
+}
+
 /* Rule: a size that cannot be reserved -> E_OUTOFMEMORY. */
 TEST(s3_virtualalloc_size_that_cannot_be_reserved_is_outofmemory)
 {
@@ -1803,6 +1911,7 @@ int main(void)
     RUN(s3_virtualalloc_checkorder_type_protection_size_address);
     RUN(s3_virtualalloc_invalid_types_are_invalidarg);
     RUN(s3_virtualalloc_invalid_protections_are_invalidarg);
+    RUN(s3_virtualalloc_large_pages_whole_or_refused);
     RUN(s3_virtualalloc_valid_protections_accepted_and_reported);
     RUN(s3_virtualalloc_size_zero_is_invalidarg);
     RUN(s3_virtualalloc_size_that_cannot_be_reserved_is_outofmemory);
