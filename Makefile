@@ -66,12 +66,24 @@ $(eval $(call embed_rule,embed_jemalloc,$(JEMALLOC_FLAGS),$(if $(findstring sani
 
 tests: $(addprefix $(B)/tests/,$(TEST_NAMES) $(EMBED_TESTS)) $(B)/tests/cxx_header
 
+# Real runtimes built from Debian's source packages on hostmem's VM calls (issue
+# 12): integrations/NAME/run.sh fetches (apt-get source), patches, builds and runs
+# them; tests/integration.sh adds up what it reports. Without the sources they say
+# so in one line and count nothing, unless HOSTMEM_REQUIRE_INTEGRATIONS=1 (CI).
+INTEGRATIONS := mimalloc luajit
+INTEGRATION_TESTS := $(addprefix $(B)/integration-test/integration_,$(INTEGRATIONS))
+$(B)/integration-test/integration_%: tests/integration.sh $(B)/libhostmem.a
+	mkdir -p $(@D)
+	printf '#!/bin/sh\nexec sh "%s/tests/integration.sh" "%s" "%s/$(B)"\n' "$(CURDIR)" "$*" "$(CURDIR)" > $@
+	chmod +x $@
+
 # After the C tests: tests/test_install.sh installs into a temporary prefix and
 # builds a program against it through pkg-config. tests/run.sh runs it (and records
 # its counts in build/results) through a one-line wrapper in $(B)/install-test.
-check-plain: tests $(B)/install-test/test_install $(B)/cli-test/test_cli $(B)/fuzz-test/fuzz_corpus $(B)/layers-test/test_layers
+check-plain: tests $(B)/install-test/test_install $(B)/cli-test/test_cli $(B)/fuzz-test/fuzz_corpus $(B)/layers-test/test_layers $(INTEGRATION_TESTS)
 	sh tests/run.sh plain $(B)/tests
 	sh tests/run.sh plain $(B)/layers-test
+	sh tests/run.sh plain $(B)/integration-test
 	MAKE="$(MAKE)" sh tests/run.sh plain $(B)/install-test
 	sh tests/run.sh plain $(B)/cli-test
 	sh tests/run.sh plain $(B)/fuzz-test
