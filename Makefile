@@ -146,12 +146,15 @@ check: all
 
 # Benchmarks (issue 6): not tests, never run by make check. jemalloc and mimalloc
 # are linked into the benchmark only. make bench [BENCH_ARGS=--quick|--json] writes
-# docs/bench.svg; build/bench --help lists the options.
+# docs/bench.svg; build/bench --help lists the options. Then mimalloc's stress test
+# on hostmem against stock mimalloc (issue 12; integrations/mimalloc/bench.sh,
+# BENCH_RUNS=5, BENCH_THREADS="4 8 32", BENCH_COMPACT=1 for compact mode too).
 $(B)/bench: bench/bench.c $(B)/libhostmem.a
 	$(CC) $(CFLAGS_BASE) -O2 $< $(B)/libhostmem.a -lmimalloc -ljemalloc -lpthread -lm -o $@
 
 bench: $(B)/bench
 	./$(B)/bench --svg docs/bench.svg $(BENCH_ARGS)
+	sh integrations/mimalloc/bench.sh $(B)
 
 clean:
 	rm -rf build

@@ -21,9 +21,11 @@
 #define MAP_FIXED_NOREPLACE 0x100000
 #endif
 
-static int linux_map(void *hint, size_t size, int prot, int fixed, void **out)
+/* Anonymous private memory with the given extra flags; fixed: at hint, never
+ * over anything (MAP_FIXED_NOREPLACE). */
+static int map_anonymous(void *hint, size_t size, int prot, int fixed, int flags, void **out)
 {
-    int flags = MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE;
+    flags |= MAP_PRIVATE | MAP_ANONYMOUS;
     if (fixed)
         flags |= MAP_FIXED_NOREPLACE;
     void *p = mmap(hint, size, prot, flags, -1, 0);
@@ -38,23 +40,17 @@ static int linux_map(void *hint, size_t size, int prot, int fixed, void **out)
     return 0;
 }
 
+static int linux_map(void *hint, size_t size, int prot, int fixed, void **out)
+{
+    return map_anonymous(hint, size, prot, fixed, MAP_NORESERVE, out);
+}
+
 static int linux_map_large(void *hint, size_t size, int prot, int fixed, void **out)
 {
 #ifdef MAP_HUGETLB
     /* No MAP_NORESERVE: the pool reserves the pages now, so a touch never finds
      * the pool empty (it would be SIGBUS); a pool too small is ENOMEM here. */
-    int flags = MAP_PRIVATE | MAP_ANONYMOUS | MAP_HUGETLB;
-    if (fixed)
-        flags |= MAP_FIXED_NOREPLACE;
-    void *p = mmap(hint, size, prot, flags, -1, 0);
-    if (p == MAP_FAILED)
-        return errno;
-    if (fixed && p != hint) {
-        munmap(p, size);
-        return EEXIST;
-    }
-    *out = p;
-    return 0;
+    return map_anonymous(hint, size, prot, fixed, MAP_HUGETLB, out);
 #else
     (void)hint, (void)size, (void)prot, (void)fixed, (void)out;
     return ENOSYS;
