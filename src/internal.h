@@ -392,6 +392,7 @@ struct policy {
     _Atomic int state;            /* EMemoryAvailable the load says */
     _Atomic int delivered;        /* EMemoryAvailable last sent to the runtime */
     _Atomic int delivering;       /* a thread is sending notifications */
+    pthread_t deliverer;          /* which (valid while delivering) */
     _Atomic int machine_load;     /* percent from the last system sample; -1 = none */
 
     void *callback_lock;          /* guards callback */

@@ -117,6 +117,7 @@ void policy_deliver(struct manager *m)
             return;
         if (atomic_exchange_explicit(&p->delivering, 1, memory_order_acquire))
             return; /* the sender will see the new state when it looks again */
+        p->deliverer = pthread_self();
         for (;;) {
             state = atomic_load_explicit(&p->state, memory_order_acquire);
             if (state == atomic_load_explicit(&p->delivered, memory_order_relaxed))
@@ -506,8 +507,14 @@ HRESULT policy_register(struct manager *m, ICLRMemoryNotificationCallback *callb
     ICLRMemoryNotificationCallback *old = p->callback;
     p->callback = callback;
     /* A new runtime has been told nothing: it assumes memory is plentiful, and
-     * hears at once if it is not. */
-    atomic_store(&p->delivered, eMemoryAvailableHigh);
+     * hears at once if it is not - unless it registers from inside a
+     * notification: then it is being told the current state right now, and a
+     * callback that registers again on every notice must not be told forever
+     * (one notification per transition, whatever the callback calls). */
+    bool inside = atomic_load_explicit(&p->delivering, memory_order_acquire) &&
+                  pthread_equal(p->deliverer, pthread_self());
+    if (!inside)
+        atomic_store(&p->delivered, eMemoryAvailableHigh);
     hr = lock_leave(m, p->callback_lock);
     if (old)
         old->lpVtbl->Release(old); /* outside the lock: it may call back */

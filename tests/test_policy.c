@@ -556,6 +556,70 @@ static ULONG STDMETHODCALLTYPE re_ref(ICLRMemoryNotificationCallback *self)
 }
 static const ICLRMemoryNotificationCallbackVtbl reentrant_vtbl = {rt_query, re_ref, re_ref, re_notify};
 
+/* docs/policy.md, issue 13: a callback that registers again from inside its
+ * notification - itself, or another callback and then itself - is told each
+ * transition once; the call that caused it returns. (Bounded at 10 so that a
+ * broken build fails instead of hanging.) */
+struct reregister {
+    ICLRMemoryNotificationCallback iface;
+    IHostMemoryManager *m;
+    ICLRMemoryNotificationCallback *other;
+    _Atomic int count;
+};
+static HRESULT STDMETHODCALLTYPE rr_query(ICLRMemoryNotificationCallback *self, REFIID riid, void **ppv)
+{
+    (void)riid;
+    *ppv = self;
+    return S_OK;
+}
+static ULONG STDMETHODCALLTYPE rr_add_ref(ICLRMemoryNotificationCallback *self)
+{
+    (void)self;
+    return 2;
+}
+static ULONG STDMETHODCALLTYPE rr_release(ICLRMemoryNotificationCallback *self)
+{
+    (void)self;
+    return 1;
+}
+static HRESULT STDMETHODCALLTYPE rr_notify(ICLRMemoryNotificationCallback *self, EMemoryAvailable e)
+{
+    struct reregister *r = (struct reregister *)self;
+    (void)e;
+    if (atomic_fetch_add(&r->count, 1) < 10) {
+        if (r->other)
+            IHostMemoryManager_RegisterMemoryNotificationCallback(r->m, r->other);
+        IHostMemoryManager_RegisterMemoryNotificationCallback(r->m, self);
+    }
+    return S_OK;
+}
+static const ICLRMemoryNotificationCallbackVtbl reregister_vtbl = {rr_query, rr_add_ref, rr_release, rr_notify};
+
+TEST(notifications_reregistering_from_the_callback_is_told_once)
+{
+    hostmem_config c = {sizeof c};
+    c.commit_limit = 10 * P;
+    IHostMemoryManager *m = make(&c);
+    REQUIRE(m);
+    struct runtime other;
+    runtime_init(&other);
+    struct reregister same = {{&reregister_vtbl}, m, NULL, 0};
+    struct reregister swap = {{&reregister_vtbl}, m, &other.iface, 0};
+    char *b = reserve(m, 10 * P);
+    CHECK_HR(IHostMemoryManager_RegisterMemoryNotificationCallback(m, &same.iface), S_OK);
+    CHECK_HR(commit(m, b, 9 * P, eTaskCritical), S_OK); /* 90%: Low */
+    CHECK_EQ(atomic_load(&same.count), 1);
+    CHECK_HR(IHostMemoryManager_VirtualFree(m, b, 9 * P, MEM_DECOMMIT), S_OK); /* High */
+    CHECK_EQ(atomic_load(&same.count), 2);
+    CHECK_HR(IHostMemoryManager_RegisterMemoryNotificationCallback(m, &swap.iface), S_OK);
+    CHECK_HR(commit(m, b, 9 * P, eTaskCritical), S_OK); /* Low again */
+    CHECK_EQ(atomic_load(&swap.count), 1);
+    CHECK_EQ(atomic_load(&other.count), 0); /* registered inside: told nothing twice */
+    CHECK_EQ(stats_of(m).notifications[eMemoryAvailableLow], 2);
+    CHECK_HR(IHostMemoryManager_RegisterMemoryNotificationCallback(m, NULL), S_OK);
+    CHECK_EQ(IHostMemoryManager_Release(m), 0);
+}
+
 TEST(notifications_callback_may_call_back_into_the_manager)
 {
     hostmem_config c = {sizeof c};
@@ -920,6 +984,7 @@ int main(void)
     RUN(notifications_fire_exactly_on_transitions_in_order);
     RUN(notifications_registration_replaces_and_counts_references);
     RUN(notifications_callback_may_call_back_into_the_manager);
+    RUN(notifications_reregistering_from_the_callback_is_told_once);
     RUN(cgroup_limit_read_from_fixture_v2_v1_and_none);
     RUN(get_memory_load_matches_counters_and_meminfo);
     RUN(machine_pressure_notifications_by_poll_and_monitor);
