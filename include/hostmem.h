@@ -416,6 +416,10 @@ typedef struct hostmem_config {
  */
 HRESULT hostmem_create(const hostmem_config *config, IHostMemoryManager **out);
 
+/* Why hostmem_create would refuse this configuration with E_INVALIDARG (a
+ * sentence for a person), or NULL if it would not. */
+const char *hostmem_config_problem(const hostmem_config *config);
+
 /* hostmem_stats.calls and call_failures: IHostMemoryManager's methods, and the
  * kinds of VirtualAlloc and VirtualFree a runtime makes most (each call counts
  * once under its method and once under its kind). */

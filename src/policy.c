@@ -540,6 +540,7 @@ HRESULT policy_init(struct manager *m, const hostmem_config *c)
     p->low = c->notify_low_load ? c->notify_low_load : DEFAULT_LOW_LOAD;
     p->high = c->notify_high_load ? c->notify_high_load : DEFAULT_HIGH_LOAD;
     p->hysteresis = c->notify_hysteresis ? c->notify_hysteresis : DEFAULT_HYSTERESIS;
+    hm_assert(p->low <= 100 && p->high < p->low && p->hysteresis <= p->low); /* config_problem */
     if (p->low > 100 || p->high >= p->low || p->hysteresis > p->low)
         return E_INVALIDARG;
     p->address_space_limit = c->address_space_limit;

@@ -931,6 +931,40 @@ TEST(native_api_table)
             "hostmem_create(low %u high %u hysteresis %u)", loads[i][0], loads[i][1], loads[i][2]);
         CHECK(m == NULL);
     }
+    /* issue 13: configurations that cannot work are refused at creation, with a reason */
+    static const size_t limits[] = {1, 100, 4095};
+    for (size_t i = 0; i < sizeof limits / sizeof limits[0]; i++) {
+        memset(&c, 0, sizeof c);
+        c.size = sizeof c;
+        c.commit_limit = limits[i];
+        m = (IHostMemoryManager *)1;
+        ROW(E_INVALIDARG, "issue 13: a commit limit under one page", hostmem_create(&c, &m),
+            "hostmem_create(commit_limit %zu)", limits[i]);
+        CHECK(m == NULL);
+        const char *why = hostmem_config_problem(&c);
+        CHECK(why && strstr(why, "commit_limit"));
+    }
+    memset(&c, 0, sizeof c);
+    c.size = sizeof c;
+    c.system_root = "/nonexistent/hostmem-root";
+    m = (IHostMemoryManager *)1;
+    ROW(E_INVALIDARG, "issue 13: a system_root with no readable files", hostmem_create(&c, &m),
+        "hostmem_create(system_root %s)", c.system_root);
+    CHECK(m == NULL);
+    CHECK(hostmem_config_problem(&c) && strstr(hostmem_config_problem(&c), "system_root"));
+    c.system_root = "/";
+    c.commit_limit = 4096 > hostmem_page_size() ? 4096 : hostmem_page_size(); /* one page: fine */
+    CHECK(hostmem_config_problem(&c) == NULL);
+    CHECK(hostmem_config_problem(NULL) == NULL);
+    for (size_t i = 0; i < sizeof loads / sizeof loads[0]; i++) {
+        memset(&c, 0, sizeof c);
+        c.size = sizeof c;
+        c.notify_low_load = loads[i][0];
+        c.notify_high_load = loads[i][1];
+        c.notify_hysteresis = loads[i][2];
+        CHECK(hostmem_config_problem(&c) != NULL);
+    }
+
     hostmem_lock_ops ops = {0};
     memset(&c, 0, sizeof c);
     c.size = sizeof c;

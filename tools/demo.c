@@ -165,7 +165,9 @@ int cmd_demo(int argc, char **argv)
     HRESULT hr = hostmem_create(&config, &m);
     if (hr != S_OK) {
         char rn[16];
-        fprintf(stderr, "hostmem demo: cannot create the manager: %s\n", cli_result_name(hr, rn, sizeof rn));
+        const char *why = hr == E_INVALIDARG ? hostmem_config_problem(&config) : NULL;
+        fprintf(stderr, "hostmem demo: cannot create the manager: %s%s%s\n", cli_result_name(hr, rn, sizeof rn),
+                why ? ": " : "", why ? why : "");
         return hr == E_INVALIDARG ? EXIT_USAGE : EXIT_MANAGER;
     }
     char text[160], sz[32];

@@ -792,7 +792,9 @@ int cmd_replay(int argc, char **argv)
     int status;
     if (hr != S_OK) {
         char rn[16];
-        fprintf(stderr, "hostmem replay: cannot create the manager: %s\n", cli_result_name(hr, rn, sizeof rn));
+        const char *why = hr == E_INVALIDARG ? hostmem_config_problem(&config) : NULL;
+        fprintf(stderr, "hostmem replay: cannot create the manager: %s%s%s\n", cli_result_name(hr, rn, sizeof rn),
+                why ? ": " : "", why ? why : "");
         status = hr == E_INVALIDARG ? EXIT_USAGE : EXIT_MANAGER;
     } else {
         status = execute(&r);
