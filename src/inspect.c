@@ -336,15 +336,21 @@ HRESULT hostmem_validate(IHostMemoryManager *manager, uint32_t flags, char *why,
     if (why && why_size)
         why[0] = 0;
     struct problem p = {why, why_size, 0};
+    /* The header promises S_OK, or E_FAIL with a description: a check that
+     * cannot be made (the kernel refused the memory for its lists, at
+     * vm.max_map_count say) is a failure that says so. */
     struct arena_list arenas;
-    if (arenas_sorted(m, &arenas) != S_OK)
-        return E_OUTOFMEMORY;
+    if (arenas_sorted(m, &arenas) != S_OK) {
+        complain(&p, "cannot check: the kernel refused memory for the list of arenas");
+        return E_FAIL;
+    }
     struct arena **list = arenas.items;
     uint32_t n = arenas.count;
     struct maps_list maps = {0};
     if ((flags & HOSTMEM_VALIDATE_KERNEL) && maps_read(m, &maps) != S_OK) {
         arenas_free(&arenas);
-        return E_OUTOFMEMORY;
+        complain(&p, "cannot check the kernel's view: /proc/self/maps could not be read into memory");
+        return E_FAIL;
     }
     struct expect_context kernel = {&maps, 0, &p};
     int slack_prot = reserved_prot(m->compact);

@@ -454,6 +454,33 @@ TEST(os_fault_sweep_compact_every_call_transient_and_persistent)
     sweep(HOSTMEM_COMPACT);
 }
 
+/* hostmem.h, issue 13: hostmem_validate answers S_OK, or E_FAIL with a
+ * description - also when the kernel refuses what the check itself needs. */
+TEST(validate_says_why_when_it_cannot_check)
+{
+    IHostMemoryManager *m;
+    REQUIRE_HR(hostmem_create(NULL, &m), S_OK);
+    void *p;
+    REQUIRE_HR(m->lpVtbl->VirtualAlloc(m, NULL, 4 * P, MEM_RESERVE | MEM_COMMIT, PAGE_READWRITE, eTaskCritical, &p), S_OK);
+    for (int at = 1; at <= 3; at++) {
+        char why[200] = "unchanged";
+        hostmem_os = &faulty;
+        arm(at, 1);
+        HRESULT hr = hostmem_validate(m, HOSTMEM_VALIDATE_KERNEL, why, sizeof why);
+        int fired = fault_fired;
+        arm(0, 0);
+        hostmem_os = &hostmem_os_linux;
+        if (!fired)
+            break;
+        CHECK_HR(hr, E_FAIL);
+        CHECK(why[0] != 0 && strcmp(why, "unchanged") != 0);
+    }
+    char why[200];
+    CHECK_HR(hostmem_validate(m, HOSTMEM_VALIDATE_KERNEL, why, sizeof why), S_OK);
+    CHECK_HR(m->lpVtbl->VirtualFree(m, p, 0, MEM_RELEASE), S_OK);
+    CHECK_EQ(m->lpVtbl->Release(m), 0);
+}
+
 /* SPEC §2: an unrecoverable OS failure gives E_FAIL once, then the disabled state. */
 TEST(os_unrecoverable_failure_disables_the_manager)
 {
@@ -746,6 +773,7 @@ int main(void)
     RUN(lock_enter_failures_are_returned_unchanged_and_nothing_changes);
     RUN(lock_enter_e_fail_disables_the_manager);
     RUN(lock_leave_not_owner_is_returned);
+    RUN(validate_says_why_when_it_cannot_check);
     RUN(default_lock_maps_etimedout_eownerdead_eperm);
     RUN(held_locks_time_out_and_virtualquery_still_answers);
     RUN(shutdown_makes_calls_clrnotavailable_and_returns_memory);
