@@ -1,13 +1,16 @@
 /*
  * arena.c - where reservations live: address space carved into granules.
  *
- * An arena is one kernel mapping of m->arena_size bytes (PROT_NONE in strict
- * mode, read-write in compact mode), G-aligned, whose granules are handed to
- * reservations. Neighbouring reservations with the same hardware protection
- * therefore share one kernel mapping, and a reservation that is never
- * committed costs no system call at all. Reservations bigger than a quarter of
- * an arena, and reservations at a caller's address outside every arena, get a
- * kernel mapping of their own (a standalone arena holding one reservation).
+ * An arena is one kernel mapping (PROT_NONE in strict mode, read-write in
+ * compact mode), G-aligned (or as aligned as the request that made it), whose
+ * granules are handed to reservations. Its size follows the rule at
+ * arena_size_for: small first, growing to m->arena_size, never more than a
+ * quarter of what the process's address-space limit leaves. Neighbouring
+ * reservations with the same hardware protection therefore share one kernel
+ * mapping, and a reservation that is never committed costs no system call at
+ * all. Reservations bigger than a quarter of m->arena_size (the largest arena),
+ * and reservations at a caller's address outside every arena, get a kernel
+ * mapping of their own (a standalone arena holding one reservation).
  *
  * Invariants: a granule's bit is set iff a live (or being-created) reservation
  * holds it; the address map says "slack of this arena" for every clear granule
@@ -26,6 +29,11 @@
 #define BOTTOM_UP_START ((uintptr_t)0x200000000000ull)
 #define BOTTOM_UP_FALLBACK ((uintptr_t)0x1000000000ull)
 #define ARENA_TABLE_CAPACITY ((uint32_t)1 << 20)
+#define ARENA_TABLE_LIMITED ((uint32_t)1 << 12) /* the least under an address-space limit */
+/* A manager's first arena, when no limit asks for less (arena_size_for), and
+ * under a limit made when the manager was created, that limit / FIRST_ARENA_SHARE. */
+#define FIRST_ARENA_SIZE ((size_t)64 << 20)
+#define FIRST_ARENA_SHARE 64
 
 static size_t arena_struct_bytes(uint32_t granules)
 {
@@ -38,10 +46,32 @@ static uintptr_t slack_entry(const struct manager *m, struct arena *a)
     return manager_tag(m) | (uintptr_t)a | ENTRY_SLACK;
 }
 
+/*
+ * The arena table has a slot for every arena and standalone reservation live at
+ * once; each holds a granule at least, so under an address-space limit L no
+ * more than L / G are live, and a million slots (8 MiB of address space) would
+ * take 4% of a 200 MB limit for every manager. Under a limit the table has
+ * L / G slots, never fewer than ARENA_TABLE_LIMITED (32 KiB), which is also
+ * what such a manager holds at most if the limit is raised later: the table
+ * cannot grow, because lock-free readers index it.
+ *
+ * A manager made under a limit L also starts with a first arena of L / 64 at
+ * most (3 MiB under 200 MB) rather than 64 MiB: a quarter of what is left
+ * (arena_size_for) alone would let the first few managers of a process that
+ * makes many take the room of all the others.
+ */
 HRESULT arena_init(struct manager *m)
 {
-    m->arena_capacity = ARENA_TABLE_CAPACITY;
+    uint64_t limit = os_address_limit();
+    uint64_t fit = limit == UINT64_MAX ? ARENA_TABLE_CAPACITY : limit >> g_granule_shift;
+    m->arena_capacity = fit >= ARENA_TABLE_CAPACITY ? ARENA_TABLE_CAPACITY
+                        : fit <= ARENA_TABLE_LIMITED ? ARENA_TABLE_LIMITED
+                                                     : (uint32_t)fit;
     m->next_hint = BOTTOM_UP_START;
+    m->arena_next = FIRST_ARENA_SIZE < m->arena_size ? FIRST_ARENA_SIZE : m->arena_size;
+    if (limit != UINT64_MAX && m->arena_next > limit / FIRST_ARENA_SHARE)
+        m->arena_next = granule_down(limit / FIRST_ARENA_SHARE) ? granule_down(limit / FIRST_ARENA_SHARE)
+                                                                : g_granule;
     void *table;
     int err = os_map(NULL, (size_t)m->arena_capacity * sizeof *m->arenas,
                      OS_PROT_READ | OS_PROT_WRITE, false, &table);
@@ -79,7 +109,8 @@ static HRESULT table_insert(struct manager *m, struct arena *a)
     return S_OK;
 }
 
-static HRESULT map_aligned_at(struct manager *m, uintptr_t hint, size_t size, uintptr_t *out);
+static HRESULT map_aligned_at(struct manager *m, uintptr_t hint, size_t size, size_t align,
+                              uintptr_t *out, int *refused);
 
 /* An unmap the library makes to give address space back; a refusal leaves it
  * mapped, unused, and is counted. */
@@ -91,18 +122,21 @@ static void unmap_counted(struct manager *m, uintptr_t base, size_t size, const 
 }
 
 /*
- * Maps size bytes aligned to G. Bottom-up space is placed low (from
- * BOTTOM_UP_START) so that MEM_TOP_DOWN reservations, placed by the kernel's
- * own top-down search, sit above it. When a sanitizer runtime refuses that
- * hint, try BOTTOM_UP_FALLBACK.
+ * Maps size bytes aligned to align (G or more). Bottom-up space is placed low
+ * (from BOTTOM_UP_START) so that MEM_TOP_DOWN reservations, placed by the
+ * kernel's own top-down search, sit above it. When a sanitizer runtime refuses
+ * that hint, try BOTTOM_UP_FALLBACK. A refusal is counted and its errno left
+ * in *refused (arena_create tries a smaller arena after ENOMEM).
  */
-static HRESULT map_aligned(struct manager *m, uintptr_t hint, size_t size, uintptr_t *out)
+static HRESULT map_aligned(struct manager *m, uintptr_t hint, size_t size, size_t align, uintptr_t *out,
+                           int *refused)
 {
-    HRESULT hr = map_aligned_at(m, hint, size, out);
+    HRESULT hr = map_aligned_at(m, hint, size, align, out, refused);
     if (hr != S_OK || !hint || *out == hint || hint < BOTTOM_UP_START)
         return hr;
     uintptr_t second = 0;
-    if (map_aligned_at(m, BOTTOM_UP_FALLBACK, size, &second) == S_OK) {
+    int ignored;
+    if (map_aligned_at(m, BOTTOM_UP_FALLBACK, size, align, &second, &ignored) == S_OK) {
         if (second == BOTTOM_UP_FALLBACK) {
             unmap_counted(m, *out, size, "munmap of a misplaced arena");
             *out = second;
@@ -113,26 +147,104 @@ static HRESULT map_aligned(struct manager *m, uintptr_t hint, size_t size, uintp
     return S_OK;
 }
 
-static HRESULT map_aligned_at(struct manager *m, uintptr_t hint, size_t size, uintptr_t *out)
+static HRESULT map_aligned_at(struct manager *m, uintptr_t hint, size_t size, size_t align,
+                              uintptr_t *out, int *refused)
 {
     void *p;
-    int err = os_map_aligned((void *)hint, size, g_granule, reserved_prot(m->compact), &p);
+    int err = os_map_aligned((void *)hint, size, align, reserved_prot(m->compact), &p);
+    *refused = err;
     if (err)
         return os_refused(m, err, "mmap of an arena");
     *out = (uintptr_t)p;
     return S_OK;
 }
 
-/* A new arena (arena lock held). */
-static HRESULT arena_create(struct manager *m, bool top_down, struct arena **out)
+/*
+ * How big a new arena is. A manager's first arena asks for FIRST_ARENA_SIZE and
+ * each next one for twice the last, up to m->arena_size: a manager that makes a
+ * few reservations does not take a GiB of address space, and one that makes a
+ * million reaches full arenas after four. An arena that must hold a request of
+ * more than a quarter of that size asks for more, up to m->arena_size (so a
+ * reservation never fills an arena alone unless the limit below forces it).
+ *
+ * Under an address-space limit (RLIMIT_AS, read at every new arena, so a limit
+ * changed mid-run is followed) an arena takes at most a quarter of what the
+ * limit leaves, the limit less the address space the process has mapped now:
+ * the rest stays for what else the process maps (thread stacks, malloc's own
+ * arenas, other managers, hostmem's metadata), and later arenas take a quarter
+ * of a smaller room. Never less than floor, the least that holds the request:
+ * the kernel then says whether even that fits.
+ */
+static size_t arena_asked(const struct manager *m, size_t floor)
+{
+    size_t size = m->arena_next;
+    while (size < m->arena_size && size / 4 < floor)
+        size *= 2;
+    return size < m->arena_size ? size : m->arena_size;
+}
+
+/* The address space the process has mapped (VmSize of /proc/self/status), or
+ * 0 when it cannot be read (then the limit alone bounds an arena). */
+static uint64_t process_mapped_bytes(void)
+{
+    char text[4096]; /* VmSize comes early; a longer file is cut, not misread */
+    size_t length;
+    if (os_read_file("/proc/self/status", text, sizeof text, &length) != 0)
+        return 0;
+    const char *field = strstr(text, "\nVmSize:");
+    if (!field)
+        return 0;
+    field += strlen("\nVmSize:");
+    while (*field == ' ' || *field == '\t')
+        field++;
+    uint64_t kib = 0;
+    while (*field >= '0' && *field <= '9')
+        kib = kib * 10 + (uint64_t)(*field++ - '0');
+    return kib << 10;
+}
+
+static size_t arena_size_for(const struct manager *m, size_t floor)
+{
+    size_t size = arena_asked(m, floor);
+    uint64_t limit = os_address_limit();
+    if (limit != UINT64_MAX) {
+        uint64_t mapped = process_mapped_bytes();
+        uint64_t share = limit > mapped ? (limit - mapped) / 4 : 0;
+        if (size > share)
+            size = (size_t)share;
+    }
+    size = granule_down(size);
+    return size > floor ? size : floor;
+}
+
+/* A new arena for a request of n granules aligned to align (arena lock held).
+ * The arena is aligned as the request is, so its floor is the request itself,
+ * not the request and the slack an alignment could cost (a heap's 4 MiB
+ * segment needs 4 MiB, not 8, under a tight limit). When the kernel refuses
+ * its size for want of memory (ENOMEM: the limit moved, another thread took
+ * the room, or the kernel's overcommit accounting), the size halves down to
+ * the floor; each refusal is counted (os_refused). */
+static HRESULT arena_create(struct manager *m, bool top_down, uint32_t n, size_t align,
+                            struct arena **out)
 {
     hm_assert(lock_held(m->arena_lock));
-    size_t size = m->arena_size;
-    uint32_t granules = (uint32_t)(size >> g_granule_shift);
+    size_t base_align = align > g_granule ? align : g_granule;
+    size_t floor = (size_t)n << g_granule_shift;
+    size_t size = arena_size_for(m, floor);
+    /* an aligned hint the kernel can honour in one mapping; a misaligned
+     * placement costs size + align of address space for a moment */
+    uintptr_t hint = top_down ? 0 : (m->next_hint + base_align - 1) & ~(uintptr_t)(base_align - 1);
+    bool fell_back = false;
     uintptr_t base;
-    HRESULT hr = map_aligned(m, top_down ? 0 : m->next_hint, size, &base);
-    if (hr != S_OK)
-        return hr;
+    int refused;
+    HRESULT hr;
+    while ((hr = map_aligned(m, hint, size, base_align, &base, &refused)) != S_OK) {
+        if (refused != ENOMEM || size == floor)
+            return hr;
+        size = granule_down(size / 2) > floor ? granule_down(size / 2) : floor;
+        fell_back = true;
+    }
+    uint32_t granules = (uint32_t)(size >> g_granule_shift);
     void *fresh = NULL;
     int err = radix_prepare(base, base + size, false);
     if (!err)
@@ -158,6 +270,11 @@ static HRESULT arena_create(struct manager *m, bool top_down, struct arena **out
     radix_store_range(base, base + size, slack_entry(m, a), false);
     if (!top_down)
         m->next_hint = base + size;
+    /* Growth follows what was asked, so a limit that is raised again gives full
+     * arenas at once; after a refusal it restarts from what the kernel gave, so
+     * every later arena does not pay the same refusals again. */
+    size_t grown = fell_back ? size : arena_asked(m, floor);
+    m->arena_next = grown < m->arena_size / 2 ? 2 * grown : m->arena_size;
     counter_add(&m->arena_bytes, size);
     counter_add(&m->arenas_live, 1);
     counter_add(&m->mapping_estimate, 1);
@@ -313,7 +430,8 @@ static HRESULT reserve_standalone(struct manager *m, uintptr_t base, size_t size
         if ((err = os_map((void *)base, span, reserved_prot(m->compact), true, &p)) != 0)
             return os_refused(m, err, "mmap of a reservation at a fixed address");
     } else {
-        if ((hr = map_aligned(m, top_down ? 0 : m->next_hint, span, &at)) != S_OK)
+        int refused;
+        if ((hr = map_aligned(m, top_down ? 0 : m->next_hint, span, g_granule, &at, &refused)) != S_OK)
             return hr;
         if ((err = radix_prepare(at, at + span, true)) != 0) {
             hr = os_refused(m, err, "mmap of an address-map leaf");
@@ -384,11 +502,11 @@ static HRESULT arena_pick(struct manager *m, uintptr_t base, uint32_t n, bool to
             return S_OK;
         }
     }
-    HRESULT hr = arena_create(m, top_down, &a);
+    HRESULT hr = arena_create(m, top_down, n, align, &a);
     if (hr != S_OK)
         return hr;
     if (!arena_find(a, n, align, first)) {
-        hm_unreachable("a fresh arena fits every reservation of a quarter arena or less");
+        hm_unreachable("a fresh arena is never smaller than the request that made it");
         return E_OUTOFMEMORY;
     }
     m->current[top_down] = *arena = a;
@@ -444,11 +562,17 @@ HRESULT arena_reserve_large(struct manager *m, uintptr_t address, size_t size, u
     return reserve_standalone(m, address, size, false, attr, prot, out);
 }
 
+/* The address-map entry that names a published r. */
+static uintptr_t reservation_entry(const struct manager *m, const struct reservation *r)
+{
+    uintptr_t kind = (r->flags & RES_HEAP_LARGE) ? ENTRY_HEAP_LARGE : (r->flags & RES_HEAP) ? ENTRY_HEAP : 0;
+    return manager_tag(m) | (uintptr_t)r | kind;
+}
+
 void arena_publish(struct manager *m, struct reservation *r)
 {
     uintptr_t base = atomic_load_explicit(&r->base, memory_order_relaxed), span = res_span(r);
-    uintptr_t kind = (r->flags & RES_HEAP_LARGE) ? ENTRY_HEAP_LARGE : (r->flags & RES_HEAP) ? ENTRY_HEAP : 0;
-    radix_store_range(base, base + span, manager_tag(m) | (uintptr_t)r | kind, res_arena(m, r)->standalone);
+    radix_store_range(base, base + span, reservation_entry(m, r), res_arena(m, r)->standalone);
 }
 
 /* Gives r's granules and records back; its address-map entries are already gone. */
@@ -550,4 +674,59 @@ uintptr_t arena_next_start(struct manager *m, uintptr_t address)
             best = base;
     }
     return best;
+}
+
+/* Is r published over its whole span (every granule names it)? */
+static bool published(const struct manager *m, const struct reservation *r, uintptr_t base)
+{
+    uintptr_t entry = reservation_entry(m, r);
+    for (uintptr_t g = base; g < base + res_span(r); g += g_granule)
+        if (radix_load(g) != entry)
+            return false;
+    return true;
+}
+
+/*
+ * After a fork, in the child (every lock is this thread's): what reservations
+ * in the making held - granules picked, or a standalone mapping made, but not
+ * yet published by a thread the child does not have - goes back. The counters
+ * are recounted after (vm_after_fork).
+ */
+void arena_after_fork(struct manager *m)
+{
+    uint32_t count = atomic_load_explicit(&m->arena_count, memory_order_relaxed);
+    for (uint32_t i = 0; i < count; i++) {
+        struct arena *a = atomic_load_explicit(&m->arenas[i], memory_order_relaxed);
+        if (!a)
+            continue;
+        uintptr_t base = atomic_load_explicit(&a->base, memory_order_relaxed);
+        uintptr_t end = atomic_load_explicit(&a->end, memory_order_relaxed);
+        if (a->standalone) {
+            uintptr_t e = radix_load(base);
+            struct reservation *r = entry_pointer(e);
+            if (e && entry_id(e) == m->id && !entry_is_slack(e) &&
+                atomic_load_explicit(&r->base, memory_order_relaxed) == base && published(m, r, base))
+                continue;
+            radix_store_range(base, end, 0, true);
+            unmap_counted(m, base, end - base, "munmap of a reservation a vanished thread was making");
+            atomic_store_explicit(&m->arenas[i], NULL, memory_order_relaxed);
+            slab_free(&m->arena_slab, a, arena_struct_bytes(0)); /* its record stays with the slab */
+            continue;
+        }
+        for (uint32_t g = 0; g < a->granules;) {
+            if (!bit_test(a, g)) {
+                g++;
+                continue;
+            }
+            uintptr_t at = base + ((uintptr_t)g << g_granule_shift);
+            struct reservation *r = radix_slot(at);
+            bool starts = r && atomic_load_explicit(&r->base, memory_order_relaxed) == at;
+            uint32_t n = starts ? (uint32_t)(res_span(r) >> g_granule_shift) : 1;
+            if (!starts || !published(m, r, at)) {
+                radix_store_range(at, at + ((uintptr_t)n << g_granule_shift), slack_entry(m, a), false);
+                range_clear(a, g, n);
+            }
+            g += n;
+        }
+    }
 }

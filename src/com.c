@@ -338,6 +338,7 @@ HRESULT hostmem_create(const hostmem_config *config, IHostMemoryManager **out)
     m->arena_size = c.arena_size;
     m->commit_limit = c.commit_limit;
     m->lock_ops = c.lock_ops ? *c.lock_ops : lock_posix_ops;
+    fork_install();
     /* Each step leaves what manager_destroy can take apart. */
     HRESULT hr = registry_add(m);
     if (hr == S_OK)

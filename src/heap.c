@@ -211,6 +211,7 @@ struct heap {
     struct ledger large;          /* base of a large block -> size */
     struct ledger debug;          /* DebugAlloc'd block -> file:line */
     struct heap *next_live;
+    bool fork_held;               /* fork.c: its lock entered before a fork */
 };
 
 static struct heap *heap_from(IHostMalloc *i)
@@ -1165,4 +1166,31 @@ HRESULT hostmem_heap_report(IHostMalloc *heap, FILE *out, size_t *live_blocks)
     if (live_blocks)
         *live_blocks = live;
     return S_OK;
+}
+
+/* ---- fork (fork.c) -------------------------------------------------------------------------------- */
+/* Before fork: the list of heaps, then every heap's lock, so that no heap is
+ * half-changed in the child. held[] records which locks were entered. */
+void heap_fork_prepare(void)
+{
+    pthread_mutex_lock(&live_lock);
+    for (struct heap *h = live_heaps; h; h = h->next_live)
+        h->fork_held = h->m->lock_ops.enter(h->m->lock_ops.context, h->lock, h->m->timeout_ms) == S_OK;
+}
+
+/* After fork, in the parent (child: true, in the child): the locks go back; a
+ * child whose heap lock could not be entered before the fork cannot trust the
+ * heap (its holder is gone), and its manager is disabled. */
+void heap_fork_finish(bool child)
+{
+    for (struct heap *h = live_heaps; h; h = h->next_live) {
+        if (h->fork_held) {
+            if (h->m->lock_ops.leave(h->m->lock_ops.context, h->lock) != S_OK && child)
+                lock_create(h->m, &h->lock); /* the host's lock would not be left: a new one */
+        } else if (child) {
+            manager_fail(h->m, "a heap's lock was held across fork by a thread the child does not have");
+        }
+        h->fork_held = false;
+    }
+    pthread_mutex_unlock(&live_lock);
 }

@@ -154,8 +154,12 @@ struct pool {
     void *free;
     char *bump;
     size_t left;
+    bool joined;               /* in pool.c's list (its lock) */
+    _Atomic bool joined_once;
 };
-#define POOL_INIT(object_size) {PTHREAD_MUTEX_INITIALIZER, (((object_size) + 15) & ~(size_t)15), NULL, NULL, 0}
+#define POOL_INIT(object_size) {PTHREAD_MUTEX_INITIALIZER, (((object_size) + 15) & ~(size_t)15), NULL, NULL, 0, false, false}
+void pool_fork_prepare(void) HIDDEN;
+void pool_fork_finish(void) HIDDEN;
 int pool_alloc(struct pool *pool, void **out) HIDDEN; /* zeroed; an errno */
 void pool_free(struct pool *pool, void *p) HIDDEN;
 
@@ -438,7 +442,7 @@ struct manager {
     uint32_t flags;
     DWORD timeout_ms;
     bool compact;
-    size_t arena_size;
+    size_t arena_size;        /* the largest arena; reservations above a quarter of it are standalone */
     size_t commit_limit;
     hostmem_lock_ops lock_ops;
     bool locks_created;
@@ -451,6 +455,8 @@ struct manager {
     uint32_t arena_capacity;
     struct arena *current[2];       /* allocation cursors: bottom-up, top-down */
     uintptr_t next_hint;
+    size_t arena_next;              /* the size the next arena asks for: small first, growing to
+                                       arena_size, the largest (arena.c's sizing rule; arena lock) */
 
     _Atomic size_t reserved_bytes;
     _Atomic size_t committed_bytes;
@@ -466,6 +472,9 @@ struct manager {
 
     struct stripe stripes[STRIPES];
     struct call_shard call_shards[CALL_SHARDS];
+    /* fork.c: which locks the forking thread entered before a fork */
+    uint64_t fork_stripes;
+    uint8_t fork_others; /* 1 arena, 2 callback, 4 external */
 };
 
 static inline struct manager *manager_from(IHostMemoryManager *i) { return (struct manager *)i; }
@@ -507,6 +516,17 @@ HRESULT registry_add(struct manager *m) HIDDEN;     /* takes an id; E_OUTOFMEMOR
 void registry_remove(struct manager *m) HIDDEN;     /* after its address-map entries are gone */
 void registry_each(void (*fn)(struct manager *m, void *context), void *context) HIDDEN;
 void registry_before_destroy(struct manager *m) HIDDEN; /* the tests' hook (registry.h) */
+void fork_install(void) HIDDEN; /* fork.c: the atfork handlers, once */
+void registry_fork_prepare(void (*each)(struct manager *m)) HIDDEN; /* fork.c */
+void registry_fork_finish(void (*each)(struct manager *m)) HIDDEN;
+
+/* After a fork, in the child (fork.c): each module puts right what threads
+ * that the child does not have left half-done. */
+void heap_fork_prepare(void) HIDDEN;
+void heap_fork_finish(bool child) HIDDEN;
+void arena_after_fork(struct manager *m) HIDDEN; /* unpublished reservations go */
+void vm_after_fork(struct manager *m) HIDDEN;    /* the counters, recounted from the map */
+void policy_after_fork(struct manager *m) HIDDEN; /* no sender, no waiter, no monitor */
 
 /* hresult.c: the funnels. Every refused system call goes through os_refused
  * (counted in os_refusals, described under HOSTMEM_DEBUG, mapped: EEXIST of a

@@ -48,6 +48,10 @@ struct hostmem_os_ops {
      * in the huge-page pool at once: ENOMEM when the pool cannot hold them. size is
      * a multiple of the huge page; fixed as for map. NULL: the seam has none. */
     int (*map_large)(void *hint, size_t size, int prot, int fixed, void **out);
+    /* The address space the process may map (RLIMIT_AS's soft limit, read now,
+     * so a limit changed mid-run is followed), in bytes; UINT64_MAX when there
+     * is none. NULL: the seam cannot tell, which counts as no limit. */
+    int (*address_limit)(uint64_t *bytes);
 };
 
 /* The table in force; tests swap it (never while another thread is inside hostmem). */
@@ -63,6 +67,10 @@ int os_find_mapping(uintptr_t address, struct os_mapping *found, uintptr_t *next
  * hint: as asked first (the kernel often gives an aligned address), else
  * over-mapped by align and trimmed. Uses the seam's map and unmap; an errno. */
 int os_map_aligned(void *hint, size_t size, size_t align, int prot, void **out);
+
+/* The process's address-space limit through the table in force (its
+ * address_limit): bytes, UINT64_MAX when there is none or the seam cannot tell. */
+uint64_t os_address_limit(void);
 
 size_t os_page_size(void);
 

@@ -1,7 +1,8 @@
 /*
  * os_linux.c - the only file that talks to the kernel about memory.
  *
- * Owns: mmap, munmap, mprotect, madvise and the reading of /proc/self/maps.
+ * Owns: mmap, munmap, mprotect, madvise, the reading of /proc/self/maps and
+ * of small /proc files, and getrlimit(RLIMIT_AS).
  * Must never: allocate heap memory (VirtualQuery reaches walk_mappings while
  * other threads may be suspended inside malloc), or map anything MAP_FIXED over
  * memory it was not given (reservations at fixed addresses use
@@ -15,6 +16,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #ifndef MAP_FIXED_NOREPLACE
@@ -243,6 +245,15 @@ static int linux_read_file(const char *path, char *buffer, size_t size, size_t *
     return 0;
 }
 
+static int linux_address_limit(uint64_t *bytes)
+{
+    struct rlimit limit;
+    if (getrlimit(RLIMIT_AS, &limit))
+        return errno;
+    *bytes = limit.rlim_cur == RLIM_INFINITY ? UINT64_MAX : (uint64_t)limit.rlim_cur;
+    return 0;
+}
+
 const struct hostmem_os_ops hostmem_os_linux = {
     .map = linux_map,
     .unmap = linux_unmap,
@@ -253,6 +264,7 @@ const struct hostmem_os_ops hostmem_os_linux = {
     .read_file = linux_read_file,
     .advise_huge = linux_advise_huge,
     .map_large = linux_map_large,
+    .address_limit = linux_address_limit,
 };
 
 const struct hostmem_os_ops *hostmem_os = &hostmem_os_linux;
@@ -311,6 +323,14 @@ int os_map_aligned(void *hint, size_t size, size_t align, int prot, void **out)
         hostmem_os->unmap((void *)(aligned + size), a + align - aligned);
     *out = (void *)aligned;
     return 0;
+}
+
+uint64_t os_address_limit(void)
+{
+    uint64_t bytes;
+    if (!hostmem_os->address_limit || hostmem_os->address_limit(&bytes))
+        return UINT64_MAX; /* unknown: as without a limit, the kernel still has the last word */
+    return bytes;
 }
 
 size_t os_page_size(void)

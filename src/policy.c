@@ -591,3 +591,13 @@ void policy_fini(struct manager *m)
         lock_destroy(m, p->external_lock);
     p->callback_lock = p->external_lock = NULL;
 }
+
+void policy_after_fork(struct manager *m)
+{
+    struct policy *p = &m->policy;
+    /* a thread that was sending or waiting is not in the child */
+    atomic_store(&p->delivering, 0);
+    atomic_store(&p->waiters, 0);
+    /* nor is the monitor: hostmem_poll_system still samples on demand */
+    p->monitor_running = false;
+}

@@ -37,9 +37,48 @@ void pages_free(struct manager *m, void *p, size_t bytes)
 
 _Atomic size_t pool_bytes; /* address space the pools keep for the process (tests account for it) */
 
+/* Every pool in use, for fork (a pool joins on its first allocation). */
+#define POOLS_MAX 8
+static pthread_mutex_t pools_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct pool *pools[POOLS_MAX];
+static unsigned pool_count;
+
+static void pool_join(struct pool *pool)
+{
+    pthread_mutex_lock(&pools_lock);
+    if (!pool->joined) {
+        hm_assert(pool_count < POOLS_MAX);
+        if (pool_count < POOLS_MAX)
+            pools[pool_count++] = pool;
+        pool->joined = true;
+    }
+    pthread_mutex_unlock(&pools_lock);
+}
+
+/* Before fork: every pool's mutex (leaves: taken last), so that no free list is
+ * half-changed in the child; after it, let go (the forking thread owns them in
+ * the child too). */
+void pool_fork_prepare(void)
+{
+    pthread_mutex_lock(&pools_lock);
+    for (unsigned i = 0; i < pool_count; i++)
+        pthread_mutex_lock(&pools[i]->lock);
+}
+
+void pool_fork_finish(void)
+{
+    for (unsigned i = pool_count; i-- > 0;)
+        pthread_mutex_unlock(&pools[i]->lock);
+    pthread_mutex_unlock(&pools_lock);
+}
+
 int pool_alloc(struct pool *pool, void **out)
 {
     geometry_ensure();
+    if (!atomic_load_explicit(&pool->joined_once, memory_order_acquire)) {
+        pool_join(pool);
+        atomic_store_explicit(&pool->joined_once, true, memory_order_release);
+    }
     pthread_mutex_lock(&pool->lock);
     void *p = pool->free;
     if (p) {

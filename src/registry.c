@@ -110,3 +110,19 @@ void hostmem_registry_each(void (*fn)(IHostMemoryManager *manager, int live, voi
     struct each_public e = {fn, context};
     registry_each(each_public_step, &e);
 }
+
+/* fork.c: the registry's lock is the first taken before a fork and the last
+ * let go after it; each runs for every manager in between. */
+void registry_fork_prepare(void (*each)(struct manager *m))
+{
+    pthread_mutex_lock(&registry_lock);
+    for (struct manager *m = registry_head; m; m = m->registry_next)
+        each(m);
+}
+
+void registry_fork_finish(void (*each)(struct manager *m))
+{
+    for (struct manager *m = registry_head; m; m = m->registry_next)
+        each(m);
+    pthread_mutex_unlock(&registry_lock);
+}

@@ -718,3 +718,47 @@ void vm_release_all(struct manager *m)
     atomic_store(&m->reserved_bytes, 0);
     atomic_store(&m->reservations, 0);
 }
+
+/* ---- fork -------------------------------------------------------------------------------- */
+/*
+ * After a fork, in the child: what vanished threads were making goes
+ * (arena_after_fork), then the counters are recounted from the map - a thread
+ * the child does not have may have charged the budget or reserved address space
+ * for a change it never made. Every lock is this thread's.
+ */
+void vm_after_fork(struct manager *m)
+{
+    arena_after_fork(m);
+    size_t reservations = 0, reserved = 0, committed = 0, heap = 0, mappings = 0;
+    uint32_t count = atomic_load_explicit(&m->arena_count, memory_order_relaxed);
+    for (uint32_t i = 0; i < count; i++) {
+        struct arena *a = atomic_load_explicit(&m->arenas[i], memory_order_relaxed);
+        if (!a)
+            continue;
+        mappings++;
+        uintptr_t g = atomic_load_explicit(&a->base, memory_order_relaxed);
+        uintptr_t end = atomic_load_explicit(&a->end, memory_order_relaxed);
+        while (g < end) {
+            uintptr_t e = radix_load(g);
+            struct reservation *r = entry_pointer(e);
+            if (!e || entry_id(e) != m->id || entry_is_slack(e) ||
+                atomic_load_explicit(&r->base, memory_order_relaxed) != g) {
+                g += g_granule;
+                continue;
+            }
+            size_t bytes = res_pages(r) << g_page_shift, held = reservation_committed(r) << g_page_shift;
+            reservations++;
+            reserved += bytes;
+            committed += held;
+            if (r->flags & RES_HEAP)
+                heap += held;
+            mappings += transitions(m, r, 0, res_pages(r));
+            g += res_span(r);
+        }
+    }
+    atomic_store(&m->reservations, reservations);
+    atomic_store(&m->reserved_bytes, reserved);
+    atomic_store(&m->committed_bytes, committed);
+    atomic_store(&m->heap_bytes, heap);
+    atomic_store(&m->mapping_estimate, mappings);
+}

@@ -23,7 +23,7 @@
 
 extern const hostmem_lock_ops lock_posix_ops;
 
-static size_t P;
+static size_t P, G;
 
 /* ---- a host lock that raises SIGUSR1 once, inside the manager ------------------- */
 static _Atomic int raise_armed;
@@ -132,15 +132,189 @@ TEST(signal_handler_inside_the_manager_queries_and_gets_not_owner)
     CHECK_EQ(IHostMemoryManager_Release(m), 0);
 }
 
+/* ---- fork ------------------------------------------------------------------------------- */
+#if defined(__SANITIZE_ADDRESS__)
+#define FORKS 100
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define FORKS 100
+#endif
+#endif
+#ifndef FORKS
+#define FORKS 300
+#endif
+
+static _Atomic int busy_stop;
+struct busy {
+    IHostMemoryManager *m;
+    IHostMalloc *heap;
+    void **shared; /* blocks this thread frees for another (cross-thread frees) */
+    unsigned seed;
+};
+
+/* A thread that is always inside the manager: reserve, commit, protect,
+ * decommit, release, query, and heap Alloc/Free of its own and others' blocks. */
+static void *busy_main(void *arg)
+{
+    struct busy *b = arg;
+    while (!atomic_load(&busy_stop)) {
+        b->seed = b->seed * 1103515245u + 12345u;
+        void *r, *p, *blk;
+        DWORD old;
+        MEMORY_BASIC_INFORMATION info;
+        SIZE_T n;
+        size_t pages = 1 + (b->seed >> 16) % 24;
+        if (IHostMemoryManager_VirtualAlloc(b->m, NULL, pages * P, MEM_RESERVE, PAGE_READWRITE, eTaskCritical, &r) == S_OK) {
+            if (IHostMemoryManager_VirtualAlloc(b->m, r, P, MEM_COMMIT, PAGE_READWRITE, eTaskCritical, &p) == S_OK) {
+                *(volatile char *)p = 1;
+                IHostMemoryManager_VirtualProtect(b->m, p, P, PAGE_READONLY, &old);
+                IHostMemoryManager_VirtualQuery(b->m, p, &info, sizeof info, &n);
+                IHostMemoryManager_VirtualFree(b->m, p, P, MEM_DECOMMIT);
+            }
+            IHostMemoryManager_VirtualFree(b->m, r, 0, MEM_RELEASE);
+        }
+        if (IHostMalloc_Alloc(b->heap, 16 + (b->seed >> 8) % 3000, eTaskCritical, &blk) == S_OK) {
+            void *other = atomic_exchange((_Atomic(void *) *)b->shared, blk);
+            if (other)
+                IHostMalloc_Free(b->heap, other);
+        }
+    }
+    return NULL;
+}
+
+/* In the child: the manager validates against the kernel, and every kind of
+ * call works; exit status 0 when all did. */
+static int child_uses(IHostMemoryManager *m, IHostMalloc *heap)
+{
+    alarm(10); /* a watchdog: a hang becomes a failure, not a stuck test */
+    char why[256];
+    if (hostmem_validate(m, HOSTMEM_VALIDATE_KERNEL, why, sizeof why) != S_OK) {
+        fprintf(stderr, "  child: validate after fork: %s\n", why);
+        return 1;
+    }
+    void *r, *p, *blk;
+    DWORD old;
+    if (IHostMemoryManager_VirtualAlloc(m, NULL, 16 * P, MEM_RESERVE, PAGE_READWRITE, eTaskCritical, &r) != S_OK ||
+        IHostMemoryManager_VirtualAlloc(m, r, 4 * P, MEM_COMMIT, PAGE_READWRITE, eTaskCritical, &p) != S_OK)
+        return 2;
+    memset(p, 0x77, 4 * P);
+    if (IHostMemoryManager_VirtualProtect(m, p, P, PAGE_READONLY, &old) != S_OK ||
+        IHostMemoryManager_VirtualFree(m, p, 2 * P, MEM_DECOMMIT) != S_OK)
+        return 3;
+    for (int i = 0; i < 100; i++) {
+        if (IHostMalloc_Alloc(heap, 24 + 40 * (size_t)i, eTaskCritical, &blk) != S_OK)
+            return 4;
+        memset(blk, i, 24);
+        if (IHostMalloc_Free(heap, blk) != S_OK)
+            return 5;
+    }
+    if (IHostMemoryManager_VirtualFree(m, r, 0, MEM_RELEASE) != S_OK)
+        return 6;
+    /* reservations all over the address space: every stripe lock, and arenas */
+    void *many[256];
+    for (int i = 0; i < 256; i++)
+        if (IHostMemoryManager_VirtualAlloc(m, NULL, (1 + (size_t)(i % 5)) * G, MEM_RESERVE | MEM_COMMIT,
+                                            PAGE_READWRITE, eTaskCritical, &many[i]) != S_OK)
+            return 6;
+    for (int i = 0; i < 256; i++)
+        if (IHostMemoryManager_VirtualFree(m, many[i], 0, MEM_RELEASE) != S_OK)
+            return 6;
+    if (hostmem_validate(m, HOSTMEM_VALIDATE_KERNEL, why, sizeof why) != S_OK) {
+        fprintf(stderr, "  child: validate after use: %s\n", why);
+        return 7;
+    }
+    return 0;
+}
+
+static _Atomic long host_lock_calls;
+static HRESULT c_enter(void *c, void *lock, DWORD timeout)
+{
+    atomic_fetch_add(&host_lock_calls, 1);
+    return lock_posix_ops.enter(c, lock, timeout);
+}
+static HRESULT c_leave(void *c, void *lock)
+{
+    atomic_fetch_add(&host_lock_calls, 1);
+    return lock_posix_ops.leave(c, lock);
+}
+static const hostmem_lock_ops counting_locks = {NULL, l_create, c_enter, c_leave, l_destroy};
+
+static void fork_while_busy(const hostmem_lock_ops *ops)
+{
+    hostmem_config c = {sizeof c};
+    c.lock_ops = ops;
+    IHostMemoryManager *m;
+    REQUIRE_HR(hostmem_create(&c, &m), S_OK);
+    IHostMalloc *heap;
+    REQUIRE_HR(IHostMemoryManager_CreateMalloc(m, MALLOC_THREADSAFE, &heap), S_OK);
+    void *shared = NULL;
+    struct busy b[3];
+    pthread_t t[3];
+    atomic_store(&busy_stop, 0);
+    for (int i = 0; i < 3; i++) {
+        b[i] = (struct busy){m, heap, &shared, 7u + (unsigned)i};
+        REQUIRE(pthread_create(&t[i], NULL, busy_main, &b[i]) == 0);
+    }
+    int failed = 0, statuses[8] = {0};
+    for (int k = 0; k < FORKS && failed < 5; k++) { /* five failures say enough */
+        pid_t pid = fork();
+        if (pid == 0)
+            _exit(child_uses(m, heap));
+        int status = 0;
+        waitpid(pid, &status, 0);
+        if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+            failed++;
+            statuses[WIFEXITED(status) ? WEXITSTATUS(status) & 7 : 0]++;
+        }
+    }
+    atomic_store(&busy_stop, 1);
+    for (int i = 0; i < 3; i++)
+        pthread_join(t[i], NULL);
+    if (failed)
+        TEST_FAIL_AT("%d children failed (of at most %d) (killed %d, validate %d/%d, calls %d)", failed, FORKS, statuses[0],
+                     statuses[1], statuses[7], statuses[2] + statuses[3] + statuses[4] + statuses[5] + statuses[6]);
+    if (shared)
+        CHECK_HR(IHostMalloc_Free(heap, shared), S_OK);
+    IHostMalloc_Release(heap);
+    CHECK_EQ(IHostMemoryManager_Release(m), 0); /* the parent went on undisturbed: it validates */
+}
+
+/* docs/host.md "fork": a child forked while three threads are inside the
+ * manager (reserve/commit/protect/decommit/release/query, heap Alloc and
+ * cross-thread Free) finds it consistent with the kernel and usable for every
+ * kind of call; the parent goes on. */
+TEST(fork_while_threads_are_inside_gives_a_usable_child)
+{
+    fork_while_busy(NULL);
+}
+
+/* The same under a host's own locks: they are entered before the fork and left
+ * after it, in parent and child, through the host's callbacks. */
+TEST(fork_under_host_locks_gives_the_host_its_say)
+{
+    long before = atomic_load(&host_lock_calls);
+    fork_while_busy(&counting_locks);
+    CHECK(atomic_load(&host_lock_calls) > before);
+}
+
 int main(void)
 {
     P = hostmem_page_size();
+    G = hostmem_granularity();
 #ifdef UNDER_TSAN
     /* ThreadSanitizer delivers a signal at its next safe point, not inside the lock */
     printf("test_host: the signal test is skipped under ThreadSanitizer (it defers signals)\n");
     (void)signal_handler_inside_the_manager_queries_and_gets_not_owner;
 #else
     RUN(signal_handler_inside_the_manager_queries_and_gets_not_owner);
+#endif
+#ifdef UNDER_TSAN
+    printf("test_host: the fork tests are skipped under ThreadSanitizer (it does not support fork with threads)\n");
+    (void)fork_while_threads_are_inside_gives_a_usable_child;
+    (void)fork_under_host_locks_gives_the_host_its_say;
+#else
+    RUN(fork_while_threads_are_inside_gives_a_usable_child);
+    RUN(fork_under_host_locks_gives_the_host_its_say);
 #endif
     return TEST_SUMMARY("test_host");
 }

@@ -29,7 +29,8 @@ vm 6
 query 6
 heap 7
 inspect 7
-com 8
+fork 8
+com 9
 "
 layer_of() {
     printf '%s\n' "$layers" | awk -v f="$1" '$1 == f { print $2 }'

@@ -208,7 +208,7 @@ const char cli_manager_options_help[] =
     "  --emergency-reserve SIZE   extra budget for process-critical requests\n"
     "  --appdomain-wait MS        how long appdomain-critical requests wait for memory\n"
     "  --lock-timeout MS          lock waits time out after MS milliseconds\n"
-    "  --arena-size SIZE          address space per arena (a multiple of 64K)\n"
+    "  --arena-size SIZE          the largest arena of address space (a multiple of 64K)\n"
     "  --compact                  compact mode: reserved pages not hardware-protected\n";
 
 static int option_value(int argc, char **argv, int *i, const char **value)

@@ -7,12 +7,39 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include "cli.h"
 
 static bool json, json_requested, colour;
 static int steps;
+static const char *short_of_room; /* the first step refused for want of address space */
+
+/* A step the demo sized to succeed: E_OUTOFMEMORY there means the process had
+ * no address space to give (a small RLIMIT_AS, `ulimit -v`), not a rule. */
+static void needs_room(HRESULT hr, const char *what)
+{
+    if (hr == E_OUTOFMEMORY && !short_of_room)
+        short_of_room = what;
+}
+
+/* Says why the walk could not run, and returns the exit code of a manager
+ * that could not be set up (docs/cli.md). */
+static int explain_no_room(void)
+{
+    struct rlimit limit;
+    if (getrlimit(RLIMIT_AS, &limit) == 0 && limit.rlim_cur != RLIM_INFINITY)
+        fprintf(stderr,
+                "hostmem demo: %s was refused for want of address space: the process's address-space\n"
+                "limit (RLIMIT_AS, ulimit -v) is %.1f MiB, and the demo needs about 16 MiB in all\n"
+                "(ulimit -v 16384). `hostmem info` shows the limit and what is left of it.\n",
+                short_of_room, (double)limit.rlim_cur / (double)(1 << 20));
+    else
+        fprintf(stderr, "hostmem demo: %s was refused: the kernel had no memory to give (E_OUTOFMEMORY)\n",
+                short_of_room);
+    return EXIT_MANAGER;
+}
 
 static const char *paint(const char *code)
 {
@@ -168,6 +195,9 @@ int cmd_demo(int argc, char **argv)
         const char *why = hr == E_INVALIDARG ? hostmem_config_problem(&config) : NULL;
         fprintf(stderr, "hostmem demo: cannot create the manager: %s%s%s\n", cli_result_name(hr, rn, sizeof rn),
                 why ? ": " : "", why ? why : "");
+        needs_room(hr, "creating the manager");
+        if (short_of_room)
+            return explain_no_room();
         return hr == E_INVALIDARG ? EXIT_USAGE : EXIT_MANAGER;
     }
     char text[160], sz[32];
@@ -187,18 +217,27 @@ int cmd_demo(int argc, char **argv)
     void *base = NULL, *p = NULL;
     hr = IHostMemoryManager_VirtualAlloc(m, NULL, 48 * P, MEM_RESERVE, PAGE_READWRITE, eTaskCritical, &base);
     step("VirtualAlloc(NULL, 48 pages, MEM_RESERVE, PAGE_READWRITE)", hr, "base is 64 KiB aligned: %s",
-         ((uintptr_t)base % G) == 0 ? "yes" : "no");
+         base && ((uintptr_t)base % G) == 0 ? "yes" : "no");
     if (hr != S_OK) {
         IHostMemoryManager_Release(m);
-        return EXIT_FAILED;
+        needs_room(hr, "the first reservation");
+        return short_of_room ? explain_no_room() : EXIT_FAILED;
     }
     char *b = base;
     hr = IHostMemoryManager_VirtualAlloc(m, b + P, 4 * P, MEM_COMMIT, PAGE_READWRITE, eTaskCritical, &p);
+    if (hr != S_OK) { /* the pages stay reserved: the walk cannot touch them */
+        step("VirtualAlloc(base+1 page, 4 pages, MEM_COMMIT, PAGE_READWRITE)", hr, NULL);
+        IHostMemoryManager_VirtualFree(m, base, 0, MEM_RELEASE);
+        IHostMemoryManager_Release(m);
+        needs_room(hr, "the first commit");
+        return short_of_room ? explain_no_room() : EXIT_FAILED;
+    }
     step("VirtualAlloc(base+1 page, 4 pages, MEM_COMMIT, PAGE_READWRITE)", hr, "new pages read zero: %s",
          b[P] == 0 && b[4 * P] == 0 ? "yes" : "no");
     memset(b + P, 0x5A, 4 * P);
     DWORD old = 0;
     hr = IHostMemoryManager_VirtualProtect(m, b + 3 * P, P, PAGE_READONLY, &old);
+    needs_room(hr, "VirtualProtect");
     cli_protect_name(old, text, sizeof text);
     step("VirtualProtect(base+3 pages, 1 page, PAGE_READONLY)", hr, "old protection %s", text);
 
@@ -233,14 +272,19 @@ int cmd_demo(int argc, char **argv)
     hr = IHostMemoryManager_VirtualFree(m, b + P, P, MEM_DECOMMIT);
     step("VirtualFree(base+1 page, 1 page, MEM_DECOMMIT)", hr, NULL);
     hr = IHostMemoryManager_VirtualAlloc(m, b + P, P, MEM_COMMIT, PAGE_READWRITE, eTaskCritical, &p);
-    step("VirtualAlloc(base+1 page, 1 page, MEM_COMMIT)", hr, "first byte 0x%02x (was 0x5a); its neighbour kept 0x%02x",
-         (unsigned char)b[P], (unsigned char)b[2 * P]);
+    needs_room(hr, "the recommit");
+    if (hr == S_OK) /* a page left decommitted cannot be read */
+        step("VirtualAlloc(base+1 page, 1 page, MEM_COMMIT)", hr,
+             "first byte 0x%02x (was 0x5a); its neighbour kept 0x%02x", (unsigned char)b[P], (unsigned char)b[2 * P]);
+    else
+        step("VirtualAlloc(base+1 page, 1 page, MEM_COMMIT)", hr, NULL);
 
     section("The budget and the critical levels",
             "A 64-page budget. Task-critical requests are refused at once; process-critical ones may use\n"
             "the emergency reserve (none here); the runtime hears Low as the load crosses 90%.");
     void *big = NULL;
     hr = IHostMemoryManager_VirtualAlloc(m, NULL, 60 * P, MEM_RESERVE | MEM_COMMIT, PAGE_READWRITE, eTaskCritical, &big);
+    needs_room(hr, "a reservation within the budget");
     step("VirtualAlloc(NULL, 60 pages, MEM_RESERVE|MEM_COMMIT, task)", hr, NULL);
     hr = IHostMemoryManager_VirtualAlloc(m, b + 8 * P, 8 * P, MEM_COMMIT, PAGE_READWRITE, eTaskCritical, &p);
     step("VirtualAlloc(base+8 pages, 8 pages, MEM_COMMIT, task)", hr, "over the budget: refused, nothing changed");
@@ -258,10 +302,12 @@ int cmd_demo(int argc, char **argv)
     section("A heap on host pages", "CreateMalloc gives the runtime an IHostMalloc whose pages the budget covers.");
     IHostMalloc *heap = NULL;
     hr = IHostMemoryManager_CreateMalloc(m, MALLOC_THREADSAFE, &heap);
+    needs_room(hr, "CreateMalloc");
     step("CreateMalloc(MALLOC_THREADSAFE)", hr, NULL);
     void *blocks[3] = {NULL, NULL, NULL};
     if (heap) {
         hr = IHostMalloc_DebugAlloc(heap, 100, eTaskCritical, (char *)"jit.cpp", 120, &blocks[0]);
+        needs_room(hr, "the heap's first block");
         step("DebugAlloc(100 bytes, \"jit.cpp\", 120)", hr, NULL);
         hr = IHostMalloc_DebugAlloc(heap, 5000, eTaskCritical, (char *)"loader.cpp", 77, &blocks[1]);
         step("DebugAlloc(5000 bytes, \"loader.cpp\", 77)", hr, NULL);
@@ -313,6 +359,8 @@ int cmd_demo(int argc, char **argv)
     IHostMemoryManager_VirtualFree(m, base, 0, MEM_RELEASE);
     IHostMemoryManager_RegisterMemoryNotificationCallback(m, NULL);
     IHostMemoryManager_Release(m);
+    if (short_of_room)
+        return explain_no_room();
     if (!json_requested)
         printf("\nEvery call above is an IHostMemoryManager or IHostMalloc method; docs/contract.md has the rules.\n");
     return EXIT_OK;

@@ -1,11 +1,14 @@
 /*
  * hostmem.c - the command-line tool: demo (the main job), replay, info.
  * Exit codes: 0 success, 1 a failed expectation or statement, 2 usage or
- * syntax error, 3 the manager could not be created.
+ * syntax error, 3 the manager could not be created (or, for demo, had no room
+ * under the process's address-space limit).
  */
 #define COBJMACROS
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #include "cli.h"
 
@@ -20,7 +23,8 @@ static const char usage[] =
     "                  heap comparison with mimalloc and jemalloc)\n"
     "  help [COMMAND]  this text, or a command's\n"
     "Exit codes: 0 success; 1 an expectation, check or statement failed; 2 usage or\n"
-    "syntax error; 3 the manager could not be created. See hostmem(1), docs/cli.md.\n";
+    "syntax error; 3 the manager could not be created (or had no room under ulimit -v).\n"
+    "See hostmem(1), docs/cli.md.\n";
 
 static long read_number(const char *path)
 {
@@ -47,10 +51,33 @@ static long count_lines(const char *path)
     return n;
 }
 
+/* The process's VmSize in bytes: what RLIMIT_AS bounds; 0 when unreadable. */
+static uint64_t mapped_bytes(void)
+{
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[256];
+    unsigned long long kib = 0;
+    while (f && fgets(line, sizeof line, f))
+        if (sscanf(line, "VmSize: %llu kB", &kib) == 1)
+            break;
+    if (f)
+        fclose(f);
+    return (uint64_t)kib << 10;
+}
+
+/* A manager's largest arena with default settings (hostmem.h: arena_size 0). */
+#define DEFAULT_LARGEST_ARENA ((size_t)1 << 30)
+
+static double mib(uint64_t bytes)
+{
+    return (double)bytes / (double)(1 << 20);
+}
+
 static const char info_help[] =
     "usage: hostmem info [--json]\n"
     "Page size, allocation granularity, overcommit mode, vm.max_map_count, kernel\n"
-    "mappings in use, the budget a manager with default settings applies (the\n"
+    "mappings in use, the address-space limit (RLIMIT_AS, ulimit -v) and the arenas\n"
+    "hostmem makes under it, the budget a manager with default settings applies (the\n"
     "cgroup's limit), and the memory load.\n";
 
 int cmd_info(int argc, char **argv)
@@ -75,10 +102,21 @@ int cmd_info(int argc, char **argv)
         fprintf(stderr, "hostmem info: cannot create a manager: %s\n", cli_result_name(hr, rn, sizeof rn));
         return EXIT_MANAGER;
     }
+    /* The first arena, measured, not predicted: one reservation makes it. */
+    struct rlimit as_limit;
+    bool limited = getrlimit(RLIMIT_AS, &as_limit) == 0 && as_limit.rlim_cur != RLIM_INFINITY;
+    uint64_t limit = limited ? (uint64_t)as_limit.rlim_cur : 0, mapped = mapped_bytes();
+    uint64_t left = limit > mapped ? limit - mapped : 0;
+    void *probe = NULL;
+    HRESULT probe_hr = IHostMemoryManager_VirtualAlloc(m, NULL, hostmem_granularity(), MEM_RESERVE, PAGE_NOACCESS,
+                                                       eTaskCritical, &probe);
     hostmem_stats s;
     memset(&s, 0, sizeof s);
     s.size = sizeof s;
     hostmem_get_stats(m, &s);
+    size_t first_arena = probe_hr == S_OK ? s.arena_bytes : 0;
+    if (probe_hr == S_OK)
+        IHostMemoryManager_VirtualFree(m, probe, 0, MEM_RELEASE);
     DWORD load = 0;
     SIZE_T available = 0;
     HRESULT load_hr = IHostMemoryManager_GetMemoryLoad(m, &load, &available);
@@ -88,11 +126,18 @@ int cmd_info(int argc, char **argv)
     long maps = count_lines("/proc/self/maps");
     static const char *modes[] = {"heuristic", "always", "never (strict accounting)"};
     if (json) {
+        char limit_text[32] = "null", left_text[32] = "null";
+        if (limited) {
+            snprintf(limit_text, sizeof limit_text, "%llu", (unsigned long long)limit);
+            snprintf(left_text, sizeof left_text, "%llu", (unsigned long long)left);
+        }
         printf("{\"version\": \"%s\", \"page_size\": %zu, \"granularity\": %zu, \"overcommit_memory\": %ld, "
-               "\"max_map_count\": %ld, \"kernel_mappings\": %ld, \"default_commit_limit\": %zu, "
-               "\"memory_load\": %d, \"available_bytes\": %zu}\n",
+               "\"max_map_count\": %ld, \"kernel_mappings\": %ld, \"address_space_limit\": %s, "
+               "\"address_space_left\": %s, \"first_arena\": %zu, \"largest_arena\": %zu, "
+               "\"default_commit_limit\": %zu, \"memory_load\": %d, \"available_bytes\": %zu}\n",
                HOSTMEM_VERSION_STRING, hostmem_page_size(), hostmem_granularity(), overcommit, max_maps, maps,
-               s.commit_limit, load_hr == S_OK ? (int)load : -1, load_hr == S_OK ? (size_t)available : 0);
+               limit_text, left_text, first_arena, DEFAULT_LARGEST_ARENA, s.commit_limit,
+               load_hr == S_OK ? (int)load : -1, load_hr == S_OK ? (size_t)available : 0);
         return EXIT_OK;
     }
     char a[32];
@@ -103,6 +148,19 @@ int cmd_info(int argc, char **argv)
            overcommit >= 0 && overcommit <= 2 ? modes[overcommit] : "unknown");
     printf("vm.max_map_count       %ld\n", max_maps);
     printf("kernel mappings        %ld in use by this process\n", maps);
+    if (!limited)
+        printf("address-space limit    none (RLIMIT_AS unlimited)\n");
+    else
+        printf("address-space limit    %.1f MiB (RLIMIT_AS), %.1f MiB of it left\n", mib(limit), mib(left));
+    if (!first_arena)
+        printf("arenas                 none: the kernel refused even a %zu KiB arena\n", hostmem_granularity() >> 10);
+    else if (!limited)
+        printf("arenas                 %.0f MiB first, each next twice the last, up to %.0f GiB\n", mib(first_arena),
+               mib(DEFAULT_LARGEST_ARENA) / 1024);
+    else
+        printf("arenas                 %.1f MiB first, each next twice the last, up to %.0f GiB, but never\n"
+               "                       more than a quarter of what the limit leaves\n",
+               mib(first_arena), mib(DEFAULT_LARGEST_ARENA) / 1024);
     printf("default budget         %s\n",
            s.commit_limit ? cli_size_text(s.commit_limit, a, sizeof a) : "none (no cgroup memory limit)");
     if (load_hr == S_OK)
