@@ -393,8 +393,8 @@ typedef struct hostmem_config {
     uint32_t flags;                   /* HOSTMEM_COMPACT */
     const hostmem_lock_ops *lock_ops; /* NULL = POSIX mutexes */
     size_t arena_size;                /* the largest arena, bytes of address space; 0 = 1 GiB
-                                         (arenas grow to it from 64 MiB, and stay within
-                                         what RLIMIT_AS leaves: docs/host.md) */
+                                         (under RLIMIT_AS, arenas grow to it from 64 MiB
+                                         and stay within what the limit leaves: docs/host.md) */
 
     /* policy (docs/policy.md) */
     size_t emergency_reserve;         /* bytes above the limit for eProcessCritical; 0 = none */

@@ -68,7 +68,14 @@ HRESULT arena_init(struct manager *m)
                         : fit <= ARENA_TABLE_LIMITED ? ARENA_TABLE_LIMITED
                                                      : (uint32_t)fit;
     m->next_hint = BOTTOM_UP_START;
-    m->arena_next = FIRST_ARENA_SIZE < m->arena_size ? FIRST_ARENA_SIZE : m->arena_size;
+    /* Without a limit the first arena is a whole one: address space is free
+     * then, and VirtualQuery measured ~10 ns slower (35-40 against 53-55 M
+     * queries/s, make bench's thread section) when a thousand reservations
+     * spanned three growing arenas instead of one. Under a limit, arenas start
+     * small and grow. */
+    m->arena_next = limit == UINT64_MAX ? m->arena_size
+                    : FIRST_ARENA_SIZE < m->arena_size ? FIRST_ARENA_SIZE
+                                                        : m->arena_size;
     if (limit != UINT64_MAX && m->arena_next > limit / FIRST_ARENA_SHARE)
         m->arena_next = granule_down(limit / FIRST_ARENA_SHARE) ? granule_down(limit / FIRST_ARENA_SHARE)
                                                                 : g_granule;
@@ -160,7 +167,8 @@ static HRESULT map_aligned_at(struct manager *m, uintptr_t hint, size_t size, si
 }
 
 /*
- * How big a new arena is. A manager's first arena asks for FIRST_ARENA_SIZE and
+ * How big a new arena is. Without an address-space limit, arena_size (arena_init
+ * starts arena_next there). Under one, a manager's first arena asks for FIRST_ARENA_SIZE and
  * each next one for twice the last, up to m->arena_size: a manager that makes a
  * few reservations does not take a GiB of address space, and one that makes a
  * million reaches full arenas after four. An arena that must hold a request of

@@ -402,9 +402,10 @@ static void lower_body(void)
     MEMORY_BASIC_INFORMATION before, after;
     SIZE_T n;
     CHECK_HR(IHostMemoryManager_VirtualQuery(m, first, &before, sizeof before, &n), S_OK);
-    CHECK_HR(reserve(m, 128 * MIB, 0, &p), E_OUTOFMEMORY); /* a new arena */
-    CHECK_HR(reserve(m, 512 * MIB, 0, &p), E_OUTOFMEMORY); /* standalone */
-    CHECK_HR(IHostMemoryManager_VirtualAlloc(m, NULL, 128 * MIB, MEM_RESERVE | MEM_COMMIT, PAGE_READWRITE,
+    /* more than a quarter arena: a mapping of its own, whatever the arena holds */
+    CHECK_HR(reserve(m, 300 * MIB, 0, &p), E_OUTOFMEMORY);
+    CHECK_HR(reserve(m, 512 * MIB, 0, &p), E_OUTOFMEMORY);
+    CHECK_HR(IHostMemoryManager_VirtualAlloc(m, NULL, 300 * MIB, MEM_RESERVE | MEM_COMMIT, PAGE_READWRITE,
                                              eTaskCritical, &p),
              E_OUTOFMEMORY);
     hostmem_stats s1 = stats_of(m);
@@ -439,12 +440,12 @@ static void raise_body(void)
     IHostMemoryManager *m = lowered(&first);
     REQUIRE(m);
     void *p;
-    CHECK_HR(reserve(m, 128 * MIB, 0, &p), E_OUTOFMEMORY);
-    size_t arena_bytes = stats_of(m).arena_bytes;
+    CHECK_HR(reserve(m, 300 * MIB, 0, &p), E_OUTOFMEMORY);
+    size_t reserved = stats_of(m).reserved_bytes;
     REQUIRE(limit_address_space(UINT64_MAX) == 0);
-    /* the limit is read at every new arena: the same call now succeeds */
-    CHECK_HR(reserve(m, 128 * MIB, 0, &p), S_OK);
-    CHECK(stats_of(m).arena_bytes >= arena_bytes + 128 * MIB);
+    /* the limit is read at every new mapping: the same call now succeeds */
+    CHECK_HR(reserve(m, 300 * MIB, 0, &p), S_OK);
+    CHECK(stats_of(m).reserved_bytes >= reserved + 300 * MIB);
     if (p) {
         CHECK_HR(commit(m, p, P), S_OK);
         CHECK_HR(validate(m), S_OK);
@@ -512,6 +513,7 @@ static void use_fake_seam(void)
 TEST(arenas_grow_from_64m_doubling_to_arena_size)
 {
     use_fake_seam();
+    fake_limit = (uint64_t)1 << 40; /* a limit in force, far away: arenas grow (none: whole ones) */
     IHostMemoryManager *m;
     REQUIRE_HR(hostmem_create(NULL, &m), S_OK);
     static const uint64_t expected[] = {64 * MIB, 128 * MIB, 256 * MIB, 512 * MIB, GIB, GIB};
@@ -563,7 +565,7 @@ TEST(arena_takes_a_quarter_of_what_the_limit_leaves)
 {
     use_fake_seam();
     IHostMemoryManager *m;
-    REQUIRE_HR(hostmem_create(NULL, &m), S_OK); /* before the limit: a first arena of 64 MiB asked */
+    REQUIRE_HR(hostmem_create(NULL, &m), S_OK); /* before the limit: whole arenas asked */
     fake_limit = LIMIT_200MB;
     fake_vm_size = 20000 * KIB;
     hostmem_stats last = stats_of(m);
@@ -580,11 +582,10 @@ TEST(arena_takes_a_quarter_of_what_the_limit_leaves)
     CHECK_HR(reserve(m, 3 * G, MEM_TOP_DOWN, &c), S_OK);
     CHECK_EQ(arena_added(m, &last), 3 * G);
 
-    /* the limit lifted: the growth went on while the limit held sizes down
-     * (64, 128, 256 MiB asked), so the fourth arena is 512 MiB at once */
+    /* the limit lifted: a manager made without one asks for whole arenas again */
     fake_limit = UINT64_MAX;
     CHECK_HR(reserve(m, G, MEM_TOP_DOWN, &d), S_OK);
-    CHECK_EQ(arena_added(m, &last), 512 * MIB);
+    CHECK_EQ(arena_added(m, &last), GIB);
     CHECK_EQ(refused_maps, 0);
     CHECK_HR(release(m, a), S_OK);
     CHECK_HR(release(m, b), S_OK);
@@ -622,6 +623,7 @@ TEST(first_arena_of_a_manager_made_under_a_limit_is_a_64th_of_it)
 TEST(kernel_refusal_halves_the_arena_down_to_the_request)
 {
     use_fake_seam();
+    fake_limit = (uint64_t)1 << 40; /* in force, far away: arenas start at 64 MiB */
     IHostMemoryManager *m;
     REQUIRE_HR(hostmem_create(NULL, &m), S_OK);
     refuse_above = 10 * MIB;
