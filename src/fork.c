@@ -25,33 +25,20 @@
 
 #include "internal.h"
 
-static bool enter(struct manager *m, void *lock)
-{
-    return m->lock_ops.enter(m->lock_ops.context, lock, m->timeout_ms) == S_OK;
-}
-
-/* Leaves a lock entered before the fork; in the child, a lock the host will not
- * let the only thread leave is replaced. */
-static void leave(struct manager *m, void **lock, bool child)
-{
-    if (m->lock_ops.leave(m->lock_ops.context, *lock) != S_OK && child)
-        lock_create(m, lock);
-}
-
 static void manager_prepare(struct manager *m)
 {
     m->fork_stripes = 0;
     m->fork_others = 0;
     if (!m->locks_created)
         return;
-    if (enter(m, m->arena_lock))
+    if (lock_fork_enter(m, m->arena_lock))
         m->fork_others |= 1;
     for (int i = 0; i < STRIPES; i++)
-        if (enter(m, m->stripes[i].lock))
+        if (lock_fork_enter(m, m->stripes[i].lock))
             m->fork_stripes |= (uint64_t)1 << i;
-    if (m->policy.callback_lock && enter(m, m->policy.callback_lock))
+    if (m->policy.callback_lock && lock_fork_enter(m, m->policy.callback_lock))
         m->fork_others |= 2;
-    if (m->policy.external_lock && enter(m, m->policy.external_lock))
+    if (m->policy.external_lock && lock_fork_enter(m, m->policy.external_lock))
         m->fork_others |= 4;
 }
 
@@ -62,14 +49,14 @@ static void manager_finish(struct manager *m, bool child)
     uint8_t others = 1 | (m->policy.callback_lock ? 2 : 0) | (m->policy.external_lock ? 4 : 0);
     bool all = m->fork_others == others && m->fork_stripes == ~(uint64_t)0;
     if (m->fork_others & 4)
-        leave(m, &m->policy.external_lock, child);
+        lock_fork_leave(m, &m->policy.external_lock, child);
     if (m->fork_others & 2)
-        leave(m, &m->policy.callback_lock, child);
+        lock_fork_leave(m, &m->policy.callback_lock, child);
     for (int i = STRIPES; i-- > 0;)
         if (m->fork_stripes >> i & 1)
-            leave(m, &m->stripes[i].lock, child);
+            lock_fork_leave(m, &m->stripes[i].lock, child);
     if (m->fork_others & 1)
-        leave(m, &m->arena_lock, child);
+        lock_fork_leave(m, &m->arena_lock, child);
     if (child) {
         policy_after_fork(m);
         if (!all)

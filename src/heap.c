@@ -1175,7 +1175,7 @@ void heap_fork_prepare(void)
 {
     pthread_mutex_lock(&live_lock);
     for (struct heap *h = live_heaps; h; h = h->next_live)
-        h->fork_held = h->m->lock_ops.enter(h->m->lock_ops.context, h->lock, h->m->timeout_ms) == S_OK;
+        h->fork_held = lock_fork_enter(h->m, h->lock);
 }
 
 /* After fork, in the parent (child: true, in the child): the locks go back; a
@@ -1185,8 +1185,7 @@ void heap_fork_finish(bool child)
 {
     for (struct heap *h = live_heaps; h; h = h->next_live) {
         if (h->fork_held) {
-            if (h->m->lock_ops.leave(h->m->lock_ops.context, h->lock) != S_OK && child)
-                lock_create(h->m, &h->lock); /* the host's lock would not be left: a new one */
+            lock_fork_leave(h->m, &h->lock, child);
         } else if (child) {
             manager_fail(h->m, "a heap's lock was held across fork by a thread the child does not have");
         }

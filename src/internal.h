@@ -143,6 +143,8 @@ bool lock_held(void *lock) HIDDEN; /* by this thread; known only in builds with 
 /* Through the host's ops; the default locks' refusals are counted (os_refused). */
 HRESULT lock_create(struct manager *m, void **lock) HIDDEN;
 void lock_destroy(struct manager *m, void *lock) HIDDEN;
+bool lock_fork_enter(struct manager *m, void *lock) HIDDEN;              /* fork.c, heap.c */
+void lock_fork_leave(struct manager *m, void **lock, bool child) HIDDEN;
 extern const hostmem_lock_ops lock_posix_ops HIDDEN;
 
 /* ---- the library's own memory (pool.c): never malloc ------------------------- */

@@ -160,6 +160,22 @@ void lock_destroy(struct manager *m, void *lock)
     m->lock_ops.destroy(m->lock_ops.context, lock);
 }
 
+/* Around a fork (fork.c): entered through the host's own callbacks, so that a
+ * host lock sees the fork too, without lock_enter's state check (a disabled
+ * manager's locks are taken as well). */
+bool lock_fork_enter(struct manager *m, void *lock)
+{
+    return m->lock_ops.enter(m->lock_ops.context, lock, m->timeout_ms) == S_OK;
+}
+
+/* Leaves a lock entered before the fork; in the child, a lock the host will not
+ * let the only thread leave is replaced by a new one. */
+void lock_fork_leave(struct manager *m, void **lock, bool child)
+{
+    if (m->lock_ops.leave(m->lock_ops.context, *lock) != S_OK && child)
+        lock_create(m, lock);
+}
+
 HRESULT lock_enter(struct manager *m, void *lock)
 {
     HRESULT hr = m->lock_ops.enter(m->lock_ops.context, lock, m->timeout_ms);
