@@ -156,10 +156,9 @@ struct pool {
     void *free;
     char *bump;
     size_t left;
-    bool joined;               /* in pool.c's list (its lock) */
-    _Atomic bool joined_once;
+    _Atomic bool joined;       /* in pool.c's list for fork */
 };
-#define POOL_INIT(object_size) {PTHREAD_MUTEX_INITIALIZER, (((object_size) + 15) & ~(size_t)15), NULL, NULL, 0, false, false}
+#define POOL_INIT(object_size) {PTHREAD_MUTEX_INITIALIZER, (((object_size) + 15) & ~(size_t)15), NULL, NULL, 0, false}
 void pool_fork_prepare(void) HIDDEN;
 void pool_fork_finish(void) HIDDEN;
 int pool_alloc(struct pool *pool, void **out) HIDDEN; /* zeroed; an errno */

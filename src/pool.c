@@ -43,14 +43,15 @@ static pthread_mutex_t pools_lock = PTHREAD_MUTEX_INITIALIZER;
 static struct pool *pools[POOLS_MAX];
 static unsigned pool_count;
 
+/* Set once, under pools_lock; read without it on every allocation. */
 static void pool_join(struct pool *pool)
 {
     pthread_mutex_lock(&pools_lock);
-    if (!pool->joined) {
+    if (!atomic_load_explicit(&pool->joined, memory_order_relaxed)) {
         hm_assert(pool_count < POOLS_MAX);
         if (pool_count < POOLS_MAX)
             pools[pool_count++] = pool;
-        pool->joined = true;
+        atomic_store_explicit(&pool->joined, true, memory_order_release);
     }
     pthread_mutex_unlock(&pools_lock);
 }
@@ -75,10 +76,8 @@ void pool_fork_finish(void)
 int pool_alloc(struct pool *pool, void **out)
 {
     geometry_ensure();
-    if (!atomic_load_explicit(&pool->joined_once, memory_order_acquire)) {
+    if (!atomic_load_explicit(&pool->joined, memory_order_acquire))
         pool_join(pool);
-        atomic_store_explicit(&pool->joined_once, true, memory_order_release);
-    }
     pthread_mutex_lock(&pool->lock);
     void *p = pool->free;
     if (p) {
