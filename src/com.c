@@ -256,15 +256,6 @@ static int is_manager(IHostMemoryManager *i)
 }
 
 /* ---- creation ------------------------------------------------------------------------- */
-/* Can a file of the policy's be read below root? */
-static bool root_readable(const char *root, const char *path)
-{
-    char full[512], text[64];
-    size_t length;
-    snprintf(full, sizeof full, "%s%s", root, path);
-    return os_read_file(full, text, sizeof text, &length) == 0;
-}
-
 /* The configuration's first problem, checked in field order; c has the
  * caller's fields (zero past its size). */
 static const char *config_problem(const hostmem_config *c)
@@ -276,21 +267,7 @@ static const char *config_problem(const hostmem_config *c)
     if (c->lock_ops && (!c->lock_ops->create || !c->lock_ops->enter || !c->lock_ops->leave ||
                         !c->lock_ops->destroy))
         return "lock_ops: create, enter, leave and destroy are all needed";
-    /* the watermarks as policy_init will use them (0: docs/policy.md's defaults) */
-    unsigned low = c->notify_low_load ? c->notify_low_load : 90;
-    unsigned high = c->notify_high_load ? c->notify_high_load : 60;
-    unsigned hysteresis = c->notify_hysteresis ? c->notify_hysteresis : 5;
-    if (low > 100)
-        return "notify_low_load: a percentage, at most 100";
-    if (high >= low)
-        return "notify_high_load: must be below notify_low_load (defaults 60 and 90)";
-    if (hysteresis > low)
-        return "notify_hysteresis: larger than notify_low_load";
-    const char *root = c->system_root;
-    if (root && strcmp(root, "/") && strcmp(root, "") && !root_readable(root, "/proc/meminfo") &&
-        !root_readable(root, "/proc/self/cgroup"))
-        return "system_root: neither proc/meminfo nor proc/self/cgroup can be read below it";
-    return NULL;
+    return policy_config_problem(c);
 }
 
 const char *hostmem_config_problem(const hostmem_config *config)

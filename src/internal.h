@@ -593,6 +593,8 @@ static inline void counter_sub(_Atomic size_t *c, size_t v)
  * decommit or fail to commit. Notifications are sent only by policy_deliver,
  * which callers run after every lock is left. */
 HRESULT policy_init(struct manager *m, const hostmem_config *c) HIDDEN;
+/* What in c the policy cannot work with (hostmem_config_problem), or NULL. */
+const char *policy_config_problem(const hostmem_config *c) HIDDEN;
 void policy_fini(struct manager *m) HIDDEN;
 bool policy_try_charge(struct manager *m, size_t bytes, EMemoryCriticalLevel level) HIDDEN;
 HRESULT policy_charge(struct manager *m, size_t bytes, EMemoryCriticalLevel level) HIDDEN; /* no lock held: may wait */

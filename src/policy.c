@@ -523,6 +523,37 @@ HRESULT policy_register(struct manager *m, ICLRMemoryNotificationCallback *callb
     return hr;
 }
 
+/* A watermark as configured, or its default (0). */
+static unsigned watermark(uint32_t configured, unsigned fallback)
+{
+    return configured ? configured : fallback;
+}
+
+/* Can a file of the policy's be read below root? */
+static bool root_readable(const char *root, const char *path)
+{
+    char full[512], text[64];
+    size_t length;
+    snprintf(full, sizeof full, "%s%s", root, path);
+    return os_read_file(full, text, sizeof text, &length) == 0;
+}
+
+const char *policy_config_problem(const hostmem_config *c)
+{
+    unsigned low = watermark(c->notify_low_load, DEFAULT_LOW_LOAD);
+    if (low > 100)
+        return "notify_low_load: a percentage, at most 100";
+    if (watermark(c->notify_high_load, DEFAULT_HIGH_LOAD) >= low)
+        return "notify_high_load: must be below notify_low_load (defaults 60 and 90)";
+    if (watermark(c->notify_hysteresis, DEFAULT_HYSTERESIS) > low)
+        return "notify_hysteresis: larger than notify_low_load";
+    const char *root = c->system_root;
+    if (root && strcmp(root, "/") && strcmp(root, "") && !root_readable(root, "/proc/meminfo") &&
+        !root_readable(root, "/proc/self/cgroup"))
+        return "system_root: neither proc/meminfo nor proc/self/cgroup can be read below it";
+    return NULL;
+}
+
 HRESULT policy_init(struct manager *m, const hostmem_config *c)
 {
     struct policy *p = &m->policy;
@@ -537,12 +568,10 @@ HRESULT policy_init(struct manager *m, const hostmem_config *c)
         atomic_init(&p->limit, policy_cgroup_limit(p->root));
     p->emergency = c->emergency_reserve;
     p->appdomain_wait_ms = c->appdomain_wait_ms ? c->appdomain_wait_ms : DEFAULT_APPDOMAIN_WAIT_MS;
-    p->low = c->notify_low_load ? c->notify_low_load : DEFAULT_LOW_LOAD;
-    p->high = c->notify_high_load ? c->notify_high_load : DEFAULT_HIGH_LOAD;
-    p->hysteresis = c->notify_hysteresis ? c->notify_hysteresis : DEFAULT_HYSTERESIS;
-    hm_assert(p->low <= 100 && p->high < p->low && p->hysteresis <= p->low); /* config_problem */
-    if (p->low > 100 || p->high >= p->low || p->hysteresis > p->low)
-        return E_INVALIDARG;
+    p->low = watermark(c->notify_low_load, DEFAULT_LOW_LOAD);
+    p->high = watermark(c->notify_high_load, DEFAULT_HIGH_LOAD);
+    p->hysteresis = watermark(c->notify_hysteresis, DEFAULT_HYSTERESIS);
+    hm_assert(!policy_config_problem(c)); /* hostmem_create refused it before */
     p->address_space_limit = c->address_space_limit;
     atomic_init(&p->machine_load, -1);
     atomic_init(&p->state, eMemoryAvailableHigh);

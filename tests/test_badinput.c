@@ -930,6 +930,7 @@ TEST(native_api_table)
         ROW(E_INVALIDARG, "hostmem.h: fields out of range (watermarks)", hostmem_create(&c, &m),
             "hostmem_create(low %u high %u hysteresis %u)", loads[i][0], loads[i][1], loads[i][2]);
         CHECK(m == NULL);
+        CHECK(hostmem_config_problem(&c) != NULL); /* and says why */
     }
     /* issue 13: configurations that cannot work are refused at creation, with a reason */
     static const size_t limits[] = {1, 100, 4095};
@@ -956,14 +957,6 @@ TEST(native_api_table)
     c.commit_limit = 4096 > hostmem_page_size() ? 4096 : hostmem_page_size(); /* one page: fine */
     CHECK(hostmem_config_problem(&c) == NULL);
     CHECK(hostmem_config_problem(NULL) == NULL);
-    for (size_t i = 0; i < sizeof loads / sizeof loads[0]; i++) {
-        memset(&c, 0, sizeof c);
-        c.size = sizeof c;
-        c.notify_low_load = loads[i][0];
-        c.notify_high_load = loads[i][1];
-        c.notify_hysteresis = loads[i][2];
-        CHECK(hostmem_config_problem(&c) != NULL);
-    }
 
     hostmem_lock_ops ops = {0};
     memset(&c, 0, sizeof c);
