@@ -469,6 +469,10 @@ typedef struct hostmem_stats {
     DWORD memory_state;          /* the EMemoryAvailable state last computed */
     size_t calls[HOSTMEM_METHODS];         /* calls of each method (HOSTMEM_METHOD_*) */
     size_t call_failures[HOSTMEM_METHODS]; /* of those, the ones that did not return S_OK */
+    size_t book_protected_pages; /* decommitted pages the kernel could not yet make inaccessible
+                                    (strict mode at vm.max_map_count): discarded and reserved, but
+                                    protected only in the manager's books until mappings are
+                                    available again (docs/host.md) */
 } hostmem_stats;
 HRESULT hostmem_get_stats(IHostMemoryManager *manager, hostmem_stats *stats);
 

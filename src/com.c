@@ -393,6 +393,7 @@ HRESULT hostmem_get_stats(IHostMemoryManager *manager, hostmem_stats *stats)
     for (size_t i = 0; i < sizeof s.refusals / sizeof s.refusals[0]; i++)
         s.refusals[i] = LOAD(p->refusals[i]);
     s.os_refusals = LOAD(m->os_refusals);
+    s.book_protected_pages = LOAD(m->book_protected);
     for (size_t i = 0; i < sizeof s.notifications / sizeof s.notifications[0]; i++)
         s.notifications[i] = LOAD(p->notifications[i]);
     for (unsigned k = 0; k < CALL_SHARDS; k++)

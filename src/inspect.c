@@ -285,9 +285,12 @@ static uint64_t check_runs(struct reservation *r, struct problem *p)
                      (uintmax_t)run_page(run), (uintmax_t)end);
         if (i > 0 && run_attr(reservation_run(r, i - 1)) == run_attr(run))
             complain(p, "reservation %p: runs %u and %u not merged", (void *)r, i - 1, i);
-        if (run_attr(run) && !protect_valid(run_attr(run)))
-            complain(p, "reservation %p: bad attribute %#x", (void *)r, run_attr(run));
-        if (run_attr(run))
+        unsigned attr = run_attr(run), protect = attr & ~ATTR_STALE;
+        if (attr && !protect_valid(protect))
+            complain(p, "reservation %p: bad attribute %#x", (void *)r, attr);
+        if ((attr & ATTR_STALE) && !(r->flags & RES_STALE))
+            complain(p, "reservation %p: stale run %u, not marked so", (void *)r, i);
+        if (attr_visible(attr))
             committed += end - run_page(run);
         /* the two latch copies agree */
         if (reservation_copy_count(r, 1) != n || reservation_copy_run(r, 1, i) != run)
@@ -354,7 +357,7 @@ HRESULT hostmem_validate(IHostMemoryManager *manager, uint32_t flags, char *why,
     }
     struct expect_context kernel = {&maps, 0, &p};
     int slack_prot = reserved_prot(m->compact);
-    size_t reservations = 0, reserved = 0, committed = 0;
+    size_t reservations = 0, reserved = 0, committed = 0, book_protected = 0;
     for (uint32_t i = 0; i < n; i++) {
         struct arena *a = list[i];
         uintptr_t base = atomic_load(&a->base), end = atomic_load(&a->end);
@@ -405,6 +408,7 @@ HRESULT hostmem_validate(IHostMemoryManager *manager, uint32_t flags, char *why,
             reservations++;
             reserved += res_pages(r) << g_page_shift;
             committed += c << g_page_shift;
+            book_protected += vm_book_protected(m, r);
             if (flags & HOSTMEM_VALIDATE_KERNEL) {
                 uint32_t runs = reservation_run_count(r);
                 uint64_t pages = res_pages(r);
@@ -433,6 +437,9 @@ HRESULT hostmem_validate(IHostMemoryManager *manager, uint32_t flags, char *why,
     if (committed != atomic_load(&m->committed_bytes))
         complain(&p, "%zu bytes committed, counter says %zu", committed,
                  atomic_load(&m->committed_bytes));
+    if (book_protected != atomic_load(&m->book_protected))
+        complain(&p, "%zu pages protected only in the books, counter says %zu", book_protected,
+                 atomic_load(&m->book_protected));
     maps_free(&maps);
     arenas_free(&arenas);
     return p.found ? E_FAIL : S_OK;

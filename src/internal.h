@@ -241,7 +241,8 @@ void radix_store_range(uintptr_t start, uintptr_t end, uintptr_t entry, bool who
 /* ---- reservations and their runs (reservation.c) ----------------------------- */
 /*
  * A run word: (first page << 16) | attribute. The attribute is the Windows
- * protection of a committed page (with its modifiers), 0 for a reserved page.
+ * protection of a committed page (with its modifiers), 0 for a reserved page,
+ * ATTR_STALE with the old protection for a stale one (below).
  * Runs are sorted, start at page 0, and are maximal: neighbours differ.
  */
 #define RUN_ATTR_BITS 16
@@ -252,6 +253,19 @@ _Static_assert(PROTECT_ALL_BITS <= RUN_ATTR_MASK, "a protection fits a run's att
 static inline uint64_t run_make(uint64_t page, unsigned attr) { return page << RUN_ATTR_BITS | attr; }
 static inline uint64_t run_page(uint64_t run) { return run >> RUN_ATTR_BITS; }
 static inline unsigned run_attr(uint64_t run) { return (unsigned)(run & RUN_ATTR_MASK); }
+/*
+ * A stale run: pages decommitted when the kernel could not give them their own
+ * mapping (at vm.max_map_count no mapping can be split). Reserved in the books
+ * (VirtualQuery, the budget, the statistics) and discarded, but their hardware
+ * protection is still the one of the committed attribute in the low bits, so
+ * protect_to_os of a stale attribute is the truth about the hardware. vm.c
+ * gives them reserved-page protection when the kernel allows (docs/host.md).
+ */
+#define ATTR_STALE 0x8000u
+_Static_assert(ATTR_STALE > PROTECT_ALL_BITS && ATTR_STALE <= RUN_ATTR_MASK,
+               "the stale mark is an attribute bit no protection uses");
+/* The attribute as Windows sees it: 0 (reserved) for a stale run. */
+static inline unsigned attr_visible(unsigned attr) { return (attr & ATTR_STALE) ? 0 : attr; }
 
 struct runbuf {
     _Atomic uint32_t capacity; /* fixed for the life of the memory */
@@ -268,6 +282,7 @@ struct runbuf {
 #define RES_HEAP 0x8u       /* a heap's segment: hidden from VirtualFree/Protect/commit */
 #define RES_HEAP_LARGE 0x10u /* with RES_HEAP: a large block rather than a segment */
 #define RES_LARGE_PAGES 0x20u /* with RES_STANDALONE: huge pages, committed for life */
+#define RES_STALE 0x40u     /* may hold stale runs (ATTR_STALE) */
 
 struct arena;
 /*
@@ -468,6 +483,10 @@ struct manager {
     _Atomic size_t mapping_estimate; /* kernel mappings the map implies (upper bound) */
     _Atomic size_t heap_bytes;
     _Atomic size_t os_refusals;     /* system calls the kernel refused (hresult.c's os_refused) */
+    _Atomic size_t book_protected;  /* pages of stale runs whose hardware is not reserved-page
+                                       protection: protected only in the books (vm.c) */
+    _Atomic uintptr_t stale_bases[8]; /* reservations that may hold stale runs, 0 = none (vm.c) */
+    _Atomic bool stale_overflow;    /* and more than fit there */
 
     struct policy policy;
 
@@ -578,6 +597,8 @@ HRESULT vm_protect(struct manager *m, void *address, SIZE_T size, DWORD protect,
                    DWORD *old) HIDDEN;
 HRESULT vm_query(struct manager *m, void *address, MEMORY_BASIC_INFORMATION *info) HIDDEN;
 void vm_release_all(struct manager *m) HIDDEN;
+/* Pages of r protected only in the books (hostmem_stats.book_protected_pages). */
+size_t vm_book_protected(struct manager *m, const struct reservation *r) HIDDEN;
 
 /* counters */
 static inline void counter_add(_Atomic size_t *c, size_t v)

@@ -148,7 +148,7 @@ uint64_t reservation_committed(const struct reservation *r)
     uint64_t committed = 0;
     for (uint32_t i = 0; i < w.n; i++) {
         uint64_t run = runs_view_get(&w, i);
-        if (run_attr(run))
+        if (attr_visible(run_attr(run)))
             committed += runs_view_end(&w, i) - run_page(run);
     }
     return committed;
@@ -198,7 +198,17 @@ static void emit(struct sink *k, uint64_t page, unsigned attr)
     k->last = attr;
 }
 
-/* The runs of src with pages [first, end) set to attr, into k. */
+/* What a page of attribute old becomes when its range takes attr: attr, but
+ * for ATTR_STALE (a decommit that keeps the hardware protection), which marks
+ * committed pages stale and leaves the others as they are. */
+static inline unsigned changed_attr(unsigned old, unsigned attr)
+{
+    if (attr != ATTR_STALE)
+        return attr;
+    return attr_visible(old) ? old | ATTR_STALE : old;
+}
+
+/* The runs of src with pages [first, end) changed by attr, into k. */
 static void compute(const struct runs_view *src, uint64_t first, uint64_t end, unsigned attr,
                     struct sink *k)
 {
@@ -217,13 +227,18 @@ static void compute(const struct runs_view *src, uint64_t first, uint64_t end, u
             break;
         emit(k, run_page(run), run_attr(run));
     }
-    emit(k, first, attr);
-    /* the runs that end after end: from the one holding page first - 1, if any */
+    /* from the run holding page first - 1, if any: the range, then what follows */
     for (i = i ? i - 1 : 0; i < n; i++) {
-        uint64_t run = runs_view_get(src, i);
-        if (runs_view_end(src, i) <= end)
+        uint64_t run = runs_view_get(src, i), s = run_page(run), e = runs_view_end(src, i);
+        if (e <= first)
             continue;
-        emit(k, run_page(run) > end ? run_page(run) : end, run_attr(run));
+        if (s >= end) {
+            emit(k, s, run_attr(run));
+            continue;
+        }
+        emit(k, s > first ? s : first, changed_attr(run_attr(run), attr));
+        if (e > end)
+            emit(k, end, run_attr(run));
     }
 }
 
@@ -433,9 +448,18 @@ int reservation_read(struct reservation *r, uintptr_t entry_expected, uintptr_t 
                 if (n) {
                     uint64_t run = atomic_load_explicit(&b->run[lo], memory_order_relaxed);
                     first = run_page(run);
-                    attr = run_attr(run);
-                    if (lo + 1 < n)
-                        end = run_page(atomic_load_explicit(&b->run[lo + 1], memory_order_relaxed));
+                    attr = attr_visible(run_attr(run));
+                    hi = lo + 1;
+                    if (!attr) { /* reserved: stale runs beside it read as one region */
+                        for (; lo > 0 && !attr_visible(run_attr(atomic_load_explicit(
+                                             &b->run[lo - 1], memory_order_relaxed)));
+                             lo--)
+                            first = run_page(atomic_load_explicit(&b->run[lo - 1], memory_order_relaxed));
+                        while (hi < n && !attr_visible(run_attr(atomic_load_explicit(&b->run[hi], memory_order_relaxed))))
+                            hi++;
+                    }
+                    if (hi < n)
+                        end = run_page(atomic_load_explicit(&b->run[hi], memory_order_relaxed));
                 }
             }
         }

@@ -88,6 +88,7 @@ struct locked {
     struct reservation *r;
     struct stripe *stripe;
     uintptr_t base, end; /* the reservation's pages */
+    bool went_stale;     /* the change left pages stale (the mapping ceiling) */
 };
 
 /*
@@ -118,6 +119,7 @@ static HRESULT reservation_lock(struct manager *m, uintptr_t address, HRESULT no
         if (radix_load(address) == e && atomic_load_explicit(&r->base, memory_order_relaxed) == view.base) {
             out->r = r;
             out->stripe = stripe;
+            out->went_stale = false;
             out->base = view.base;
             out->end = view.base + (res_pages(r) << g_page_shift);
             if (address >= out->end) {
@@ -175,6 +177,7 @@ struct survey {
     uintptr_t committed_start, committed_end;
     unsigned first_attr;
     bool first_seen;
+    uintptr_t stale_start, stale_end; /* stale pages in the range: first and last piece */
 };
 
 static int survey_step(void *context, const struct piece *piece)
@@ -186,8 +189,13 @@ static int survey_step(void *context, const struct piece *piece)
     }
     if (protect_to_os(piece->attr, s->compact) != s->new_prot)
         s->prot_differs = true;
-    if (piece->attr == 0) {
+    if (!attr_visible(piece->attr)) {
         s->any_reserved = true;
+        if (piece->attr) {
+            if (!s->stale_start)
+                s->stale_start = piece->start;
+            s->stale_end = piece->end;
+        }
     } else {
         s->committed_pages += (piece->end - piece->start) >> g_page_shift;
         if (!s->committed_start)
@@ -329,6 +337,173 @@ static bool edges_are_boundaries(struct manager *m, struct locked *l, uintptr_t 
     return right != -1 && right != last;
 }
 
+/* ---- the mapping ceiling: stale pages ---------------------------------------------
+ * At vm.max_map_count the kernel refuses an mprotect that would split a
+ * mapping. A decommit must not fail for that (Windows' never does, and a
+ * runtime decommits when memory is short): its pages are discarded and
+ * reserved in the books, but keep their hardware protection as stale runs
+ * (ATTR_STALE), which get reserved-page protection when the kernel allows it -
+ * before the next change of their reservation, and after any VirtualFree that
+ * gave mappings back (stale_restore_all). */
+
+/* Pages of r in [lo, hi) protected only in the books: stale, with hardware
+ * protection other than reserved pages have. */
+static size_t book_protected(struct manager *m, const struct reservation *r, uint64_t lo, uint64_t hi)
+{
+    if (!(r->flags & RES_STALE))
+        return 0;
+    struct runs_view w;
+    reservation_view(r, &w);
+    bool compact = res_compact(m, r);
+    int reserved = protect_to_os(0, compact);
+    size_t pages = 0;
+    for (uint32_t i = 0; i < w.n; i++) {
+        unsigned attr = run_attr(runs_view_get(&w, i));
+        uint64_t s = run_page(runs_view_get(&w, i)), e = runs_view_end(&w, i);
+        if (!(attr & ATTR_STALE) || protect_to_os(attr, compact) == reserved)
+            continue;
+        s = s > lo ? s : lo;
+        e = e < hi ? e : hi;
+        if (s < e)
+            pages += e - s;
+    }
+    return pages;
+}
+
+size_t vm_book_protected(struct manager *m, const struct reservation *r)
+{
+    return book_protected(m, r, 0, res_pages(r));
+}
+
+#define STALE_SLOTS (sizeof ((struct manager *)0)->stale_bases / sizeof(uintptr_t))
+
+/* Remembers that the reservation at base may hold stale runs (its lock held). */
+static void stale_note(struct manager *m, uintptr_t base)
+{
+    for (size_t i = 0; i < STALE_SLOTS; i++)
+        if (atomic_load_explicit(&m->stale_bases[i], memory_order_relaxed) == base)
+            return;
+    for (size_t i = 0; i < STALE_SLOTS; i++) {
+        uintptr_t empty = 0;
+        if (atomic_compare_exchange_strong(&m->stale_bases[i], &empty, base))
+            return;
+    }
+    atomic_store(&m->stale_overflow, true);
+}
+
+static void stale_forget(struct manager *m, uintptr_t base)
+{
+    for (size_t i = 0; i < STALE_SLOTS; i++) {
+        uintptr_t expected = base;
+        atomic_compare_exchange_strong(&m->stale_bases[i], &expected, 0);
+    }
+}
+
+/*
+ * Gives the stale runs of a locked reservation reserved-page protection where
+ * the kernel allows it now. S_OK when none is left, E_OUTOFMEMORY when the
+ * kernel still refuses some (they stay as they were), E_FAIL when a refusal
+ * could not be undone.
+ */
+static HRESULT stale_restore(struct manager *m, struct locked *l)
+{
+    hm_assert(lock_held(l->stripe->lock));
+    struct reservation *r = l->r;
+    bool compact = res_compact(m, r);
+    int reserved = protect_to_os(0, compact);
+    HRESULT result = S_OK;
+    for (uint64_t from = 0;;) {
+        struct runs_view w;
+        reservation_view(r, &w);
+        uint32_t i = 0;
+        while (i < w.n && (runs_view_end(&w, i) <= from || !(run_attr(runs_view_get(&w, i)) & ATTR_STALE)))
+            i++;
+        if (i == w.n)
+            break;
+        uint64_t run = runs_view_get(&w, i), lo = run_page(run), hi = runs_view_end(&w, i);
+        from = hi;
+        uintptr_t spare[2];
+        int err = reservation_prepare(&l->stripe->slab, r, reservation_count_after(r, lo, hi, 0), spare);
+        if (err) { /* cannot happen: the runs only merge */
+            hm_unreachable("a run buffer for fewer runs");
+            return os_refused(m, err, "mmap of a run buffer");
+        }
+        if (protect_to_os(run_attr(run), compact) != reserved) {
+            HRESULT hr = protect_range(m, l, l->base + (lo << g_page_shift), l->base + (hi << g_page_shift),
+                                       reserved);
+            if (hr != S_OK) {
+                reservation_unprepare(&l->stripe->slab, spare);
+                if (hr == E_FAIL)
+                    return hr;
+                result = hr;
+                continue;
+            }
+        }
+        size_t before = transitions(m, r, lo, hi), hidden = book_protected(m, r, lo, hi);
+        reservation_apply(&l->stripe->slab, r, lo, hi, 0, spare);
+        atomic_fetch_add_explicit(&m->mapping_estimate, transitions(m, r, lo, hi) - before,
+                                  memory_order_relaxed);
+        counter_sub(&m->book_protected, hidden);
+    }
+    if (result == S_OK)
+        r->flags &= ~RES_STALE;
+    return result;
+}
+
+/* Tries stale_restore on the reservation at base; true when it holds no stale
+ * run any more (or is gone). No lock held. */
+static bool stale_restore_at(struct manager *m, uintptr_t base, uintptr_t *next)
+{
+    struct locked l;
+    HRESULT hr = reservation_lock(m, base, S_FALSE, 0, &l);
+    if (hr != S_OK)
+        return hr == S_FALSE; /* gone (or a heap's: never stale), or the lock refused */
+    if (next)
+        *next = l.base + granule_up(l.end - l.base);
+    bool done = l.base != base || !(l.r->flags & RES_STALE) || stale_restore(m, &l) == S_OK;
+    unlock(m, &l, S_OK);
+    return done;
+}
+
+/*
+ * After a VirtualFree that gave mappings back: the stale pages of every
+ * reservation get their protection where the kernel allows it now - those
+ * remembered, then, if more went stale than could be remembered and the
+ * remembered are done, every reservation's. No lock held.
+ */
+static void stale_restore_all(struct manager *m)
+{
+    if (!atomic_load_explicit(&m->book_protected, memory_order_relaxed))
+        return;
+    bool left = false;
+    for (size_t i = 0; i < STALE_SLOTS; i++) {
+        uintptr_t base = atomic_load_explicit(&m->stale_bases[i], memory_order_relaxed);
+        if (!base)
+            continue;
+        if (stale_restore_at(m, base, NULL))
+            atomic_compare_exchange_strong(&m->stale_bases[i], &base, 0);
+        else
+            left = true;
+    }
+    if (left || !atomic_exchange(&m->stale_overflow, false))
+        return;
+    uint32_t count = atomic_load_explicit(&m->arena_count, memory_order_acquire);
+    for (uint32_t i = 0; i < count; i++) {
+        struct arena *a = atomic_load_explicit(&m->arenas[i], memory_order_acquire);
+        if (!a)
+            continue;
+        uintptr_t g = atomic_load_explicit(&a->base, memory_order_relaxed);
+        uintptr_t end = atomic_load_explicit(&a->end, memory_order_relaxed);
+        while (g < end) {
+            uintptr_t e = radix_load(g), next = g + g_granule;
+            if (e && entry_id(e) == m->id && !entry_is_slack(e) && !entry_is_heap(e) &&
+                !stale_restore_at(m, g, &next))
+                stale_note(m, g);
+            g = next > g ? next : g + g_granule;
+        }
+    }
+}
+
 /* Pages [start,end) of a locked reservation take attr (commit, decommit, protect).
  * A commit's bytes are already charged to the budget by the caller. */
 static HRESULT change_range(struct manager *m, struct locked *l, uintptr_t start, uintptr_t end,
@@ -338,13 +513,28 @@ static HRESULT change_range(struct manager *m, struct locked *l, uintptr_t start
     hm_assert(l->base <= start && start < end && end <= l->end && page_aligned(start) && page_aligned(end));
     struct reservation *r = l->r;
     if ((r->flags & RES_LARGE_PAGES) && (attr == 0 || !large_aligned(start, end)))
-        return E_INVALIDARG; /* huge pages stay committed, and change whole */
+        return E_INVALIDARG; /* huge pages are never decommitted, and change whole */
+    if (r->flags & RES_STALE) {
+        /* stale pages first get their protection if the kernel allows it now:
+         * the change then starts from the hardware the books mean */
+        if (stale_restore(m, l) == E_FAIL)
+            return E_FAIL;
+        survey_to(m, l, start, end, s->new_prot, s);
+    }
     uint64_t first = (start - l->base) >> g_page_shift, last = (end - l->base) >> g_page_shift;
     uintptr_t spare[2];
     int err = reservation_prepare(&l->stripe->slab, r, reservation_count_after(r, first, last, attr), spare);
     if (err)
         return os_refused(m, err, "mmap of a run buffer");
     HRESULT hr;
+    /* Recommitted stale pages read zero, whatever was written to them while
+     * only the books protected them. They are reserved in the books: a refused
+     * discard leaves nothing changed. */
+    if (attr && s->stale_start &&
+        (err = os_discard((void *)s->stale_start, s->stale_end - s->stale_start)) != 0) {
+        reservation_unprepare(&l->stripe->slab, spare);
+        return os_refused(m, err, "madvise(MADV_DONTNEED) of stale pages");
+    }
     bool discard = attr == 0 && s->committed_pages;
     /* Decommit: the memory goes back to the OS; the pages read zero when
      * committed again. A discard cannot be undone, so it comes after the
@@ -357,8 +547,20 @@ static HRESULT change_range(struct manager *m, struct locked *l, uintptr_t start
         reservation_unprepare(&l->stripe->slab, spare);
         return os_refused_stuck(m, err, "madvise(MADV_DONTNEED)");
     }
+    unsigned applied = attr;
     if (s->prot_differs) {
         hr = protect_range(m, l, start, end, s->new_prot);
+        if (hr == E_OUTOFMEMORY && discard && !discard_first) {
+            /* The mapping ceiling: the decommit goes on, and its pages stay
+             * stale until the kernel lets them have their protection. */
+            reservation_unprepare(&l->stripe->slab, spare);
+            err = reservation_prepare(&l->stripe->slab, r, reservation_count_after(r, first, last, ATTR_STALE),
+                                      spare);
+            if (err)
+                return os_refused(m, err, "mmap of a run buffer");
+            applied = ATTR_STALE;
+            hr = S_OK;
+        }
         if (hr != S_OK) {
             reservation_unprepare(&l->stripe->slab, spare);
             return discard_first ? manager_fail(m, "mprotect failed after a discard") : hr;
@@ -369,9 +571,16 @@ static HRESULT change_range(struct manager *m, struct locked *l, uintptr_t start
         reservation_unprepare(&l->stripe->slab, spare);
         return os_refused_stuck(m, err, "madvise(MADV_DONTNEED)");
     }
-    size_t before = transitions(m, r, first, last);
-    reservation_apply(&l->stripe->slab, r, first, last, attr, spare);
+    if (applied == ATTR_STALE) {
+        r->flags |= RES_STALE;
+        stale_note(m, l->base);
+        l->went_stale = true;
+    }
+    size_t before = transitions(m, r, first, last), hidden = book_protected(m, r, first, last);
+    reservation_apply(&l->stripe->slab, r, first, last, applied, spare);
     atomic_fetch_add_explicit(&m->mapping_estimate, transitions(m, r, first, last) - before,
+                              memory_order_relaxed);
+    atomic_fetch_add_explicit(&m->book_protected, book_protected(m, r, first, last) - hidden,
                               memory_order_relaxed);
     if (attr) {
         size_t newly = ((end - start) >> g_page_shift) - s->committed_pages;
@@ -636,6 +845,10 @@ static HRESULT release_locked(struct manager *m, struct locked *l)
     }
     size_t committed = reservation_committed(r);
     heap_account(m, r, 0, committed << g_page_shift);
+    if (r->flags & RES_STALE) {
+        counter_sub(&m->book_protected, book_protected(m, r, 0, res_pages(r)));
+        stale_forget(m, l->base);
+    }
     atomic_fetch_sub_explicit(&m->mapping_estimate,
                               transitions(m, r, 0, res_pages(r)), memory_order_relaxed);
     arena_unreserve(m, r);
@@ -673,13 +886,18 @@ HRESULT vm_free_ex(struct manager *m, void *address, SIZE_T size, DWORD type, un
         if (overflow || end > l.end)
             return unlock(m, &l, E_INVALIDARG); /* rule 5 */
     }
-    if (type == MEM_RELEASE)
-        return unlock(m, &l, release_locked(m, &l));
-    struct survey s;
-    survey_range(m, &l, start, end, 0, &s);
-    if (s.committed_pages == 0)
-        return unlock(m, &l, S_OK);
-    return unlock(m, &l, change_range(m, &l, start, end, 0, &s));
+    if (type == MEM_RELEASE) {
+        hr = unlock(m, &l, release_locked(m, &l));
+    } else {
+        struct survey s;
+        survey_range(m, &l, start, end, 0, &s);
+        if (s.committed_pages == 0)
+            return unlock(m, &l, S_OK);
+        hr = unlock(m, &l, change_range(m, &l, start, end, 0, &s));
+    }
+    if (hr == S_OK && !l.went_stale)
+        stale_restore_all(m); /* mappings may have come back */
+    return hr;
 }
 
 /* ---- VirtualProtect ---------------------------------------------------------------- */
@@ -729,7 +947,7 @@ void vm_release_all(struct manager *m)
 void vm_after_fork(struct manager *m)
 {
     arena_after_fork(m);
-    size_t reservations = 0, reserved = 0, committed = 0, heap = 0, mappings = 0;
+    size_t reservations = 0, reserved = 0, committed = 0, heap = 0, mappings = 0, stale = 0;
     uint32_t count = atomic_load_explicit(&m->arena_count, memory_order_relaxed);
     for (uint32_t i = 0; i < count; i++) {
         struct arena *a = atomic_load_explicit(&m->arenas[i], memory_order_relaxed);
@@ -753,6 +971,7 @@ void vm_after_fork(struct manager *m)
             if (r->flags & RES_HEAP)
                 heap += held;
             mappings += transitions(m, r, 0, res_pages(r));
+            stale += book_protected(m, r, 0, res_pages(r));
             g += res_span(r);
         }
     }
@@ -761,4 +980,5 @@ void vm_after_fork(struct manager *m)
     atomic_store(&m->committed_bytes, committed);
     atomic_store(&m->heap_bytes, heap);
     atomic_store(&m->mapping_estimate, mappings);
+    atomic_store(&m->book_protected, stale);
 }

@@ -81,9 +81,34 @@ static int f_unmap(void *a, size_t s)
         atomic_fetch_sub(&net_mapped, (long long)s);
     return err;
 }
+/* The kernel at vm.max_map_count: an mprotect that changes nothing succeeds (the
+ * kernel splits nothing for it); any other is refused, as one that splits a
+ * mapping would be. */
+static int at_ceiling;
+struct unchanged {
+    uintptr_t at, end;
+    int prot, ok;
+};
+static int unchanged_step(void *context, const struct os_mapping *m)
+{
+    struct unchanged *u = context;
+    if (m->end <= u->at)
+        return 0;
+    if (m->start > u->at || m->prot != u->prot) {
+        u->ok = 0;
+        return 1;
+    }
+    u->at = m->end;
+    return u->at >= u->end;
+}
 static int f_protect(void *a, size_t s, int p)
 {
     current_call = "protect";
+    if (at_ceiling) {
+        struct unchanged u = {(uintptr_t)a, (uintptr_t)a + s, p, 1};
+        hostmem_os_linux.walk_mappings(unchanged_step, &u);
+        return u.ok && u.at >= u.end ? 0 : ENOMEM;
+    }
     return should_fail() ? ENOMEM : hostmem_os_linux.protect(a, s, p);
 }
 static int f_discard(void *a, size_t s)
@@ -481,6 +506,139 @@ TEST(validate_says_why_when_it_cannot_check)
     CHECK_EQ(m->lpVtbl->Release(m), 0);
 }
 
+/* ---- the kernel's mapping ceiling (issue 13 item 4, docs/host.md) ----------------- */
+static MEMORY_BASIC_INFORMATION query(IHostMemoryManager *m, void *a)
+{
+    MEMORY_BASIC_INFORMATION info;
+    SIZE_T n;
+    memset(&info, 0, sizeof info);
+    m->lpVtbl->VirtualQuery(m, a, &info, sizeof info, &n);
+    return info;
+}
+
+/* A release elsewhere gives mappings back: what stale_restore_all waits for. */
+static void release_elsewhere(IHostMemoryManager *m)
+{
+    void *p;
+    CHECK_HR(m->lpVtbl->VirtualAlloc(m, NULL, P, MEM_RESERVE | MEM_COMMIT, PAGE_READWRITE, eTaskCritical, &p), S_OK);
+    CHECK_HR(m->lpVtbl->VirtualFree(m, p, 0, MEM_RELEASE), S_OK);
+}
+
+/* At vm.max_map_count (mprotect refused), a decommit succeeds as on Windows:
+ * the pages are discarded and reserved in the books - VirtualQuery, the budget,
+ * the statistics - and hostmem_stats.book_protected_pages counts those whose
+ * hardware protection lags; the kernel check knows which they are. */
+TEST(decommit_at_the_mapping_ceiling_succeeds_and_is_counted)
+{
+    struct fixture f; /* pages 0-3 read-write with data, 4-7 READONLY, the rest reserved */
+    REQUIRE(fixture_make(&f, 0));
+    IHostMemoryManager *m = f.m;
+    hostmem_stats s0 = stats_of(m);
+    hostmem_os = &faulty;
+    at_ceiling = 1;
+    CHECK_HR(m->lpVtbl->VirtualFree(m, f.base + P, 5 * P, MEM_DECOMMIT), S_OK);
+    hostmem_stats s1 = stats_of(m);
+    CHECK_EQ(s1.committed_bytes, s0.committed_bytes - 5 * P);
+    CHECK_EQ(s1.book_protected_pages, 5);
+    CHECK(s1.os_refusals > s0.os_refusals);
+    MEMORY_BASIC_INFORMATION info = query(m, f.base + 2 * P);
+    CHECK(info.BaseAddress == f.base + 2 * P && info.AllocationBase == f.base);
+    CHECK_EQ(info.State, MEM_RESERVE);
+    CHECK_EQ(info.Protect, 0);
+    CHECK_EQ(info.RegionSize, 4 * P); /* pages 2-5: once read-write, once read-only, one region */
+    info = query(m, f.base);
+    CHECK_EQ(info.State, MEM_COMMIT);
+    CHECK_EQ(info.RegionSize, P);
+    info = query(m, f.base + 6 * P);
+    CHECK_EQ(info.Protect, PAGE_READONLY);
+    CHECK_EQ(info.RegionSize, 2 * P);
+    CHECK_EQ(f.base[0], 0x41);
+    CHECK_EQ(f.base[6 * P], 0x47);
+    /* discarded: what the hardware still lets be read is zero */
+    CHECK_EQ(f.base[1 * P], 0);
+    CHECK_EQ(f.base[4 * P], 0);
+    char why[256];
+    CHECK_HR(hostmem_validate(m, HOSTMEM_VALIDATE_KERNEL, why, sizeof why), S_OK);
+    /* VirtualProtect may be refused there, with nothing changed */
+    struct snapshot before, after;
+    snap(m, f.base, &before);
+    DWORD old;
+    CHECK_HR(m->lpVtbl->VirtualProtect(m, f.base + 6 * P, P, PAGE_READWRITE, &old), E_OUTOFMEMORY);
+    snap(m, f.base, &after);
+    CHECK(snap_equal(&before, &after));
+    CHECK_EQ(stats_of(m).book_protected_pages, 5);
+    /* stale pages are reserved pages to every call */
+    CHECK_HR(m->lpVtbl->VirtualProtect(m, f.base + P, P, PAGE_READWRITE, &old),
+             HRESULT_FROM_WIN32(ERROR_INVALID_ADDRESS));
+    CHECK_HR(m->lpVtbl->VirtualFree(m, f.base + P, P, MEM_DECOMMIT), S_OK);
+    CHECK_EQ(stats_of(m).committed_bytes, s1.committed_bytes);
+    /* a recommitted stale page reads zero, even one written while only the
+     * books protected it (Windows would have faulted the write) */
+    f.base[2 * P] = 9;
+    void *p;
+    CHECK_HR(m->lpVtbl->VirtualAlloc(m, f.base + 2 * P, P, MEM_COMMIT, PAGE_READWRITE, eTaskCritical, &p), S_OK);
+    CHECK_EQ(f.base[2 * P], 0);
+    hostmem_stats s2 = stats_of(m);
+    CHECK_EQ(s2.committed_bytes, s1.committed_bytes + P);
+    CHECK_EQ(s2.book_protected_pages, 4);
+    CHECK_HR(hostmem_validate(m, HOSTMEM_VALIDATE_KERNEL, why, sizeof why), S_OK);
+    /* mappings come back: the stale pages get their protection, which the
+     * kernel check confirms; the region map does not change */
+    at_ceiling = 0;
+    release_elsewhere(m);
+    CHECK_EQ(stats_of(m).book_protected_pages, 0);
+    CHECK_HR(hostmem_validate(m, HOSTMEM_VALIDATE_KERNEL, why, sizeof why), S_OK);
+    info = query(m, f.base + 3 * P);
+    CHECK_EQ(info.State, MEM_RESERVE);
+    CHECK_EQ(info.RegionSize, 3 * P);
+    hostmem_os = &hostmem_os_linux;
+    CHECK_EQ(m->lpVtbl->Release(m), 0);
+}
+
+/* The stale pages of a reservation get their protection before its next change,
+ * and those of many reservations (more than the manager remembers by address)
+ * after a release; release itself takes stale pages off the count. */
+TEST(stale_pages_are_restored_when_mappings_come_back)
+{
+    IHostMemoryManager *m;
+    REQUIRE_HR(hostmem_create(NULL, &m), S_OK);
+    enum { N = 20 };
+    char *r[N];
+    void *p;
+    for (int i = 0; i < N; i++) {
+        REQUIRE_HR(m->lpVtbl->VirtualAlloc(m, NULL, 16 * P, MEM_RESERVE, PAGE_READWRITE, eTaskCritical, &p), S_OK);
+        r[i] = p;
+        REQUIRE_HR(m->lpVtbl->VirtualAlloc(m, r[i], 3 * P, MEM_COMMIT, PAGE_READWRITE, eTaskCritical, &p), S_OK);
+        r[i][0] = r[i][2 * P] = (char)(i + 1);
+    }
+    hostmem_os = &faulty;
+    at_ceiling = 1;
+    for (int i = 0; i < N; i++)
+        CHECK_HR(m->lpVtbl->VirtualFree(m, r[i] + P, P, MEM_DECOMMIT), S_OK);
+    CHECK_EQ(stats_of(m).book_protected_pages, N);
+    /* at the ceiling still: recommitting a stale page with the protection its
+     * hardware kept needs no new mapping, and goes on */
+    CHECK_HR(m->lpVtbl->VirtualAlloc(m, r[0] + P, P, MEM_COMMIT, PAGE_READWRITE, eTaskCritical, &p), S_OK);
+    CHECK_EQ(stats_of(m).book_protected_pages, N - 1);
+    at_ceiling = 0;
+    /* the next change of r[2] restores its stale page first */
+    CHECK_HR(m->lpVtbl->VirtualAlloc(m, r[2] + 8 * P, P, MEM_COMMIT, PAGE_READWRITE, eTaskCritical, &p), S_OK);
+    CHECK_EQ(stats_of(m).book_protected_pages, N - 2);
+    /* releasing a stale reservation takes its page off the count */
+    CHECK_HR(m->lpVtbl->VirtualFree(m, r[1], 0, MEM_RELEASE), S_OK);
+    /* ... and that release gave mappings back: every other one is restored */
+    CHECK_EQ(stats_of(m).book_protected_pages, 0);
+    char why[256];
+    CHECK_HR(hostmem_validate(m, HOSTMEM_VALIDATE_KERNEL, why, sizeof why), S_OK);
+    for (int i = 2; i < N; i++) {
+        CHECK_EQ(r[i][0], (char)(i + 1));
+        CHECK_EQ(r[i][2 * P], (char)(i + 1));
+        CHECK_EQ(query(m, r[i] + P).State, MEM_RESERVE);
+    }
+    hostmem_os = &hostmem_os_linux;
+    CHECK_EQ(m->lpVtbl->Release(m), 0);
+}
+
 /* SPEC §2: an unrecoverable OS failure gives E_FAIL once, then the disabled state. */
 TEST(os_unrecoverable_failure_disables_the_manager)
 {
@@ -774,6 +932,8 @@ int main(void)
     RUN(lock_enter_e_fail_disables_the_manager);
     RUN(lock_leave_not_owner_is_returned);
     RUN(validate_says_why_when_it_cannot_check);
+    RUN(decommit_at_the_mapping_ceiling_succeeds_and_is_counted);
+    RUN(stale_pages_are_restored_when_mappings_come_back);
     RUN(default_lock_maps_etimedout_eownerdead_eperm);
     RUN(held_locks_time_out_and_virtualquery_still_answers);
     RUN(shutdown_makes_calls_clrnotavailable_and_returns_memory);
