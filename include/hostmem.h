@@ -100,6 +100,8 @@ typedef struct _MEMORY_BASIC_INFORMATION {
 
 #define ERROR_INVALID_DATA 13L
 #define ERROR_BAD_LENGTH 24L
+#define ERROR_NOT_SUPPORTED 50L
+#define ERROR_NOACCESS 998L
 #define ERROR_INVALID_PARAMETER 87L
 #define ERROR_INVALID_ADDRESS 487L
 #define ERROR_NO_SYSTEM_RESOURCES 1450L
@@ -511,6 +513,26 @@ HRESULT hostmem_kernel_mappings(IHostMemoryManager *manager, size_t *count);
  * huge page size, or 0 when the kernel has none. A MEM_LARGE_PAGES allocation
  * is a multiple of it, and needs MEM_RESERVE | MEM_COMMIT. */
 size_t hostmem_large_page_minimum(void);
+
+/*
+ * Write watch (GetWriteWatch / ResetWriteWatch, docs/writewatch.md): for a
+ * range inside one reservation made with MEM_RESERVE | MEM_WRITE_WATCH, the
+ * pages written since the last reset, in ascending order, at most *count of
+ * them; *count (Windows' ULONG_PTR) becomes the number stored, *granularity
+ * the page size.
+ * WRITE_WATCH_FLAG_RESET also resets the pages reported (only those). S_OK;
+ * HRESULT_FROM_WIN32(ERROR_INVALID_PARAMETER) for a range that is not all in
+ * one write-watched reservation, size 0, a bad flag or *count 0;
+ * HRESULT_FROM_WIN32(ERROR_NOACCESS) for a NULL pointer; ERROR_NOT_SUPPORTED
+ * where the kernel cannot track writes (hostmem_write_watch_mode).
+ */
+#define WRITE_WATCH_FLAG_RESET 0x01
+HRESULT hostmem_get_write_watch(IHostMemoryManager *manager, DWORD flags, void *base, SIZE_T size,
+                                void **addresses, uintptr_t *count, ULONG *granularity);
+HRESULT hostmem_reset_write_watch(IHostMemoryManager *manager, void *base, SIZE_T size);
+/* How writes are tracked in this process: "kernel" (userfaultfd + PAGEMAP_SCAN),
+ * or "unavailable" (MEM_WRITE_WATCH is refused with ERROR_NOT_SUPPORTED). */
+const char *hostmem_write_watch_mode(void);
 
 /* Page size and allocation granularity used by every manager of the process. */
 size_t hostmem_page_size(void);

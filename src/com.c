@@ -410,6 +410,26 @@ HRESULT hostmem_get_stats(IHostMemoryManager *manager, hostmem_stats *stats)
     return S_OK;
 }
 
+HRESULT hostmem_get_write_watch(IHostMemoryManager *manager, DWORD flags, void *base, SIZE_T size,
+                                void **addresses, uintptr_t *count, ULONG *granularity)
+{
+    if (!is_manager(manager))
+        return E_POINTER;
+    return vm_get_write_watch(manager_from(manager), flags, base, size, addresses, count, granularity);
+}
+
+HRESULT hostmem_reset_write_watch(IHostMemoryManager *manager, void *base, SIZE_T size)
+{
+    if (!is_manager(manager))
+        return E_POINTER;
+    return vm_reset_write_watch(manager_from(manager), base, size);
+}
+
+const char *hostmem_write_watch_mode(void)
+{
+    return os_watch_probe() ? "unavailable" : "kernel";
+}
+
 HRESULT hostmem_poll_system(IHostMemoryManager *manager)
 {
     if (!is_manager(manager))

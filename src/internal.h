@@ -117,6 +117,33 @@ static inline int os_read_file(const char *path, char *buffer, size_t size, size
 {
     return hostmem_os->read_file(path, buffer, size, length);
 }
+/* Write watch through the kernel (ENOSYS when the seam has none). */
+static inline int os_watch_probe(void)
+{
+    return hostmem_os->watch_probe ? hostmem_os->watch_probe() : ENOSYS;
+}
+static inline int os_watch_add(void *address, size_t size, bool clean)
+{
+    hm_assert(SEAM_RANGE(address, size));
+    return hostmem_os->watch_add ? hostmem_os->watch_add(address, size, clean) : ENOSYS;
+}
+static inline int os_watch_remove(void *address, size_t size)
+{
+    hm_assert(SEAM_RANGE(address, size));
+    return hostmem_os->watch_remove ? hostmem_os->watch_remove(address, size) : ENOSYS;
+}
+static inline int os_watch_clean(void *address, size_t size)
+{
+    hm_assert(SEAM_RANGE(address, size));
+    return hostmem_os->watch_clean ? hostmem_os->watch_clean(address, size) : ENOSYS;
+}
+static inline int os_watch_scan(void *address, size_t size, bool reset, void **pages, size_t max,
+                                size_t *found)
+{
+    hm_assert(SEAM_RANGE(address, size) && max);
+    *found = 0;
+    return hostmem_os->watch_scan ? hostmem_os->watch_scan(address, size, reset, pages, max, found) : ENOSYS;
+}
 static inline void os_advise_huge(void *address, size_t size)
 {
     hm_assert(SEAM_RANGE(address, size));
@@ -283,6 +310,7 @@ struct runbuf {
 #define RES_HEAP_LARGE 0x10u /* with RES_HEAP: a large block rather than a segment */
 #define RES_LARGE_PAGES 0x20u /* with RES_STANDALONE: huge pages, committed for life */
 #define RES_STALE 0x40u     /* may hold stale runs (ATTR_STALE) */
+#define RES_WRITE_WATCH 0x80u /* MEM_WRITE_WATCH: its pages are a kernel mapping of their own */
 
 struct arena;
 /*
@@ -596,6 +624,9 @@ HRESULT vm_free_ex(struct manager *m, void *address, SIZE_T size, DWORD type, un
 HRESULT vm_protect(struct manager *m, void *address, SIZE_T size, DWORD protect,
                    DWORD *old) HIDDEN;
 HRESULT vm_query(struct manager *m, void *address, MEMORY_BASIC_INFORMATION *info) HIDDEN;
+HRESULT vm_get_write_watch(struct manager *m, DWORD flags, void *base, SIZE_T size, void **addresses,
+                           uintptr_t *count, ULONG *granularity) HIDDEN;
+HRESULT vm_reset_write_watch(struct manager *m, void *base, SIZE_T size) HIDDEN;
 void vm_release_all(struct manager *m) HIDDEN;
 /* Pages of r protected only in the books (hostmem_stats.book_protected_pages). */
 size_t vm_book_protected(struct manager *m, const struct reservation *r) HIDDEN;

@@ -52,6 +52,18 @@ struct hostmem_os_ops {
      * so a limit changed mid-run is followed), in bytes; UINT64_MAX when there
      * is none. NULL: the seam cannot tell, which counts as no limit. */
     int (*address_limit)(uint64_t *bytes);
+    /* Write watch in the kernel (docs/writewatch.md): userfaultfd write-protection
+     * in asynchronous mode, read and reset with PAGEMAP_SCAN (Linux 6.7), one
+     * context for the process. An errno; ENOSYS, EPERM, EINVAL or ENOTTY when the
+     * kernel has no such interface. NULL: the seam has none. */
+    int (*watch_probe)(void);                          /* 0 when it can */
+    /* tracked from now; clean: every page clean, else a page present reads as written */
+    int (*watch_add)(void *address, size_t size, int clean);
+    int (*watch_remove)(void *address, size_t size);   /* no longer tracked */
+    int (*watch_clean)(void *address, size_t size);    /* every page clean again */
+    /* The written pages of [address, +size), ascending, at most max of them
+     * (max >= 1) into pages; reset: those found are clean again. *found: how many. */
+    int (*watch_scan)(void *address, size_t size, int reset, void **pages, size_t max, size_t *found);
 };
 
 /* The table in force; tests swap it (never while another thread is inside hostmem). */

@@ -2,7 +2,8 @@
  * os_linux.c - the only file that talks to the kernel about memory.
  *
  * Owns: mmap, munmap, mprotect, madvise, the reading of /proc/self/maps and
- * of small /proc files, and getrlimit(RLIMIT_AS).
+ * of small /proc files, getrlimit(RLIMIT_AS), and the kernel's write tracking
+ * (userfaultfd and PAGEMAP_SCAN).
  * Must never: allocate heap memory (VirtualQuery reaches walk_mappings while
  * other threads may be suspended inside malloc), or map anything MAP_FIXED over
  * memory it was not given (reservations at fixed addresses use
@@ -15,8 +16,12 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <linux/userfaultfd.h>
+#include <stdatomic.h>
+#include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #ifndef MAP_FIXED_NOREPLACE
@@ -254,6 +259,175 @@ static int linux_address_limit(uint64_t *bytes)
     return 0;
 }
 
+/* ---- write tracking: userfaultfd + PAGEMAP_SCAN --------------------------------------
+ * What Linux 6.7's headers declare and older installed headers may lack. */
+#ifndef UFFD_FEATURE_WP_UNPOPULATED
+#define UFFD_FEATURE_WP_UNPOPULATED (1 << 13)
+#endif
+#ifndef UFFD_FEATURE_WP_ASYNC
+#define UFFD_FEATURE_WP_ASYNC (1 << 15)
+#endif
+#ifndef UFFD_USER_MODE_ONLY
+#define UFFD_USER_MODE_ONLY 1
+#endif
+#ifndef PAGEMAP_SCAN
+struct page_region {
+    uint64_t start, end, categories;
+};
+struct pm_scan_arg {
+    uint64_t size, flags, start, end, walk_end, vec, vec_len, max_pages;
+    uint64_t category_inverted, category_mask, category_anyof_mask, return_mask;
+};
+#define PAGEMAP_SCAN _IOWR('f', 16, struct pm_scan_arg)
+#define PAGE_IS_WRITTEN (1 << 1)
+#define PM_SCAN_WP_MATCHING (1 << 0)
+#define PM_SCAN_CHECK_WPASYNC (1 << 1)
+#endif
+
+/* The process's context: the userfaultfd and /proc/self/pagemap, opened on
+ * first use and published together (uffd | pagemap << 32); opened again in a
+ * forked child, whose inherited descriptors speak for the parent. */
+static _Atomic uint64_t watch_fds;
+static _Atomic pid_t watch_pid;
+static _Atomic int watch_refused; /* the errno that says the kernel cannot */
+
+static int watch_open_fds(int *uffd, int *pagemap)
+{
+    /* User-mode faults only: what an unprivileged process may ask for; the
+     * asynchronous mode resolves the kernel's own writes without it. */
+    int u = (int)syscall(SYS_userfaultfd, O_CLOEXEC | O_NONBLOCK | UFFD_USER_MODE_ONLY);
+    if (u < 0)
+        return errno;
+    struct uffdio_api api = {UFFD_API, UFFD_FEATURE_WP_ASYNC | UFFD_FEATURE_WP_UNPOPULATED, 0};
+    if (ioctl(u, UFFDIO_API, &api)) {
+        int err = errno;
+        close(u);
+        return err;
+    }
+    int p = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+    if (p < 0) {
+        int err = errno;
+        close(u);
+        return err;
+    }
+    struct pm_scan_arg probe = {sizeof probe, 0, 0, 0, 0, 0, 0, 0, 0, PAGE_IS_WRITTEN, 0, PAGE_IS_WRITTEN};
+    if (ioctl(p, PAGEMAP_SCAN, &probe) < 0) {
+        int err = errno;
+        close(u);
+        close(p);
+        return err;
+    }
+    *uffd = u;
+    *pagemap = p;
+    return 0;
+}
+
+static int watch_context(int *uffd, int *pagemap)
+{
+    int refused = atomic_load_explicit(&watch_refused, memory_order_relaxed);
+    if (refused)
+        return refused;
+    pid_t self = getpid();
+    for (;;) {
+        uint64_t fds = atomic_load_explicit(&watch_fds, memory_order_acquire);
+        if (fds && atomic_load_explicit(&watch_pid, memory_order_acquire) == self) {
+            *uffd = (int)(uint32_t)fds;
+            *pagemap = (int)(fds >> 32);
+            return 0;
+        }
+        int u = -1, p = -1, err = watch_open_fds(&u, &p);
+        if (err) {
+            if (err == ENOSYS || err == EPERM || err == EINVAL || err == ENOTTY || err == EOPNOTSUPP)
+                atomic_store_explicit(&watch_refused, err, memory_order_relaxed);
+            return err;
+        }
+        uint64_t mine = (uint32_t)u | (uint64_t)(uint32_t)p << 32;
+        if (atomic_compare_exchange_strong(&watch_fds, &fds, mine)) {
+            atomic_store_explicit(&watch_pid, self, memory_order_release);
+            if (fds) { /* the parent's, inherited */
+                close((int)(uint32_t)fds);
+                close((int)(fds >> 32));
+            }
+        } else {
+            close(u);
+            close(p);
+        }
+    }
+}
+
+static int linux_watch_probe(void)
+{
+    int u, p;
+    return watch_context(&u, &p);
+}
+
+static int linux_watch_add(void *address, size_t size, int clean)
+{
+    int u, p, err = watch_context(&u, &p);
+    if (err)
+        return err;
+    struct uffdio_register reg = {{(uintptr_t)address, size}, UFFDIO_REGISTER_MODE_WP, 0};
+    if (ioctl(u, UFFDIO_REGISTER, &reg))
+        return errno;
+    if (!clean)
+        return 0;
+    struct uffdio_writeprotect wp = {{(uintptr_t)address, size}, UFFDIO_WRITEPROTECT_MODE_WP};
+    if (ioctl(u, UFFDIO_WRITEPROTECT, &wp)) {
+        err = errno;
+        struct uffdio_range range = {(uintptr_t)address, size};
+        ioctl(u, UFFDIO_UNREGISTER, &range);
+        return err;
+    }
+    return 0;
+}
+
+static int linux_watch_remove(void *address, size_t size)
+{
+    int u, p, err = watch_context(&u, &p);
+    if (err)
+        return err;
+    struct uffdio_range range = {(uintptr_t)address, size};
+    return ioctl(u, UFFDIO_UNREGISTER, &range) ? errno : 0;
+}
+
+static int linux_watch_clean(void *address, size_t size)
+{
+    int u, p, err = watch_context(&u, &p);
+    if (err)
+        return err;
+    struct uffdio_writeprotect wp = {{(uintptr_t)address, size}, UFFDIO_WRITEPROTECT_MODE_WP};
+    return ioctl(u, UFFDIO_WRITEPROTECT, &wp) ? errno : 0;
+}
+
+static int linux_watch_scan(void *address, size_t size, int reset, void **pages, size_t max, size_t *found)
+{
+    int u, p, err = watch_context(&u, &p);
+    *found = 0;
+    if (err)
+        return err;
+    struct page_region vec[32];
+    uintptr_t at = (uintptr_t)address, end = at + size, page = (uintptr_t)os_page_size();
+    size_t n = 0;
+    while (at < end && n < max) {
+        struct pm_scan_arg arg = {sizeof arg, reset ? PM_SCAN_WP_MATCHING | PM_SCAN_CHECK_WPASYNC : 0,
+                                  at, end, 0, (uintptr_t)vec, sizeof vec / sizeof vec[0], max - n,
+                                  0, PAGE_IS_WRITTEN, 0, PAGE_IS_WRITTEN};
+        long regions = ioctl(p, PAGEMAP_SCAN, &arg);
+        if (regions < 0) {
+            *found = n;
+            return errno;
+        }
+        for (long i = 0; i < regions; i++)
+            for (uintptr_t a = vec[i].start; a < vec[i].end && n < max; a += page)
+                pages[n++] = (void *)a;
+        if (arg.walk_end <= at)
+            break;
+        at = arg.walk_end;
+    }
+    *found = n;
+    return 0;
+}
+
 const struct hostmem_os_ops hostmem_os_linux = {
     .map = linux_map,
     .unmap = linux_unmap,
@@ -265,6 +439,11 @@ const struct hostmem_os_ops hostmem_os_linux = {
     .advise_huge = linux_advise_huge,
     .map_large = linux_map_large,
     .address_limit = linux_address_limit,
+    .watch_probe = linux_watch_probe,
+    .watch_add = linux_watch_add,
+    .watch_remove = linux_watch_remove,
+    .watch_clean = linux_watch_clean,
+    .watch_scan = linux_watch_scan,
 };
 
 const struct hostmem_os_ops *hostmem_os = &hostmem_os_linux;

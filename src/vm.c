@@ -279,7 +279,9 @@ static size_t transitions(struct manager *m, const struct reservation *r, uint64
 {
     struct runs_view w;
     reservation_view(r, &w);
-    int outside = reserved_prot(m->compact); /* arena slack around it */
+    /* arena slack around it; a write-watched reservation's pages are a mapping
+     * of their own whatever the slack's protection */
+    int outside = (r->flags & RES_WRITE_WATCH) ? -1 : reserved_prot(m->compact);
     bool compact = res_compact(m, r);
     size_t count = 0;
     int previous = outside;
@@ -312,7 +314,7 @@ static int hw_at(struct manager *m, struct locked *l, const struct runs_view *w,
             attr = run_attr(runs_view_get(w, i));
         return protect_to_os(attr, res_compact(m, l->r));
     }
-    if (l->r->flags & RES_STANDALONE)
+    if (l->r->flags & (RES_STANDALONE | RES_WRITE_WATCH))
         return -2; /* outside its own mapping: a kernel boundary for sure */
     uintptr_t span_end = l->base + granule_up(l->end - l->base);
     if (a >= l->end && a < span_end)
@@ -571,6 +573,12 @@ static HRESULT change_range(struct manager *m, struct locked *l, uintptr_t start
         reservation_unprepare(&l->stripe->slab, spare);
         return os_refused_stuck(m, err, "madvise(MADV_DONTNEED)");
     }
+    /* Windows forgets the writes to decommitted pages; a discarded page must
+     * not read as written when it is read again (a refused clean leaves the
+     * pages reading as written: more than were, never fewer) */
+    if (discard && (r->flags & RES_WRITE_WATCH) &&
+        (err = os_watch_clean((void *)s->committed_start, s->committed_end - s->committed_start)) != 0)
+        os_refused(m, err, "userfaultfd write-protection of decommitted pages");
     if (applied == ATTR_STALE) {
         r->flags |= RES_STALE;
         stale_note(m, l->base);
@@ -597,7 +605,9 @@ static HRESULT change_range(struct manager *m, struct locked *l, uintptr_t start
 
 static bool alloc_type_valid(DWORD type)
 {
-    DWORD core = type & ~(DWORD)(MEM_TOP_DOWN | MEM_LARGE_PAGES);
+    if ((type & MEM_WRITE_WATCH) && (!(type & MEM_RESERVE) || (type & MEM_LARGE_PAGES)))
+        return false; /* write watch is chosen at reservation, on normal pages */
+    DWORD core = type & ~(DWORD)(MEM_TOP_DOWN | MEM_LARGE_PAGES | MEM_WRITE_WATCH);
     switch (core) {
     case MEM_COMMIT:
     case MEM_RESERVE:
@@ -610,6 +620,16 @@ static bool alloc_type_valid(DWORD type)
     default:
         return false;
     }
+}
+
+/* A refused write-watch call: counted as every refusal; where the kernel has
+ * no such tracking, ERROR_NOT_SUPPORTED rather than a shortage. */
+static HRESULT watch_refused(struct manager *m, int err, const char *what)
+{
+    HRESULT hr = os_refused(m, err, what);
+    if (err == ENOSYS || err == EPERM || err == EINVAL || err == ENOTTY || err == EOPNOTSUPP)
+        return HRESULT_FROM_WIN32(ERROR_NOT_SUPPORTED);
+    return hr;
 }
 
 /* A new reservation, committed too with MEM_COMMIT: the steps in order, the
@@ -648,12 +668,20 @@ static HRESULT alloc_reserve(struct manager *m, uintptr_t address, size_t size, 
                            (flags & VM_ALIGN_4M) ? (size_t)4 << 20 : 0, attr, &r);
     if (hr != S_OK)
         goto unreserve;
+    uintptr_t at = atomic_load_explicit(&r->base, memory_order_relaxed);
+    if (type & MEM_WRITE_WATCH) {
+        int err = os_watch_add((void *)at, bytes, true);
+        if (err) {
+            hr = watch_refused(m, err, "userfaultfd registration of a write-watched reservation");
+            goto abandon;
+        }
+        r->flags |= RES_WRITE_WATCH;
+    }
     if (attr && (hr = policy_charge(m, bytes, level)) != S_OK)
-        goto abandon;
+        goto unwatch;
     if (flags & VM_HEAP)
         r->flags |= RES_HEAP | RES_TOUCHED | ((flags & VM_HEAP_LARGE) ? RES_HEAP_LARGE : 0);
     res_set_alloc_protect(r, protect); /* not published yet */
-    uintptr_t at = atomic_load_explicit(&r->base, memory_order_relaxed);
     int prot = protect_to_os(attr, res_compact(m, r)), slack = reserved_prot(m->compact);
     if (prot != slack && !(r->flags & RES_LARGE_PAGES)) { /* huge pages are mapped with it */
         int err = os_protect((void *)at, bytes, prot);
@@ -666,10 +694,10 @@ static HRESULT alloc_reserve(struct manager *m, uintptr_t address, size_t size, 
             goto uncharge;
         }
     }
-    if (attr) {
+    if (attr)
         r->flags |= RES_TOUCHED;
+    if (attr || (r->flags & RES_WRITE_WATCH))
         counter_add(&m->mapping_estimate, transitions(m, r, 0, bytes >> g_page_shift));
-    }
     heap_account(m, r, attr ? bytes : 0, 0);
     arena_publish(m, r);
     counter_add(&m->reservations, 1);
@@ -678,6 +706,12 @@ static HRESULT alloc_reserve(struct manager *m, uintptr_t address, size_t size, 
 
 uncharge:
     policy_uncharge(m, attr ? bytes : 0);
+unwatch:
+    if ((r->flags & RES_WRITE_WATCH) && !(r->flags & RES_STANDALONE)) {
+        int err = os_watch_remove((void *)at, bytes);
+        if (err)
+            hr = os_refused_stuck(m, err, "userfaultfd unregistration of a new reservation");
+    }
 abandon:
     arena_abandon(m, r);
 unreserve:
@@ -705,6 +739,21 @@ static HRESULT lock_pages(struct manager *m, uintptr_t address, size_t size, uns
     return S_OK;
 }
 
+/*
+ * PAGE_NOCACHE and PAGE_WRITECOMBINE belong to the whole allocation, as on
+ * current Windows: set at VirtualAlloc, kept by every later commit and
+ * VirtualProtect, which can neither add nor drop them (a no-access or guard
+ * page has none).
+ */
+static DWORD allocation_wide(const struct reservation *r, DWORD protect)
+{
+    const DWORD cache = PAGE_NOCACHE | PAGE_WRITECOMBINE;
+    DWORD base = protect & ~cache;
+    if ((base & PROTECT_BASE_MASK) == PAGE_NOACCESS || (base & PAGE_GUARD))
+        return base;
+    return base | (res_alloc_protect(r) & cache);
+}
+
 static HRESULT alloc_commit(struct manager *m, uintptr_t address, size_t size, DWORD protect,
                             EMemoryCriticalLevel level, void **out, unsigned flags)
 {
@@ -717,6 +766,7 @@ static HRESULT alloc_commit(struct manager *m, uintptr_t address, size_t size, D
             policy_uncharge(m, charged);
             return hr;
         }
+        protect = allocation_wide(l.r, protect);
         struct survey s;
         survey_range(m, &l, start, end, protect, &s);
         size_t need = (((end - start) >> g_page_shift) - s.committed_pages) << g_page_shift;
@@ -842,6 +892,9 @@ static HRESULT release_locked(struct manager *m, struct locked *l)
         int err = os_discard((void *)l->base, bytes);
         if (err)
             return os_refused_stuck(m, err, "madvise(MADV_DONTNEED) on release");
+        /* back to plain arena slack, which may merge with its neighbours again */
+        if ((r->flags & RES_WRITE_WATCH) && (err = os_watch_remove((void *)l->base, bytes)) != 0)
+            return os_refused_stuck(m, err, "userfaultfd unregistration on release");
     }
     size_t committed = reservation_committed(r);
     heap_account(m, r, 0, committed << g_page_shift);
@@ -916,6 +969,7 @@ HRESULT vm_protect(struct manager *m, void *address, SIZE_T size, DWORD protect,
     hr = lock_pages(m, (uintptr_t)address, size ? size : 1, 0, &l, &start, &end);
     if (hr != S_OK)
         return hr;
+    protect = allocation_wide(l.r, protect);
     struct survey s;
     survey_range(m, &l, start, end, protect, &s);
     if (s.any_reserved)
@@ -925,6 +979,71 @@ HRESULT vm_protect(struct manager *m, void *address, SIZE_T size, DWORD protect,
     if (hr == S_OK)
         *old = previous;
     return hr;
+}
+
+/* ---- write watch (docs/writewatch.md) ---------------------------------------------------- */
+
+/* Locks the write-watched reservation holding all of [base, base+size) and
+ * gives its pages; ERROR_INVALID_PARAMETER for anything else, as Windows. */
+static HRESULT watch_lock(struct manager *m, void *base, SIZE_T size, struct locked *l,
+                          uintptr_t *start, uintptr_t *end)
+{
+    const HRESULT invalid = HRESULT_FROM_WIN32(ERROR_INVALID_PARAMETER);
+    bool overflow = false;
+    if (!base || !size)
+        return invalid;
+    *start = page_down((uintptr_t)base);
+    *end = page_up_checked((uintptr_t)base, size, &overflow);
+    if (overflow)
+        return invalid;
+    HRESULT hr = reservation_lock(m, *start, invalid, 0, l);
+    if (hr != S_OK)
+        return hr;
+    if (*end > l->end || !(l->r->flags & RES_WRITE_WATCH))
+        return unlock(m, l, invalid);
+    return S_OK;
+}
+
+HRESULT vm_get_write_watch(struct manager *m, DWORD flags, void *base, SIZE_T size, void **addresses,
+                           uintptr_t *count, ULONG *granularity)
+{
+    HRESULT hr = manager_check(m);
+    if (hr != S_OK)
+        return hr;
+    if (flags & ~(DWORD)WRITE_WATCH_FLAG_RESET)
+        return HRESULT_FROM_WIN32(ERROR_INVALID_PARAMETER);
+    struct locked l;
+    uintptr_t start, end;
+    if ((hr = watch_lock(m, base, size, &l, &start, &end)) != S_OK)
+        return hr;
+    /* Windows' order: a zero count before the pointers' checks */
+    if (!count)
+        return unlock(m, &l, HRESULT_FROM_WIN32(ERROR_NOACCESS));
+    if (!*count)
+        return unlock(m, &l, HRESULT_FROM_WIN32(ERROR_INVALID_PARAMETER));
+    if (!granularity || !addresses)
+        return unlock(m, &l, HRESULT_FROM_WIN32(ERROR_NOACCESS));
+    size_t found;
+    int err = os_watch_scan((void *)start, end - start, (flags & WRITE_WATCH_FLAG_RESET) != 0, addresses,
+                            *count, &found);
+    if (err)
+        return unlock(m, &l, watch_refused(m, err, "PAGEMAP_SCAN"));
+    *count = found;
+    *granularity = (ULONG)g_page;
+    return unlock(m, &l, S_OK);
+}
+
+HRESULT vm_reset_write_watch(struct manager *m, void *base, SIZE_T size)
+{
+    HRESULT hr = manager_check(m);
+    if (hr != S_OK)
+        return hr;
+    struct locked l;
+    uintptr_t start, end;
+    if ((hr = watch_lock(m, base, size, &l, &start, &end)) != S_OK)
+        return hr;
+    int err = os_watch_clean((void *)start, end - start);
+    return unlock(m, &l, err ? watch_refused(m, err, "userfaultfd write-protection") : S_OK);
 }
 
 /* ---- shutdown -------------------------------------------------------------------------- */
@@ -972,6 +1091,15 @@ void vm_after_fork(struct manager *m)
                 heap += held;
             mappings += transitions(m, r, 0, res_pages(r));
             stale += book_protected(m, r, 0, res_pages(r));
+            /* The kernel registers no range of a child: tracking starts again,
+             * every page the child has reading as written until it is reset
+             * (more than were written, never fewer). A refusal leaves the
+             * reservation's write watch answering ERROR_NOT_SUPPORTED. */
+            if ((r->flags & RES_WRITE_WATCH) && res_pages(r)) {
+                int err = os_watch_add((void *)g, res_pages(r) << g_page_shift, false);
+                if (err)
+                    os_refused(m, err, "userfaultfd registration in a forked child");
+            }
             g += res_span(r);
         }
     }

@@ -942,7 +942,7 @@ static void op_commit(int mi)
             s->tag[k] = 0;
             s->known[k] = 1;
         }
-        s->prot[k] = prot;
+        s->prot[k] = allocation_wide(s->aprot, prot);
     }
 }
 
@@ -1033,7 +1033,7 @@ static void op_protect(int mi)
              (unsigned)s->prot[(pdown(a) - s->base) / P]);
     uintptr_t e = size ? range_end(a, size) : pdown(a) + P;
     for (uintptr_t q = pdown(a); q < e; q += P)
-        s->prot[(q - s->base) / P] = prot;
+        s->prot[(q - s->base) / P] = allocation_wide(s->aprot, prot);
 }
 
 static void op_reset(int mi)

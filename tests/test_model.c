@@ -208,7 +208,7 @@ static const DWORD BAD_ALLOC_TYPES[] = {
     MEM_FREE,
     MEM_DECOMMIT | MEM_RESERVE,
     MEM_RELEASE | MEM_COMMIT,
-    MEM_WRITE_WATCH | MEM_RESERVE,
+    MEM_WRITE_WATCH | MEM_COMMIT,
     MEM_PHYSICAL | MEM_RESERVE,
     MEM_RESET | MEM_COMMIT,
     MEM_RESET | MEM_RESERVE,
@@ -798,7 +798,7 @@ static void op_commit(int mi)
             s->tag[k] = 0;
             s->known[k] = 1;
         }
-        s->prot[k] = prot;
+        s->prot[k] = allocation_wide(s->aprot, prot);
     }
 }
 
@@ -904,7 +904,7 @@ static void op_protect(int mi)
         return;
     }
     for (uintptr_t q = pdown(a); q < pup(a + size); q += P)
-        s->prot[(q - s->base) / P] = prot;
+        s->prot[(q - s->base) / P] = allocation_wide(s->aprot, prot);
 }
 
 static void op_reset(int mi)

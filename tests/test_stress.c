@@ -395,7 +395,7 @@ static int private_op(worker *w)
                 r->tag[k] = 0;
                 r->known[k] = 1;
             }
-            r->prot[k] = prot;
+            r->prot[k] = allocation_wide(r->aprot, prot);
         }
     } else if (op < 50) { /* write */
         size_t cand[PRIV_MAXPAGES], n = 0;
@@ -454,7 +454,7 @@ static int private_op(worker *w)
             return 0;
         }
         for (size_t k = i; k <= j; k++)
-            r->prot[k] = prot;
+            r->prot[k] = allocation_wide(r->aprot, prot);
     } else if (op < 85) { /* reset */
         snprintf(w->op, sizeof w->op, "VirtualAlloc(%#lx, %#zx, MEM_RESET, PAGE_NOACCESS)",
                  (unsigned long)a, size);

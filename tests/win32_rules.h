@@ -37,12 +37,26 @@ static inline int prot_valid(DWORD p)
  * COMMIT|RESERVE), RESET or RESET_UNDO alone. */
 static inline int alloc_type_valid(DWORD t)
 {
-    DWORD base = t & ~(DWORD)(MEM_TOP_DOWN | MEM_LARGE_PAGES);
+    if ((t & MEM_WRITE_WATCH) && (!(t & MEM_RESERVE) || (t & MEM_LARGE_PAGES)))
+        return 0; /* write watch: chosen at reservation, on normal pages (issue 14) */
+    DWORD base = t & ~(DWORD)(MEM_TOP_DOWN | MEM_LARGE_PAGES | MEM_WRITE_WATCH);
     if (t & MEM_LARGE_PAGES)
         return base == (MEM_COMMIT | MEM_RESERVE);
     if (base == MEM_RESET || base == MEM_RESET_UNDO)
         return t == base;
     return base == MEM_COMMIT || base == MEM_RESERVE || base == (MEM_COMMIT | MEM_RESERVE);
+}
+
+/* Issue 14, current Windows ([wine-k32] test_VirtualAlloc: "PAGE_NOCACHE cannot
+ * be set per page"): NOCACHE / WRITECOMBINE belong to the allocation. What a
+ * commit or VirtualProtect with p gives inside an allocation made with aprot. */
+static inline DWORD allocation_wide(DWORD aprot, DWORD p)
+{
+    const DWORD cache = PAGE_NOCACHE | PAGE_WRITECOMBINE;
+    DWORD base = p & ~cache;
+    if ((base & 0xFFu) == PAGE_NOACCESS || (base & PAGE_GUARD))
+        return base;
+    return base | (aprot & cache);
 }
 
 static inline int readable(DWORD p)

@@ -134,10 +134,12 @@ int cmd_info(int argc, char **argv)
         printf("{\"version\": \"%s\", \"page_size\": %zu, \"granularity\": %zu, \"overcommit_memory\": %ld, "
                "\"max_map_count\": %ld, \"kernel_mappings\": %ld, \"address_space_limit\": %s, "
                "\"address_space_left\": %s, \"first_arena\": %zu, \"largest_arena\": %zu, "
-               "\"default_commit_limit\": %zu, \"memory_load\": %d, \"available_bytes\": %zu}\n",
+               "\"default_commit_limit\": %zu, \"memory_load\": %d, \"available_bytes\": %zu, "
+               "\"write_watch\": \"%s\"}\n",
                HOSTMEM_VERSION_STRING, hostmem_page_size(), hostmem_granularity(), overcommit, max_maps, maps,
                limit_text, left_text, first_arena, DEFAULT_LARGEST_ARENA, s.commit_limit,
-               load_hr == S_OK ? (int)load : -1, load_hr == S_OK ? (size_t)available : 0);
+               load_hr == S_OK ? (int)load : -1, load_hr == S_OK ? (size_t)available : 0,
+               hostmem_write_watch_mode());
         return EXIT_OK;
     }
     char a[32];
@@ -168,6 +170,11 @@ int cmd_info(int argc, char **argv)
                (double)available / (double)((size_t)1 << 30));
     else
         printf("memory load            unknown (/proc/meminfo unreadable)\n");
+    if (strcmp(hostmem_write_watch_mode(), "kernel") == 0)
+        printf("write watch            in the kernel (userfaultfd write-protection + PAGEMAP_SCAN)\n");
+    else
+        printf("write watch            unavailable: this kernel cannot track writes (Linux 6.7 can);\n"
+               "                       MEM_WRITE_WATCH is refused with ERROR_NOT_SUPPORTED\n");
     return EXIT_OK;
 }
 

@@ -1,0 +1,338 @@
+/*
+ * test_watch.c - issue 14: MEM_WRITE_WATCH with GetWriteWatch / ResetWriteWatch
+ * semantics (hostmem_get_write_watch, hostmem_reset_write_watch), and
+ * PAGE_NOCACHE / PAGE_WRITECOMBINE as allocation-wide attributes. The rules are
+ * Windows' as its conformance tests check them ([wine-k32] test_write_watch,
+ * test_VirtualAlloc); docs/writewatch.md.
+ */
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "test.h"
+
+#ifdef UNDER_TSAN
+#define UNDER_TSAN_FORK 1 /* hostmem's fork handlers are not installed under TSan (fork.c) */
+#else
+#define UNDER_TSAN_FORK 0
+#endif
+
+static size_t P;
+static IHostMemoryManager *M;
+
+#define INVALID HRESULT_FROM_WIN32(ERROR_INVALID_PARAMETER)
+#define NOACCESS HRESULT_FROM_WIN32(ERROR_NOACCESS)
+
+static int kernel_tracks(void)
+{
+    return strcmp(hostmem_write_watch_mode(), "kernel") == 0;
+}
+
+static char *watched(size_t pages, DWORD type)
+{
+    void *p = NULL;
+    HRESULT hr = M->lpVtbl->VirtualAlloc(M, NULL, pages * P, type | MEM_WRITE_WATCH, PAGE_READWRITE,
+                                         eTaskCritical, &p);
+    CHECK_HR(hr, S_OK);
+    return p;
+}
+
+/* The written pages of [b, b+n) as page indexes from b, into got; their count. */
+static size_t written(char *b, size_t n, DWORD flags, size_t max, size_t *got)
+{
+    void *a[64];
+    uintptr_t count = max;
+    ULONG granularity = 0;
+    HRESULT hr = hostmem_get_write_watch(M, flags, b, n, a, &count, &granularity);
+    CHECK_HR(hr, S_OK);
+    if (hr != S_OK)
+        return (size_t)-1;
+    CHECK_EQ(granularity, P);
+    for (size_t i = 0; i < count; i++) {
+        got[i] = (size_t)((char *)a[i] - b) / P;
+        if (i > 0)
+            CHECK(got[i] > got[i - 1]); /* ascending */
+    }
+    return count;
+}
+
+/* GetWriteWatch: the pages written since the reservation was made or reset, in
+ * order; a commit writes nothing; a 4-byte write across a boundary dirties both
+ * pages; a sub-range sees its own pages only. */
+TEST(get_write_watch_reports_written_pages_in_order)
+{
+    if (!kernel_tracks()) {
+        printf("write watch: %s here, skipped\n", hostmem_write_watch_mode());
+        return;
+    }
+    char *b = watched(16, MEM_RESERVE | MEM_COMMIT);
+    size_t got[64];
+    CHECK_EQ(written(b, 16 * P, 0, 64, got), 0);
+    memset(b + 2 * P - 2, 1, 4); /* pages 1 and 2 */
+    b[9 * P] = 1;
+    (void)*(volatile char *)(b + 5 * P); /* a read is no write */
+    CHECK_EQ(written(b, 16 * P, 0, 64, got), 3);
+    CHECK_EQ(got[0], 1);
+    CHECK_EQ(got[1], 2);
+    CHECK_EQ(got[2], 9);
+    CHECK_EQ(written(b + 2 * P, 2 * P, 0, 64, got), 1); /* pages 2-3: page 2 */
+    CHECK_EQ(got[0], 0);
+    CHECK_HR(M->lpVtbl->VirtualFree(M, b, 0, MEM_RELEASE), S_OK);
+}
+
+/* WRITE_WATCH_FLAG_RESET with a count smaller than the written pages: the
+ * first ones are returned and only those reset; ResetWriteWatch resets a
+ * range; a reserved-only watched region reports nothing. */
+TEST(reset_flag_resets_only_the_pages_returned)
+{
+    if (!kernel_tracks())
+        return;
+    char *b = watched(16, MEM_RESERVE);
+    size_t got[64];
+    CHECK_EQ(written(b, 16 * P, 0, 64, got), 0);
+    void *p;
+    CHECK_HR(M->lpVtbl->VirtualAlloc(M, b, 16 * P, MEM_COMMIT, PAGE_READWRITE, eTaskCritical, &p), S_OK);
+    b[3 * P] = b[4 * P] = b[7 * P] = 1;
+    CHECK_EQ(written(b, 16 * P, WRITE_WATCH_FLAG_RESET, 1, got), 1);
+    CHECK_EQ(got[0], 3);
+    CHECK_EQ(written(b, 16 * P, 0, 64, got), 2);
+    CHECK_EQ(got[0], 4);
+    CHECK_HR(hostmem_reset_write_watch(M, b, 5 * P), S_OK);
+    CHECK_EQ(written(b, 16 * P, 0, 64, got), 1);
+    CHECK_EQ(got[0], 7);
+    CHECK_EQ(written(b, 16 * P, WRITE_WATCH_FLAG_RESET, 64, got), 1);
+    CHECK_EQ(written(b, 16 * P, 0, 64, got), 0);
+    b[7 * P] = 2; /* written again after a reset */
+    CHECK_EQ(written(b, 16 * P, 0, 64, got), 1);
+    CHECK_HR(M->lpVtbl->VirtualFree(M, b, 0, MEM_RELEASE), S_OK);
+}
+
+/* Writes by the kernel count, as on Windows (ReadFile into the buffer); a
+ * protection change neither writes nor resets. */
+TEST(kernel_writes_count_and_protection_changes_do_not)
+{
+    if (!kernel_tracks())
+        return;
+    char *b = watched(8, MEM_RESERVE | MEM_COMMIT);
+    int fds[2];
+    REQUIRE(pipe(fds) == 0);
+    REQUIRE(write(fds[1], "hostmem", 7) == 7);
+    REQUIRE(read(fds[0], b + 5 * P, 7) == 7);
+    close(fds[0]);
+    close(fds[1]);
+    b[P] = 1;
+    DWORD old;
+    CHECK_HR(M->lpVtbl->VirtualProtect(M, b, 8 * P, PAGE_READONLY, &old), S_OK);
+    CHECK_HR(M->lpVtbl->VirtualProtect(M, b, 8 * P, PAGE_READWRITE, &old), S_OK);
+    size_t got[64];
+    CHECK_EQ(written(b, 8 * P, 0, 64, got), 2);
+    CHECK_EQ(got[0], 1);
+    CHECK_EQ(got[1], 5);
+    CHECK_HR(M->lpVtbl->VirtualFree(M, b, 0, MEM_RELEASE), S_OK);
+}
+
+/* Windows forgets the writes to decommitted pages: after decommit, and after a
+ * recommit and a read, they are not reported; a range with decommitted pages
+ * is no error. */
+TEST(decommitted_pages_are_not_reported)
+{
+    if (!kernel_tracks())
+        return;
+    char *b = watched(8, MEM_RESERVE | MEM_COMMIT);
+    b[2 * P] = b[3 * P] = b[6 * P] = 1;
+    CHECK_HR(M->lpVtbl->VirtualFree(M, b + 2 * P, 2 * P, MEM_DECOMMIT), S_OK);
+    size_t got[64];
+    CHECK_EQ(written(b, 8 * P, 0, 64, got), 1);
+    CHECK_EQ(got[0], 6);
+    void *p;
+    CHECK_HR(M->lpVtbl->VirtualAlloc(M, b + 2 * P, 2 * P, MEM_COMMIT, PAGE_READWRITE, eTaskCritical, &p), S_OK);
+    CHECK_EQ(*(volatile char *)(b + 2 * P), 0);
+    CHECK_EQ(written(b, 8 * P, 0, 64, got), 1);
+    b[3 * P] = 5;
+    CHECK_EQ(written(b, 8 * P, 0, 64, got), 2);
+    CHECK_EQ(got[0], 3);
+    CHECK_HR(M->lpVtbl->VirtualFree(M, b, 0, MEM_RELEASE), S_OK);
+}
+
+/* docs/host.md, fork: a child's kernel registers nothing of its parent's, so
+ * tracking starts again there - every page the child has reads as written
+ * until it is reset (never fewer than were written); the parent's tracking
+ * goes on undisturbed. */
+TEST(write_watch_in_a_forked_child)
+{
+    if (!kernel_tracks() || UNDER_TSAN_FORK)
+        return;
+    char *b = watched(8, MEM_RESERVE | MEM_COMMIT);
+    b[P] = 1;
+    fflush(stdout);
+    pid_t child = fork();
+    if (child == 0) {
+        size_t got[64];
+        int bad = 0;
+        size_t n1 = written(b, 8 * P, WRITE_WATCH_FLAG_RESET, 64, got), g1 = 0;
+        for (size_t i = 0; i < n1 && i < 64; i++)
+            g1 |= got[i] == 1; /* the page written before the fork is among them */
+        size_t n2 = written(b, 8 * P, 0, 64, got);
+        b[6 * P] = 1;
+        size_t n3 = written(b, 8 * P, 0, 64, got), g3 = got[0];
+        bad = n1 < 1 || !g1 || n2 != 0 || n3 != 1 || g3 != 6;
+        if (bad)
+            fprintf(stderr, "  child: %zu (page 1 %s), %zu, %zu (first %zu)\n", n1, g1 ? "in" : "not in", n2,
+                    n3, g3);
+        _exit(bad || test_current_failed);
+    }
+    REQUIRE(child > 0);
+    int status = -1;
+    REQUIRE(waitpid(child, &status, 0) == child);
+    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    size_t got[64];
+    CHECK_EQ(written(b, 8 * P, 0, 64, got), 1);
+    CHECK_EQ(got[0], 1);
+    CHECK_HR(M->lpVtbl->VirtualFree(M, b, 0, MEM_RELEASE), S_OK);
+}
+
+/* The parameters, in Windows' results: size 0, a range past the reservation's
+ * end, an unwatched reservation, memory the manager never handed out, a bad
+ * flag, *count 0 (checked before the pointers), NULL pointers. Nothing is
+ * written on a failure. */
+TEST(write_watch_parameters_as_windows)
+{
+    char *b = watched(4, MEM_RESERVE | MEM_COMMIT);
+    if (!kernel_tracks()) {
+        /* no tracking in this kernel: the reservation itself is refused */
+        CHECK(b == NULL);
+        return;
+    }
+    void *a[4] = {(void *)0xdeadbeef};
+    uintptr_t count = 4;
+    ULONG g = 7;
+    CHECK_HR(hostmem_get_write_watch(M, 0, b, 0, a, &count, &g), INVALID);
+    CHECK_HR(hostmem_get_write_watch(M, 0, b, 4 * P + 1, a, &count, &g), INVALID);
+    CHECK_HR(hostmem_get_write_watch(M, 0, b + 3 * P, P + 1, a, &count, &g), INVALID);
+    CHECK_HR(hostmem_get_write_watch(M, 0xdeadbeef, b, 4 * P, a, &count, &g), INVALID);
+    CHECK_HR(hostmem_get_write_watch(M, 0, NULL, 4 * P, a, &count, &g), INVALID);
+    int local;
+    CHECK_HR(hostmem_get_write_watch(M, 0, &local, sizeof local, a, &count, &g), INVALID);
+    count = 0;
+    CHECK_HR(hostmem_get_write_watch(M, 0, b, 4 * P, NULL, &count, &g), INVALID);
+    count = 4;
+    CHECK_HR(hostmem_get_write_watch(M, 0, b, 4 * P, a, NULL, &g), NOACCESS);
+    CHECK_HR(hostmem_get_write_watch(M, 0, b, 4 * P, a, &count, NULL), NOACCESS);
+    CHECK_HR(hostmem_get_write_watch(M, 0, b, 4 * P, NULL, &count, &g), NOACCESS);
+    CHECK(a[0] == (void *)0xdeadbeef && count == 4 && g == 7);
+    CHECK_HR(hostmem_reset_write_watch(M, b, 0), INVALID);
+    CHECK_HR(hostmem_reset_write_watch(M, b, 4 * P + 1), INVALID);
+    void *plain;
+    REQUIRE_HR(M->lpVtbl->VirtualAlloc(M, NULL, 4 * P, MEM_RESERVE | MEM_COMMIT, PAGE_READWRITE, eTaskCritical,
+                                       &plain), S_OK);
+    CHECK_HR(hostmem_get_write_watch(M, 0, plain, P, a, &count, &g), INVALID);
+    CHECK_HR(hostmem_reset_write_watch(M, plain, P), INVALID);
+    /* MEM_WRITE_WATCH is chosen at reservation: not with a commit alone */
+    void *p = (void *)1;
+    CHECK_HR(M->lpVtbl->VirtualAlloc(M, plain, P, MEM_COMMIT | MEM_WRITE_WATCH, PAGE_READWRITE, eTaskCritical, &p),
+             E_INVALIDARG);
+    CHECK_HR(M->lpVtbl->VirtualAlloc(M, NULL, P, MEM_WRITE_WATCH, PAGE_READWRITE, eTaskCritical, &p),
+             E_INVALIDARG);
+    CHECK(p == NULL);
+    CHECK_HR(M->lpVtbl->VirtualFree(M, plain, 0, MEM_RELEASE), S_OK);
+    CHECK_HR(M->lpVtbl->VirtualFree(M, b, 0, MEM_RELEASE), S_OK);
+}
+
+/* A write-watched reservation is a kernel mapping of its own: the map's
+ * estimate and the kernel check stay right, and its release gives the
+ * registration back (the address space is plain slack again). */
+TEST(watched_reservations_keep_the_map_exact)
+{
+    if (!kernel_tracks())
+        return;
+    char *w[8];
+    for (int i = 0; i < 8; i++)
+        w[i] = watched(3, i % 2 ? MEM_RESERVE : MEM_RESERVE | MEM_COMMIT);
+    hostmem_stats s = stats_of(M);
+    size_t real = 0;
+    CHECK_HR(hostmem_kernel_mappings(M, &real), S_OK);
+    if (real > s.kernel_mappings)
+        TEST_FAIL_AT("kernel mappings %zu, estimate %zu", real, s.kernel_mappings);
+    char why[256];
+    CHECK_HR(hostmem_validate(M, HOSTMEM_VALIDATE_KERNEL, why, sizeof why), S_OK);
+    for (int i = 0; i < 8; i++)
+        CHECK_HR(M->lpVtbl->VirtualFree(M, w[i], 0, MEM_RELEASE), S_OK);
+    CHECK_HR(hostmem_validate(M, HOSTMEM_VALIDATE_KERNEL, why, sizeof why), S_OK);
+    /* the same addresses, reserved again without the flag, are not watched */
+    void *p;
+    CHECK_HR(M->lpVtbl->VirtualAlloc(M, w[0], 3 * P, MEM_RESERVE | MEM_COMMIT, PAGE_READWRITE, eTaskCritical, &p),
+             S_OK);
+    void *a[4];
+    uintptr_t count = 4;
+    ULONG g;
+    CHECK_HR(hostmem_get_write_watch(M, 0, p, P, a, &count, &g), INVALID);
+    CHECK_HR(M->lpVtbl->VirtualFree(M, p, 0, MEM_RELEASE), S_OK);
+}
+
+/* PAGE_NOCACHE / PAGE_WRITECOMBINE belong to the allocation on current Windows
+ * ([wine-k32] test_VirtualAlloc): VirtualProtect neither drops nor adds them,
+ * its old protection includes them, and a commit inside such an allocation
+ * gets them; a no-access or guard page has none. */
+TEST(nocache_and_writecombine_are_allocation_wide)
+{
+    void *p, *q;
+    DWORD old;
+    MEMORY_BASIC_INFORMATION mbi;
+    SIZE_T n;
+    REQUIRE_HR(M->lpVtbl->VirtualAlloc(M, NULL, 2 * P, MEM_COMMIT | MEM_RESERVE, PAGE_READWRITE | PAGE_NOCACHE,
+                                       eTaskCritical, &p), S_OK);
+    CHECK_HR(M->lpVtbl->VirtualProtect(M, p, P, PAGE_READWRITE, &old), S_OK);
+    CHECK_EQ(old, PAGE_READWRITE | PAGE_NOCACHE);
+    CHECK_HR(M->lpVtbl->VirtualQuery(M, p, &mbi, sizeof mbi, &n), S_OK);
+    CHECK_EQ(mbi.Protect, PAGE_READWRITE | PAGE_NOCACHE); /* dropping it is ignored */
+    CHECK_EQ(mbi.RegionSize, 2 * P);
+    CHECK_HR(M->lpVtbl->VirtualProtect(M, p, P, PAGE_READONLY, &old), S_OK);
+    CHECK_HR(M->lpVtbl->VirtualQuery(M, p, &mbi, sizeof mbi, &n), S_OK);
+    CHECK_EQ(mbi.Protect, PAGE_READONLY | PAGE_NOCACHE);
+    CHECK_EQ(mbi.RegionSize, P);
+    CHECK_HR(M->lpVtbl->VirtualProtect(M, p, P, PAGE_NOACCESS, &old), S_OK);
+    CHECK_EQ(old, PAGE_READONLY | PAGE_NOCACHE);
+    CHECK_HR(M->lpVtbl->VirtualQuery(M, p, &mbi, sizeof mbi, &n), S_OK);
+    CHECK_EQ(mbi.Protect, PAGE_NOACCESS);
+    /* adding it to a plain allocation is ignored */
+    REQUIRE_HR(M->lpVtbl->VirtualAlloc(M, NULL, P, MEM_COMMIT | MEM_RESERVE, PAGE_READWRITE, eTaskCritical, &q),
+               S_OK);
+    CHECK_HR(M->lpVtbl->VirtualProtect(M, q, P, PAGE_READONLY | PAGE_WRITECOMBINE, &old), S_OK);
+    CHECK_EQ(old, PAGE_READWRITE);
+    CHECK_HR(M->lpVtbl->VirtualQuery(M, q, &mbi, sizeof mbi, &n), S_OK);
+    CHECK_EQ(mbi.Protect, PAGE_READONLY);
+    CHECK_EQ(mbi.AllocationProtect, PAGE_READWRITE);
+    CHECK_HR(M->lpVtbl->VirtualFree(M, q, 0, MEM_RELEASE), S_OK);
+    CHECK_HR(M->lpVtbl->VirtualFree(M, p, 0, MEM_RELEASE), S_OK);
+    /* a commit inside a WRITECOMBINE reservation gets it */
+    REQUIRE_HR(M->lpVtbl->VirtualAlloc(M, NULL, 4 * P, MEM_RESERVE, PAGE_READWRITE | PAGE_WRITECOMBINE,
+                                       eTaskCritical, &p), S_OK);
+    CHECK_HR(M->lpVtbl->VirtualAlloc(M, p, P, MEM_COMMIT, PAGE_READONLY, eTaskCritical, &q), S_OK);
+    CHECK_HR(M->lpVtbl->VirtualAlloc(M, (char *)p + P, P, MEM_COMMIT, PAGE_READWRITE | PAGE_GUARD, eTaskCritical,
+                                     &q), S_OK);
+    CHECK_HR(M->lpVtbl->VirtualQuery(M, p, &mbi, sizeof mbi, &n), S_OK);
+    CHECK_EQ(mbi.Protect, PAGE_READONLY | PAGE_WRITECOMBINE);
+    CHECK_HR(M->lpVtbl->VirtualQuery(M, (char *)p + P, &mbi, sizeof mbi, &n), S_OK);
+    CHECK_EQ(mbi.Protect, PAGE_READWRITE | PAGE_GUARD);
+    CHECK_HR(M->lpVtbl->VirtualFree(M, p, 0, MEM_RELEASE), S_OK);
+}
+
+int main(void)
+{
+    P = hostmem_page_size();
+    if (hostmem_create(NULL, &M) != S_OK) {
+        printf("test_watch: cannot create a manager\n");
+        return 1;
+    }
+    printf("write watch: %s\n", hostmem_write_watch_mode());
+    RUN(get_write_watch_reports_written_pages_in_order);
+    RUN(reset_flag_resets_only_the_pages_returned);
+    RUN(kernel_writes_count_and_protection_changes_do_not);
+    RUN(decommitted_pages_are_not_reported);
+    RUN(write_watch_in_a_forked_child);
+    RUN(write_watch_parameters_as_windows);
+    RUN(watched_reservations_keep_the_map_exact);
+    RUN(nocache_and_writecombine_are_allocation_wide);
+    CHECK_EQ(M->lpVtbl->Release(M), 0);
+    return TEST_SUMMARY("test_watch");
+}
