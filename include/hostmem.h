@@ -374,6 +374,8 @@ typedef struct hostmem_lock_ops {
 /* hostmem_config.flags */
 #define HOSTMEM_COMPACT 0x1u     /* reserved pages are not hardware-protected (docs/modes.md) */
 #define HOSTMEM_LEAK_REPORT 0x2u /* print leaks to stderr when a heap or the manager goes away */
+#define HOSTMEM_GUARD_PAGES 0x4u /* one-shot guard pages, as Windows: installs a process-wide
+                                    SIGSEGV handler (docs/guard.md) */
 
 /* hostmem_config.appdomain_wait_ms: an eAppDomainCritical request over budget
  * is refused at once (the runtime is still told memory is Low). */
@@ -533,6 +535,21 @@ HRESULT hostmem_reset_write_watch(IHostMemoryManager *manager, void *base, SIZE_
 /* How writes are tracked in this process: "kernel" (userfaultfd + PAGEMAP_SCAN),
  * or "unavailable" (MEM_WRITE_WATCH is refused with ERROR_NOT_SUPPORTED). */
 const char *hostmem_write_watch_mode(void);
+
+/*
+ * One-shot guard pages (HOSTMEM_GUARD_PAGES, docs/guard.md): the first access to
+ * a PAGE_GUARD page clears the guard on that page, as Windows does, then calls
+ * fn from the SIGSEGV handler with the page's address and the access (0 read,
+ * 1 write, -1 unknown), on the faulting thread. HOSTMEM_GUARD_RETRY retries the
+ * access; HOSTMEM_GUARD_RAISE makes it the access violation Windows raises when
+ * nobody handles STATUS_GUARD_PAGE_VIOLATION (the handler there before
+ * hostmem's, or the default action). No fn: RAISE. fn runs in a signal handler:
+ * it may call only async-signal-safe code, VirtualQuery among it.
+ */
+#define HOSTMEM_GUARD_RAISE 0
+#define HOSTMEM_GUARD_RETRY 1
+typedef int (*hostmem_guard_fn)(void *context, void *address, int access);
+HRESULT hostmem_set_guard_handler(IHostMemoryManager *manager, hostmem_guard_fn fn, void *context);
 
 /* Page size and allocation granularity used by every manager of the process. */
 size_t hostmem_page_size(void);

@@ -475,6 +475,10 @@ struct call_shard {
 struct stripe {
     void *lock;
     struct slab slab; /* run buffers of this stripe's reservations */
+    /* With signal changes on (guard pages): who may change this stripe's
+     * reservations - a writer holding the lock, or a SIGSEGV handler, which
+     * cannot take a lock - as the thread's id, 0 = nobody (vm.c). */
+    _Atomic long busy;
 } __attribute__((aligned(64)));
 
 struct manager {
@@ -486,6 +490,9 @@ struct manager {
     uint32_t flags;
     DWORD timeout_ms;
     bool compact;
+    bool signals;             /* HOSTMEM_GUARD_PAGES: a SIGSEGV handler changes reservations (guard.c) */
+    _Atomic(hostmem_guard_fn) guard_fn;
+    _Atomic(void *) guard_context;
     size_t arena_size;        /* the largest arena; reservations above a quarter of it are standalone */
     size_t commit_limit;
     hostmem_lock_ops lock_ops;
@@ -561,6 +568,7 @@ uintptr_t arena_next_start(struct manager *m, uintptr_t address) HIDDEN; /* lock
 
 /* registry.c: the live managers */
 HRESULT registry_add(struct manager *m) HIDDEN;     /* takes an id; E_OUTOFMEMORY when none is left */
+struct manager *registry_find(unsigned id) HIDDEN;  /* lock-free (a signal handler's); NULL = none */
 void registry_remove(struct manager *m) HIDDEN;     /* after its address-map entries are gone */
 void registry_each(void (*fn)(struct manager *m, void *context), void *context) HIDDEN;
 void registry_before_destroy(struct manager *m) HIDDEN; /* the tests' hook (registry.h) */
@@ -628,6 +636,11 @@ HRESULT vm_get_write_watch(struct manager *m, DWORD flags, void *base, SIZE_T si
                            uintptr_t *count, ULONG *granularity) HIDDEN;
 HRESULT vm_reset_write_watch(struct manager *m, void *base, SIZE_T size) HIDDEN;
 void vm_release_all(struct manager *m) HIDDEN;
+/* From the SIGSEGV handler (guard.c): clears the guard of the page at page if it
+ * is one of m's guard pages. */
+enum guard_outcome { GUARD_FIRED, GUARD_RETRY, GUARD_NOT_OURS, GUARD_CANNOT };
+enum guard_outcome vm_guard_fire(struct manager *m, uintptr_t page) HIDDEN;
+int guard_install(void) HIDDEN; /* guard.c: the process's handler, once; 0 or an errno */
 /* Pages of r protected only in the books (hostmem_stats.book_protected_pages). */
 size_t vm_book_protected(struct manager *m, const struct reservation *r) HIDDEN;
 

@@ -25,6 +25,12 @@ static pthread_mutex_t registry_lock = PTHREAD_MUTEX_INITIALIZER;
 static uint64_t id_used[(MAX_MANAGERS + 1) / 64 + 1];
 static unsigned id_next = 1;
 static struct manager *registry_head; /* the live managers, newest first */
+static _Atomic(struct manager *) registry_by_id[MAX_MANAGERS + 1]; /* for a signal handler */
+
+struct manager *registry_find(unsigned id)
+{
+    return id <= MAX_MANAGERS ? atomic_load_explicit(&registry_by_id[id], memory_order_acquire) : NULL;
+}
 
 void (*hostmem_registry_on_destroy)(IHostMemoryManager *manager, int live);
 
@@ -51,6 +57,7 @@ HRESULT registry_add(struct manager *m)
         if (registry_head)
             registry_head->registry_prev = m;
         registry_head = m;
+        atomic_store_explicit(&registry_by_id[m->id], m, memory_order_release);
     }
     pthread_mutex_unlock(&registry_lock);
     return m->id ? S_OK : E_OUTOFMEMORY;
@@ -63,6 +70,7 @@ void registry_remove(struct manager *m)
     pthread_mutex_lock(&registry_lock);
     hm_assert(id_used[m->id / 64] >> (m->id % 64) & 1);
     id_used[m->id / 64] &= ~((uint64_t)1 << (m->id % 64));
+    atomic_store_explicit(&registry_by_id[m->id], NULL, memory_order_release);
     if (m->registry_prev)
         m->registry_prev->registry_next = m->registry_next;
     else

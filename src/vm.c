@@ -14,7 +14,10 @@
  * under the arena lock except to map a new arena (and, in arena_trim, to unmap
  * unused ones).
  */
+#include <sched.h>
 #include <string.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
 #include "internal.h"
 
@@ -84,6 +87,32 @@ static bool large_aligned(uintptr_t start, uintptr_t end)
 
 /* ---- finding and locking the reservation that holds an address --------------- */
 
+/*
+ * With guard pages on, a SIGSEGV handler changes reservations too, and it can
+ * take no lock: a stripe's reservations are changed by whoever holds its busy
+ * word - a writer, after its lock, or a handler. Handlers hold it for one
+ * page's change, so a writer waits on it by spinning.
+ */
+static long thread_id(void)
+{
+    return (long)syscall(SYS_gettid);
+}
+
+static void busy_enter(struct stripe *stripe)
+{
+    long self = thread_id(), free_ = 0;
+    while (!atomic_compare_exchange_weak_explicit(&stripe->busy, &free_, self, memory_order_acquire,
+                                                  memory_order_relaxed)) {
+        free_ = 0;
+        sched_yield();
+    }
+}
+
+static void busy_leave(struct stripe *stripe)
+{
+    atomic_store_explicit(&stripe->busy, 0, memory_order_release);
+}
+
 struct locked {
     struct reservation *r;
     struct stripe *stripe;
@@ -126,6 +155,8 @@ static HRESULT reservation_lock(struct manager *m, uintptr_t address, HRESULT no
                 lock_leave(m, stripe->lock);
                 return not_ours;
             }
+            if (m->signals)
+                busy_enter(stripe);
             return S_OK;
         }
         hr = lock_leave(m, stripe->lock);
@@ -136,6 +167,8 @@ static HRESULT reservation_lock(struct manager *m, uintptr_t address, HRESULT no
 
 static HRESULT unlock(struct manager *m, struct locked *l, HRESULT result)
 {
+    if (m->signals)
+        busy_leave(l->stripe);
     HRESULT hr = lock_leave(m, l->stripe->lock);
     return result == S_OK ? hr : result;
 }
@@ -1044,6 +1077,65 @@ HRESULT vm_reset_write_watch(struct manager *m, void *base, SIZE_T size)
         return hr;
     int err = os_watch_clean((void *)start, end - start);
     return unlock(m, &l, err ? watch_refused(m, err, "userfaultfd write-protection") : S_OK);
+}
+
+/* ---- one-shot guard pages (guard.c's handler, docs/guard.md) ------------------------------ */
+
+/*
+ * The first access to a guard page of m clears its guard, books and hardware
+ * together, as Windows does. Runs in a SIGSEGV handler: no lock, no allocation
+ * but the stripe's slab (its owner is whoever holds the busy word), only
+ * async-signal-safe system calls. GUARD_RETRY when a writer or another handler
+ * holds the stripe (the access faults again when retried, and finds it free);
+ * GUARD_CANNOT when this very thread holds it (a signal interrupted it inside
+ * hostmem) or the kernel refused the change; GUARD_NOT_OURS when the page is not
+ * a guard page of m's.
+ */
+enum guard_outcome vm_guard_fire(struct manager *m, uintptr_t page)
+{
+    uintptr_t e = radix_load(page);
+    if (!e || entry_id(e) != m->id || entry_is_slack(e) || entry_is_heap(e))
+        return GUARD_NOT_OURS;
+    struct reservation *r = entry_pointer(e);
+    struct run_snapshot view;
+    if (reservation_read(r, e, page, &view) != 1 || !(view.attr & PAGE_GUARD))
+        return GUARD_NOT_OURS;
+    struct stripe *stripe = stripe_of(m, view.base);
+    long self = thread_id(), holder = 0;
+    if (!atomic_compare_exchange_strong_explicit(&stripe->busy, &holder, self, memory_order_acquire,
+                                                 memory_order_relaxed))
+        return holder == self ? GUARD_CANNOT : GUARD_RETRY;
+    enum guard_outcome outcome = GUARD_RETRY; /* changed meanwhile: look again */
+    if (radix_load(page) == e && atomic_load_explicit(&r->base, memory_order_relaxed) == view.base) {
+        struct runs_view w;
+        reservation_view(r, &w);
+        uint64_t index = (page - view.base) >> g_page_shift;
+        unsigned attr = 0;
+        for (uint32_t i = 0; i < w.n && run_page(runs_view_get(&w, i)) <= index; i++)
+            attr = run_attr(runs_view_get(&w, i));
+        if (attr & PAGE_GUARD) {
+            unsigned cleared = attr & ~(unsigned)PAGE_GUARD;
+            bool compact = res_compact(m, r);
+            uintptr_t spare[2];
+            outcome = GUARD_CANNOT;
+            if (reservation_prepare(&stripe->slab, r, reservation_count_after(r, index, index + 1, cleared),
+                                    spare) == 0) {
+                int err = os_protect((void *)page, g_page, protect_to_os(cleared, compact));
+                if (!err) {
+                    size_t before = transitions(m, r, index, index + 1);
+                    reservation_apply(&stripe->slab, r, index, index + 1, cleared, spare);
+                    atomic_fetch_add_explicit(&m->mapping_estimate, transitions(m, r, index, index + 1) - before,
+                                              memory_order_relaxed);
+                    outcome = GUARD_FIRED;
+                } else {
+                    counter_add(&m->os_refusals, 1); /* os_refused describes on stderr: not here */
+                    reservation_unprepare(&stripe->slab, spare);
+                }
+            }
+        }
+    }
+    atomic_store_explicit(&stripe->busy, 0, memory_order_release);
+    return outcome;
 }
 
 /* ---- shutdown -------------------------------------------------------------------------- */

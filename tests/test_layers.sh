@@ -29,6 +29,7 @@ vm 6
 query 6
 heap 7
 inspect 7
+guard 7
 fork 8
 com 9
 "
