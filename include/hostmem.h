@@ -376,6 +376,9 @@ typedef struct hostmem_lock_ops {
 #define HOSTMEM_LEAK_REPORT 0x2u /* print leaks to stderr when a heap or the manager goes away */
 #define HOSTMEM_GUARD_PAGES 0x4u /* one-shot guard pages, as Windows: installs a process-wide
                                     SIGSEGV handler (docs/guard.md) */
+#define HOSTMEM_EMULATE_WRITE_WATCH 0x8u /* MEM_WRITE_WATCH by write-protection and the first
+                                    write's SIGSEGV (docs/writewatch.md), also where the kernel
+                                    tracks writes itself; installs the same handler */
 
 /* hostmem_config.appdomain_wait_ms: an eAppDomainCritical request over budget
  * is refused at once (the runtime is still told memory is Low). */
@@ -532,8 +535,9 @@ size_t hostmem_large_page_minimum(void);
 HRESULT hostmem_get_write_watch(IHostMemoryManager *manager, DWORD flags, void *base, SIZE_T size,
                                 void **addresses, uintptr_t *count, ULONG *granularity);
 HRESULT hostmem_reset_write_watch(IHostMemoryManager *manager, void *base, SIZE_T size);
-/* How writes are tracked in this process: "kernel" (userfaultfd + PAGEMAP_SCAN),
- * or "unavailable" (MEM_WRITE_WATCH is refused with ERROR_NOT_SUPPORTED). */
+/* How this kernel lets writes be tracked: "kernel" (userfaultfd + PAGEMAP_SCAN),
+ * or "unavailable": MEM_WRITE_WATCH is refused with ERROR_NOT_SUPPORTED but in a
+ * manager made with HOSTMEM_EMULATE_WRITE_WATCH, which emulates it anywhere. */
 const char *hostmem_write_watch_mode(void);
 
 /*

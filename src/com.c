@@ -260,8 +260,9 @@ static int is_manager(IHostMemoryManager *i)
  * caller's fields (zero past its size). */
 static const char *config_problem(const hostmem_config *c)
 {
-    if (c->flags & ~(HOSTMEM_COMPACT | HOSTMEM_LEAK_REPORT | HOSTMEM_GUARD_PAGES))
-        return "flags: only HOSTMEM_COMPACT, HOSTMEM_LEAK_REPORT and HOSTMEM_GUARD_PAGES are defined";
+    if (c->flags & ~(HOSTMEM_COMPACT | HOSTMEM_LEAK_REPORT | HOSTMEM_GUARD_PAGES | HOSTMEM_EMULATE_WRITE_WATCH))
+        return "flags: only HOSTMEM_COMPACT, HOSTMEM_LEAK_REPORT, HOSTMEM_GUARD_PAGES and "
+               "HOSTMEM_EMULATE_WRITE_WATCH are defined";
     if (c->commit_limit && c->commit_limit != HOSTMEM_UNLIMITED && c->commit_limit < g_page)
         return "commit_limit: a budget under one page cannot hold a single commit";
     if (c->lock_ops && (!c->lock_ops->create || !c->lock_ops->enter || !c->lock_ops->leave ||
@@ -311,7 +312,7 @@ HRESULT hostmem_create(const hostmem_config *config, IHostMemoryManager **out)
     atomic_init(&m->references, 1);
     m->flags = c.flags;
     m->compact = (c.flags & HOSTMEM_COMPACT) != 0;
-    m->signals = (c.flags & HOSTMEM_GUARD_PAGES) != 0;
+    m->signals = (c.flags & (HOSTMEM_GUARD_PAGES | HOSTMEM_EMULATE_WRITE_WATCH)) != 0;
     if (m->signals && guard_install() != 0) {
         pages_free(NULL, m, sizeof(struct manager));
         return E_OUTOFMEMORY; /* the kernel refused the handler */
@@ -438,7 +439,7 @@ HRESULT hostmem_set_guard_handler(IHostMemoryManager *manager, hostmem_guard_fn 
     HRESULT hr = manager_check(m);
     if (hr != S_OK)
         return hr;
-    if (!m->signals)
+    if (!(m->flags & HOSTMEM_GUARD_PAGES))
         return E_INVALIDARG; /* made without HOSTMEM_GUARD_PAGES: guards never fire */
     atomic_store_explicit(&m->guard_fn, NULL, memory_order_release);
     atomic_store_explicit(&m->guard_context, context, memory_order_relaxed);

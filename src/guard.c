@@ -1,13 +1,17 @@
 /*
- * guard.c - one-shot guard pages: the process's SIGSEGV handler.
+ * guard.c - one-shot guard pages and emulated write watch: the process's
+ * SIGSEGV handler.
  *
- * Installed once, by the first manager made with HOSTMEM_GUARD_PAGES, on the
+ * Installed once, by the first manager made with HOSTMEM_GUARD_PAGES or
+ * HOSTMEM_EMULATE_WRITE_WATCH, on the
  * alternate stack when the thread has one, in front of whatever handler was
  * there. A fault on a guard page of such a manager clears that page's guard
- * (vm_guard_fire: books and hardware together, under the stripe's busy word,
+ * (vm_signal_fire: books and hardware together, under the stripe's busy word,
  * never a lock), then the manager's callback decides: retry the access, or
  * raise the access violation Windows raises when nobody handles the guard
- * page's exception. Every other fault goes to the previous handler untouched.
+ * page's exception. The first write to a clean page of an emulated
+ * write-watched reservation marks it written and goes on. Every other fault
+ * goes to the previous handler untouched.
  *
  * Must never: lock, allocate (but the stripe's slab, whose owner it is while it
  * holds the busy word), or call anything that is not async-signal-safe.
@@ -67,11 +71,12 @@ static void on_fault(int sig, siginfo_t *info, void *context)
     uintptr_t e = radix_load(page);
     struct manager *m = e ? registry_find(entry_id(e)) : NULL;
     if (m && m->signals) {
-        switch (vm_guard_fire(m, page)) {
-        case GUARD_FIRED: {
+        int access = access_kind(context);
+        switch (vm_signal_fire(m, page, access)) {
+        case SIGNAL_GUARD: {
             hostmem_guard_fn fn = atomic_load_explicit(&m->guard_fn, memory_order_acquire);
             void *fn_context = atomic_load_explicit(&m->guard_context, memory_order_relaxed);
-            if (fn && fn(fn_context, (void *)page, access_kind(context)) == HOSTMEM_GUARD_RETRY) {
+            if (fn && fn(fn_context, (void *)page, access) == HOSTMEM_GUARD_RETRY) {
                 errno = saved;
                 return;
             }
@@ -79,12 +84,15 @@ static void on_fault(int sig, siginfo_t *info, void *context)
             errno = saved;
             return;
         }
-        case GUARD_RETRY:
+        case SIGNAL_WRITTEN: /* the write goes on, and is seen by GetWriteWatch */
+            errno = saved;
+            return;
+        case SIGNAL_RETRY:
             sched_yield(); /* another thread holds the stripe: the access comes back */
             errno = saved;
             return;
-        case GUARD_CANNOT:
-        case GUARD_NOT_OURS:
+        case SIGNAL_CANNOT:
+        case SIGNAL_NOT_OURS:
             break;
         }
     }

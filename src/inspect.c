@@ -285,7 +285,7 @@ static uint64_t check_runs(struct reservation *r, struct problem *p)
                      (uintmax_t)run_page(run), (uintmax_t)end);
         if (i > 0 && run_attr(reservation_run(r, i - 1)) == run_attr(run))
             complain(p, "reservation %p: runs %u and %u not merged", (void *)r, i - 1, i);
-        unsigned attr = run_attr(run), protect = attr & ~ATTR_STALE;
+        unsigned attr = run_attr(run), protect = attr & ~(ATTR_STALE | ATTR_CLEAN);
         if (attr && !protect_valid(protect))
             complain(p, "reservation %p: bad attribute %#x", (void *)r, attr);
         if ((attr & ATTR_STALE) && !(r->flags & RES_STALE))

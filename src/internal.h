@@ -291,8 +291,40 @@ static inline unsigned run_attr(uint64_t run) { return (unsigned)(run & RUN_ATTR
 #define ATTR_STALE 0x8000u
 _Static_assert(ATTR_STALE > PROTECT_ALL_BITS && ATTR_STALE <= RUN_ATTR_MASK,
                "the stale mark is an attribute bit no protection uses");
-/* The attribute as Windows sees it: 0 (reserved) for a stale run. */
-static inline unsigned attr_visible(unsigned attr) { return (attr & ATTR_STALE) ? 0 : attr; }
+/*
+ * Emulated write watch (docs/writewatch.md): a committed page not written since
+ * the last reset, whose hardware protection lacks write so that the first write
+ * faults (guard.c). Reads as its protection alone.
+ */
+#define ATTR_CLEAN 0x4000u
+/* Not an attribute but a request to reservation_apply in a reservation with
+ * emulated write watch: pages take the protection in the low bits, committed
+ * ones keeping their clean mark and newly committed ones clean. */
+#define ATTR_WATCH 0x2000u
+_Static_assert(ATTR_WATCH > PROTECT_ALL_BITS && ATTR_CLEAN > ATTR_WATCH && ATTR_STALE > ATTR_CLEAN,
+               "the marks are attribute bits no protection uses");
+/* The attribute as Windows sees it: 0 (reserved) for a stale run, the
+ * protection alone for a clean one. */
+static inline unsigned attr_visible(unsigned attr)
+{
+    return (attr & ATTR_STALE) ? 0 : attr & ~ATTR_CLEAN;
+}
+
+/* What a page of attribute old becomes when its range takes request: the
+ * request itself, but for ATTR_STALE and ATTR_CLEAN (committed pages take the
+ * mark, the others stay) and ATTR_WATCH (above). */
+static inline unsigned attr_after(unsigned old, unsigned request)
+{
+    if (request == ATTR_STALE || request == ATTR_CLEAN)
+        return attr_visible(old) ? old | request : old;
+    if (request & ATTR_WATCH) {
+        unsigned protect = request & ~ATTR_WATCH;
+        if (!protect)
+            return 0;
+        return protect | (attr_visible(old) ? (old & ATTR_CLEAN) : ATTR_CLEAN);
+    }
+    return request;
+}
 
 struct runbuf {
     _Atomic uint32_t capacity; /* fixed for the life of the memory */
@@ -311,6 +343,7 @@ struct runbuf {
 #define RES_LARGE_PAGES 0x20u /* with RES_STANDALONE: huge pages, committed for life */
 #define RES_STALE 0x40u     /* may hold stale runs (ATTR_STALE) */
 #define RES_WRITE_WATCH 0x80u /* MEM_WRITE_WATCH: its pages are a kernel mapping of their own */
+#define RES_WATCH_EMULATED 0x100u /* with RES_WRITE_WATCH: clean pages are marked (ATTR_CLEAN), not the kernel's */
 
 struct arena;
 /*
@@ -490,7 +523,8 @@ struct manager {
     uint32_t flags;
     DWORD timeout_ms;
     bool compact;
-    bool signals;             /* HOSTMEM_GUARD_PAGES: a SIGSEGV handler changes reservations (guard.c) */
+    bool signals;             /* guard pages or emulated write watch: a SIGSEGV handler changes
+                                 reservations (guard.c) */
     _Atomic(hostmem_guard_fn) guard_fn;
     _Atomic(void *) guard_context;
     size_t arena_size;        /* the largest arena; reservations above a quarter of it are standalone */
@@ -636,10 +670,10 @@ HRESULT vm_get_write_watch(struct manager *m, DWORD flags, void *base, SIZE_T si
                            uintptr_t *count, ULONG *granularity) HIDDEN;
 HRESULT vm_reset_write_watch(struct manager *m, void *base, SIZE_T size) HIDDEN;
 void vm_release_all(struct manager *m) HIDDEN;
-/* From the SIGSEGV handler (guard.c): clears the guard of the page at page if it
- * is one of m's guard pages. */
-enum guard_outcome { GUARD_FIRED, GUARD_RETRY, GUARD_NOT_OURS, GUARD_CANNOT };
-enum guard_outcome vm_guard_fire(struct manager *m, uintptr_t page) HIDDEN;
+/* From the SIGSEGV handler (guard.c): a guard page's first access, or an emulated
+ * write-watched page's first write. */
+enum signal_outcome { SIGNAL_GUARD, SIGNAL_WRITTEN, SIGNAL_RETRY, SIGNAL_NOT_OURS, SIGNAL_CANNOT };
+enum signal_outcome vm_signal_fire(struct manager *m, uintptr_t page, int access) HIDDEN;
 int guard_install(void) HIDDEN; /* guard.c: the process's handler, once; 0 or an errno */
 /* Pages of r protected only in the books (hostmem_stats.book_protected_pages). */
 size_t vm_book_protected(struct manager *m, const struct reservation *r) HIDDEN;

@@ -14,10 +14,9 @@
  * under the arena lock except to map a new arena (and, in arena_trim, to unmap
  * unused ones).
  */
+#include <pthread.h>
 #include <sched.h>
 #include <string.h>
-#include <sys/syscall.h>
-#include <unistd.h>
 
 #include "internal.h"
 
@@ -51,20 +50,33 @@ int protect_to_os(unsigned attr, bool compact)
         return reserved_prot(compact);
     if (attr & PAGE_GUARD)
         return OS_PROT_NONE;
+    int prot;
     switch (attr & PROTECT_BASE_MASK) {
     case PAGE_READONLY:
-        return OS_PROT_READ;
+        prot = OS_PROT_READ;
+        break;
     case PAGE_READWRITE:
-        return OS_PROT_READ | OS_PROT_WRITE;
+        prot = OS_PROT_READ | OS_PROT_WRITE;
+        break;
     case PAGE_EXECUTE:
-        return OS_PROT_EXEC;
+        prot = OS_PROT_EXEC;
+        break;
     case PAGE_EXECUTE_READ:
-        return OS_PROT_READ | OS_PROT_EXEC;
+        prot = OS_PROT_READ | OS_PROT_EXEC;
+        break;
     case PAGE_EXECUTE_READWRITE:
-        return OS_PROT_READ | OS_PROT_WRITE | OS_PROT_EXEC;
+        prot = OS_PROT_READ | OS_PROT_WRITE | OS_PROT_EXEC;
+        break;
     default:
         return OS_PROT_NONE;
     }
+    return (attr & ATTR_CLEAN) ? prot & ~OS_PROT_WRITE : prot; /* the first write must fault */
+}
+
+/* Its pages registered with the kernel's write tracking (not emulated). */
+static inline bool kernel_watched(const struct reservation *r)
+{
+    return (r->flags & (RES_WRITE_WATCH | RES_WATCH_EMULATED)) == RES_WRITE_WATCH;
 }
 
 static inline uintptr_t page_up_checked(uintptr_t a, size_t size, bool *overflow)
@@ -93,9 +105,11 @@ static bool large_aligned(uintptr_t start, uintptr_t end)
  * word - a writer, after its lock, or a handler. Handlers hold it for one
  * page's change, so a writer waits on it by spinning.
  */
+/* This thread, as the busy word holds it: glibc's pthread_self reads the thread
+ * pointer, which a signal handler may do (no system call, unlike gettid). */
 static long thread_id(void)
 {
-    return (long)syscall(SYS_gettid);
+    return (long)pthread_self();
 }
 
 static void busy_enter(struct stripe *stripe)
@@ -303,6 +317,48 @@ static HRESULT protect_range(struct manager *m, struct locked *l, uintptr_t star
 }
 
 /*
+ * Gives every piece of [start,end) the hardware protection of what request makes
+ * of it (attr_after: emulated write watch, where clean and written pages of one
+ * protection differ in hardware), piece by piece, only where it changes. On a
+ * refusal puts back what the runs say and returns E_OUTOFMEMORY, or E_FAIL (and
+ * the manager is disabled) if even that fails.
+ */
+struct piecewise {
+    struct manager *m;
+    bool compact;
+    unsigned request;
+    uintptr_t failed_end;
+    int err;
+};
+
+static int piecewise_step(void *context, const struct piece *piece)
+{
+    struct piecewise *c = context;
+    int from = protect_to_os(piece->attr, c->compact);
+    int to = protect_to_os(attr_after(piece->attr, c->request), c->compact);
+    if (from != to && (c->err = os_protect((void *)piece->start, piece->end - piece->start, to)) != 0) {
+        c->failed_end = piece->end;
+        return 1;
+    }
+    return 0;
+}
+
+static HRESULT protect_pieces(struct manager *m, struct locked *l, uintptr_t start, uintptr_t end,
+                              unsigned request)
+{
+    hm_assert(lock_held(l->stripe->lock));
+    struct piecewise c = {m, res_compact(m, l->r), request, 0, 0};
+    if (!pieces(l->r, l->base, start, end, piecewise_step, &c))
+        return S_OK;
+    HRESULT hr = os_refused(m, c.err, "mprotect");
+    struct restore undo = {m, c.compact, false};
+    pieces(l->r, l->base, start, c.failed_end, restore_step, &undo);
+    if (undo.failed)
+        return manager_fail(m, "mprotect failed and could not be undone");
+    return hr;
+}
+
+/*
  * Kernel mappings the map implies, counted as changes of hardware protection
  * at page boundaries [lo, hi] of one reservation (boundary p lies between pages
  * p-1 and p; the pages outside the reservation count as reserved). Summed over
@@ -314,7 +370,7 @@ static size_t transitions(struct manager *m, const struct reservation *r, uint64
     reservation_view(r, &w);
     /* arena slack around it; a write-watched reservation's pages are a mapping
      * of their own whatever the slack's protection */
-    int outside = (r->flags & RES_WRITE_WATCH) ? -1 : reserved_prot(m->compact);
+    int outside = kernel_watched(r) ? -1 : reserved_prot(m->compact);
     bool compact = res_compact(m, r);
     size_t count = 0;
     int previous = outside;
@@ -347,7 +403,7 @@ static int hw_at(struct manager *m, struct locked *l, const struct runs_view *w,
             attr = run_attr(runs_view_get(w, i));
         return protect_to_os(attr, res_compact(m, l->r));
     }
-    if (l->r->flags & (RES_STANDALONE | RES_WRITE_WATCH))
+    if ((l->r->flags & RES_STANDALONE) || kernel_watched(l->r))
         return -2; /* outside its own mapping: a kernel boundary for sure */
     uintptr_t span_end = l->base + granule_up(l->end - l->base);
     if (a >= l->end && a < span_end)
@@ -549,6 +605,8 @@ static HRESULT change_range(struct manager *m, struct locked *l, uintptr_t start
     struct reservation *r = l->r;
     if ((r->flags & RES_LARGE_PAGES) && (attr == 0 || !large_aligned(start, end)))
         return E_INVALIDARG; /* huge pages are never decommitted, and change whole */
+    /* emulated write watch: pages keep their clean mark; new ones start clean */
+    unsigned request = attr && (r->flags & RES_WATCH_EMULATED) ? attr | ATTR_WATCH : attr;
     if (r->flags & RES_STALE) {
         /* stale pages first get their protection if the kernel allows it now:
          * the change then starts from the hardware the books mean */
@@ -558,7 +616,7 @@ static HRESULT change_range(struct manager *m, struct locked *l, uintptr_t start
     }
     uint64_t first = (start - l->base) >> g_page_shift, last = (end - l->base) >> g_page_shift;
     uintptr_t spare[2];
-    int err = reservation_prepare(&l->stripe->slab, r, reservation_count_after(r, first, last, attr), spare);
+    int err = reservation_prepare(&l->stripe->slab, r, reservation_count_after(r, first, last, request), spare);
     if (err)
         return os_refused(m, err, "mmap of a run buffer");
     HRESULT hr;
@@ -582,8 +640,13 @@ static HRESULT change_range(struct manager *m, struct locked *l, uintptr_t start
         reservation_unprepare(&l->stripe->slab, spare);
         return os_refused_stuck(m, err, "madvise(MADV_DONTNEED)");
     }
-    unsigned applied = attr;
-    if (s->prot_differs) {
+    unsigned applied = request;
+    if (request & ATTR_WATCH) {
+        if ((hr = protect_pieces(m, l, start, end, request)) != S_OK) {
+            reservation_unprepare(&l->stripe->slab, spare);
+            return hr;
+        }
+    } else if (s->prot_differs) {
         hr = protect_range(m, l, start, end, s->new_prot);
         if (hr == E_OUTOFMEMORY && discard && !discard_first) {
             /* The mapping ceiling: the decommit goes on, and its pages stay
@@ -609,7 +672,7 @@ static HRESULT change_range(struct manager *m, struct locked *l, uintptr_t start
     /* Windows forgets the writes to decommitted pages; a discarded page must
      * not read as written when it is read again (a refused clean leaves the
      * pages reading as written: more than were, never fewer) */
-    if (discard && (r->flags & RES_WRITE_WATCH) &&
+    if (discard && kernel_watched(r) &&
         (err = os_watch_clean((void *)s->committed_start, s->committed_end - s->committed_start)) != 0)
         os_refused(m, err, "userfaultfd write-protection of decommitted pages");
     if (applied == ATTR_STALE) {
@@ -686,7 +749,9 @@ static HRESULT alloc_reserve(struct manager *m, uintptr_t address, size_t size, 
         end = page_up_checked(0, size, &overflow);
     }
     size_t bytes = end - base;
-    unsigned attr = (type & MEM_COMMIT) ? protect : 0;
+    /* emulated write watch: committed pages start clean, without write */
+    bool emulate = (type & MEM_WRITE_WATCH) && (m->flags & HOSTMEM_EMULATE_WRITE_WATCH);
+    unsigned attr = (type & MEM_COMMIT) ? protect | (emulate ? ATTR_CLEAN : 0) : 0;
     struct reservation *r;
     HRESULT hr;
     if (!policy_try_reserve(m, bytes))
@@ -702,7 +767,9 @@ static HRESULT alloc_reserve(struct manager *m, uintptr_t address, size_t size, 
     if (hr != S_OK)
         goto unreserve;
     uintptr_t at = atomic_load_explicit(&r->base, memory_order_relaxed);
-    if (type & MEM_WRITE_WATCH) {
+    if (emulate) {
+        r->flags |= RES_WRITE_WATCH | RES_WATCH_EMULATED;
+    } else if (type & MEM_WRITE_WATCH) {
         int err = os_watch_add((void *)at, bytes, true);
         if (err) {
             hr = watch_refused(m, err, "userfaultfd registration of a write-watched reservation");
@@ -729,7 +796,7 @@ static HRESULT alloc_reserve(struct manager *m, uintptr_t address, size_t size, 
     }
     if (attr)
         r->flags |= RES_TOUCHED;
-    if (attr || (r->flags & RES_WRITE_WATCH))
+    if (attr || kernel_watched(r))
         counter_add(&m->mapping_estimate, transitions(m, r, 0, bytes >> g_page_shift));
     heap_account(m, r, attr ? bytes : 0, 0);
     arena_publish(m, r);
@@ -740,7 +807,7 @@ static HRESULT alloc_reserve(struct manager *m, uintptr_t address, size_t size, 
 uncharge:
     policy_uncharge(m, attr ? bytes : 0);
 unwatch:
-    if ((r->flags & RES_WRITE_WATCH) && !(r->flags & RES_STANDALONE)) {
+    if (kernel_watched(r) && !(r->flags & RES_STANDALONE)) {
         int err = os_watch_remove((void *)at, bytes);
         if (err)
             hr = os_refused_stuck(m, err, "userfaultfd unregistration of a new reservation");
@@ -926,7 +993,7 @@ static HRESULT release_locked(struct manager *m, struct locked *l)
         if (err)
             return os_refused_stuck(m, err, "madvise(MADV_DONTNEED) on release");
         /* back to plain arena slack, which may merge with its neighbours again */
-        if ((r->flags & RES_WRITE_WATCH) && (err = os_watch_remove((void *)l->base, bytes)) != 0)
+        if (kernel_watched(r) && (err = os_watch_remove((void *)l->base, bytes)) != 0)
             return os_refused_stuck(m, err, "userfaultfd unregistration on release");
     }
     size_t committed = reservation_committed(r);
@@ -1007,7 +1074,7 @@ HRESULT vm_protect(struct manager *m, void *address, SIZE_T size, DWORD protect,
     survey_range(m, &l, start, end, protect, &s);
     if (s.any_reserved)
         return unlock(m, &l, HRESULT_FROM_WIN32(ERROR_INVALID_ADDRESS));
-    DWORD previous = s.first_attr;
+    DWORD previous = attr_visible(s.first_attr);
     hr = unlock(m, &l, change_range(m, &l, start, end, protect, &s));
     if (hr == S_OK)
         *old = previous;
@@ -1037,6 +1104,50 @@ static HRESULT watch_lock(struct manager *m, void *base, SIZE_T size, struct loc
     return S_OK;
 }
 
+/* Emulated write watch: the written pages are the committed ones without the
+ * clean mark, in order. */
+struct dirty_scan {
+    void **out;
+    size_t max, n;
+    uintptr_t last_end;
+};
+
+static int dirty_step(void *context, const struct piece *piece)
+{
+    struct dirty_scan *d = context;
+    if (!attr_visible(piece->attr) || (piece->attr & ATTR_CLEAN))
+        return 0;
+    for (uintptr_t a = piece->start; a < piece->end; a += g_page) {
+        if (d->n == d->max)
+            return 1;
+        d->out[d->n++] = (void *)a;
+        d->last_end = a + g_page;
+    }
+    return 0;
+}
+
+/* Emulated write watch: every committed page of [start,end) clean again, its
+ * write permission taken so that the next write faults. Nothing changed on a
+ * refusal. */
+static HRESULT watch_clean_emulated(struct manager *m, struct locked *l, uintptr_t start, uintptr_t end)
+{
+    struct reservation *r = l->r;
+    uint64_t first = (start - l->base) >> g_page_shift, last = (end - l->base) >> g_page_shift;
+    uintptr_t spare[2];
+    int err = reservation_prepare(&l->stripe->slab, r, reservation_count_after(r, first, last, ATTR_CLEAN), spare);
+    if (err)
+        return os_refused(m, err, "mmap of a run buffer");
+    HRESULT hr = protect_pieces(m, l, start, end, ATTR_CLEAN);
+    if (hr != S_OK) {
+        reservation_unprepare(&l->stripe->slab, spare);
+        return hr;
+    }
+    size_t before = transitions(m, r, first, last);
+    reservation_apply(&l->stripe->slab, r, first, last, ATTR_CLEAN, spare);
+    atomic_fetch_add_explicit(&m->mapping_estimate, transitions(m, r, first, last) - before, memory_order_relaxed);
+    return S_OK;
+}
+
 HRESULT vm_get_write_watch(struct manager *m, DWORD flags, void *base, SIZE_T size, void **addresses,
                            uintptr_t *count, ULONG *granularity)
 {
@@ -1057,10 +1168,19 @@ HRESULT vm_get_write_watch(struct manager *m, DWORD flags, void *base, SIZE_T si
     if (!granularity || !addresses)
         return unlock(m, &l, HRESULT_FROM_WIN32(ERROR_NOACCESS));
     size_t found;
-    int err = os_watch_scan((void *)start, end - start, (flags & WRITE_WATCH_FLAG_RESET) != 0, addresses,
-                            *count, &found);
-    if (err)
-        return unlock(m, &l, watch_refused(m, err, "PAGEMAP_SCAN"));
+    if (l.r->flags & RES_WATCH_EMULATED) {
+        struct dirty_scan d = {addresses, *count, 0, 0};
+        pieces(l.r, l.base, start, end, dirty_step, &d);
+        found = d.n;
+        if ((flags & WRITE_WATCH_FLAG_RESET) && found &&
+            (hr = watch_clean_emulated(m, &l, start, d.last_end)) != S_OK)
+            return unlock(m, &l, hr);
+    } else {
+        int err = os_watch_scan((void *)start, end - start, (flags & WRITE_WATCH_FLAG_RESET) != 0, addresses,
+                                *count, &found);
+        if (err)
+            return unlock(m, &l, watch_refused(m, err, "PAGEMAP_SCAN"));
+    }
     *count = found;
     *granularity = (ULONG)g_page;
     return unlock(m, &l, S_OK);
@@ -1075,37 +1195,52 @@ HRESULT vm_reset_write_watch(struct manager *m, void *base, SIZE_T size)
     uintptr_t start, end;
     if ((hr = watch_lock(m, base, size, &l, &start, &end)) != S_OK)
         return hr;
+    if (l.r->flags & RES_WATCH_EMULATED)
+        return unlock(m, &l, watch_clean_emulated(m, &l, start, end));
     int err = os_watch_clean((void *)start, end - start);
     return unlock(m, &l, err ? watch_refused(m, err, "userfaultfd write-protection") : S_OK);
 }
 
-/* ---- one-shot guard pages (guard.c's handler, docs/guard.md) ------------------------------ */
+/* ---- the SIGSEGV handler's changes (guard.c, docs/guard.md, docs/writewatch.md) ------------- */
+
+static bool writable(unsigned attr)
+{
+    unsigned base = attr & PROTECT_BASE_MASK;
+    return base == PAGE_READWRITE || base == PAGE_EXECUTE_READWRITE;
+}
 
 /*
- * The first access to a guard page of m clears its guard, books and hardware
- * together, as Windows does. Runs in a SIGSEGV handler: no lock, no allocation
- * but the stripe's slab (its owner is whoever holds the busy word), only
- * async-signal-safe system calls. GUARD_RETRY when a writer or another handler
+ * A fault on the page at page of m: the first access to a guard page clears its
+ * guard (HOSTMEM_GUARD_PAGES), the first write to a clean page of an emulated
+ * write-watched reservation marks it written; books and hardware together, as
+ * Windows does. Runs in a SIGSEGV handler: no lock, no allocation but the
+ * stripe's slab (its owner is whoever holds the busy word), only
+ * async-signal-safe system calls. SIGNAL_RETRY when a writer or another handler
  * holds the stripe (the access faults again when retried, and finds it free);
- * GUARD_CANNOT when this very thread holds it (a signal interrupted it inside
- * hostmem) or the kernel refused the change; GUARD_NOT_OURS when the page is not
- * a guard page of m's.
+ * SIGNAL_CANNOT when this very thread holds it (a signal interrupted it inside
+ * hostmem) or the kernel refused the change; SIGNAL_NOT_OURS when the fault is
+ * none of these (a real access violation). access: 0 read, 1 write, -1 unknown.
  */
-enum guard_outcome vm_guard_fire(struct manager *m, uintptr_t page)
+enum signal_outcome vm_signal_fire(struct manager *m, uintptr_t page, int access)
 {
     uintptr_t e = radix_load(page);
     if (!e || entry_id(e) != m->id || entry_is_slack(e) || entry_is_heap(e))
-        return GUARD_NOT_OURS;
+        return SIGNAL_NOT_OURS;
     struct reservation *r = entry_pointer(e);
     struct run_snapshot view;
-    if (reservation_read(r, e, page, &view) != 1 || !(view.attr & PAGE_GUARD))
-        return GUARD_NOT_OURS;
+    if (reservation_read(r, e, page, &view) != 1)
+        return SIGNAL_NOT_OURS;
+    bool guard = (view.attr & PAGE_GUARD) && (m->flags & HOSTMEM_GUARD_PAGES);
+    bool watch = !(view.attr & PAGE_GUARD) && access != 0 && writable(view.attr) &&
+                 (m->flags & HOSTMEM_EMULATE_WRITE_WATCH);
+    if (!guard && !watch)
+        return SIGNAL_NOT_OURS;
     struct stripe *stripe = stripe_of(m, view.base);
     long self = thread_id(), holder = 0;
     if (!atomic_compare_exchange_strong_explicit(&stripe->busy, &holder, self, memory_order_acquire,
                                                  memory_order_relaxed))
-        return holder == self ? GUARD_CANNOT : GUARD_RETRY;
-    enum guard_outcome outcome = GUARD_RETRY; /* changed meanwhile: look again */
+        return holder == self ? SIGNAL_CANNOT : SIGNAL_RETRY;
+    enum signal_outcome outcome = SIGNAL_RETRY; /* changed meanwhile: the access tells again */
     if (radix_load(page) == e && atomic_load_explicit(&r->base, memory_order_relaxed) == view.base) {
         struct runs_view w;
         reservation_view(r, &w);
@@ -1113,25 +1248,31 @@ enum guard_outcome vm_guard_fire(struct manager *m, uintptr_t page)
         unsigned attr = 0;
         for (uint32_t i = 0; i < w.n && run_page(runs_view_get(&w, i)) <= index; i++)
             attr = run_attr(runs_view_get(&w, i));
-        if (attr & PAGE_GUARD) {
-            unsigned cleared = attr & ~(unsigned)PAGE_GUARD;
+        unsigned changed = attr;
+        if (guard && (attr & PAGE_GUARD))
+            changed = attr & ~(unsigned)PAGE_GUARD; /* a clean page stays clean */
+        else if (watch && (attr & ATTR_CLEAN) && writable(attr))
+            changed = attr & ~ATTR_CLEAN;
+        if (changed != attr) {
             bool compact = res_compact(m, r);
             uintptr_t spare[2];
-            outcome = GUARD_CANNOT;
-            if (reservation_prepare(&stripe->slab, r, reservation_count_after(r, index, index + 1, cleared),
+            outcome = SIGNAL_CANNOT;
+            if (reservation_prepare(&stripe->slab, r, reservation_count_after(r, index, index + 1, changed),
                                     spare) == 0) {
-                int err = os_protect((void *)page, g_page, protect_to_os(cleared, compact));
+                int err = os_protect((void *)page, g_page, protect_to_os(changed, compact));
                 if (!err) {
                     size_t before = transitions(m, r, index, index + 1);
-                    reservation_apply(&stripe->slab, r, index, index + 1, cleared, spare);
+                    reservation_apply(&stripe->slab, r, index, index + 1, changed, spare);
                     atomic_fetch_add_explicit(&m->mapping_estimate, transitions(m, r, index, index + 1) - before,
                                               memory_order_relaxed);
-                    outcome = GUARD_FIRED;
+                    outcome = (attr & PAGE_GUARD) ? SIGNAL_GUARD : SIGNAL_WRITTEN;
                 } else {
                     counter_add(&m->os_refusals, 1); /* os_refused describes on stderr: not here */
                     reservation_unprepare(&stripe->slab, spare);
                 }
             }
+        } else if (watch && !(attr & ATTR_CLEAN)) {
+            outcome = writable(attr) ? SIGNAL_RETRY : SIGNAL_NOT_OURS; /* another thread marked it */
         }
     }
     atomic_store_explicit(&stripe->busy, 0, memory_order_release);
@@ -1187,7 +1328,7 @@ void vm_after_fork(struct manager *m)
              * every page the child has reading as written until it is reset
              * (more than were written, never fewer). A refusal leaves the
              * reservation's write watch answering ERROR_NOT_SUPPORTED. */
-            if ((r->flags & RES_WRITE_WATCH) && res_pages(r)) {
+            if (kernel_watched(r) && res_pages(r)) {
                 int err = os_watch_add((void *)g, res_pages(r) << g_page_shift, false);
                 if (err)
                     os_refused(m, err, "userfaultfd registration in a forked child");
