@@ -119,8 +119,9 @@ expect_exit 0 "demo --json" -- "$tool" demo --json
 python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); assert d["steps"] and d["stats"]["live_heap_blocks"] == 2' "$tmp/out" 2>/dev/null && ok || bad "demo --json is not the expected JSON"
 expect_exit 0 "info" -- "$tool" info
 grep -q "vm.max_map_count" "$tmp/out" && ok || bad "info lists vm.max_map_count"
+grep -q "^write watch " "$tmp/out" && ok || bad "info says how writes are tracked (issue 14)"
 expect_exit 0 "info --json" -- "$tool" info --json
-python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); assert d["page_size"] > 0' "$tmp/out" 2>/dev/null && ok || bad "info --json"
+python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); assert d["page_size"] > 0 and d["write_watch"] in ("kernel", "unavailable")' "$tmp/out" 2>/dev/null && ok || bad "info --json"
 
 echo "test_cli: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]

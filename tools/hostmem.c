@@ -171,10 +171,11 @@ int cmd_info(int argc, char **argv)
     else
         printf("memory load            unknown (/proc/meminfo unreadable)\n");
     if (strcmp(hostmem_write_watch_mode(), "kernel") == 0)
-        printf("write watch            in the kernel (userfaultfd write-protection + PAGEMAP_SCAN)\n");
+        printf("write watch            in the kernel (userfaultfd write-protection + PAGEMAP_SCAN);\n"
+               "                       HOSTMEM_EMULATE_WRITE_WATCH emulates it (write-protection + SIGSEGV)\n");
     else
-        printf("write watch            unavailable: this kernel cannot track writes (Linux 6.7 can);\n"
-               "                       MEM_WRITE_WATCH is refused with ERROR_NOT_SUPPORTED\n");
+        printf("write watch            emulated only: this kernel cannot track writes (Linux 6.7 can);\n"
+               "                       MEM_WRITE_WATCH needs a manager made with HOSTMEM_EMULATE_WRITE_WATCH\n");
     return EXIT_OK;
 }
 
