@@ -1246,8 +1246,12 @@ enum signal_outcome vm_signal_fire(struct manager *m, uintptr_t page, int access
         reservation_view(r, &w);
         uint64_t index = (page - view.base) >> g_page_shift;
         unsigned attr = 0;
-        for (uint32_t i = 0; i < w.n && run_page(runs_view_get(&w, i)) <= index; i++)
+        uint64_t run_first = 0, run_end = w.pages;
+        for (uint32_t i = 0; i < w.n && run_page(runs_view_get(&w, i)) <= index; i++) {
             attr = run_attr(runs_view_get(&w, i));
+            run_first = run_page(runs_view_get(&w, i));
+            run_end = runs_view_end(&w, i);
+        }
         unsigned changed = attr;
         if (guard && (attr & PAGE_GUARD))
             changed = attr & ~(unsigned)PAGE_GUARD; /* a clean page stays clean */
@@ -1257,19 +1261,34 @@ enum signal_outcome vm_signal_fire(struct manager *m, uintptr_t page, int access
             bool compact = res_compact(m, r);
             uintptr_t spare[2];
             outcome = SIGNAL_CANNOT;
-            if (reservation_prepare(&stripe->slab, r, reservation_count_after(r, index, index + 1, changed),
-                                    spare) == 0) {
-                int err = os_protect((void *)page, g_page, protect_to_os(changed, compact));
-                if (!err) {
-                    size_t before = transitions(m, r, index, index + 1);
-                    reservation_apply(&stripe->slab, r, index, index + 1, changed, spare);
-                    atomic_fetch_add_explicit(&m->mapping_estimate, transitions(m, r, index, index + 1) - before,
-                                              memory_order_relaxed);
-                    outcome = (attr & PAGE_GUARD) ? SIGNAL_GUARD : SIGNAL_WRITTEN;
-                } else {
-                    counter_add(&m->os_refusals, 1); /* os_refused describes on stderr: not here */
-                    reservation_unprepare(&stripe->slab, spare);
+            uint64_t lo = index, hi = index + 1;
+            int err = reservation_prepare(&stripe->slab, r, reservation_count_after(r, lo, hi, changed), spare);
+            if (!err && (err = os_protect((void *)page, g_page, protect_to_os(changed, compact))) != 0) {
+                counter_add(&m->os_refusals, 1); /* os_refused describes on stderr: not here */
+                reservation_unprepare(&stripe->slab, spare);
+                /* At the mapping ceiling one page cannot have a mapping of its
+                 * own. A write still must not fail: its whole run is marked
+                 * written (more pages reported than were written, never fewer),
+                 * a change of whole mappings that splits none. A guard cannot
+                 * be cleared on more pages than its own. */
+                if (!(attr & PAGE_GUARD)) {
+                    lo = run_first;
+                    hi = run_end;
+                    err = reservation_prepare(&stripe->slab, r, reservation_count_after(r, lo, hi, changed), spare);
+                    if (!err && (err = os_protect((void *)(view.base + (lo << g_page_shift)),
+                                                  (size_t)(hi - lo) << g_page_shift,
+                                                  protect_to_os(changed, compact))) != 0) {
+                        counter_add(&m->os_refusals, 1);
+                        reservation_unprepare(&stripe->slab, spare);
+                    }
                 }
+            }
+            if (!err) {
+                size_t before = transitions(m, r, lo, hi);
+                reservation_apply(&stripe->slab, r, lo, hi, changed, spare);
+                atomic_fetch_add_explicit(&m->mapping_estimate, transitions(m, r, lo, hi) - before,
+                                          memory_order_relaxed);
+                outcome = (attr & PAGE_GUARD) ? SIGNAL_GUARD : SIGNAL_WRITTEN;
             }
         } else if (watch && !(attr & ATTR_CLEAN)) {
             outcome = writable(attr) ? SIGNAL_RETRY : SIGNAL_NOT_OURS; /* another thread marked it */

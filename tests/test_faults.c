@@ -24,7 +24,7 @@
 extern const hostmem_lock_ops lock_posix_ops;
 
 /* ---- the faulty seam ----------------------------------------------------------- */
-static int fault_at;         /* fail the fault_at-th call (1-based); 0 = never */
+static volatile int fault_at; /* fail the fault_at-th call (1-based); 0 = never; read in signal handlers */
 static int fault_persistent; /* and every call after it */
 static int fault_calls;      /* calls seen since armed */
 static int fault_fired;
@@ -81,33 +81,28 @@ static int f_unmap(void *a, size_t s)
         atomic_fetch_sub(&net_mapped, (long long)s);
     return err;
 }
-/* The kernel at vm.max_map_count: an mprotect that changes nothing succeeds (the
- * kernel splits nothing for it); any other is refused, as one that splits a
- * mapping would be. */
+/* The kernel at vm.max_map_count: an mprotect that would split a mapping - one
+ * whose range begins or ends inside a mapping of another protection - is
+ * refused; one that changes whole mappings, or nothing, goes on. */
 static int at_ceiling;
-struct unchanged {
-    uintptr_t at, end;
-    int prot, ok;
+struct splits {
+    uintptr_t start, end;
+    int prot, split;
 };
-static int unchanged_step(void *context, const struct os_mapping *m)
+static int splits_step(void *context, const struct os_mapping *m)
 {
-    struct unchanged *u = context;
-    if (m->end <= u->at)
-        return 0;
-    if (m->start > u->at || m->prot != u->prot) {
-        u->ok = 0;
-        return 1;
-    }
-    u->at = m->end;
-    return u->at >= u->end;
+    struct splits *c = context;
+    if (m->prot != c->prot && ((m->start < c->start && c->start < m->end) || (m->start < c->end && c->end < m->end)))
+        c->split = 1;
+    return m->start >= c->end;
 }
 static int f_protect(void *a, size_t s, int p)
 {
     current_call = "protect";
     if (at_ceiling) {
-        struct unchanged u = {(uintptr_t)a, (uintptr_t)a + s, p, 1};
-        hostmem_os_linux.walk_mappings(unchanged_step, &u);
-        return u.ok && u.at >= u.end ? 0 : ENOMEM;
+        struct splits c = {(uintptr_t)a, (uintptr_t)a + s, p, 0};
+        hostmem_os_linux.walk_mappings(splits_step, &c);
+        return c.split ? ENOMEM : hostmem_os_linux.protect(a, s, p);
     }
     return should_fail() ? ENOMEM : hostmem_os_linux.protect(a, s, p);
 }
@@ -302,6 +297,44 @@ static HRESULT op_heap(struct fixture *f)
     h->lpVtbl->Release(h);
     return hr;
 }
+/* Emulated write watch (in the sweep made with HOSTMEM_EMULATE_WRITE_WATCH): a
+ * watched reservation, writes (their handler's calls not swept: a refused one
+ * would make the write itself fail), a scan with reset, a protection change, a
+ * reset, a release. */
+static uint32_t sweep_flags;
+static HRESULT op_watch(struct fixture *f)
+{
+    if (!(sweep_flags & HOSTMEM_EMULATE_WRITE_WATCH))
+        return S_OK;
+    void *p;
+    HRESULT hr = f->m->lpVtbl->VirtualAlloc(f->m, NULL, 16 * P, MEM_RESERVE | MEM_COMMIT | MEM_WRITE_WATCH,
+                                            PAGE_READWRITE, eTaskCritical, &p);
+    if (hr != S_OK)
+        return hr;
+    char *b = p;
+    int at = fault_at;
+    fault_at = 0;
+    volatile char *v = b; /* in order with fault_at's stores: the handler reads it */
+    v[P] = v[5 * P] = v[6 * P] = 1;
+    fault_at = at;
+    void *a[16];
+    uintptr_t n = 16;
+    ULONG g;
+    hr = hostmem_get_write_watch(f->m, WRITE_WATCH_FLAG_RESET, b, 16 * P, a, &n, &g);
+    if (hr == S_OK && n != 3)
+        hr = E_LOST_CONTENTS;
+    DWORD old;
+    if (hr == S_OK)
+        hr = f->m->lpVtbl->VirtualProtect(f->m, b, 4 * P, PAGE_READONLY, &old);
+    if (hr == S_OK)
+        hr = hostmem_reset_write_watch(f->m, b, 16 * P);
+    fault_at = 0;
+    HRESULT freed = f->m->lpVtbl->VirtualFree(f->m, b, 0, MEM_RELEASE);
+    fault_at = at;
+    if (freed != S_OK && freed != HOST_E_CLRNOTAVAILABLE && hr == S_OK)
+        hr = E_UNEXPECTED_FREE;
+    return hr;
+}
 static HRESULT op_load(struct fixture *f)
 {
     DWORD load;
@@ -346,6 +379,7 @@ static const struct {
     {"decommit_run", op_decommit_run, 1},
     {"release", op_release, 1},         {"protect", op_protect, 1},
     {"reset", op_reset, 1},             {"query_foreign", op_query_foreign, 0},
+    {"watch", op_watch, 0},
 };
 
 static int fixture_make(struct fixture *f, uint32_t flags)
@@ -374,6 +408,7 @@ static long sweep_runs;
 
 static void sweep(uint32_t flags)
 {
+    sweep_flags = flags;
     const char *only = getenv("FAULT_ONLY"); /* for debugging one operation */
     int only_at = getenv("FAULT_AT") ? atoi(getenv("FAULT_AT")) : 0;
     for (size_t o = 0; o < sizeof operations / sizeof operations[0]; o++) {
@@ -477,6 +512,11 @@ TEST(os_fault_sweep_strict_every_call_transient_and_persistent)
 TEST(os_fault_sweep_compact_every_call_transient_and_persistent)
 {
     sweep(HOSTMEM_COMPACT);
+}
+
+TEST(os_fault_sweep_emulated_write_watch_every_call_transient_and_persistent)
+{
+    sweep(HOSTMEM_EMULATE_WRITE_WATCH);
 }
 
 /* hostmem.h, issue 13: hostmem_validate answers S_OK, or E_FAIL with a
@@ -636,6 +676,46 @@ TEST(stale_pages_are_restored_when_mappings_come_back)
         CHECK_EQ(query(m, r[i] + P).State, MEM_RESERVE);
     }
     hostmem_os = &hostmem_os_linux;
+    CHECK_EQ(m->lpVtbl->Release(m), 0);
+}
+
+/* Emulated write watch at the ceiling (docs/writewatch.md): the first write to a
+ * clean page cannot give that page a mapping of its own; the write still goes
+ * on, and its whole run reads as written - more pages than were written, never
+ * fewer. */
+TEST(emulated_write_at_the_mapping_ceiling_marks_its_run)
+{
+    hostmem_config c = {sizeof c};
+    c.flags = HOSTMEM_EMULATE_WRITE_WATCH;
+    IHostMemoryManager *m;
+    REQUIRE_HR(hostmem_create(&c, &m), S_OK);
+    void *p;
+    REQUIRE_HR(m->lpVtbl->VirtualAlloc(m, NULL, 8 * P, MEM_RESERVE | MEM_COMMIT | MEM_WRITE_WATCH, PAGE_READWRITE,
+                                       eTaskCritical, &p), S_OK);
+    char *b = p;
+    hostmem_os = &faulty;
+    at_ceiling = 1;
+    size_t refused = stats_of(m).os_refusals;
+    b[3 * P] = 1;
+    CHECK_EQ(b[3 * P], 1);
+    CHECK(stats_of(m).os_refusals > refused);
+    void *a[16];
+    uintptr_t count = 16;
+    ULONG g;
+    CHECK_HR(hostmem_get_write_watch(m, 0, b, 8 * P, a, &count, &g), S_OK);
+    CHECK_EQ(count, 8);
+    CHECK(a[3] == b + 3 * P);
+    char why[256];
+    at_ceiling = 0;
+    hostmem_os = &hostmem_os_linux;
+    CHECK_HR(hostmem_validate(m, HOSTMEM_VALIDATE_KERNEL, why, sizeof why), S_OK);
+    /* room again: a reset makes them clean, and one write marks one page */
+    CHECK_HR(hostmem_reset_write_watch(m, b, 8 * P), S_OK);
+    b[5 * P] = 2;
+    count = 16;
+    CHECK_HR(hostmem_get_write_watch(m, 0, b, 8 * P, a, &count, &g), S_OK);
+    CHECK_EQ(count, 1);
+    CHECK_HR(m->lpVtbl->VirtualFree(m, p, 0, MEM_RELEASE), S_OK);
     CHECK_EQ(m->lpVtbl->Release(m), 0);
 }
 
@@ -927,6 +1007,7 @@ int main(void)
     P = hostmem_page_size();
     RUN(os_fault_sweep_strict_every_call_transient_and_persistent);
     RUN(os_fault_sweep_compact_every_call_transient_and_persistent);
+    RUN(os_fault_sweep_emulated_write_watch_every_call_transient_and_persistent);
     RUN(os_unrecoverable_failure_disables_the_manager);
     RUN(lock_enter_failures_are_returned_unchanged_and_nothing_changes);
     RUN(lock_enter_e_fail_disables_the_manager);
@@ -934,6 +1015,7 @@ int main(void)
     RUN(validate_says_why_when_it_cannot_check);
     RUN(decommit_at_the_mapping_ceiling_succeeds_and_is_counted);
     RUN(stale_pages_are_restored_when_mappings_come_back);
+    RUN(emulated_write_at_the_mapping_ceiling_marks_its_run);
     RUN(default_lock_maps_etimedout_eownerdead_eperm);
     RUN(held_locks_time_out_and_virtualquery_still_answers);
     RUN(shutdown_makes_calls_clrnotavailable_and_returns_memory);
