@@ -431,12 +431,20 @@ HRESULT hostmem_reset_write_watch(IHostMemoryManager *manager, void *base, SIZE_
     return vm_reset_write_watch(manager_from(manager), base, size);
 }
 
-HRESULT hostmem_set_guard_handler(IHostMemoryManager *manager, hostmem_guard_fn fn, void *context)
+/* The manager behind a native call that changes it: E_POINTER when it is none,
+ * HOST_E_CLRNOTAVAILABLE when it is disabled or shut down. */
+static HRESULT live_manager(IHostMemoryManager *manager, struct manager **out)
 {
     if (!is_manager(manager))
         return E_POINTER;
-    struct manager *m = manager_from(manager);
-    HRESULT hr = manager_check(m);
+    *out = manager_from(manager);
+    return manager_check(*out);
+}
+
+HRESULT hostmem_set_guard_handler(IHostMemoryManager *manager, hostmem_guard_fn fn, void *context)
+{
+    struct manager *m;
+    HRESULT hr = live_manager(manager, &m);
     if (hr != S_OK)
         return hr;
     if (!(m->flags & HOSTMEM_GUARD_PAGES))
@@ -454,19 +462,15 @@ const char *hostmem_write_watch_mode(void)
 
 HRESULT hostmem_poll_system(IHostMemoryManager *manager)
 {
-    if (!is_manager(manager))
-        return E_POINTER;
-    struct manager *m = manager_from(manager);
-    HRESULT hr = manager_check(m);
+    struct manager *m;
+    HRESULT hr = live_manager(manager, &m);
     return hr != S_OK ? hr : policy_poll_system(m);
 }
 
 HRESULT hostmem_set_commit_limit(IHostMemoryManager *manager, size_t bytes)
 {
-    if (!is_manager(manager))
-        return E_POINTER;
-    struct manager *m = manager_from(manager);
-    HRESULT hr = manager_check(m);
+    struct manager *m;
+    HRESULT hr = live_manager(manager, &m);
     if (hr != S_OK)
         return hr;
     policy_set_limit(m, bytes == HOSTMEM_UNLIMITED ? 0 : bytes);
