@@ -285,7 +285,7 @@ static uint64_t check_runs(struct reservation *r, struct problem *p)
                      (uintmax_t)run_page(run), (uintmax_t)end);
         if (i > 0 && run_attr(reservation_run(r, i - 1)) == run_attr(run))
             complain(p, "reservation %p: runs %u and %u not merged", (void *)r, i - 1, i);
-        unsigned attr = run_attr(run), protect = attr & ~(ATTR_STALE | ATTR_CLEAN);
+        unsigned attr = run_attr(run), protect = attr & ~ATTR_STALE;
         if (attr && !protect_valid(protect))
             complain(p, "reservation %p: bad attribute %#x", (void *)r, attr);
         if ((attr & ATTR_STALE) && !(r->flags & RES_STALE))
@@ -329,6 +329,12 @@ static void expect_kernel(struct expect_context *c, uintptr_t start, uintptr_t e
         a = l->items[i].end;
         i++;
     }
+}
+
+static int expect_segment(void *context, uintptr_t start, uintptr_t end, int prot)
+{
+    expect_kernel(context, start, end, prot);
+    return 0;
 }
 
 HRESULT hostmem_validate(IHostMemoryManager *manager, uint32_t flags, char *why, size_t why_size)
@@ -409,7 +415,12 @@ HRESULT hostmem_validate(IHostMemoryManager *manager, uint32_t flags, char *why,
             reserved += res_pages(r) << g_page_shift;
             committed += c << g_page_shift;
             book_protected += vm_book_protected(m, r);
-            if (flags & HOSTMEM_VALIDATE_KERNEL) {
+            if ((flags & HOSTMEM_VALIDATE_KERNEL) && (r->flags & RES_WATCH_EMULATED)) {
+                vm_hw_segments(m, r, expect_segment, &kernel);
+                uint64_t pages = res_pages(r);
+                if ((pages << g_page_shift) < span)
+                    expect_kernel(&kernel, rbase + (pages << g_page_shift), rbase + span, slack_prot);
+            } else if (flags & HOSTMEM_VALIDATE_KERNEL) {
                 uint32_t runs = reservation_run_count(r);
                 uint64_t pages = res_pages(r);
                 for (uint32_t k = 0; k < runs; k++) {

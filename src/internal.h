@@ -291,40 +291,8 @@ static inline unsigned run_attr(uint64_t run) { return (unsigned)(run & RUN_ATTR
 #define ATTR_STALE 0x8000u
 _Static_assert(ATTR_STALE > PROTECT_ALL_BITS && ATTR_STALE <= RUN_ATTR_MASK,
                "the stale mark is an attribute bit no protection uses");
-/*
- * Emulated write watch (docs/writewatch.md): a committed page not written since
- * the last reset, whose hardware protection lacks write so that the first write
- * faults (guard.c). Reads as its protection alone.
- */
-#define ATTR_CLEAN 0x4000u
-/* Not an attribute but a request to reservation_apply in a reservation with
- * emulated write watch: pages take the protection in the low bits, committed
- * ones keeping their clean mark and newly committed ones clean. */
-#define ATTR_WATCH 0x2000u
-_Static_assert(ATTR_WATCH > PROTECT_ALL_BITS && ATTR_CLEAN > ATTR_WATCH && ATTR_STALE > ATTR_CLEAN,
-               "the marks are attribute bits no protection uses");
-/* The attribute as Windows sees it: 0 (reserved) for a stale run, the
- * protection alone for a clean one. */
-static inline unsigned attr_visible(unsigned attr)
-{
-    return (attr & ATTR_STALE) ? 0 : attr & ~ATTR_CLEAN;
-}
-
-/* What a page of attribute old becomes when its range takes request: the
- * request itself, but for ATTR_STALE and ATTR_CLEAN (committed pages take the
- * mark, the others stay) and ATTR_WATCH (above). */
-static inline unsigned attr_after(unsigned old, unsigned request)
-{
-    if (request == ATTR_STALE || request == ATTR_CLEAN)
-        return attr_visible(old) ? old | request : old;
-    if (request & ATTR_WATCH) {
-        unsigned protect = request & ~ATTR_WATCH;
-        if (!protect)
-            return 0;
-        return protect | (attr_visible(old) ? (old & ATTR_CLEAN) : ATTR_CLEAN);
-    }
-    return request;
-}
+/* The attribute as Windows sees it: 0 (reserved) for a stale run. */
+static inline unsigned attr_visible(unsigned attr) { return (attr & ATTR_STALE) ? 0 : attr; }
 
 struct runbuf {
     _Atomic uint32_t capacity; /* fixed for the life of the memory */
@@ -343,7 +311,8 @@ struct runbuf {
 #define RES_LARGE_PAGES 0x20u /* with RES_STANDALONE: huge pages, committed for life */
 #define RES_STALE 0x40u     /* may hold stale runs (ATTR_STALE) */
 #define RES_WRITE_WATCH 0x80u /* MEM_WRITE_WATCH: its pages are a kernel mapping of their own */
-#define RES_WATCH_EMULATED 0x100u /* with RES_WRITE_WATCH: clean pages are marked (ATTR_CLEAN), not the kernel's */
+#define RES_WATCH_EMULATED 0x100u /* with RES_WRITE_WATCH: written pages are in a bitmap
+                                     of its manager's (struct watched), not the kernel's */
 
 struct arena;
 /*
@@ -494,6 +463,15 @@ struct policy {
 };
 
 /* ---- the manager ---------------------------------------------------------------- */
+/* Emulated write watch (vm.c): one write-watched reservation's written pages,
+ * one bit a page. The SIGSEGV handler finds it by base without a lock, after
+ * taking the stripe's busy word, which every change of it holds too. */
+#define WATCHED_SLOTS 64
+struct watched {
+    _Atomic uintptr_t base; /* the reservation's; 0 = a free slot, 1 = being filled */
+    _Atomic uint64_t *bits;
+    size_t bytes;           /* of bits, from pages_alloc */
+};
 #define STRIPES 64
 enum { STATE_LIVE = 0, STATE_DISABLED = 1, STATE_SHUTDOWN = 2 };
 
@@ -555,6 +533,7 @@ struct manager {
     _Atomic size_t book_protected;  /* pages of stale runs whose hardware is not reserved-page
                                        protection: protected only in the books (vm.c) */
     _Atomic uintptr_t stale_bases[8]; /* reservations that may hold stale runs, 0 = none (vm.c) */
+    struct watched watched[WATCHED_SLOTS]; /* emulated write watch's written pages (vm.c) */
     _Atomic bool stale_overflow;    /* and more than fit there */
 
     struct policy policy;
@@ -675,6 +654,10 @@ void vm_release_all(struct manager *m) HIDDEN;
 enum signal_outcome { SIGNAL_GUARD, SIGNAL_WRITTEN, SIGNAL_RETRY, SIGNAL_NOT_OURS, SIGNAL_CANNOT };
 enum signal_outcome vm_signal_fire(struct manager *m, uintptr_t page, int access) HIDDEN;
 int guard_install(void) HIDDEN; /* guard.c: the process's handler, once; 0 or an errno */
+/* The hardware protection r's pages must have, in stretches (validate's kernel
+ * check): the runs', and an emulated write watch's written pages. */
+int vm_hw_segments(struct manager *m, const struct reservation *r,
+                   int (*fn)(void *context, uintptr_t start, uintptr_t end, int prot), void *context) HIDDEN;
 /* Pages of r protected only in the books (hostmem_stats.book_protected_pages). */
 size_t vm_book_protected(struct manager *m, const struct reservation *r) HIDDEN;
 

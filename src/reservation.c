@@ -28,9 +28,9 @@ static inline uintptr_t load_copy(const struct reservation *r, int i)
  * committed range anywhere in it - the common shapes - need no run buffer.
  */
 #define INLINE_ATTR_SHIFT 1
-#define INLINE_ATTR_BITS 12 /* a protection, and ATTR_CLEAN as bit 11 */
+#define INLINE_ATTR_BITS 11
 #define INLINE_FIRST_SHIFT (INLINE_ATTR_SHIFT + INLINE_ATTR_BITS)
-#define INLINE_FIRST_BITS 24
+#define INLINE_FIRST_BITS 25
 #define INLINE_LENGTH_SHIFT (INLINE_FIRST_SHIFT + INLINE_FIRST_BITS)
 #define INLINE_LENGTH_BITS 27
 #define INLINE_ATTR_LIMIT ((unsigned)1 << INLINE_ATTR_BITS)
@@ -39,28 +39,11 @@ static inline uintptr_t load_copy(const struct reservation *r, int i)
 _Static_assert(RUNS_INLINE == (uintptr_t)1 << (INLINE_ATTR_SHIFT - 1), "the inline tag is bit 0");
 _Static_assert(INLINE_LENGTH_SHIFT + INLINE_LENGTH_BITS == 64 && sizeof(uintptr_t) == 8,
                "tag, attribute, first page and length fill one word");
-#define INLINE_CLEAN 0x800u
-_Static_assert(PROTECT_ALL_BITS < INLINE_CLEAN && INLINE_CLEAN < INLINE_ATTR_LIMIT,
-               "every protection, and the clean mark, fit an inline attribute");
-
-/* Whether attr has an inline form: a protection, clean or not (never stale). */
-static inline bool inline_attr_fits(unsigned attr)
-{
-    return !(attr & ~(unsigned)(PROTECT_ALL_BITS | ATTR_CLEAN));
-}
-static inline unsigned inline_attr_pack(unsigned attr)
-{
-    return (attr & PROTECT_ALL_BITS) | ((attr & ATTR_CLEAN) ? INLINE_CLEAN : 0);
-}
-static inline unsigned inline_attr_unpack(unsigned bits)
-{
-    return (bits & PROTECT_ALL_BITS) | ((bits & INLINE_CLEAN) ? ATTR_CLEAN : 0);
-}
+_Static_assert(PROTECT_ALL_BITS < INLINE_ATTR_LIMIT, "every protection fits an inline attribute");
 
 static inline uintptr_t inline_make(unsigned attr, uint64_t first, uint64_t length)
 {
-    hm_assert(inline_attr_fits(attr) && first < INLINE_FIRST_LIMIT && length < INLINE_LENGTH_LIMIT);
-    attr = inline_attr_pack(attr);
+    hm_assert(attr < INLINE_ATTR_LIMIT && first < INLINE_FIRST_LIMIT && length < INLINE_LENGTH_LIMIT);
     if (!attr)
         first = length = 0; /* all reserved: one run */
     return RUNS_INLINE | (uintptr_t)attr << INLINE_ATTR_SHIFT | (uintptr_t)first << INLINE_FIRST_SHIFT |
@@ -71,7 +54,7 @@ static inline void inline_split(uintptr_t v, uint64_t pages, unsigned *attr, uin
                                 uint64_t *end)
 {
     uint64_t length = (uint64_t)v >> INLINE_LENGTH_SHIFT;
-    *attr = inline_attr_unpack((unsigned)(v >> INLINE_ATTR_SHIFT) & (INLINE_ATTR_LIMIT - 1));
+    *attr = (unsigned)(v >> INLINE_ATTR_SHIFT) & (INLINE_ATTR_LIMIT - 1);
     *first = ((uint64_t)v >> INLINE_FIRST_SHIFT) & (INLINE_FIRST_LIMIT - 1);
     *end = length ? *first + length : pages;
     if (*end > pages) /* only a stale copy can say so: keep it bounded */
@@ -138,7 +121,7 @@ static bool inline_from(const uint64_t *run, uint32_t n, uintptr_t *out)
     } else {
         return false;
     }
-    if (first >= INLINE_FIRST_LIMIT || length >= INLINE_LENGTH_LIMIT || !inline_attr_fits(attr))
+    if (first >= INLINE_FIRST_LIMIT || length >= INLINE_LENGTH_LIMIT || attr >= INLINE_ATTR_LIMIT)
         return false;
     *out = inline_make(attr, first, length);
     return true;
@@ -215,6 +198,16 @@ static void emit(struct sink *k, uint64_t page, unsigned attr)
     k->last = attr;
 }
 
+/* What a page of attribute old becomes when its range takes attr: attr, but
+ * for ATTR_STALE (a decommit that keeps the hardware protection), which marks
+ * committed pages stale and leaves the others as they are. */
+static inline unsigned changed_attr(unsigned old, unsigned attr)
+{
+    if (attr != ATTR_STALE)
+        return attr;
+    return attr_visible(old) ? old | ATTR_STALE : old;
+}
+
 /* The runs of src with pages [first, end) changed by attr, into k. */
 static void compute(const struct runs_view *src, uint64_t first, uint64_t end, unsigned attr,
                     struct sink *k)
@@ -243,7 +236,7 @@ static void compute(const struct runs_view *src, uint64_t first, uint64_t end, u
             emit(k, s, run_attr(run));
             continue;
         }
-        emit(k, s > first ? s : first, attr_after(run_attr(run), attr));
+        emit(k, s > first ? s : first, changed_attr(run_attr(run), attr));
         if (e > end)
             emit(k, end, run_attr(run));
     }
@@ -434,7 +427,7 @@ int reservation_read(struct reservation *r, uintptr_t entry_expected, uintptr_t 
                 } else if (index < e) {
                     first = f;
                     end = e;
-                    attr = attr_visible(a);
+                    attr = a;
                 } else {
                     first = e; /* the reserved pages after it */
                 }
@@ -457,14 +450,14 @@ int reservation_read(struct reservation *r, uintptr_t entry_expected, uintptr_t 
                     first = run_page(run);
                     attr = attr_visible(run_attr(run));
                     hi = lo + 1;
-                    /* runs that differ only in marks (stale, clean) read as one region */
-                    for (; lo > 0 && attr_visible(run_attr(atomic_load_explicit(&b->run[lo - 1],
-                                                                                memory_order_relaxed))) == attr;
-                         lo--)
-                        first = run_page(atomic_load_explicit(&b->run[lo - 1], memory_order_relaxed));
-                    while (hi < n &&
-                           attr_visible(run_attr(atomic_load_explicit(&b->run[hi], memory_order_relaxed))) == attr)
-                        hi++;
+                    if (!attr) { /* reserved: stale runs beside it read as one region */
+                        for (; lo > 0 && !attr_visible(run_attr(atomic_load_explicit(
+                                             &b->run[lo - 1], memory_order_relaxed)));
+                             lo--)
+                            first = run_page(atomic_load_explicit(&b->run[lo - 1], memory_order_relaxed));
+                        while (hi < n && !attr_visible(run_attr(atomic_load_explicit(&b->run[hi], memory_order_relaxed))))
+                            hi++;
+                    }
                     if (hi < n)
                         end = run_page(atomic_load_explicit(&b->run[hi], memory_order_relaxed));
                 }

@@ -70,7 +70,7 @@ int protect_to_os(unsigned attr, bool compact)
     default:
         return OS_PROT_NONE;
     }
-    return (attr & ATTR_CLEAN) ? prot & ~OS_PROT_WRITE : prot; /* the first write must fault */
+    return prot;
 }
 
 /* Its pages registered with the kernel's write tracking (not emulated). */
@@ -261,6 +261,8 @@ static void survey_to(struct manager *m, struct locked *l, uintptr_t start, uint
     s->compact = res_compact(m, l->r);
     s->new_prot = target;
     pieces(l->r, l->base, start, end, survey_step, s);
+    if (l->r->flags & RES_WATCH_EMULATED)
+        s->prot_differs = true; /* the runs do not say which pages lack write */
 }
 
 static void survey_range(struct manager *m, struct locked *l, uintptr_t start, uintptr_t end,
@@ -278,22 +280,148 @@ static void heap_account(struct manager *m, const struct reservation *r, size_t 
     }
 }
 
+/* ---- emulated write watch: a reservation's written pages ------------------------ *
+ * A write-watched reservation of a manager made with HOSTMEM_EMULATE_WRITE_WATCH
+ * keeps one bit a page in a slot of its manager's (struct watched): set while
+ * the page was written since the last reset. A committed page that may be
+ * written but was not has its hardware protection without write, so that its
+ * first write faults (guard.c, vm_signal_fire). The bits change only under the
+ * stripe's busy word; the SIGSEGV handler finds the slot after taking it. */
+
+static struct watched *watched_of(struct manager *m, uintptr_t base)
+{
+    for (size_t i = 0; i < WATCHED_SLOTS; i++)
+        if (atomic_load_explicit(&m->watched[i].base, memory_order_acquire) == base)
+            return &m->watched[i];
+    return NULL;
+}
+
+static struct watched *watched_res(struct manager *m, const struct reservation *r)
+{
+    if (!(r->flags & RES_WATCH_EMULATED))
+        return NULL;
+    return watched_of(m, atomic_load_explicit(&((struct reservation *)r)->base, memory_order_relaxed));
+}
+
+static bool written(const struct watched *w, uint64_t page)
+{
+    return atomic_load_explicit(&w->bits[page / 64], memory_order_relaxed) >> (page % 64) & 1;
+}
+
+/* Pages [lo, hi) written (on) or clean. */
+static void mark_written(struct watched *w, uint64_t lo, uint64_t hi, bool on)
+{
+    while (lo < hi) {
+        uint64_t word = lo / 64, bit = lo % 64, n = hi - lo < 64 - bit ? hi - lo : 64 - bit;
+        uint64_t mask = (n == 64 ? ~(uint64_t)0 : (((uint64_t)1 << n) - 1)) << bit;
+        if (on)
+            atomic_fetch_or_explicit(&w->bits[word], mask, memory_order_relaxed);
+        else
+            atomic_fetch_and_explicit(&w->bits[word], ~mask, memory_order_relaxed);
+        lo += n;
+    }
+}
+
+/* How many boundaries p in [a, b] (a >= 1) lie between a written and a clean
+ * page: a word at a time. */
+static size_t bit_changes(const struct watched *w, uint64_t a, uint64_t b)
+{
+    size_t n = 0;
+    for (uint64_t p = a; p <= b;) {
+        uint64_t word = p / 64, from = p % 64, to = word == b / 64 ? b % 64 : 63;
+        uint64_t x = atomic_load_explicit(&w->bits[word], memory_order_relaxed);
+        uint64_t before = word ? atomic_load_explicit(&w->bits[word - 1], memory_order_relaxed) >> 63 : 0;
+        uint64_t changes = x ^ (x << 1 | before); /* bit k: page 64*word+k differs from the one before */
+        uint64_t mask = (to == 63 ? ~(uint64_t)0 : ((uint64_t)1 << (to + 1)) - 1) & (~(uint64_t)0 << from);
+        n += (size_t)__builtin_popcountll(changes & mask);
+        p = (word + 1) * 64;
+    }
+    return n;
+}
+
+/* The hardware protection of page i, of attribute attr: protect_to_os's, less
+ * write for a page with emulated write watch not written since the last reset. */
+static int page_hw(const struct watched *w, unsigned attr, bool compact, uint64_t i)
+{
+    int prot = protect_to_os(attr, compact);
+    if (w && attr && (prot & OS_PROT_WRITE) && !written(w, i))
+        prot &= ~OS_PROT_WRITE;
+    return prot;
+}
+
+/* A stretch of pages of one run and one hardware protection. */
+struct segment {
+    uintptr_t start, end;
+    unsigned attr;
+    int prot;
+};
+
+struct segments {
+    int (*fn)(void *, const struct segment *);
+    void *context;
+    const struct watched *w;
+    bool compact;
+    uintptr_t base;
+};
+
+static int segments_step(void *context, const struct piece *piece)
+{
+    struct segments *c = context;
+    int prot = protect_to_os(piece->attr, c->compact);
+    if (!c->w || !piece->attr || !(prot & OS_PROT_WRITE)) {
+        struct segment seg = {piece->start, piece->end, piece->attr, prot};
+        return c->fn(c->context, &seg);
+    }
+    uint64_t i = (piece->start - c->base) >> g_page_shift, end = (piece->end - c->base) >> g_page_shift;
+    while (i < end) {
+        bool on = written(c->w, i);
+        uint64_t j = i + 1;
+        while (j < end && written(c->w, j) == on)
+            j++;
+        struct segment seg = {c->base + (i << g_page_shift), c->base + (j << g_page_shift), piece->attr,
+                              on ? prot : prot & ~OS_PROT_WRITE};
+        if (c->fn(c->context, &seg))
+            return 1;
+        i = j;
+    }
+    return 0;
+}
+
+/* Calls fn for every segment of [start,end): the pieces of its runs, split
+ * where an emulated write watch's bits change the hardware protection. */
+static int hw_segments(struct manager *m, const struct reservation *r, uintptr_t base, uintptr_t start,
+                       uintptr_t end, int (*fn)(void *, const struct segment *), void *context)
+{
+    struct segments c = {fn, context, watched_res(m, r), res_compact(m, r), base};
+    return pieces(r, base, start, end, segments_step, &c);
+}
+
 struct restore {
     struct manager *m;
-    bool compact;
     bool failed;
 };
 
-static int restore_step(void *context, const struct piece *piece)
+static int restore_step(void *context, const struct segment *seg)
 {
     struct restore *r = context;
-    int err = os_protect((void *)piece->start, piece->end - piece->start,
-                         protect_to_os(piece->attr, r->compact));
+    int err = os_protect((void *)seg->start, seg->end - seg->start, seg->prot);
     if (err) {
         os_refused(r->m, err, "mprotect to undo a refused mprotect");
         r->failed = true;
     }
     return 0;
+}
+
+/* After a refused mprotect in [start,end): every page back to what the runs
+ * (and the written pages' bits) say; E_OUTOFMEMORY, or E_FAIL (and the manager
+ * is disabled) if even that fails. */
+static HRESULT undo_protect(struct manager *m, struct locked *l, uintptr_t start, uintptr_t end, HRESULT hr)
+{
+    struct restore undo = {m, false};
+    hw_segments(m, l->r, l->base, start, end, restore_step, &undo);
+    if (undo.failed)
+        return manager_fail(m, "mprotect failed and could not be undone");
+    return hr;
 }
 
 /*
@@ -308,54 +436,76 @@ static HRESULT protect_range(struct manager *m, struct locked *l, uintptr_t star
     int err = os_protect((void *)start, end - start, prot);
     if (!err)
         return S_OK;
-    HRESULT hr = os_refused(m, err, "mprotect");
-    struct restore undo = {m, res_compact(m, l->r), false};
-    pieces(l->r, l->base, start, end, restore_step, &undo);
-    if (undo.failed)
-        return manager_fail(m, "mprotect failed and could not be undone");
-    return hr;
+    return undo_protect(m, l, start, end, os_refused(m, err, "mprotect"));
+}
+
+struct export_segments {
+    int (*fn)(void *, uintptr_t, uintptr_t, int);
+    void *context;
+};
+
+static int export_step(void *context, const struct segment *seg)
+{
+    struct export_segments *c = context;
+    return c->fn(c->context, seg->start, seg->end, seg->prot);
+}
+
+int vm_hw_segments(struct manager *m, const struct reservation *r,
+                   int (*fn)(void *context, uintptr_t start, uintptr_t end, int prot), void *context)
+{
+    uintptr_t base = atomic_load_explicit(&((struct reservation *)r)->base, memory_order_relaxed);
+    struct export_segments c = {fn, context};
+    return hw_segments(m, r, base, base, base + (res_pages(r) << g_page_shift), export_step, &c);
 }
 
 /*
- * Gives every piece of [start,end) the hardware protection of what request makes
- * of it (attr_after: emulated write watch, where clean and written pages of one
- * protection differ in hardware), piece by piece, only where it changes. On a
- * refusal puts back what the runs say and returns E_OUTOFMEMORY, or E_FAIL (and
- * the manager is disabled) if even that fails.
+ * A commit or VirtualProtect of [start,end) to attr in a reservation with
+ * emulated write watch: written pages get attr's protection, the others -
+ * and pages committed by this change, which nothing wrote yet - the same
+ * without write. On a refusal, undone as protect_range.
  */
-struct piecewise {
+struct watched_change {
     struct manager *m;
+    const struct watched *w;
     bool compact;
-    unsigned request;
-    uintptr_t failed_end;
+    unsigned attr;
+    uintptr_t base, failed_end;
     int err;
 };
 
-static int piecewise_step(void *context, const struct piece *piece)
+static int watched_change_step(void *context, const struct piece *piece)
 {
-    struct piecewise *c = context;
-    int from = protect_to_os(piece->attr, c->compact);
-    int to = protect_to_os(attr_after(piece->attr, c->request), c->compact);
-    if (from != to && (c->err = os_protect((void *)piece->start, piece->end - piece->start, to)) != 0) {
-        c->failed_end = piece->end;
-        return 1;
+    struct watched_change *c = context;
+    int full = protect_to_os(c->attr, c->compact);
+    uint64_t i = (piece->start - c->base) >> g_page_shift, end = (piece->end - c->base) >> g_page_shift;
+    bool fresh = !attr_visible(piece->attr); /* committed now: clean */
+    while (i < end) {
+        bool on = !fresh && written(c->w, i);
+        uint64_t j = i + 1;
+        while (j < end && !fresh && written(c->w, j) == on)
+            j++;
+        if (fresh || !(full & OS_PROT_WRITE))
+            j = end;
+        int prot = on ? full : full & ~OS_PROT_WRITE;
+        c->err = os_protect((void *)(c->base + (i << g_page_shift)), (size_t)(j - i) << g_page_shift, prot);
+        if (c->err) {
+            c->failed_end = c->base + (j << g_page_shift);
+            return 1;
+        }
+        i = j;
     }
     return 0;
 }
 
-static HRESULT protect_pieces(struct manager *m, struct locked *l, uintptr_t start, uintptr_t end,
-                              unsigned request)
+static HRESULT protect_watched(struct manager *m, struct locked *l, uintptr_t start, uintptr_t end, unsigned attr)
 {
     hm_assert(lock_held(l->stripe->lock));
-    struct piecewise c = {m, res_compact(m, l->r), request, 0, 0};
-    if (!pieces(l->r, l->base, start, end, piecewise_step, &c))
+    struct watched_change c = {m, watched_res(m, l->r), res_compact(m, l->r), attr, l->base, 0, 0};
+    if (!c.w)
+        return protect_range(m, l, start, end, protect_to_os(attr, c.compact));
+    if (!pieces(l->r, l->base, start, end, watched_change_step, &c))
         return S_OK;
-    HRESULT hr = os_refused(m, c.err, "mprotect");
-    struct restore undo = {m, c.compact, false};
-    pieces(l->r, l->base, start, c.failed_end, restore_step, &undo);
-    if (undo.failed)
-        return manager_fail(m, "mprotect failed and could not be undone");
-    return hr;
+    return undo_protect(m, l, start, c.failed_end, os_refused(m, c.err, "mprotect"));
 }
 
 /*
@@ -374,6 +524,27 @@ static size_t transitions(struct manager *m, const struct reservation *r, uint64
     bool compact = res_compact(m, r);
     size_t count = 0;
     int previous = outside;
+    const struct watched *watched = watched_res(m, r);
+    if (watched) { /* written pages differ in hardware from clean ones inside a run */
+        int last = outside; /* of the page before the run */
+        for (uint32_t i = 0; i < w.n; i++) {
+            uint64_t run = runs_view_get(&w, i), s = run_page(run), e = runs_view_end(&w, i);
+            unsigned attr = run_attr(run);
+            if (s > hi)
+                return count;
+            if (s >= lo && page_hw(watched, attr, compact, s) != last)
+                count++;
+            if (attr && (protect_to_os(attr, compact) & OS_PROT_WRITE)) {
+                uint64_t a = s + 1 > lo ? s + 1 : lo, b = e - 1 < hi ? e - 1 : hi;
+                if (a <= b)
+                    count += bit_changes(watched, a, b);
+            }
+            last = page_hw(watched, attr, compact, e - 1);
+        }
+        if (w.pages >= lo && w.pages <= hi && last != outside)
+            count++;
+        return count;
+    }
     for (uint32_t i = 0; i < w.n; i++) {
         uint64_t run = runs_view_get(&w, i);
         int prot = protect_to_os(run_attr(run), compact);
@@ -396,6 +567,8 @@ static size_t transitions(struct manager *m, const struct reservation *r, uint64
  * kernel merge its mapping with ours. */
 static int hw_at(struct manager *m, struct locked *l, const struct runs_view *w, uintptr_t a)
 {
+    if (l->r->flags & RES_WATCH_EMULATED)
+        return -1; /* the runs do not say which pages lack write */
     if (a >= l->base && a < l->end) {
         uint64_t page = (a - l->base) >> g_page_shift;
         unsigned attr = 0;
@@ -532,6 +705,9 @@ static HRESULT stale_restore(struct manager *m, struct locked *l)
         }
         size_t before = transitions(m, r, lo, hi), hidden = book_protected(m, r, lo, hi);
         reservation_apply(&l->stripe->slab, r, lo, hi, 0, spare);
+        struct watched *watched = watched_res(m, r);
+        if (watched)
+            mark_written(watched, lo, hi, false);
         atomic_fetch_add_explicit(&m->mapping_estimate, transitions(m, r, lo, hi) - before,
                                   memory_order_relaxed);
         counter_sub(&m->book_protected, hidden);
@@ -595,6 +771,18 @@ static void stale_restore_all(struct manager *m)
     }
 }
 
+/* Emulated write watch: a page committed now starts clean (a stale one kept its
+ * bit until now). */
+static int forget_uncommitted(void *context, const struct piece *piece)
+{
+    struct watched *w = context;
+    if (!attr_visible(piece->attr)) {
+        uintptr_t base = atomic_load_explicit(&w->base, memory_order_relaxed);
+        mark_written(w, (piece->start - base) >> g_page_shift, (piece->end - base) >> g_page_shift, false);
+    }
+    return 0;
+}
+
 /* Pages [start,end) of a locked reservation take attr (commit, decommit, protect).
  * A commit's bytes are already charged to the budget by the caller. */
 static HRESULT change_range(struct manager *m, struct locked *l, uintptr_t start, uintptr_t end,
@@ -605,8 +793,6 @@ static HRESULT change_range(struct manager *m, struct locked *l, uintptr_t start
     struct reservation *r = l->r;
     if ((r->flags & RES_LARGE_PAGES) && (attr == 0 || !large_aligned(start, end)))
         return E_INVALIDARG; /* huge pages are never decommitted, and change whole */
-    /* emulated write watch: pages keep their clean mark; new ones start clean */
-    unsigned request = attr && (r->flags & RES_WATCH_EMULATED) ? attr | ATTR_WATCH : attr;
     if (r->flags & RES_STALE) {
         /* stale pages first get their protection if the kernel allows it now:
          * the change then starts from the hardware the books mean */
@@ -616,7 +802,7 @@ static HRESULT change_range(struct manager *m, struct locked *l, uintptr_t start
     }
     uint64_t first = (start - l->base) >> g_page_shift, last = (end - l->base) >> g_page_shift;
     uintptr_t spare[2];
-    int err = reservation_prepare(&l->stripe->slab, r, reservation_count_after(r, first, last, request), spare);
+    int err = reservation_prepare(&l->stripe->slab, r, reservation_count_after(r, first, last, attr), spare);
     if (err)
         return os_refused(m, err, "mmap of a run buffer");
     HRESULT hr;
@@ -640,9 +826,10 @@ static HRESULT change_range(struct manager *m, struct locked *l, uintptr_t start
         reservation_unprepare(&l->stripe->slab, spare);
         return os_refused_stuck(m, err, "madvise(MADV_DONTNEED)");
     }
-    unsigned applied = request;
-    if (request & ATTR_WATCH) {
-        if ((hr = protect_pieces(m, l, start, end, request)) != S_OK) {
+    unsigned applied = attr;
+    struct watched *watched = watched_res(m, r);
+    if (attr && watched) {
+        if ((hr = protect_watched(m, l, start, end, attr)) != S_OK) {
             reservation_unprepare(&l->stripe->slab, spare);
             return hr;
         }
@@ -681,6 +868,14 @@ static HRESULT change_range(struct manager *m, struct locked *l, uintptr_t start
         l->went_stale = true;
     }
     size_t before = transitions(m, r, first, last), hidden = book_protected(m, r, first, last);
+    if (watched && applied != ATTR_STALE) {
+        /* decommitted pages are forgotten, committed ones start clean; a stale
+         * page keeps its bit, which its hardware still follows */
+        if (!attr)
+            mark_written(watched, first, last, false);
+        else
+            pieces(r, l->base, start, end, forget_uncommitted, watched);
+    }
     reservation_apply(&l->stripe->slab, r, first, last, applied, spare);
     atomic_fetch_add_explicit(&m->mapping_estimate, transitions(m, r, first, last) - before,
                               memory_order_relaxed);
@@ -718,6 +913,42 @@ static bool alloc_type_valid(DWORD type)
     }
 }
 
+/* Emulated write watch: a slot and its bitmap for the reservation at base, all
+ * pages clean; E_OUTOFMEMORY when the kernel refuses the bitmap's memory or the
+ * manager's WATCHED_SLOTS are taken. */
+static HRESULT watched_take(struct manager *m, uintptr_t base, uint64_t pages)
+{
+    size_t bytes = (size_t)((pages + 63) / 64) * sizeof(uint64_t);
+    bytes = (bytes + g_page - 1) & ~(g_page - 1);
+    void *bits;
+    int err = pages_alloc(bytes, &bits);
+    if (err)
+        return os_refused(m, err, "mmap of the written pages' bitmap");
+    for (size_t i = 0; i < WATCHED_SLOTS; i++) {
+        uintptr_t free_ = 0;
+        if (atomic_compare_exchange_strong(&m->watched[i].base, &free_, 1)) {
+            m->watched[i].bits = bits;
+            m->watched[i].bytes = bytes;
+            atomic_store_explicit(&m->watched[i].base, base, memory_order_release);
+            return S_OK;
+        }
+    }
+    pages_free(m, bits, bytes);
+    return E_OUTOFMEMORY;
+}
+
+static void watched_give_back(struct manager *m, struct watched *w)
+{
+    if (!w)
+        return;
+    void *bits = (void *)w->bits;
+    size_t bytes = w->bytes;
+    atomic_store_explicit(&w->base, 1, memory_order_release);
+    w->bits = NULL;
+    pages_free(m, bits, bytes);
+    atomic_store_explicit(&w->base, 0, memory_order_release);
+}
+
 /* A refused write-watch call: counted as every refusal; where the kernel has
  * no such tracking, ERROR_NOT_SUPPORTED rather than a shortage. */
 static HRESULT watch_refused(struct manager *m, int err, const char *what)
@@ -749,9 +980,8 @@ static HRESULT alloc_reserve(struct manager *m, uintptr_t address, size_t size, 
         end = page_up_checked(0, size, &overflow);
     }
     size_t bytes = end - base;
-    /* emulated write watch: committed pages start clean, without write */
     bool emulate = (type & MEM_WRITE_WATCH) && (m->flags & HOSTMEM_EMULATE_WRITE_WATCH);
-    unsigned attr = (type & MEM_COMMIT) ? protect | (emulate ? ATTR_CLEAN : 0) : 0;
+    unsigned attr = (type & MEM_COMMIT) ? protect : 0;
     struct reservation *r;
     HRESULT hr;
     if (!policy_try_reserve(m, bytes))
@@ -768,6 +998,8 @@ static HRESULT alloc_reserve(struct manager *m, uintptr_t address, size_t size, 
         goto unreserve;
     uintptr_t at = atomic_load_explicit(&r->base, memory_order_relaxed);
     if (emulate) {
+        if ((hr = watched_take(m, at, bytes >> g_page_shift)) != S_OK)
+            goto abandon;
         r->flags |= RES_WRITE_WATCH | RES_WATCH_EMULATED;
     } else if (type & MEM_WRITE_WATCH) {
         int err = os_watch_add((void *)at, bytes, true);
@@ -782,7 +1014,8 @@ static HRESULT alloc_reserve(struct manager *m, uintptr_t address, size_t size, 
     if (flags & VM_HEAP)
         r->flags |= RES_HEAP | RES_TOUCHED | ((flags & VM_HEAP_LARGE) ? RES_HEAP_LARGE : 0);
     res_set_alloc_protect(r, protect); /* not published yet */
-    int prot = protect_to_os(attr, res_compact(m, r)), slack = reserved_prot(m->compact);
+    /* (with emulated write watch, committed pages start clean: without write) */
+    int prot = page_hw(watched_res(m, r), attr, res_compact(m, r), 0), slack = reserved_prot(m->compact);
     if (prot != slack && !(r->flags & RES_LARGE_PAGES)) { /* huge pages are mapped with it */
         int err = os_protect((void *)at, bytes, prot);
         if (err) {
@@ -807,6 +1040,8 @@ static HRESULT alloc_reserve(struct manager *m, uintptr_t address, size_t size, 
 uncharge:
     policy_uncharge(m, attr ? bytes : 0);
 unwatch:
+    if (r->flags & RES_WATCH_EMULATED)
+        watched_give_back(m, watched_res(m, r));
     if (kernel_watched(r) && !(r->flags & RES_STANDALONE)) {
         int err = os_watch_remove((void *)at, bytes);
         if (err)
@@ -998,6 +1233,7 @@ static HRESULT release_locked(struct manager *m, struct locked *l)
     }
     size_t committed = reservation_committed(r);
     heap_account(m, r, 0, committed << g_page_shift);
+    struct watched *watched = watched_res(m, r);
     if (r->flags & RES_STALE) {
         counter_sub(&m->book_protected, book_protected(m, r, 0, res_pages(r)));
         stale_forget(m, l->base);
@@ -1005,6 +1241,7 @@ static HRESULT release_locked(struct manager *m, struct locked *l)
     atomic_fetch_sub_explicit(&m->mapping_estimate,
                               transitions(m, r, 0, res_pages(r)), memory_order_relaxed);
     arena_unreserve(m, r);
+    watched_give_back(m, watched);
     policy_uncharge(m, committed << g_page_shift);
     policy_unreserve(m, bytes);
     counter_sub(&m->reservations, 1);
@@ -1104,9 +1341,11 @@ static HRESULT watch_lock(struct manager *m, void *base, SIZE_T size, struct loc
     return S_OK;
 }
 
-/* Emulated write watch: the written pages are the committed ones without the
- * clean mark, in order. */
+/* Emulated write watch: the written pages are the committed ones with their
+ * bit set, in order. */
 struct dirty_scan {
+    const struct watched *w;
+    uintptr_t base;
     void **out;
     size_t max, n;
     uintptr_t last_end;
@@ -1115,13 +1354,49 @@ struct dirty_scan {
 static int dirty_step(void *context, const struct piece *piece)
 {
     struct dirty_scan *d = context;
-    if (!attr_visible(piece->attr) || (piece->attr & ATTR_CLEAN))
+    if (!attr_visible(piece->attr))
         return 0;
-    for (uintptr_t a = piece->start; a < piece->end; a += g_page) {
+    uint64_t i = (piece->start - d->base) >> g_page_shift, end = (piece->end - d->base) >> g_page_shift;
+    while (i < end) {
+        uint64_t word = atomic_load_explicit(&d->w->bits[i / 64], memory_order_relaxed) >> (i % 64);
+        if (!word) { /* none written in the rest of this word */
+            i = (i / 64 + 1) * 64;
+            continue;
+        }
+        i += (uint64_t)__builtin_ctzll(word);
+        if (i >= end)
+            break;
         if (d->n == d->max)
             return 1;
-        d->out[d->n++] = (void *)a;
-        d->last_end = a + g_page;
+        d->out[d->n++] = (void *)(d->base + (i << g_page_shift));
+        d->last_end = d->base + ((i + 1) << g_page_shift);
+        i++;
+    }
+    return 0;
+}
+
+/* Emulated write watch: the written pages that may be written take write away
+ * again (their bits are cleared after). On a refusal, what was changed is put
+ * back. */
+struct clean_step_context {
+    bool compact;
+    uintptr_t failed_end;
+    int err;
+};
+
+/* One mprotect a committed piece that may be written, clean pages and all (as
+ * Wine's reset does): it splits nothing inside the piece and merges what the
+ * writes split. */
+static int clean_step(void *context, const struct piece *piece)
+{
+    struct clean_step_context *c = context;
+    int prot = protect_to_os(piece->attr, c->compact);
+    if (attr_visible(piece->attr) && (prot & OS_PROT_WRITE)) {
+        c->err = os_protect((void *)piece->start, piece->end - piece->start, prot & ~OS_PROT_WRITE);
+        if (c->err) {
+            c->failed_end = piece->end;
+            return 1;
+        }
     }
     return 0;
 }
@@ -1132,18 +1407,15 @@ static int dirty_step(void *context, const struct piece *piece)
 static HRESULT watch_clean_emulated(struct manager *m, struct locked *l, uintptr_t start, uintptr_t end)
 {
     struct reservation *r = l->r;
+    struct watched *w = watched_res(m, r);
+    if (!w)
+        return S_OK;
     uint64_t first = (start - l->base) >> g_page_shift, last = (end - l->base) >> g_page_shift;
-    uintptr_t spare[2];
-    int err = reservation_prepare(&l->stripe->slab, r, reservation_count_after(r, first, last, ATTR_CLEAN), spare);
-    if (err)
-        return os_refused(m, err, "mmap of a run buffer");
-    HRESULT hr = protect_pieces(m, l, start, end, ATTR_CLEAN);
-    if (hr != S_OK) {
-        reservation_unprepare(&l->stripe->slab, spare);
-        return hr;
-    }
     size_t before = transitions(m, r, first, last);
-    reservation_apply(&l->stripe->slab, r, first, last, ATTR_CLEAN, spare);
+    struct clean_step_context c = {res_compact(m, r), 0, 0};
+    if (pieces(r, l->base, start, end, clean_step, &c))
+        return undo_protect(m, l, start, c.failed_end, os_refused(m, c.err, "mprotect"));
+    mark_written(w, first, last, false);
     atomic_fetch_add_explicit(&m->mapping_estimate, transitions(m, r, first, last) - before, memory_order_relaxed);
     return S_OK;
 }
@@ -1169,8 +1441,9 @@ HRESULT vm_get_write_watch(struct manager *m, DWORD flags, void *base, SIZE_T si
         return unlock(m, &l, HRESULT_FROM_WIN32(ERROR_NOACCESS));
     size_t found;
     if (l.r->flags & RES_WATCH_EMULATED) {
-        struct dirty_scan d = {addresses, *count, 0, 0};
-        pieces(l.r, l.base, start, end, dirty_step, &d);
+        struct dirty_scan d = {watched_res(m, l.r), l.base, addresses, *count, 0, 0};
+        if (d.w)
+            pieces(l.r, l.base, start, end, dirty_step, &d);
         found = d.n;
         if ((flags & WRITE_WATCH_FLAG_RESET) && found &&
             (hr = watch_clean_emulated(m, &l, start, d.last_end)) != S_OK)
@@ -1252,46 +1525,62 @@ enum signal_outcome vm_signal_fire(struct manager *m, uintptr_t page, int access
             run_first = run_page(runs_view_get(&w, i));
             run_end = runs_view_end(&w, i);
         }
-        unsigned changed = attr;
-        if (guard && (attr & PAGE_GUARD))
-            changed = attr & ~(unsigned)PAGE_GUARD; /* a clean page stays clean */
-        else if (watch && (attr & ATTR_CLEAN) && writable(attr))
-            changed = attr & ~ATTR_CLEAN;
-        if (changed != attr) {
-            bool compact = res_compact(m, r);
+        bool compact = res_compact(m, r);
+        struct watched *watched = watched_res(m, r);
+        if (guard && (attr & PAGE_GUARD)) {
+            unsigned changed = attr & ~(unsigned)PAGE_GUARD;
             uintptr_t spare[2];
             outcome = SIGNAL_CANNOT;
-            uint64_t lo = index, hi = index + 1;
-            int err = reservation_prepare(&stripe->slab, r, reservation_count_after(r, lo, hi, changed), spare);
-            if (!err && (err = os_protect((void *)page, g_page, protect_to_os(changed, compact))) != 0) {
+            int err = reservation_prepare(&stripe->slab, r, reservation_count_after(r, index, index + 1, changed),
+                                          spare);
+            if (!err && (err = os_protect((void *)page, g_page, page_hw(watched, changed, compact, index))) != 0) {
                 counter_add(&m->os_refusals, 1); /* os_refused describes on stderr: not here */
                 reservation_unprepare(&stripe->slab, spare);
-                /* At the mapping ceiling one page cannot have a mapping of its
-                 * own. A write still must not fail: its whole run is marked
-                 * written (more pages reported than were written, never fewer),
-                 * a change of whole mappings that splits none. A guard cannot
-                 * be cleared on more pages than its own. */
-                if (!(attr & PAGE_GUARD)) {
-                    lo = run_first;
-                    hi = run_end;
-                    err = reservation_prepare(&stripe->slab, r, reservation_count_after(r, lo, hi, changed), spare);
-                    if (!err && (err = os_protect((void *)(view.base + (lo << g_page_shift)),
-                                                  (size_t)(hi - lo) << g_page_shift,
-                                                  protect_to_os(changed, compact))) != 0) {
-                        counter_add(&m->os_refusals, 1);
-                        reservation_unprepare(&stripe->slab, spare);
-                    }
-                }
             }
             if (!err) {
-                size_t before = transitions(m, r, lo, hi);
-                reservation_apply(&stripe->slab, r, lo, hi, changed, spare);
-                atomic_fetch_add_explicit(&m->mapping_estimate, transitions(m, r, lo, hi) - before,
+                size_t before = transitions(m, r, index, index + 1);
+                reservation_apply(&stripe->slab, r, index, index + 1, changed, spare);
+                atomic_fetch_add_explicit(&m->mapping_estimate, transitions(m, r, index, index + 1) - before,
                                           memory_order_relaxed);
-                outcome = (attr & PAGE_GUARD) ? SIGNAL_GUARD : SIGNAL_WRITTEN;
+                outcome = SIGNAL_GUARD;
             }
-        } else if (watch && !(attr & ATTR_CLEAN)) {
-            outcome = writable(attr) ? SIGNAL_RETRY : SIGNAL_NOT_OURS; /* another thread marked it */
+        } else if (watch && watched && attr_visible(attr) && writable(attr) && !(attr & PAGE_GUARD)) {
+            if (written(watched, index)) {
+                outcome = SIGNAL_RETRY; /* another thread marked it meanwhile */
+            } else {
+                int full = protect_to_os(attr, compact);
+                uint64_t lo = index, hi = index + 1;
+                size_t before = transitions(m, r, lo, hi);
+                int err = os_protect((void *)page, g_page, full);
+                if (err) {
+                    /* At the mapping ceiling one page cannot have a mapping of
+                     * its own. A write still must not fail: the clean stretch
+                     * around it is marked written (more pages reported than
+                     * were written, never fewer), a change of a whole mapping,
+                     * which splits none. A guard is never cleared so. */
+                    counter_add(&m->os_refusals, 1);
+                    while (lo > run_first && !written(watched, lo - 1))
+                        lo--;
+                    while (hi < run_end && !written(watched, hi))
+                        hi++;
+                    before = transitions(m, r, lo, hi);
+                    err = os_protect((void *)(view.base + (lo << g_page_shift)), (size_t)(hi - lo) << g_page_shift,
+                                     full);
+                    if (err)
+                        counter_add(&m->os_refusals, 1);
+                }
+                outcome = SIGNAL_CANNOT;
+                if (!err) {
+                    mark_written(watched, lo, hi, true);
+                    atomic_fetch_add_explicit(&m->mapping_estimate, transitions(m, r, lo, hi) - before,
+                                              memory_order_relaxed);
+                    outcome = SIGNAL_WRITTEN;
+                }
+            }
+        } else {
+            /* a guard another thread cleared meanwhile: the access tells again;
+             * otherwise a real access violation */
+            outcome = guard ? SIGNAL_RETRY : SIGNAL_NOT_OURS;
         }
     }
     atomic_store_explicit(&stripe->busy, 0, memory_order_release);
@@ -1303,6 +1592,9 @@ enum signal_outcome vm_signal_fire(struct manager *m, uintptr_t page, int access
 void vm_release_all(struct manager *m)
 {
     arena_destroy_all(m);
+    for (size_t i = 0; i < WATCHED_SLOTS; i++)
+        if (atomic_load_explicit(&m->watched[i].base, memory_order_relaxed) > 1)
+            watched_give_back(m, &m->watched[i]);
     atomic_store(&m->committed_bytes, 0);
     atomic_store(&m->reserved_bytes, 0);
     atomic_store(&m->reservations, 0);

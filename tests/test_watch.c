@@ -332,6 +332,8 @@ TEST(watched_reservations_keep_the_map_exact)
     char *w[8];
     for (int i = 0; i < 8; i++)
         w[i] = watched(3, i % 2 ? MEM_RESERVE : MEM_RESERVE | MEM_COMMIT);
+    w[0][P] = 1; /* written pages between clean ones: mappings of their own when emulated */
+    w[2][0] = w[2][2 * P] = 1;
     hostmem_stats s = stats_of(M);
     size_t real = 0;
     CHECK_HR(hostmem_kernel_mappings(M, &real), S_OK);
