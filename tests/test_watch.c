@@ -238,6 +238,32 @@ TEST(write_watch_under_concurrent_writes_and_changes)
     CHECK_HR(M->lpVtbl->VirtualFree(M, r.base, 0, MEM_RELEASE), S_OK);
 }
 
+/* docs/writewatch.md: a manager emulates write watch for 64 reservations at
+ * once; the 65th is refused with E_OUTOFMEMORY and nothing changed, and a
+ * release makes room again. */
+TEST(emulation_holds_64_watched_reservations)
+{
+    if (!EMULATED)
+        return;
+    void *r[64];
+    for (int i = 0; i < 64; i++)
+        REQUIRE_HR(M->lpVtbl->VirtualAlloc(M, NULL, P, MEM_RESERVE | MEM_WRITE_WATCH, PAGE_READWRITE, eTaskCritical,
+                                           &r[i]), S_OK);
+    hostmem_stats before = stats_of(M);
+    void *p = (void *)1;
+    CHECK_HR(M->lpVtbl->VirtualAlloc(M, NULL, P, MEM_RESERVE | MEM_WRITE_WATCH, PAGE_READWRITE, eTaskCritical, &p),
+             E_OUTOFMEMORY);
+    CHECK(p == NULL);
+    hostmem_stats after = stats_of(M);
+    CHECK_EQ(after.reservations, before.reservations);
+    CHECK_EQ(after.reserved_bytes, before.reserved_bytes);
+    CHECK_HR(M->lpVtbl->VirtualFree(M, r[7], 0, MEM_RELEASE), S_OK);
+    CHECK_HR(M->lpVtbl->VirtualAlloc(M, NULL, P, MEM_RESERVE | MEM_WRITE_WATCH, PAGE_READWRITE, eTaskCritical, &r[7]),
+             S_OK);
+    for (int i = 0; i < 64; i++)
+        CHECK_HR(M->lpVtbl->VirtualFree(M, r[i], 0, MEM_RELEASE), S_OK);
+}
+
 /* docs/host.md, fork: a child's kernel registers nothing of its parent's, so
  * tracking starts again there - every page the child has reads as written
  * until it is reset (never fewer than were written); the parent's tracking
@@ -421,6 +447,7 @@ int main(void)
         RUN(kernel_writes_count_and_protection_changes_do_not);
         RUN(decommitted_pages_are_not_reported);
         RUN(write_watch_under_concurrent_writes_and_changes);
+        RUN(emulation_holds_64_watched_reservations);
         RUN(write_watch_parameters_as_windows);
         RUN(write_watch_in_a_forked_child);
         if (!EMULATED)
