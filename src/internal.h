@@ -595,6 +595,7 @@ void heap_fork_prepare(void) HIDDEN;
 void heap_fork_finish(bool child) HIDDEN;
 void arena_after_fork(struct manager *m) HIDDEN; /* unpublished reservations go */
 void vm_after_fork(struct manager *m) HIDDEN;    /* the counters, recounted from the map */
+void vm_fork_busy(struct manager *m, bool take) HIDDEN; /* the busy words (guard pages, emulated watch) */
 void policy_after_fork(struct manager *m) HIDDEN; /* no sender, no waiter, no monitor */
 
 /* hresult.c: the funnels. Every refused system call goes through os_refused

@@ -1506,8 +1506,16 @@ enum signal_outcome vm_signal_fire(struct manager *m, uintptr_t page, int access
     bool guard = (view.attr & PAGE_GUARD) && (m->flags & HOSTMEM_GUARD_PAGES);
     bool watch = !(view.attr & PAGE_GUARD) && access != 0 && writable(view.attr) &&
                  (m->flags & HOSTMEM_EMULATE_WRITE_WATCH);
-    if (!guard && !watch)
-        return SIGNAL_NOT_OURS;
+    if (!guard && !watch) {
+        /* Another thread's fault may have just made the page accessible (two
+         * threads touching one guard page: one clears it, as on Windows): an
+         * access the map allows now is retried. */
+        int prot = protect_to_os(view.attr, m->compact);
+        bool allowed = access == 1 ? (prot & OS_PROT_WRITE) != 0
+                       : access == 0 ? (prot & OS_PROT_READ) != 0
+                                     : (prot & OS_PROT_WRITE) != 0;
+        return allowed ? SIGNAL_RETRY : SIGNAL_NOT_OURS;
+    }
     struct stripe *stripe = stripe_of(m, view.base);
     long self = thread_id(), holder = 0;
     if (!atomic_compare_exchange_strong_explicit(&stripe->busy, &holder, self, memory_order_acquire,
@@ -1585,6 +1593,21 @@ enum signal_outcome vm_signal_fire(struct manager *m, uintptr_t page, int access
     }
     atomic_store_explicit(&stripe->busy, 0, memory_order_release);
     return outcome;
+}
+
+/* fork.c: every stripe's busy word held across fork (take), then let go in
+ * parent and child, so that no SIGSEGV handler of another thread is halfway
+ * through a change when the process is copied. */
+void vm_fork_busy(struct manager *m, bool take)
+{
+    if (!m->signals)
+        return;
+    for (int i = 0; i < STRIPES; i++) {
+        if (take)
+            busy_enter(&m->stripes[i]);
+        else
+            busy_leave(&m->stripes[i]);
+    }
 }
 
 /* ---- shutdown -------------------------------------------------------------------------- */
