@@ -191,3 +191,45 @@ uninstall:
 	    $(DESTDIR)$(LIBDIR)/libhostmem.so.$(SOVERSION) $(DESTDIR)$(LIBDIR)/libhostmem.so \
 	    $(DESTDIR)$(INCLUDEDIR)/hostmem.h $(DESTDIR)$(PKGCONFIGDIR)/hostmem.pc \
 	    $(DESTDIR)$(BINDIR)/hostmem $(DESTDIR)$(MANDIR)/man1/hostmem.1
+
+# The Win32 face (issue 14, docs/win32.md): VirtualAlloc, VirtualFree, VirtualQuery,
+# VirtualProtect, GetWriteWatch, ResetWriteWatch, GetLargePageMinimum and the thread's
+# last error, with Windows' results, over one process-wide manager. Its own libraries
+# (build/libhostmem_win32.a, .so), so that only a program that asks gets these global
+# names; a user of the public API like integrations/, so built without -Isrc.
+WIN32_CFLAGS := $(filter-out -Isrc,$(CFLAGS_BASE))
+.PHONY: install-win32 uninstall-win32
+all: $(B)/libhostmem_win32.a $(B)/libhostmem_win32.so
+$(B)/win32/obj/%.o: win32/%.c include/hostmem_win32.h include/hostmem.h
+	@mkdir -p $(@D)
+	$(CC) $(WIN32_CFLAGS) $(OPT) -fvisibility=hidden -c $< -o $@
+$(B)/win32/pic/%.o: win32/%.c include/hostmem_win32.h include/hostmem.h
+	@mkdir -p $(@D)
+	$(CC) $(WIN32_CFLAGS) $(OPT) -fvisibility=hidden -fPIC -c $< -o $@
+$(B)/libhostmem_win32.a: $(B)/win32/obj/hostmem_win32.o
+	rm -f $@
+	ar rcs $@ $^
+$(B)/libhostmem_win32.so: $(B)/win32/pic/hostmem_win32.o $(B)/libhostmem.so
+	$(CC) -shared -pthread -Wl,-soname,libhostmem_win32.so.$(SOVERSION) -o $@ $< -L$(B) -lhostmem
+	ln -sf libhostmem_win32.so $(B)/libhostmem_win32.so.$(SOVERSION)
+# tests/test_win32.c includes hostmem_win32.h alone, as a ported program does.
+$(B)/tests/test_win32: tests/test_win32.c include/hostmem_win32.h $(B)/libhostmem_win32.a $(B)/libhostmem.a | $(B)/tests
+	$(CC) $(WIN32_CFLAGS) $(OPT) $< $(B)/libhostmem_win32.a $(B)/libhostmem.a -o $@
+
+install: install-win32
+install-win32: $(B)/libhostmem_win32.a $(B)/libhostmem_win32.so
+	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@LIBDIR@|$(patsubst $(PREFIX)/%,$${prefix}/%,$(LIBDIR))|g' \
+	    -e 's|@INCLUDEDIR@|$(patsubst $(PREFIX)/%,$${prefix}/%,$(INCLUDEDIR))|g' \
+	    -e 's|@VERSION@|$(VERSION)|g' win32/hostmem-win32.pc.in > $(B)/hostmem-win32.pc
+	$(INSTALL) -d $(DESTDIR)$(LIBDIR) $(DESTDIR)$(INCLUDEDIR) $(DESTDIR)$(PKGCONFIGDIR)
+	$(INSTALL) -m 644 $(B)/libhostmem_win32.a $(DESTDIR)$(LIBDIR)/libhostmem_win32.a
+	$(INSTALL) -m 755 $(B)/libhostmem_win32.so $(DESTDIR)$(LIBDIR)/libhostmem_win32.so.$(VERSION)
+	ln -sf libhostmem_win32.so.$(VERSION) $(DESTDIR)$(LIBDIR)/libhostmem_win32.so.$(SOVERSION)
+	ln -sf libhostmem_win32.so.$(SOVERSION) $(DESTDIR)$(LIBDIR)/libhostmem_win32.so
+	$(INSTALL) -m 644 include/hostmem_win32.h $(DESTDIR)$(INCLUDEDIR)/hostmem_win32.h
+	$(INSTALL) -m 644 $(B)/hostmem-win32.pc $(DESTDIR)$(PKGCONFIGDIR)/hostmem-win32.pc
+uninstall: uninstall-win32
+uninstall-win32:
+	rm -f $(DESTDIR)$(LIBDIR)/libhostmem_win32.a $(DESTDIR)$(LIBDIR)/libhostmem_win32.so.$(VERSION) \
+	    $(DESTDIR)$(LIBDIR)/libhostmem_win32.so.$(SOVERSION) $(DESTDIR)$(LIBDIR)/libhostmem_win32.so \
+	    $(DESTDIR)$(INCLUDEDIR)/hostmem_win32.h $(DESTDIR)$(PKGCONFIGDIR)/hostmem-win32.pc

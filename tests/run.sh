@@ -9,8 +9,8 @@ for t in "$dir"/*; do
     [ -x "$t" ] || continue
     out=$("$t" 2>&1)
     rc=$?
-    printf '%s\n' "$out" | grep -E '^(not ok|  FAIL|[A-Za-z_]+: [0-9]+ passed|[A-Za-z_]+: skipped)|ERROR|WARNING: ThreadSanitizer|runtime error' | head -40
-    line=$(printf '%s\n' "$out" | grep -E '^[A-Za-z_]+: [0-9]+ passed, [0-9]+ failed' | tail -1)
+    printf '%s\n' "$out" | grep -E '^(not ok|  FAIL|[A-Za-z0-9_]+: [0-9]+ passed|[A-Za-z0-9_]+: skipped)|ERROR|WARNING: ThreadSanitizer|runtime error' | head -40
+    line=$(printf '%s\n' "$out" | grep -E '^[A-Za-z0-9_]+: [0-9]+ passed, [0-9]+ failed' | tail -1)
     if [ -z "$line" ]; then
         echo "[$label] $(basename "$t"): no summary (exit $rc)"
         printf '%s\n' "$out" | tail -20

@@ -1,0 +1,232 @@
+/*
+ * hostmem_win32.c - the Win32 face (include/hostmem_win32.h): VirtualAlloc,
+ * VirtualFree, VirtualQuery, VirtualProtect, GetWriteWatch, ResetWriteWatch,
+ * GetLargePageMinimum and the thread's last error, over one process-wide manager.
+ *
+ * A user of the public API, like integrations/: it includes hostmem.h and
+ * nothing of src/, and the library never calls it. Each call forwards to the
+ * manager's method (or the native write-watch calls) and turns a result other
+ * than S_OK into Windows' return value and the Win32 error Windows sets, in one
+ * place: win32_failed, through the one table win32_error_of.
+ *
+ * Invariants:
+ *   - one manager for the process, created by the first call that needs it
+ *     (pthread_once; hostmem_create(NULL, ...)) and never released, because
+ *     what it handed out lives as long as the process and a late exit handler
+ *     may still free it; after creation, finding it is one atomic load;
+ *   - the last error is thread-local, 0 in a new thread, and changes only when
+ *     a call fails (Windows leaves it alone on success);
+ *   - a call either returns the manager's success or Windows' failure value
+ *     with the last error set: NULL, FALSE, 0 or (UINT)-1.
+ * Must never: call malloc (a hostmem rule: this face may sit under a malloc);
+ * lock on VirtualQuery's path once the manager exists (a runtime queries while
+ * other threads are stopped, and from signal handlers: the first call of the
+ * process, which creates the manager, is the only one that may wait); touch
+ * memory itself: every page is the manager's.
+ */
+#define COBJMACROS
+#include "hostmem.h"
+#include "hostmem_win32.h" /* after hostmem.h: the shared types are hostmem.h's */
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
+
+/* Windows' failure value for the UINT calls (GetWriteWatch, ResetWriteWatch). */
+#define WIN32_UINT_FAILED ((UINT)-1)
+
+/* Every call asks at this level: a Win32 program has no critical levels, and
+ * Windows refuses memory it cannot commit at once. */
+#define WIN32_LEVEL eTaskCritical
+
+/* ---- the last error --------------------------------------------------------- */
+
+/* initial-exec: static TLS, which glibc never allocates lazily (with malloc)
+ * the way it may for a dlopen'ed library's dynamic TLS. */
+#if defined(__GNUC__)
+#define WIN32_TLS_MODEL __attribute__((tls_model("initial-exec")))
+#else
+#define WIN32_TLS_MODEL
+#endif
+
+static _Thread_local DWORD win32_last_error WIN32_TLS_MODEL;
+
+DWORD GetLastError(void)
+{
+    return win32_last_error;
+}
+
+void SetLastError(DWORD dwErrCode)
+{
+    win32_last_error = dwErrCode;
+}
+
+/* ---- results: hostmem's HRESULT -> the Win32 error Windows sets ----------------- */
+
+/*
+ * The results that are not HRESULT_FROM_WIN32 of the error Windows sets, and
+ * that error. Every other failure hostmem returns is HRESULT_FROM_WIN32(x)
+ * (SPEC §2: E_INVALIDARG is x = ERROR_INVALID_PARAMETER, then
+ * ERROR_INVALID_ADDRESS, ERROR_BAD_LENGTH, ERROR_NO_SYSTEM_RESOURCES,
+ * ERROR_INVALID_DATA) and maps back to x. docs/win32.md has the whole table.
+ */
+static const struct {
+    HRESULT result;
+    DWORD error;
+} win32_errors[] = {
+    /* the OS or the budget refused memory: Windows' STATUS_NO_MEMORY; not
+     * E_OUTOFMEMORY's low word, ERROR_OUTOFMEMORY (14), which Windows never
+     * sets here (docs/win32.md: where Windows would say ERROR_COMMITMENT_LIMIT) */
+    {E_OUTOFMEMORY, ERROR_NOT_ENOUGH_MEMORY},
+    /* freeing what was never allocated: STATUS_MEMORY_NOT_ALLOCATED */
+    {HOST_E_INVALIDOPERATION, ERROR_INVALID_ADDRESS},
+    /* a NULL out-pointer: Windows faults writing through it (STATUS_ACCESS_VIOLATION) */
+    {E_POINTER, ERROR_NOACCESS},
+    /* the manager's locks (the default ones never time out) */
+    {HOST_E_TIMEOUT, ERROR_TIMEOUT},
+    {HOST_E_NOT_OWNER, ERROR_NOT_OWNER},
+    {HOST_E_ABANDONED, ERROR_ABANDONED_WAIT_0},
+    /* the manager could not vouch for its state and is disabled: no Windows twin */
+    {E_FAIL, ERROR_INTERNAL_ERROR},
+    {HOST_E_CLRNOTAVAILABLE, ERROR_INTERNAL_ERROR},
+};
+
+static DWORD win32_error_of(HRESULT hr)
+{
+    for (size_t i = 0; i < sizeof win32_errors / sizeof win32_errors[0]; i++)
+        if (win32_errors[i].result == hr)
+            return win32_errors[i].error;
+    if (((uint32_t)hr >> 16) == 0x8007u) /* HRESULT_FROM_WIN32(x) -> x */
+        return (uint32_t)hr & 0xFFFFu;
+    return ERROR_INTERNAL_ERROR;
+}
+
+/* The one place a call's failure becomes the thread's last error. */
+static void win32_failed(HRESULT hr)
+{
+    win32_last_error = win32_error_of(hr);
+}
+
+static UINT win32_failed_uint(HRESULT hr)
+{
+    win32_failed(hr);
+    return WIN32_UINT_FAILED;
+}
+
+/* ---- the process-wide manager ----------------------------------------------- */
+
+static pthread_once_t win32_once = PTHREAD_ONCE_INIT;
+static _Atomic(IHostMemoryManager *) win32_the_manager;
+static HRESULT win32_create_result; /* written once, inside pthread_once */
+
+static void win32_create(void)
+{
+    IHostMemoryManager *m = NULL;
+    win32_create_result = hostmem_create(NULL, &m);
+    if (win32_create_result == S_OK)
+        atomic_store_explicit(&win32_the_manager, m, memory_order_release);
+}
+
+/* The manager, created on first use; NULL (last error set) if it cannot be. */
+static IHostMemoryManager *win32_manager(void)
+{
+    IHostMemoryManager *m = atomic_load_explicit(&win32_the_manager, memory_order_acquire);
+    if (m)
+        return m;
+    pthread_once(&win32_once, win32_create);
+    m = atomic_load_explicit(&win32_the_manager, memory_order_acquire);
+    if (!m)
+        win32_failed(win32_create_result);
+    return m;
+}
+
+struct IHostMemoryManager *hostmem_win32_manager(void)
+{
+    return win32_manager();
+}
+
+/* ---- the calls --------------------------------------------------------------- */
+
+LPVOID VirtualAlloc(LPVOID lpAddress, SIZE_T dwSize, DWORD flAllocationType, DWORD flProtect)
+{
+    IHostMemoryManager *m = win32_manager();
+    if (!m)
+        return NULL;
+    void *mem = NULL;
+    HRESULT hr = IHostMemoryManager_VirtualAlloc(m, lpAddress, dwSize, flAllocationType, flProtect,
+                                                 WIN32_LEVEL, &mem);
+    if (hr != S_OK) {
+        win32_failed(hr);
+        return NULL;
+    }
+    return mem;
+}
+
+BOOL VirtualFree(LPVOID lpAddress, SIZE_T dwSize, DWORD dwFreeType)
+{
+    IHostMemoryManager *m = win32_manager();
+    if (!m)
+        return FALSE;
+    HRESULT hr = IHostMemoryManager_VirtualFree(m, lpAddress, dwSize, dwFreeType);
+    if (hr != S_OK) {
+        win32_failed(hr);
+        return FALSE;
+    }
+    return TRUE;
+}
+
+SIZE_T VirtualQuery(LPCVOID lpAddress, PMEMORY_BASIC_INFORMATION lpBuffer, SIZE_T dwLength)
+{
+    IHostMemoryManager *m = win32_manager();
+    if (!m)
+        return 0;
+    SIZE_T written = 0;
+    HRESULT hr = IHostMemoryManager_VirtualQuery(m, (void *)(uintptr_t)lpAddress, lpBuffer, dwLength,
+                                                 &written);
+    if (hr != S_OK) {
+        win32_failed(hr);
+        return 0;
+    }
+    return written;
+}
+
+BOOL VirtualProtect(LPVOID lpAddress, SIZE_T dwSize, DWORD flNewProtect, PDWORD lpflOldProtect)
+{
+    IHostMemoryManager *m = win32_manager();
+    if (!m)
+        return FALSE;
+    HRESULT hr = IHostMemoryManager_VirtualProtect(m, lpAddress, dwSize, flNewProtect, lpflOldProtect);
+    if (hr != S_OK) {
+        win32_failed(hr);
+        return FALSE;
+    }
+    return TRUE;
+}
+
+/* hostmem_get_write_watch checks the arguments in Windows' order and answers
+ * with Windows' errors (HRESULT_FROM_WIN32 of ERROR_INVALID_PARAMETER or
+ * ERROR_NOACCESS), so the call only forwards. */
+UINT GetWriteWatch(DWORD dwFlags, PVOID lpBaseAddress, SIZE_T dwRegionSize, PVOID *lpAddresses,
+                   ULONG_PTR *lpdwCount, LPDWORD lpdwGranularity)
+{
+    IHostMemoryManager *m = win32_manager();
+    if (!m)
+        return WIN32_UINT_FAILED;
+    HRESULT hr = hostmem_get_write_watch(m, dwFlags, lpBaseAddress, dwRegionSize, lpAddresses,
+                                         lpdwCount, lpdwGranularity);
+    return hr == S_OK ? 0 : win32_failed_uint(hr);
+}
+
+UINT ResetWriteWatch(LPVOID lpBaseAddress, SIZE_T dwRegionSize)
+{
+    IHostMemoryManager *m = win32_manager();
+    if (!m)
+        return WIN32_UINT_FAILED;
+    HRESULT hr = hostmem_reset_write_watch(m, lpBaseAddress, dwRegionSize);
+    return hr == S_OK ? 0 : win32_failed_uint(hr);
+}
+
+SIZE_T GetLargePageMinimum(void)
+{
+    return hostmem_large_page_minimum();
+}
