@@ -560,47 +560,6 @@ static size_t transitions(struct manager *m, const struct reservation *r, uint64
     return count;
 }
 
-/* The hardware protection of the page at a, as the map says; -1 unless it is
- * sure to stay so while we hold this reservation's lock: inside the reservation
- * or in the unused tail of its last granule (which nobody else may take). A
- * neighbour outside could be committed by another thread meanwhile, and the
- * kernel merge its mapping with ours. */
-static int hw_at(struct manager *m, struct locked *l, const struct runs_view *w, uintptr_t a)
-{
-    if (l->r->flags & RES_WATCH_EMULATED)
-        return -1; /* the runs do not say which pages lack write */
-    if (a >= l->base && a < l->end) {
-        uint64_t page = (a - l->base) >> g_page_shift;
-        unsigned attr = 0;
-        for (uint32_t i = 0; i < w->n && run_page(runs_view_get(w, i)) <= page; i++)
-            attr = run_attr(runs_view_get(w, i));
-        return protect_to_os(attr, res_compact(m, l->r));
-    }
-    if ((l->r->flags & RES_STANDALONE) || kernel_watched(l->r))
-        return -2; /* outside its own mapping: a kernel boundary for sure */
-    uintptr_t span_end = l->base + granule_up(l->end - l->base);
-    if (a >= l->end && a < span_end)
-        return reserved_prot(m->compact); /* the unused tail: arena slack */
-    return -1;
-}
-
-/*
- * Will mprotect of [start,end) need to split a kernel mapping? Not when the
- * pages just outside both ends have another protection than the pages at the
- * ends: then the range's edges are mapping edges already, mprotect allocates
- * nothing and cannot fail for want of mappings.
- */
-static bool edges_are_boundaries(struct manager *m, struct locked *l, uintptr_t start, uintptr_t end)
-{
-    struct runs_view w;
-    reservation_view(l->r, &w);
-    int left = hw_at(m, l, &w, start - g_page), first = hw_at(m, l, &w, start);
-    if (left == -1 || left == first)
-        return false;
-    int right = hw_at(m, l, &w, end), last = hw_at(m, l, &w, end - g_page);
-    return right != -1 && right != last;
-}
-
 /* ---- the mapping ceiling: stale pages ---------------------------------------------
  * At vm.max_map_count the kernel refuses an mprotect that would split a
  * mapping. A decommit must not fail for that (Windows' never does, and a
@@ -802,7 +761,15 @@ static HRESULT change_range(struct manager *m, struct locked *l, uintptr_t start
     }
     uint64_t first = (start - l->base) >> g_page_shift, last = (end - l->base) >> g_page_shift;
     uintptr_t spare[2];
-    int err = reservation_prepare(&l->stripe->slab, r, reservation_count_after(r, first, last, attr), spare);
+    bool discard = attr == 0 && s->committed_pages;
+    /* A decommit may end stale (below): buffers for either outcome, before
+     * anything changes. */
+    uint32_t count = reservation_count_after(r, first, last, attr);
+    if (discard && s->prot_differs) {
+        uint32_t stale_count = reservation_count_after(r, first, last, ATTR_STALE);
+        count = stale_count > count ? stale_count : count;
+    }
+    int err = reservation_prepare(&l->stripe->slab, r, count, spare);
     if (err)
         return os_refused(m, err, "mmap of a run buffer");
     HRESULT hr;
@@ -814,15 +781,14 @@ static HRESULT change_range(struct manager *m, struct locked *l, uintptr_t start
         reservation_unprepare(&l->stripe->slab, spare);
         return os_refused(m, err, "madvise(MADV_DONTNEED) of stale pages");
     }
-    bool discard = attr == 0 && s->committed_pages;
-    /* Decommit: the memory goes back to the OS; the pages read zero when
-     * committed again. A discard cannot be undone, so it comes after the
-     * mprotect, which can fail - unless the mprotect cannot fail because it
-     * splits no mapping: then discard first, which spares the kernel changing
-     * the protection of pages it is about to drop (10-14% of the calls' time). */
-    bool discard_first = discard && s->prot_differs && edges_are_boundaries(m, l, start, end);
-    if (discard_first && (err = os_discard((void *)s->committed_start,
-                                           s->committed_end - s->committed_start)) != 0) {
+    /* Decommit: the memory goes back to the OS at once, and the pages read
+     * zero when committed again. The discard comes first: the kernel then
+     * changes the protection of no page it is about to drop (10-14% of the
+     * calls' time), and flushes the other CPUs' TLBs once, not twice. A discard
+     * cannot be undone, and need not be: should the mprotect after it be
+     * refused (the mapping ceiling), the decommit stands, its pages stale until
+     * the kernel lets them have their protection. */
+    if (discard && (err = os_discard((void *)s->committed_start, s->committed_end - s->committed_start)) != 0) {
         reservation_unprepare(&l->stripe->slab, spare);
         return os_refused_stuck(m, err, "madvise(MADV_DONTNEED)");
     }
@@ -835,26 +801,14 @@ static HRESULT change_range(struct manager *m, struct locked *l, uintptr_t start
         }
     } else if (s->prot_differs) {
         hr = protect_range(m, l, start, end, s->new_prot);
-        if (hr == E_OUTOFMEMORY && discard && !discard_first) {
-            /* The mapping ceiling: the decommit goes on, and its pages stay
-             * stale until the kernel lets them have their protection. */
-            reservation_unprepare(&l->stripe->slab, spare);
-            err = reservation_prepare(&l->stripe->slab, r, reservation_count_after(r, first, last, ATTR_STALE),
-                                      spare);
-            if (err)
-                return os_refused(m, err, "mmap of a run buffer");
-            applied = ATTR_STALE;
+        if (hr == E_OUTOFMEMORY && discard) {
+            applied = ATTR_STALE; /* the mapping ceiling: the decommit stands */
             hr = S_OK;
         }
         if (hr != S_OK) {
             reservation_unprepare(&l->stripe->slab, spare);
-            return discard_first ? manager_fail(m, "mprotect failed after a discard") : hr;
+            return hr;
         }
-    }
-    if (discard && !discard_first &&
-        (err = os_discard((void *)s->committed_start, s->committed_end - s->committed_start)) != 0) {
-        reservation_unprepare(&l->stripe->slab, spare);
-        return os_refused_stuck(m, err, "madvise(MADV_DONTNEED)");
     }
     /* Windows forgets the writes to decommitted pages; a discarded page must
      * not read as written when it is read again (a refused clean leaves the
