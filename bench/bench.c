@@ -250,7 +250,7 @@ struct figure {
     double ratio; /* the figure the target is about; value/floor unless stated */
     char target[64];
     enum status status;
-    char note[160];
+    char note[512];
 };
 static struct figure figures[64];
 static int nfigures;
@@ -1437,7 +1437,7 @@ int main(int argc, char **argv)
     P = hostmem_page_size();
     G = hostmem_granularity();
     double start = now();
-    char note[160], buf[96];
+    char note[512], buf[96];
 
     busy_at_start = other_busy_cpus();
     say("hostmem benchmark: %d runs per figure after a warm-up, median; %ld cpus, %.2f of them busy "
