@@ -415,7 +415,13 @@ typedef struct hostmem_config {
     size_t address_space_limit;       /* bytes of reserved plus runtime-mapped address space;
                                          0 = none */
     const char *system_root;          /* where /proc and /sys/fs/cgroup are; NULL = "/" */
+    /* deferred discard (docs/policy.md): decommitted pages are inaccessible and
+     * uncharged at once, but given back to the kernel in batches, later */
+    DWORD purge_delay_ms;             /* at the latest this long after; 0 = 10 ms;
+                                         HOSTMEM_PURGE_AT_ONCE = no deferral */
+    size_t purge_cap;                 /* at most this many bytes wait; 0 = 64 MiB */
 } hostmem_config;
+#define HOSTMEM_PURGE_AT_ONCE 0xFFFFFFFFu
 
 /*
  * Creates a manager. config may be NULL (defaults). *out gets one reference;
@@ -480,6 +486,8 @@ typedef struct hostmem_stats {
                                     (strict mode at vm.max_map_count): discarded and reserved, but
                                     protected only in the manager's books until mappings are
                                     available again (docs/host.md) */
+    size_t purge_pending_bytes;  /* decommitted bytes not yet given back to the kernel (deferred
+                                    discard): not committed, not charged, still resident */
 } hostmem_stats;
 HRESULT hostmem_get_stats(IHostMemoryManager *manager, hostmem_stats *stats);
 
@@ -554,6 +562,10 @@ const char *hostmem_write_watch_mode(void);
 #define HOSTMEM_GUARD_RETRY 1
 typedef int (*hostmem_guard_fn)(void *context, void *address, int access);
 HRESULT hostmem_set_guard_handler(IHostMemoryManager *manager, hostmem_guard_fn fn, void *context);
+
+/* Gives every decommitted page whose discard is still deferred back to the
+ * kernel now (docs/policy.md, deferred discard). */
+HRESULT hostmem_purge(IHostMemoryManager *manager);
 
 /* Page size and allocation granularity used by every manager of the process. */
 size_t hostmem_page_size(void);

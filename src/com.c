@@ -312,6 +312,8 @@ HRESULT hostmem_create(const hostmem_config *config, IHostMemoryManager **out)
     atomic_init(&m->references, 1);
     m->flags = c.flags;
     m->compact = (c.flags & HOSTMEM_COMPACT) != 0;
+    m->purge_delay_ms = c.purge_delay_ms ? c.purge_delay_ms : 10;
+    m->purge_cap = c.purge_cap ? c.purge_cap : (size_t)64 << 20;
     m->signals = (c.flags & (HOSTMEM_GUARD_PAGES | HOSTMEM_EMULATE_WRITE_WATCH)) != 0;
     if (m->signals && guard_install() != 0) {
         pages_free(NULL, m, sizeof(struct manager));
@@ -400,6 +402,7 @@ HRESULT hostmem_get_stats(IHostMemoryManager *manager, hostmem_stats *stats)
         s.refusals[i] = LOAD(p->refusals[i]);
     s.os_refusals = LOAD(m->os_refusals);
     s.book_protected_pages = LOAD(m->book_protected);
+    s.purge_pending_bytes = LOAD(m->pending_pages) << g_page_shift;
     for (size_t i = 0; i < sizeof s.notifications / sizeof s.notifications[0]; i++)
         s.notifications[i] = LOAD(p->notifications[i]);
     for (unsigned k = 0; k < CALL_SHARDS; k++)
@@ -453,6 +456,15 @@ HRESULT hostmem_set_guard_handler(IHostMemoryManager *manager, hostmem_guard_fn 
     atomic_store_explicit(&m->guard_context, context, memory_order_relaxed);
     atomic_store_explicit(&m->guard_fn, fn, memory_order_release);
     return S_OK;
+}
+
+HRESULT hostmem_purge(IHostMemoryManager *manager)
+{
+    struct manager *m;
+    HRESULT hr = live_manager(manager, &m);
+    if (hr == S_OK)
+        vm_purge(m);
+    return hr;
 }
 
 const char *hostmem_write_watch_mode(void)

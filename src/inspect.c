@@ -286,7 +286,7 @@ static uint64_t check_runs(struct reservation *r, struct problem *p)
         if (i > 0 && run_attr(reservation_run(r, i - 1)) == run_attr(run))
             complain(p, "reservation %p: runs %u and %u not merged", (void *)r, i - 1, i);
         unsigned attr = run_attr(run), protect = attr & ~ATTR_STALE;
-        if (attr && !protect_valid(protect))
+        if (attr && attr != ATTR_PENDING && !protect_valid(protect))
             complain(p, "reservation %p: bad attribute %#x", (void *)r, attr);
         if ((attr & ATTR_STALE) && !(r->flags & RES_STALE))
             complain(p, "reservation %p: stale run %u, not marked so", (void *)r, i);
@@ -363,7 +363,7 @@ HRESULT hostmem_validate(IHostMemoryManager *manager, uint32_t flags, char *why,
     }
     struct expect_context kernel = {&maps, 0, &p};
     int slack_prot = reserved_prot(m->compact);
-    size_t reservations = 0, reserved = 0, committed = 0, book_protected = 0;
+    size_t reservations = 0, reserved = 0, committed = 0, book_protected = 0, pending = 0;
     for (uint32_t i = 0; i < n; i++) {
         struct arena *a = list[i];
         uintptr_t base = atomic_load(&a->base), end = atomic_load(&a->end);
@@ -415,6 +415,7 @@ HRESULT hostmem_validate(IHostMemoryManager *manager, uint32_t flags, char *why,
             reserved += res_pages(r) << g_page_shift;
             committed += c << g_page_shift;
             book_protected += vm_book_protected(m, r);
+            pending += vm_pending_pages(r);
             if ((flags & HOSTMEM_VALIDATE_KERNEL) && (r->flags & RES_WATCH_EMULATED)) {
                 vm_hw_segments(m, r, expect_segment, &kernel);
                 uint64_t pages = res_pages(r);
@@ -448,6 +449,8 @@ HRESULT hostmem_validate(IHostMemoryManager *manager, uint32_t flags, char *why,
     if (committed != atomic_load(&m->committed_bytes))
         complain(&p, "%zu bytes committed, counter says %zu", committed,
                  atomic_load(&m->committed_bytes));
+    if (pending != atomic_load(&m->pending_pages))
+        complain(&p, "%zu pages wait for their discard, counter says %zu", pending, atomic_load(&m->pending_pages));
     if (book_protected != atomic_load(&m->book_protected))
         complain(&p, "%zu pages protected only in the books, counter says %zu", book_protected,
                  atomic_load(&m->book_protected));

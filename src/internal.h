@@ -291,8 +291,20 @@ static inline unsigned run_attr(uint64_t run) { return (unsigned)(run & RUN_ATTR
 #define ATTR_STALE 0x8000u
 _Static_assert(ATTR_STALE > PROTECT_ALL_BITS && ATTR_STALE <= RUN_ATTR_MASK,
                "the stale mark is an attribute bit no protection uses");
-/* The attribute as Windows sees it: 0 (reserved) for a stale run. */
-static inline unsigned attr_visible(unsigned attr) { return (attr & ATTR_STALE) ? 0 : attr; }
+/*
+ * A pending run (deferred discard, vm.c): pages decommitted - reserved in the
+ * books, uncharged, with reserved-page hardware protection - whose discard is
+ * still to come; a recommit zeroes them instead. The attribute is the mark
+ * alone.
+ */
+#define ATTR_PENDING 0x4000u
+_Static_assert(ATTR_PENDING > PROTECT_ALL_BITS && ATTR_PENDING < ATTR_STALE,
+               "the pending mark is an attribute bit no protection uses");
+/* The attribute as Windows sees it: 0 (reserved) for a stale or pending run. */
+static inline unsigned attr_visible(unsigned attr)
+{
+    return (attr & (ATTR_STALE | ATTR_PENDING)) ? 0 : attr;
+}
 
 struct runbuf {
     _Atomic uint32_t capacity; /* fixed for the life of the memory */
@@ -311,6 +323,7 @@ struct runbuf {
 #define RES_LARGE_PAGES 0x20u /* with RES_STANDALONE: huge pages, committed for life */
 #define RES_STALE 0x40u     /* may hold stale runs (ATTR_STALE) */
 #define RES_WRITE_WATCH 0x80u /* MEM_WRITE_WATCH: its pages are a kernel mapping of their own */
+#define RES_PENDING 0x200u  /* may hold pending runs (ATTR_PENDING) */
 #define RES_WATCH_EMULATED 0x100u /* with RES_WRITE_WATCH: written pages are in a bitmap
                                      of its manager's (struct watched), not the kernel's */
 
@@ -463,6 +476,12 @@ struct policy {
 };
 
 /* ---- the manager ---------------------------------------------------------------- */
+/* A few reservations remembered by base (vm.c: those with stale or pending
+ * runs), and whether more than fit were. */
+struct remembered {
+    _Atomic uintptr_t bases[16]; /* 0 = a free slot */
+    _Atomic bool overflow;
+};
 /* Emulated write watch (vm.c): one write-watched reservation's written pages,
  * one bit a page. The SIGSEGV handler finds it by base without a lock, after
  * taking the stripe's busy word, which every change of it holds too. */
@@ -532,9 +551,14 @@ struct manager {
     _Atomic size_t os_refusals;     /* system calls the kernel refused (hresult.c's os_refused) */
     _Atomic size_t book_protected;  /* pages of stale runs whose hardware is not reserved-page
                                        protection: protected only in the books (vm.c) */
-    _Atomic uintptr_t stale_bases[8]; /* reservations that may hold stale runs, 0 = none (vm.c) */
+    struct remembered stale;        /* reservations that may hold stale runs (vm.c) */
     struct watched watched[WATCHED_SLOTS]; /* emulated write watch's written pages (vm.c) */
-    _Atomic bool stale_overflow;    /* and more than fit there */
+    /* deferred discard (vm.c) */
+    uint32_t purge_delay_ms;        /* UINT32_MAX: discard at once */
+    size_t purge_cap;
+    _Atomic size_t pending_pages;   /* in pending runs */
+    _Atomic uint64_t pending_since; /* CLOCK_MONOTONIC ns of the oldest pending, 0 = none */
+    struct remembered pending;      /* reservations that may hold pending runs */
 
     struct policy policy;
 
@@ -650,6 +674,8 @@ HRESULT vm_get_write_watch(struct manager *m, DWORD flags, void *base, SIZE_T si
                            uintptr_t *count, ULONG *granularity) HIDDEN;
 HRESULT vm_reset_write_watch(struct manager *m, void *base, SIZE_T size) HIDDEN;
 void vm_release_all(struct manager *m) HIDDEN;
+void vm_purge(struct manager *m) HIDDEN; /* every deferred discard now; no lock held */
+size_t vm_pending_pages(const struct reservation *r) HIDDEN; /* in r's pending runs */
 /* From the SIGSEGV handler (guard.c): a guard page's first access, or an emulated
  * write-watched page's first write. */
 enum signal_outcome { SIGNAL_GUARD, SIGNAL_WRITTEN, SIGNAL_RETRY, SIGNAL_NOT_OURS, SIGNAL_CANNOT };

@@ -203,6 +203,8 @@ static void emit(struct sink *k, uint64_t page, unsigned attr)
  * committed pages stale and leaves the others as they are. */
 static inline unsigned changed_attr(unsigned old, unsigned attr)
 {
+    if (attr == ATTR_PENDING) /* committed pages become pending, the others stay */
+        return attr_visible(old) ? ATTR_PENDING : old;
     if (attr != ATTR_STALE)
         return attr;
     return attr_visible(old) ? old | ATTR_STALE : old;
@@ -251,7 +253,7 @@ uint32_t reservation_count_after(const struct reservation *r, uint64_t first, ui
     uintptr_t v;
     if (k.n <= 3 && inline_from(k.head, k.n, &v))
         return 1; /* one word: no buffer needed */
-    return k.n;
+    return k.n > 1 ? k.n : 2; /* a buffer, even for one run a word cannot hold (a marked one) */
 }
 
 int reservation_prepare(struct slab *s, struct reservation *r, uint32_t count, uintptr_t spare[2])

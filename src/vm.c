@@ -46,7 +46,7 @@ bool protect_valid(DWORD protect)
 
 int protect_to_os(unsigned attr, bool compact)
 {
-    if (attr == 0)
+    if (attr == 0 || attr == ATTR_PENDING)
         return reserved_prot(compact);
     if (attr & PAGE_GUARD)
         return OS_PROT_NONE;
@@ -238,7 +238,7 @@ static int survey_step(void *context, const struct piece *piece)
         s->prot_differs = true;
     if (!attr_visible(piece->attr)) {
         s->any_reserved = true;
-        if (piece->attr) {
+        if (piece->attr & ATTR_STALE) {
             if (!s->stale_start)
                 s->stale_start = piece->start;
             s->stale_end = piece->end;
@@ -598,27 +598,65 @@ size_t vm_book_protected(struct manager *m, const struct reservation *r)
     return book_protected(m, r, 0, res_pages(r));
 }
 
-#define STALE_SLOTS (sizeof ((struct manager *)0)->stale_bases / sizeof(uintptr_t))
+#define REMEMBERED (sizeof ((struct remembered *)0)->bases / sizeof(uintptr_t))
 
-/* Remembers that the reservation at base may hold stale runs (its lock held). */
-static void stale_note(struct manager *m, uintptr_t base)
+/* Remembers the reservation at base (its lock held). */
+static void remember(struct remembered *set, uintptr_t base)
 {
-    for (size_t i = 0; i < STALE_SLOTS; i++)
-        if (atomic_load_explicit(&m->stale_bases[i], memory_order_relaxed) == base)
+    for (size_t i = 0; i < REMEMBERED; i++)
+        if (atomic_load_explicit(&set->bases[i], memory_order_relaxed) == base)
             return;
-    for (size_t i = 0; i < STALE_SLOTS; i++) {
+    for (size_t i = 0; i < REMEMBERED; i++) {
         uintptr_t empty = 0;
-        if (atomic_compare_exchange_strong(&m->stale_bases[i], &empty, base))
+        if (atomic_compare_exchange_strong(&set->bases[i], &empty, base))
             return;
     }
-    atomic_store(&m->stale_overflow, true);
+    atomic_store(&set->overflow, true);
 }
 
-static void stale_forget(struct manager *m, uintptr_t base)
+static void forget(struct remembered *set, uintptr_t base)
 {
-    for (size_t i = 0; i < STALE_SLOTS; i++) {
-        uintptr_t expected = base;
-        atomic_compare_exchange_strong(&m->stale_bases[i], &expected, 0);
+    for (size_t i = 0; i < REMEMBERED; i++) {
+        uintptr_t expected = base; /* read first: a failing CAS would take the line all the same */
+        if (atomic_load_explicit(&set->bases[i], memory_order_relaxed) == base)
+            atomic_compare_exchange_strong(&set->bases[i], &expected, 0);
+    }
+}
+
+/*
+ * Calls done(m, base, &next) for the remembered reservations, then, if more
+ * were than could be remembered and the remembered are all done, for every
+ * reservation of m (next: where the next one may start). done is true when the
+ * reservation needs no more remembering (or is gone). No lock held.
+ */
+static void remembered_each(struct manager *m, struct remembered *set,
+                            bool (*done)(struct manager *m, uintptr_t base, uintptr_t *next))
+{
+    bool left = false;
+    for (size_t i = 0; i < REMEMBERED; i++) {
+        uintptr_t base = atomic_load_explicit(&set->bases[i], memory_order_relaxed);
+        if (!base)
+            continue;
+        if (done(m, base, NULL))
+            atomic_compare_exchange_strong(&set->bases[i], &base, 0);
+        else
+            left = true;
+    }
+    if (left || !atomic_exchange(&set->overflow, false))
+        return;
+    uint32_t count = atomic_load_explicit(&m->arena_count, memory_order_acquire);
+    for (uint32_t i = 0; i < count; i++) {
+        struct arena *a = atomic_load_explicit(&m->arenas[i], memory_order_acquire);
+        if (!a)
+            continue;
+        uintptr_t g = atomic_load_explicit(&a->base, memory_order_relaxed);
+        uintptr_t end = atomic_load_explicit(&a->end, memory_order_relaxed);
+        while (g < end) {
+            uintptr_t e = radix_load(g), next = g + g_granule;
+            if (e && entry_id(e) == m->id && !entry_is_slack(e) && !entry_is_heap(e) && !done(m, g, &next))
+                remember(set, g);
+            g = next > g ? next : g + g_granule;
+        }
     }
 }
 
@@ -691,43 +729,161 @@ static bool stale_restore_at(struct manager *m, uintptr_t base, uintptr_t *next)
     return done;
 }
 
-/*
- * After a VirtualFree that gave mappings back: the stale pages of every
- * reservation get their protection where the kernel allows it now - those
- * remembered, then, if more went stale than could be remembered and the
- * remembered are done, every reservation's. No lock held.
- */
+/* After a VirtualFree that gave mappings back: the stale pages of every
+ * reservation get their protection where the kernel allows it now. */
 static void stale_restore_all(struct manager *m)
 {
-    if (!atomic_load_explicit(&m->book_protected, memory_order_relaxed))
-        return;
-    bool left = false;
-    for (size_t i = 0; i < STALE_SLOTS; i++) {
-        uintptr_t base = atomic_load_explicit(&m->stale_bases[i], memory_order_relaxed);
-        if (!base)
+    if (atomic_load_explicit(&m->book_protected, memory_order_relaxed))
+        remembered_each(m, &m->stale, stale_restore_at);
+}
+
+/* ---- deferred discard: pending pages ------------------------------------------------
+ * A decommit in strict mode makes its pages inaccessible and uncharged at once,
+ * and leaves their discard for later (pending runs, ATTR_PENDING): in batches,
+ * when more than purge_cap bytes wait, when the oldest has waited purge_delay_ms
+ * (looked at after every decommit and commit), when a commit is refused for
+ * memory or memory is Low, on release, and on hostmem_purge. A recommit of a
+ * pending page zeroes it (or discards it, if its new protection cannot be
+ * written) instead of taking a fresh page's fault. Not for heap segments,
+ * compact mode (reserved pages are readable there), write-watched reservations
+ * or huge pages. */
+
+static size_t pending_in(const struct reservation *r, uint64_t lo, uint64_t hi)
+{
+    if (!(r->flags & RES_PENDING))
+        return 0;
+    struct runs_view w;
+    reservation_view(r, &w);
+    size_t pages = 0;
+    for (uint32_t i = 0; i < w.n; i++) {
+        uint64_t s = run_page(runs_view_get(&w, i)), e = runs_view_end(&w, i);
+        if (run_attr(runs_view_get(&w, i)) != ATTR_PENDING)
             continue;
-        if (stale_restore_at(m, base, NULL))
-            atomic_compare_exchange_strong(&m->stale_bases[i], &base, 0);
-        else
-            left = true;
+        s = s > lo ? s : lo;
+        e = e < hi ? e : hi;
+        if (s < e)
+            pages += e - s;
     }
-    if (left || !atomic_exchange(&m->stale_overflow, false))
-        return;
-    uint32_t count = atomic_load_explicit(&m->arena_count, memory_order_acquire);
-    for (uint32_t i = 0; i < count; i++) {
-        struct arena *a = atomic_load_explicit(&m->arenas[i], memory_order_acquire);
-        if (!a)
-            continue;
-        uintptr_t g = atomic_load_explicit(&a->base, memory_order_relaxed);
-        uintptr_t end = atomic_load_explicit(&a->end, memory_order_relaxed);
-        while (g < end) {
-            uintptr_t e = radix_load(g), next = g + g_granule;
-            if (e && entry_id(e) == m->id && !entry_is_slack(e) && !entry_is_heap(e) &&
-                !stale_restore_at(m, g, &next))
-                stale_note(m, g);
-            g = next > g ? next : g + g_granule;
+    return pages;
+}
+
+static bool defers(const struct manager *m, const struct reservation *r)
+{
+    return m->purge_delay_ms != UINT32_MAX && !m->compact &&
+           !(r->flags & (RES_HEAP | RES_LARGE_PAGES | RES_WRITE_WATCH));
+}
+
+static uint64_t now_ns(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
+}
+
+size_t vm_pending_pages(const struct reservation *r)
+{
+    return pending_in(r, 0, res_pages(r));
+}
+
+/* Discards the pending runs of a locked reservation; false when the kernel
+ * refused one (it stays pending). */
+static bool purge_locked(struct manager *m, struct locked *l)
+{
+    struct reservation *r = l->r;
+    for (;;) {
+        struct runs_view w;
+        reservation_view(r, &w);
+        uint32_t i = 0;
+        while (i < w.n && run_attr(runs_view_get(&w, i)) != ATTR_PENDING)
+            i++;
+        if (i == w.n) {
+            r->flags &= ~RES_PENDING;
+            return true;
         }
+        uint64_t lo = run_page(runs_view_get(&w, i)), hi = runs_view_end(&w, i);
+        uintptr_t spare[2];
+        int err = reservation_prepare(&l->stripe->slab, r, reservation_count_after(r, lo, hi, 0), spare);
+        if (!err)
+            err = os_discard((void *)(l->base + (lo << g_page_shift)), (size_t)(hi - lo) << g_page_shift);
+        if (err) {
+            os_refused(m, err, "madvise(MADV_DONTNEED) of pending pages");
+            reservation_unprepare(&l->stripe->slab, spare);
+            return false;
+        }
+        size_t waiting = pending_in(r, lo, hi); /* the hardware does not change: reserved either way */
+        reservation_apply(&l->stripe->slab, r, lo, hi, 0, spare);
+        counter_sub(&m->pending_pages, waiting);
     }
+}
+
+static bool purge_at(struct manager *m, uintptr_t base, uintptr_t *next)
+{
+    struct locked l;
+    HRESULT hr = reservation_lock(m, base, S_FALSE, 0, &l);
+    if (hr != S_OK)
+        return hr == S_FALSE; /* gone, or the lock refused: try again later */
+    if (next)
+        *next = l.base + granule_up(l.end - l.base);
+    bool done = l.base != base || !(l.r->flags & RES_PENDING) || purge_locked(m, &l);
+    unlock(m, &l, S_OK);
+    return done;
+}
+
+void vm_purge(struct manager *m)
+{
+    if (!atomic_load_explicit(&m->pending_pages, memory_order_relaxed))
+        return;
+    remembered_each(m, &m->pending, purge_at);
+    if (!atomic_load_explicit(&m->pending_pages, memory_order_relaxed))
+        atomic_store_explicit(&m->pending_since, 0, memory_order_relaxed);
+}
+
+/* After a call that changed pages: the pending discards, if more wait than the
+ * cap allows, or the oldest has waited the delay, or memory is Low. No lock held. */
+static void purge_if_due(struct manager *m)
+{
+    size_t pages = atomic_load_explicit(&m->pending_pages, memory_order_relaxed);
+    if (!pages)
+        return;
+    uint64_t since = atomic_load_explicit(&m->pending_since, memory_order_relaxed);
+    if ((pages << g_page_shift) > m->purge_cap ||
+        (since && now_ns() - since >= (uint64_t)m->purge_delay_ms * 1000000u) ||
+        atomic_load_explicit(&m->policy.delivered, memory_order_relaxed) == eMemoryAvailableLow)
+        vm_purge(m);
+}
+
+/* Recommitted pending pages read zero: zeroed where the new protection lets
+ * them be written (no page fault), else discarded. */
+struct zeroing {
+    struct manager *m;
+    bool writable;
+    int err;
+};
+
+static int zero_pending(void *context, const struct piece *piece)
+{
+    struct zeroing *z = context;
+    if (piece->attr != ATTR_PENDING)
+        return 0;
+    if (z->writable)
+        memset((void *)piece->start, 0, piece->end - piece->start);
+    else if ((z->err = os_discard((void *)piece->start, piece->end - piece->start)) != 0)
+        return 1;
+    return 0;
+}
+
+/* Discards the stale pieces only: committed pages may lie between them. */
+struct discarding {
+    int err;
+};
+
+static int discard_stale(void *context, const struct piece *piece)
+{
+    struct discarding *d = context;
+    if (!(piece->attr & ATTR_STALE))
+        return 0;
+    d->err = os_discard((void *)piece->start, piece->end - piece->start);
+    return d->err != 0;
 }
 
 /* Emulated write watch: a page committed now starts clean (a stale one kept its
@@ -764,10 +920,15 @@ static HRESULT change_range(struct manager *m, struct locked *l, uintptr_t start
     bool discard = attr == 0 && s->committed_pages;
     /* A decommit may end stale (below): buffers for either outcome, before
      * anything changes. */
+    bool defer = discard && defers(m, r);
     uint32_t count = reservation_count_after(r, first, last, attr);
     if (discard && s->prot_differs) {
         uint32_t stale_count = reservation_count_after(r, first, last, ATTR_STALE);
         count = stale_count > count ? stale_count : count;
+    }
+    if (defer) {
+        uint32_t pending_count = reservation_count_after(r, first, last, ATTR_PENDING);
+        count = pending_count > count ? pending_count : count;
     }
     int err = reservation_prepare(&l->stripe->slab, r, count, spare);
     if (err)
@@ -776,10 +937,12 @@ static HRESULT change_range(struct manager *m, struct locked *l, uintptr_t start
     /* Recommitted stale pages read zero, whatever was written to them while
      * only the books protected them. They are reserved in the books: a refused
      * discard leaves nothing changed. */
-    if (attr && s->stale_start &&
-        (err = os_discard((void *)s->stale_start, s->stale_end - s->stale_start)) != 0) {
-        reservation_unprepare(&l->stripe->slab, spare);
-        return os_refused(m, err, "madvise(MADV_DONTNEED) of stale pages");
+    if (attr && s->stale_start) {
+        struct discarding d = {0};
+        if (pieces(r, l->base, s->stale_start, s->stale_end, discard_stale, &d)) {
+            reservation_unprepare(&l->stripe->slab, spare);
+            return os_refused(m, d.err, "madvise(MADV_DONTNEED) of stale pages");
+        }
     }
     /* Decommit: the memory goes back to the OS at once, and the pages read
      * zero when committed again. The discard comes first: the kernel then
@@ -788,7 +951,8 @@ static HRESULT change_range(struct manager *m, struct locked *l, uintptr_t start
      * cannot be undone, and need not be: should the mprotect after it be
      * refused (the mapping ceiling), the decommit stands, its pages stale until
      * the kernel lets them have their protection. */
-    if (discard && (err = os_discard((void *)s->committed_start, s->committed_end - s->committed_start)) != 0) {
+    if (discard && !defer &&
+        (err = os_discard((void *)s->committed_start, s->committed_end - s->committed_start)) != 0) {
         reservation_unprepare(&l->stripe->slab, spare);
         return os_refused_stuck(m, err, "madvise(MADV_DONTNEED)");
     }
@@ -804,10 +968,27 @@ static HRESULT change_range(struct manager *m, struct locked *l, uintptr_t start
         if (hr == E_OUTOFMEMORY && discard) {
             applied = ATTR_STALE; /* the mapping ceiling: the decommit stands */
             hr = S_OK;
+            if (defer) { /* a stale page is a discarded one */
+                defer = false;
+                if ((err = os_discard((void *)s->committed_start, s->committed_end - s->committed_start)) != 0) {
+                    reservation_unprepare(&l->stripe->slab, spare);
+                    return os_refused_stuck(m, err, "madvise(MADV_DONTNEED)");
+                }
+            }
         }
         if (hr != S_OK) {
             reservation_unprepare(&l->stripe->slab, spare);
             return hr;
+        }
+    }
+    if (defer)
+        applied = ATTR_PENDING;
+    if (attr && (r->flags & RES_PENDING)) {
+        int base = protect_to_os(attr, res_compact(m, r));
+        struct zeroing z = {m, (base & OS_PROT_WRITE) && !(attr & PAGE_GUARD) && !watched_res(m, r), 0};
+        if (pieces(r, l->base, start, end, zero_pending, &z)) { /* before anything is published */
+            reservation_unprepare(&l->stripe->slab, spare);
+            return undo_protect(m, l, start, end, os_refused(m, z.err, "madvise(MADV_DONTNEED) of pending pages"));
         }
     }
     /* Windows forgets the writes to decommitted pages; a discarded page must
@@ -816,12 +997,21 @@ static HRESULT change_range(struct manager *m, struct locked *l, uintptr_t start
     if (discard && kernel_watched(r) &&
         (err = os_watch_clean((void *)s->committed_start, s->committed_end - s->committed_start)) != 0)
         os_refused(m, err, "userfaultfd write-protection of decommitted pages");
+    if (applied == ATTR_PENDING && !(r->flags & RES_PENDING)) {
+        r->flags |= RES_PENDING;
+        remember(&m->pending, l->base);
+    }
+    if (applied == ATTR_PENDING && !atomic_load_explicit(&m->pending_since, memory_order_relaxed)) {
+        uint64_t zero = 0;
+        atomic_compare_exchange_strong(&m->pending_since, &zero, now_ns());
+    }
     if (applied == ATTR_STALE) {
         r->flags |= RES_STALE;
-        stale_note(m, l->base);
+        remember(&m->stale, l->base);
         l->went_stale = true;
     }
     size_t before = transitions(m, r, first, last), hidden = book_protected(m, r, first, last);
+    size_t waiting = pending_in(r, first, last);
     if (watched && applied != ATTR_STALE) {
         /* decommitted pages are forgotten, committed ones start clean; a stale
          * page keeps its bit, which its hardware still follows */
@@ -835,6 +1025,7 @@ static HRESULT change_range(struct manager *m, struct locked *l, uintptr_t start
                               memory_order_relaxed);
     atomic_fetch_add_explicit(&m->book_protected, book_protected(m, r, first, last) - hidden,
                               memory_order_relaxed);
+    atomic_fetch_add_explicit(&m->pending_pages, pending_in(r, first, last) - waiting, memory_order_relaxed);
     if (attr) {
         size_t newly = ((end - start) >> g_page_shift) - s->committed_pages;
         r->flags |= RES_TOUCHED;
@@ -1149,8 +1340,14 @@ HRESULT vm_alloc_ex(struct manager *m, void *address, SIZE_T size, DWORD type, D
     if (type == MEM_RESET || type == MEM_RESET_UNDO)
         return alloc_reset(m, a, size, type, out);
     if ((type & MEM_RESERVE) || !address)
-        return alloc_reserve(m, a, size, type, protect, level, out, flags);
-    return alloc_commit(m, a, size, protect, level, out, flags);
+        hr = alloc_reserve(m, a, size, type, protect, level, out, flags);
+    else
+        hr = alloc_commit(m, a, size, protect, level, out, flags);
+    if (hr == E_OUTOFMEMORY)
+        vm_purge(m); /* memory is short: the pending discards at once */
+    else if (hr == S_OK)
+        purge_if_due(m);
+    return hr;
 }
 
 /* ---- VirtualFree ------------------------------------------------------------------- */
@@ -1190,7 +1387,11 @@ static HRESULT release_locked(struct manager *m, struct locked *l)
     struct watched *watched = watched_res(m, r);
     if (r->flags & RES_STALE) {
         counter_sub(&m->book_protected, book_protected(m, r, 0, res_pages(r)));
-        stale_forget(m, l->base);
+        forget(&m->stale, l->base);
+    }
+    if (r->flags & RES_PENDING) { /* discarded with the rest just now */
+        counter_sub(&m->pending_pages, pending_in(r, 0, res_pages(r)));
+        forget(&m->pending, l->base);
     }
     atomic_fetch_sub_explicit(&m->mapping_estimate,
                               transitions(m, r, 0, res_pages(r)), memory_order_relaxed);
@@ -1241,6 +1442,7 @@ HRESULT vm_free_ex(struct manager *m, void *address, SIZE_T size, DWORD type, un
     }
     if (hr == S_OK && !l.went_stale)
         stale_restore_all(m); /* mappings may have come back */
+    purge_if_due(m);
     return hr;
 }
 
@@ -1587,7 +1789,7 @@ void vm_release_all(struct manager *m)
 void vm_after_fork(struct manager *m)
 {
     arena_after_fork(m);
-    size_t reservations = 0, reserved = 0, committed = 0, heap = 0, mappings = 0, stale = 0;
+    size_t reservations = 0, reserved = 0, committed = 0, heap = 0, mappings = 0, stale = 0, pending = 0;
     uint32_t count = atomic_load_explicit(&m->arena_count, memory_order_relaxed);
     for (uint32_t i = 0; i < count; i++) {
         struct arena *a = atomic_load_explicit(&m->arenas[i], memory_order_relaxed);
@@ -1612,6 +1814,7 @@ void vm_after_fork(struct manager *m)
                 heap += held;
             mappings += transitions(m, r, 0, res_pages(r));
             stale += book_protected(m, r, 0, res_pages(r));
+            pending += pending_in(r, 0, res_pages(r));
             /* The kernel registers no range of a child: tracking starts again,
              * every page the child has reading as written until it is reset
              * (more than were written, never fewer). A refusal leaves the
@@ -1630,4 +1833,5 @@ void vm_after_fork(struct manager *m)
     atomic_store(&m->heap_bytes, heap);
     atomic_store(&m->mapping_estimate, mappings);
     atomic_store(&m->book_protected, stale);
+    atomic_store(&m->pending_pages, pending);
 }

@@ -679,6 +679,31 @@ TEST(stale_pages_are_restored_when_mappings_come_back)
     CHECK_EQ(m->lpVtbl->Release(m), 0);
 }
 
+/* A commit over stale pages and the committed pages between them discards the
+ * stale ones only (once it discarded the whole span, data and all). */
+TEST(recommit_over_stale_pages_keeps_the_committed_between)
+{
+    struct fixture f; /* pages 0-3 read-write with data, 4-7 READONLY */
+    REQUIRE(fixture_make(&f, 0));
+    IHostMemoryManager *m = f.m;
+    DWORD old;
+    CHECK_HR(m->lpVtbl->VirtualProtect(m, f.base, 8 * P, PAGE_READWRITE, &old), S_OK);
+    hostmem_os = &faulty;
+    at_ceiling = 1;
+    CHECK_HR(m->lpVtbl->VirtualFree(m, f.base + P, P, MEM_DECOMMIT), S_OK);
+    CHECK_HR(m->lpVtbl->VirtualFree(m, f.base + 5 * P, P, MEM_DECOMMIT), S_OK);
+    CHECK_EQ(stats_of(m).book_protected_pages, 2);
+    void *p;
+    CHECK_HR(m->lpVtbl->VirtualAlloc(m, f.base, 8 * P, MEM_COMMIT, PAGE_READWRITE, eTaskCritical, &p), S_OK);
+    for (int i = 0; i < 8; i++)
+        CHECK_EQ(f.base[i * P], (i == 1 || i == 5) ? 0 : (char)(0x41 + i));
+    at_ceiling = 0;
+    hostmem_os = &hostmem_os_linux;
+    char why[256];
+    CHECK_HR(hostmem_validate(m, HOSTMEM_VALIDATE_KERNEL, why, sizeof why), S_OK);
+    CHECK_EQ(m->lpVtbl->Release(m), 0);
+}
+
 /* Emulated write watch at the ceiling (docs/writewatch.md): the first write to a
  * clean page cannot give that page a mapping of its own; the write still goes
  * on, and its whole run reads as written - more pages than were written, never
@@ -1016,6 +1041,7 @@ int main(void)
     RUN(decommit_at_the_mapping_ceiling_succeeds_and_is_counted);
     RUN(stale_pages_are_restored_when_mappings_come_back);
     RUN(emulated_write_at_the_mapping_ceiling_marks_its_run);
+    RUN(recommit_over_stale_pages_keeps_the_committed_between);
     RUN(default_lock_maps_etimedout_eownerdead_eperm);
     RUN(held_locks_time_out_and_virtualquery_still_answers);
     RUN(shutdown_makes_calls_clrnotavailable_and_returns_memory);
