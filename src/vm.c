@@ -571,19 +571,16 @@ static size_t transitions(struct manager *m, const struct reservation *r, uint64
 
 /* Pages of r in [lo, hi) protected only in the books: stale, with hardware
  * protection other than reserved pages have. */
-static size_t book_protected(struct manager *m, const struct reservation *r, uint64_t lo, uint64_t hi)
+/* Pages of r in [lo, hi) whose run's attribute match says yes to. */
+static size_t pages_where(const struct reservation *r, uint64_t lo, uint64_t hi,
+                          bool (*match)(unsigned attr, bool compact), bool compact)
 {
-    if (!(r->flags & RES_STALE))
-        return 0;
     struct runs_view w;
     reservation_view(r, &w);
-    bool compact = res_compact(m, r);
-    int reserved = protect_to_os(0, compact);
     size_t pages = 0;
     for (uint32_t i = 0; i < w.n; i++) {
-        unsigned attr = run_attr(runs_view_get(&w, i));
         uint64_t s = run_page(runs_view_get(&w, i)), e = runs_view_end(&w, i);
-        if (!(attr & ATTR_STALE) || protect_to_os(attr, compact) == reserved)
+        if (!match(run_attr(runs_view_get(&w, i)), compact))
             continue;
         s = s > lo ? s : lo;
         e = e < hi ? e : hi;
@@ -591,6 +588,16 @@ static size_t book_protected(struct manager *m, const struct reservation *r, uin
             pages += e - s;
     }
     return pages;
+}
+
+static bool stale_unprotected(unsigned attr, bool compact)
+{
+    return (attr & ATTR_STALE) && protect_to_os(attr, compact) != protect_to_os(0, compact);
+}
+
+static size_t book_protected(struct manager *m, const struct reservation *r, uint64_t lo, uint64_t hi)
+{
+    return (r->flags & RES_STALE) ? pages_where(r, lo, hi, stale_unprotected, res_compact(m, r)) : 0;
 }
 
 size_t vm_book_protected(struct manager *m, const struct reservation *r)
@@ -623,21 +630,37 @@ static void forget(struct remembered *set, uintptr_t base)
     }
 }
 
+/* Locks the reservation at base and, if it is marked flag, has work do its
+ * part; true when it needs no more remembering (done, not marked, or gone);
+ * next: where the reservation after it may start. */
+static bool remembered_visit(struct manager *m, uintptr_t base, uintptr_t *next, uint16_t flag,
+                             bool (*work)(struct manager *m, struct locked *l))
+{
+    struct locked l;
+    HRESULT hr = reservation_lock(m, base, S_FALSE, 0, &l);
+    if (hr != S_OK)
+        return hr == S_FALSE; /* gone (or a heap's: never marked), or the lock refused: later */
+    if (next)
+        *next = l.base + granule_up(l.end - l.base);
+    bool done = l.base != base || !(l.r->flags & flag) || work(m, &l);
+    unlock(m, &l, S_OK);
+    return done;
+}
+
 /*
- * Calls done(m, base, &next) for the remembered reservations, then, if more
- * were than could be remembered and the remembered are all done, for every
- * reservation of m (next: where the next one may start). done is true when the
- * reservation needs no more remembering (or is gone). No lock held.
+ * Has work do its part on the remembered reservations marked flag, then, if
+ * more were than could be remembered and the remembered are all done, on every
+ * reservation of m so marked. No lock held.
  */
-static void remembered_each(struct manager *m, struct remembered *set,
-                            bool (*done)(struct manager *m, uintptr_t base, uintptr_t *next))
+static void remembered_each(struct manager *m, struct remembered *set, uint16_t flag,
+                            bool (*work)(struct manager *m, struct locked *l))
 {
     bool left = false;
     for (size_t i = 0; i < REMEMBERED; i++) {
         uintptr_t base = atomic_load_explicit(&set->bases[i], memory_order_relaxed);
         if (!base)
             continue;
-        if (done(m, base, NULL))
+        if (remembered_visit(m, base, NULL, flag, work))
             atomic_compare_exchange_strong(&set->bases[i], &base, 0);
         else
             left = true;
@@ -653,7 +676,8 @@ static void remembered_each(struct manager *m, struct remembered *set,
         uintptr_t end = atomic_load_explicit(&a->end, memory_order_relaxed);
         while (g < end) {
             uintptr_t e = radix_load(g), next = g + g_granule;
-            if (e && entry_id(e) == m->id && !entry_is_slack(e) && !entry_is_heap(e) && !done(m, g, &next))
+            if (e && entry_id(e) == m->id && !entry_is_slack(e) && !entry_is_heap(e) &&
+                !remembered_visit(m, g, &next, flag, work))
                 remember(set, g);
             g = next > g ? next : g + g_granule;
         }
@@ -714,19 +738,9 @@ static HRESULT stale_restore(struct manager *m, struct locked *l)
     return result;
 }
 
-/* Tries stale_restore on the reservation at base; true when it holds no stale
- * run any more (or is gone). No lock held. */
-static bool stale_restore_at(struct manager *m, uintptr_t base, uintptr_t *next)
+static bool stale_restored(struct manager *m, struct locked *l)
 {
-    struct locked l;
-    HRESULT hr = reservation_lock(m, base, S_FALSE, 0, &l);
-    if (hr != S_OK)
-        return hr == S_FALSE; /* gone (or a heap's: never stale), or the lock refused */
-    if (next)
-        *next = l.base + granule_up(l.end - l.base);
-    bool done = l.base != base || !(l.r->flags & RES_STALE) || stale_restore(m, &l) == S_OK;
-    unlock(m, &l, S_OK);
-    return done;
+    return stale_restore(m, l) == S_OK;
 }
 
 /* After a VirtualFree that gave mappings back: the stale pages of every
@@ -734,7 +748,7 @@ static bool stale_restore_at(struct manager *m, uintptr_t base, uintptr_t *next)
 static void stale_restore_all(struct manager *m)
 {
     if (atomic_load_explicit(&m->book_protected, memory_order_relaxed))
-        remembered_each(m, &m->stale, stale_restore_at);
+        remembered_each(m, &m->stale, RES_STALE, stale_restored);
 }
 
 /* ---- deferred discard: pending pages ------------------------------------------------
@@ -748,23 +762,15 @@ static void stale_restore_all(struct manager *m)
  * compact mode (reserved pages are readable there), write-watched reservations
  * or huge pages. */
 
+static bool is_pending(unsigned attr, bool compact)
+{
+    (void)compact;
+    return attr == ATTR_PENDING;
+}
+
 static size_t pending_in(const struct reservation *r, uint64_t lo, uint64_t hi)
 {
-    if (!(r->flags & RES_PENDING))
-        return 0;
-    struct runs_view w;
-    reservation_view(r, &w);
-    size_t pages = 0;
-    for (uint32_t i = 0; i < w.n; i++) {
-        uint64_t s = run_page(runs_view_get(&w, i)), e = runs_view_end(&w, i);
-        if (run_attr(runs_view_get(&w, i)) != ATTR_PENDING)
-            continue;
-        s = s > lo ? s : lo;
-        e = e < hi ? e : hi;
-        if (s < e)
-            pages += e - s;
-    }
-    return pages;
+    return (r->flags & RES_PENDING) ? pages_where(r, lo, hi, is_pending, false) : 0;
 }
 
 static bool defers(const struct manager *m, const struct reservation *r)
@@ -816,24 +822,11 @@ static bool purge_locked(struct manager *m, struct locked *l)
     }
 }
 
-static bool purge_at(struct manager *m, uintptr_t base, uintptr_t *next)
-{
-    struct locked l;
-    HRESULT hr = reservation_lock(m, base, S_FALSE, 0, &l);
-    if (hr != S_OK)
-        return hr == S_FALSE; /* gone, or the lock refused: try again later */
-    if (next)
-        *next = l.base + granule_up(l.end - l.base);
-    bool done = l.base != base || !(l.r->flags & RES_PENDING) || purge_locked(m, &l);
-    unlock(m, &l, S_OK);
-    return done;
-}
-
 void vm_purge(struct manager *m)
 {
     if (!atomic_load_explicit(&m->pending_pages, memory_order_relaxed))
         return;
-    remembered_each(m, &m->pending, purge_at);
+    remembered_each(m, &m->pending, RES_PENDING, purge_locked);
     if (!atomic_load_explicit(&m->pending_pages, memory_order_relaxed))
         atomic_store_explicit(&m->pending_since, 0, memory_order_relaxed);
 }
