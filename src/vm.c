@@ -891,6 +891,17 @@ static int forget_uncommitted(void *context, const struct piece *piece)
     return 0;
 }
 
+/* A decommit's discard of the committed pages it found; a refusal cannot be
+ * undone (part of the range may be gone): the manager is disabled. */
+static HRESULT discard_committed(struct manager *m, struct locked *l, const struct survey *s, uintptr_t spare[2])
+{
+    int err = os_discard((void *)s->committed_start, s->committed_end - s->committed_start);
+    if (!err)
+        return S_OK;
+    reservation_unprepare(&l->stripe->slab, spare);
+    return os_refused_stuck(m, err, "madvise(MADV_DONTNEED)");
+}
+
 /* Pages [start,end) of a locked reservation take attr (commit, decommit, protect).
  * A commit's bytes are already charged to the budget by the caller. */
 static HRESULT change_range(struct manager *m, struct locked *l, uintptr_t start, uintptr_t end,
@@ -944,11 +955,8 @@ static HRESULT change_range(struct manager *m, struct locked *l, uintptr_t start
      * cannot be undone, and need not be: should the mprotect after it be
      * refused (the mapping ceiling), the decommit stands, its pages stale until
      * the kernel lets them have their protection. */
-    if (discard && !defer &&
-        (err = os_discard((void *)s->committed_start, s->committed_end - s->committed_start)) != 0) {
-        reservation_unprepare(&l->stripe->slab, spare);
-        return os_refused_stuck(m, err, "madvise(MADV_DONTNEED)");
-    }
+    if (discard && !defer && (hr = discard_committed(m, l, s, spare)) != S_OK)
+        return hr;
     unsigned applied = attr;
     struct watched *watched = watched_res(m, r);
     if (attr && watched) {
@@ -963,10 +971,8 @@ static HRESULT change_range(struct manager *m, struct locked *l, uintptr_t start
             hr = S_OK;
             if (defer) { /* a stale page is a discarded one */
                 defer = false;
-                if ((err = os_discard((void *)s->committed_start, s->committed_end - s->committed_start)) != 0) {
-                    reservation_unprepare(&l->stripe->slab, spare);
-                    return os_refused_stuck(m, err, "madvise(MADV_DONTNEED)");
-                }
+                if ((hr = discard_committed(m, l, s, spare)) != S_OK)
+                    return hr;
             }
         }
         if (hr != S_OK) {
@@ -978,7 +984,7 @@ static HRESULT change_range(struct manager *m, struct locked *l, uintptr_t start
         applied = ATTR_PENDING;
     if (attr && (r->flags & RES_PENDING)) {
         int base = protect_to_os(attr, res_compact(m, r));
-        struct zeroing z = {m, (base & OS_PROT_WRITE) && !(attr & PAGE_GUARD) && !watched_res(m, r), 0};
+        struct zeroing z = {m, (base & OS_PROT_WRITE) && !(attr & PAGE_GUARD) && !watched, 0};
         if (pieces(r, l->base, start, end, zero_pending, &z)) { /* before anything is published */
             reservation_unprepare(&l->stripe->slab, spare);
             return undo_protect(m, l, start, end, os_refused(m, z.err, "madvise(MADV_DONTNEED) of pending pages"));
