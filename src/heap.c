@@ -4,9 +4,10 @@
  *
  * Layout. A segment is a 4 MiB reservation made through the manager (tagged
  * as a heap segment in the address map), cut into 64 KiB spans; span 0 holds
- * the segment header. A span serves one size class (80 classes, 16 B to
- * 16 KiB); its header is followed by one state byte per block (1 = handed out)
- * and the blocks. Bigger blocks get a reservation each. Heap segments keep
+ * the segment header. A span serves one size class (81 classes, 8 B to
+ * 16 KiB); its header is followed by the blocks, each behind an 8-byte tag
+ * that says whether it is handed out (in the block's own line, which Alloc and
+ * Free touch anyway). Bigger blocks get a reservation each. Heap segments keep
  * their reserved pages readable (like compact mode), so checking a pointer
  * never faults.
  *
@@ -21,8 +22,9 @@
  *
  * Free checks, in order: the address map says the pointer lies in a heap
  * segment of this manager; the segment header names this heap; the span is in
- * use and the pointer is exactly a block boundary; the block's state byte is
- * 1, swapped to 0 atomically (a second free of the same block finds 0). Any
+ * use and the pointer is exactly a block boundary; the block's tag says
+ * handed out, and is cleared (atomically by a thread that is not the owner):
+ * a second free of the same block finds it clear. Any
  * failure is HOST_E_INVALIDOPERATION and changes nothing.
  *
  * Memory goes back: a span whose blocks are all free is kept as the class's
@@ -42,27 +44,39 @@
 #define SPAN_SHIFT 16
 #define SPANS_PER_SEGMENT (SEGMENT_SIZE / SPAN_SIZE)
 #define SMALL_MAX 16384
-#define CLASSES 80
+#define CLASSES 81
 #define SPAN_MAGIC 0x5370616eu
 
 /* ---- size classes ------------------------------------------------------------------ */
+/* A class is its usable size; a block takes that and the 8-byte tag before it
+ * (the stride, a multiple of 16, so every block is 16-byte aligned). Usable
+ * sizes are 8 past a multiple of 16: a request of 16k+1 to 16k+8 bytes pays
+ * nothing for the tag, and so do the powers of two up to 1 KiB... through
+ * 8 past them (1024 gets 1032). 65 classes in 16-byte steps of stride to
+ * 1040, then four a doubling from 1 KiB, each 8 past its round size. */
+#define BLOCK_HEAD 8
 static uint32_t class_size[CLASSES];
-static uint8_t class_of_16[SMALL_MAX / 16 + 1];
+static uint8_t class_of_16[SMALL_MAX / 16 + 1]; /* by (size + 7) / 16 */
 static pthread_once_t classes_once = PTHREAD_ONCE_INIT;
 
 static void classes_init(void)
 {
     int c = 0;
-    for (uint32_t s = 16; s <= 1024; s += 16)
+    for (uint32_t s = 8; s <= 1032; s += 16)
         class_size[c++] = s;
     for (uint32_t base = 1024; base < SMALL_MAX; base *= 2)
         for (uint32_t q = 1; q <= 4; q++)
-            class_size[c++] = base + base / 4 * q;
+            class_size[c++] = base + base / 4 * q + 8;
     for (size_t i = 0, k = 0; i <= SMALL_MAX / 16; i++) {
-        while (class_size[k] < i * 16)
+        while (class_size[k] < i * 16 + 8) /* the largest size with this index */
             k++;
         class_of_16[i] = (uint8_t)k;
     }
+}
+
+static inline unsigned class_of(size_t size)
+{
+    return class_of_16[(size + 7) >> 4];
 }
 
 /* ---- structures ----------------------------------------------------------------------- */
@@ -80,17 +94,16 @@ struct span {
     _Atomic uint32_t full;        /* owner gave it up full; a remote free hands it back */
     struct span *next, *prev;     /* owner's partial list */
     _Atomic(struct span *) notified_next;
-    _Atomic uint8_t state[];      /* per block */
 };
 
 /* What Free needs of a span, kept in the segment header: the header's lines
- * stay in the cache, so a free reads no span header, only the block's state. */
+ * stay in the cache, so a free reads no span header, only the block's tag. */
 struct span_desc {
     _Atomic uint32_t in_use;   /* 0 free; 1 taken (heap lock); 2 initialised (its owner) */
-    uint32_t block_size;
+    uint32_t stride;           /* the class's size and the tag before a block */
     uint32_t capacity;
     uint16_t size_class;
-    uint64_t reciprocal;       /* ceil(2^32 / block_size): exact division of offsets */
+    uint64_t reciprocal;       /* ceil(2^32 / stride): exact division of offsets */
     uintptr_t first;           /* block 0 */
     _Atomic(struct tcache *) owner;
 };
@@ -104,13 +117,12 @@ struct segment {
 };
 _Static_assert(sizeof(struct segment) <= SPAN_SIZE, "the segment header fits span 0");
 _Static_assert(SPAN_SIZE == (size_t)1 << SPAN_SHIFT, "a span is 1 << SPAN_SHIFT bytes");
-/* 64 classes of 16 B steps to 1 KiB, then 4 a doubling to SMALL_MAX (classes_init) */
-_Static_assert(1024 / 16 + 4 * 4 == CLASSES && 8192 + 8192 == SMALL_MAX, "the size classes");
+/* 65 classes of 16 B steps to 1032, then 4 a doubling past SMALL_MAX (classes_init) */
+_Static_assert(1024 / 16 + 1 + 4 * 4 == CLASSES && 8192 + 8192 == SMALL_MAX, "the size classes");
 _Static_assert(CLASSES <= UINT8_MAX, "class_of_16 holds a class in a byte");
 
 /* Span k's header sits k cache lines into the span. Spans are 64 KiB aligned:
- * headers, and the state bytes after them, at one offset would all compete for
- * the same few cache sets (Free's state-byte load was a third of its time). */
+ * headers at one offset would all compete for the same few cache sets. */
 static inline struct span *span_at(uintptr_t segment_base, unsigned k)
 {
     return (struct span *)(segment_base + ((uintptr_t)k << SPAN_SHIFT) + (uintptr_t)k * 64);
@@ -127,30 +139,41 @@ static inline struct span_desc *desc_of(const struct span *s)
     return &((struct segment *)base)->desc[((uintptr_t)s - base) >> SPAN_SHIFT];
 }
 
+/* The word just before every block is its tag: LIVE_TAG(block) while handed
+ * out, 0 otherwise. A tag, not a bit: a stray write from the block before
+ * (an overrun) is caught as a refusal, not taken for a live block. It shares
+ * the block's cache line three times in four, and Alloc and Free touch that
+ * line anyway: one state byte per block in the span header cost them a line
+ * of its own (docs/heap.md). */
+#define LIVE_TAG(block) (~(uintptr_t)(block))
+
+static inline _Atomic uintptr_t *tag_of(void *block)
+{
+    return (_Atomic uintptr_t *)((char *)block - sizeof(uintptr_t));
+}
+
 /* Recently freed blocks of one class, reused first (they are still in the
- * cache): the owner's free and allocation touch nothing else. Their state
- * bytes say free; their spans still count them as used. The list runs through
- * the blocks, so a cache's 80 magazines take 20 cache lines, not 40 KiB: a
- * free and an allocation of random classes then find them in the L1 cache. */
+ * cache): the owner's free and allocation touch nothing else. Their tags say
+ * free; their spans still count them as used. The list runs through the
+ * blocks, so a cache's 80 magazines take 20 cache lines, not 40 KiB: a free
+ * and an allocation of random classes then find them in the L1 cache. */
 #define MAGAZINE 32
 struct magazine {
     void *head;
     uint32_t count, capacity;
 };
 
-/* A block in a magazine: the next one, and its own state byte (every block
- * has room for both: the smallest class is 16 bytes). */
+/* A block in a magazine: the next one (the smallest class is 8 bytes). */
 struct parked {
     void *next;
-    _Atomic uint8_t *state;
 };
-_Static_assert(sizeof(struct parked) <= 16, "a parked block's links fit the smallest class");
+_Static_assert(sizeof(struct parked) <= 8 && sizeof(uintptr_t) == BLOCK_HEAD,
+               "a parked block's link fits the smallest class, the tag its head");
 
-static inline void magazine_push(struct magazine *mag, void *block, _Atomic uint8_t *state)
+static inline void magazine_push(struct magazine *mag, void *block)
 {
     struct parked *b = block;
     b->next = mag->head;
-    b->state = state;
     mag->head = b;
     mag->count++;
 }
@@ -472,23 +495,18 @@ static inline void *span_pop(struct span *s)
     }
     const struct span_desc *d = desc_of(s);
     if (s->bump < d->capacity)
-        return (void *)(d->first + (size_t)s->bump++ * d->block_size);
+        return (void *)(d->first + (size_t)s->bump++ * d->stride);
     return NULL;
 }
 
 static void span_init(struct span *s, unsigned size_class, struct tcache *owner)
 {
     uint32_t size = class_size[size_class];
-    size_t fixed = sizeof(struct span);
+    uint32_t stride = size + BLOCK_HEAD;
     uintptr_t end = span_base(s) + SPAN_SIZE;
-    uint32_t capacity = (uint32_t)((end - (uintptr_t)s - fixed) / (size + 1));
-    uintptr_t first;
-    for (;;) {
-        first = ((uintptr_t)s + fixed + capacity + 15) & ~(uintptr_t)15;
-        if (first + (size_t)capacity * size <= end)
-            break;
-        capacity--;
-    }
+    uintptr_t first = ((uintptr_t)s + sizeof(struct span) + BLOCK_HEAD + 15) & ~(uintptr_t)15;
+    /* the last block ends by the span's end */
+    uint32_t capacity = (uint32_t)((end - first - size) / stride + 1);
     s->magic = SPAN_MAGIC;
     s->listed = 0;
     atomic_store_explicit(&s->used, 0, memory_order_relaxed);
@@ -500,10 +518,10 @@ static void span_init(struct span *s, unsigned size_class, struct tcache *owner)
     /* the shape, in the segment header, published last */
     struct span_desc *d = desc_of(s);
     atomic_store_explicit(&d->in_use, 1, memory_order_relaxed);
-    d->block_size = size;
+    d->stride = stride;
     d->capacity = capacity;
     d->size_class = (uint16_t)size_class;
-    d->reciprocal = (((uint64_t)1 << 32) + size - 1) / size;
+    d->reciprocal = (((uint64_t)1 << 32) + stride - 1) / stride;
     d->first = first;
     atomic_store_explicit(&d->owner, owner, memory_order_relaxed);
     atomic_store_explicit(&d->in_use, 2, memory_order_release);
@@ -707,12 +725,16 @@ static HRESULT refill(struct heap *h, struct tcache *c, unsigned size_class,
         empties_release(h, c);
     }
     if ((s = c->empty)) {
-        /* Every block of it is free, so every state byte it used is 0; the new
-         * layout's state bytes may lie over old blocks: clear them. */
+        /* Every block of it is free, but the new layout's tags lie over the
+         * old blocks' bytes: clear them, so that Free refuses a block of the
+         * new layout until it is handed out. */
         c->empty = s->next;
         c->empties--;
         span_init(s, size_class, c);
-        memset((void *)s->state, 0, desc_of(s)->capacity);
+        const struct span_desc *d = desc_of(s);
+        for (uint32_t i = 0; i < d->capacity; i++)
+            atomic_store_explicit(tag_of((void *)(d->first + (uintptr_t)i * d->stride)), 0,
+                                  memory_order_relaxed);
         c->current[size_class] = s;
         *out = s;
         return S_OK;
@@ -794,16 +816,15 @@ static HRESULT heap_alloc(struct heap *h, SIZE_T size, EMemoryCriticalLevel leve
         *out = b;
         return S_OK;
     }
-    unsigned size_class = class_of_16[(size + 15) >> 4];
+    unsigned size_class = class_of(size);
     struct tcache *c = tcache_get(h);
     if (!c)
         return E_OUTOFMEMORY;
     struct span *s;
     struct magazine *mag = &c->magazine[size_class];
     if (mag->count) {
-        struct parked *parked = magazine_pop(mag);
-        atomic_store_explicit(parked->state, 1, memory_order_relaxed);
-        b = parked;
+        b = magazine_pop(mag);
+        atomic_store_explicit(tag_of(b), LIVE_TAG(b), memory_order_relaxed);
         if (file)
             goto note_debug;
         *out = b;
@@ -817,9 +838,7 @@ static HRESULT heap_alloc(struct heap *h, SIZE_T size, EMemoryCriticalLevel leve
             return hr;
         b = span_pop(s);
     }
-    const struct span_desc *d = desc_of(s);
-    uint32_t index = (uint32_t)((((uint64_t)((uintptr_t)b - d->first)) * d->reciprocal) >> 32);
-    atomic_store_explicit(&s->state[index], 1, memory_order_relaxed);
+    atomic_store_explicit(tag_of(b), LIVE_TAG(b), memory_order_relaxed);
     atomic_store_explicit(&s->used, atomic_load_explicit(&s->used, memory_order_relaxed) + 1,
                           memory_order_relaxed);
 note_debug:
@@ -873,11 +892,12 @@ static __attribute__((noinline)) HRESULT free_to_span(struct heap *h, struct tca
  * its owner gave the span up full, hand it back through the owner's notified
  * stack (once). */
 static __attribute__((noinline)) HRESULT free_remote(struct heap *h, struct span *s,
-                                                     struct tcache *owner, uint32_t index,
-                                                     void *pointer)
+                                                     struct tcache *owner, void *pointer)
 {
-    if (atomic_exchange_explicit(&s->state[index], 0, memory_order_acq_rel) != 1)
-        return HOST_E_INVALIDOPERATION; /* freed already */
+    uintptr_t live = LIVE_TAG(pointer);
+    if (!atomic_compare_exchange_strong_explicit(tag_of(pointer), &live, 0, memory_order_acq_rel,
+                                                 memory_order_relaxed))
+        return HOST_E_INVALIDOPERATION; /* freed already, or its head overwritten */
     debug_forget(h, (uintptr_t)pointer);
     void *head = atomic_load_explicit(&s->remote, memory_order_relaxed);
     do
@@ -932,25 +952,26 @@ static __attribute__((noinline)) HRESULT heap_free(struct heap *h, void *pointer
         return HOST_E_INVALIDOPERATION; /* not a span in use, or its header (span 0 never is) */
     uint64_t offset = p - d->first;
     uint32_t index = (uint32_t)((offset * d->reciprocal) >> 32);
-    if (index >= d->capacity || (uint64_t)index * d->block_size != offset)
-        return HOST_E_INVALIDOPERATION; /* interior pointer */
+    if (index >= d->capacity || (uint64_t)index * d->stride != offset)
+        return HOST_E_INVALIDOPERATION; /* interior pointer, or a block's head */
     struct span *s = span_at(base, k);
     struct tcache *c = tcache_get(h);
     struct tcache *owner = atomic_load_explicit(&d->owner, memory_order_relaxed);
     if (owner != c)
-        return free_remote(h, s, owner, index, pointer);
+        return free_remote(h, s, owner, pointer);
     /* The owner: only a racing free of the same block by another thread could
      * interfere, and that is the one double free this check cannot see. */
-    if (atomic_load_explicit(&s->state[index], memory_order_relaxed) != 1)
-        return HOST_E_INVALIDOPERATION; /* freed already */
-    atomic_store_explicit(&s->state[index], 0, memory_order_relaxed);
+    _Atomic uintptr_t *tag = tag_of(pointer);
+    if (atomic_load_explicit(tag, memory_order_relaxed) != LIVE_TAG(pointer))
+        return HOST_E_INVALIDOPERATION; /* freed already, or its head overwritten */
+    atomic_store_explicit(tag, 0, memory_order_relaxed);
     if (__builtin_expect(atomic_load_explicit(&h->debug_count, memory_order_relaxed) != 0, 0))
         debug_forget(h, p);
     unsigned size_class = d->size_class;
     struct magazine *mag = &c->magazine[size_class];
     if (__builtin_expect(mag->count >= mag->capacity, 0))
         return free_to_span(h, c, s, size_class, pointer);
-    magazine_push(mag, pointer, &s->state[index]);
+    magazine_push(mag, pointer);
     return S_OK;
 }
 
@@ -1021,10 +1042,10 @@ static HRESULT STDMETHODCALLTYPE h_alloc(IHostMalloc *self, SIZE_T size, EMemory
         atomic_load_explicit(&h->m->state, memory_order_relaxed) == STATE_LIVE) {
         struct tcache *c = tcache_fast(h);
         if (__builtin_expect(c != NULL, 1)) {
-            struct magazine *mag = &c->magazine[class_of_16[(size + 15) >> 4]];
+            struct magazine *mag = &c->magazine[class_of(size)];
             if (__builtin_expect(mag->count != 0, 1)) {
                 struct parked *b = magazine_pop(mag);
-                atomic_store_explicit(b->state, 1, memory_order_relaxed);
+                atomic_store_explicit(tag_of(b), LIVE_TAG(b), memory_order_relaxed);
                 *out = b;
                 return S_OK;
             }
@@ -1060,14 +1081,14 @@ static HRESULT STDMETHODCALLTYPE h_free(IHostMalloc *self, void *pointer)
         uint32_t index;
         if (atomic_load_explicit(&d->in_use, memory_order_acquire) == 2 &&
             (offset = p - d->first, index = (uint32_t)((offset * d->reciprocal) >> 32),
-             index < d->capacity && (uint64_t)index * d->block_size == offset) &&
+             index < d->capacity && (uint64_t)index * d->stride == offset) &&
             c && atomic_load_explicit(&d->owner, memory_order_relaxed) == c) {
-            unsigned k = (unsigned)((p - base) >> SPAN_SHIFT);
-            _Atomic uint8_t *state = &span_at(base, k)->state[index];
+            _Atomic uintptr_t *tag = tag_of(pointer);
             struct magazine *mag = &c->magazine[d->size_class];
-            if (atomic_load_explicit(state, memory_order_relaxed) == 1 && mag->count < mag->capacity) {
-                atomic_store_explicit(state, 0, memory_order_relaxed);
-                magazine_push(mag, pointer, state);
+            if (atomic_load_explicit(tag, memory_order_relaxed) == LIVE_TAG(pointer) &&
+                mag->count < mag->capacity) {
+                atomic_store_explicit(tag, 0, memory_order_relaxed);
+                magazine_push(mag, pointer);
                 return S_OK;
             }
         }
@@ -1138,12 +1159,12 @@ HRESULT hostmem_heap_report(IHostMalloc *heap, FILE *out, size_t *live_blocks)
                 continue;
             const struct span_desc *d = &g->desc[k];
             for (uint32_t i = 0; i < d->capacity; i++) {
-                if (atomic_load_explicit(&s->state[i], memory_order_relaxed) != 1)
+                uintptr_t p = d->first + (uintptr_t)i * d->stride;
+                if (atomic_load_explicit(tag_of((void *)p), memory_order_relaxed) != LIVE_TAG(p))
                     continue;
-                uintptr_t p = d->first + (uintptr_t)i * d->block_size;
                 struct block_info *e = ledger_find(&h->debug, p);
                 live++;
-                bytes += d->block_size;
+                bytes += class_size[d->size_class];
                 if (out && e)
                     fprintf(out, "  leak: %p, %zu bytes, allocated at %s:%d\n", (void *)p, e->size,
                             e->file, e->line);

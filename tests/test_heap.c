@@ -538,6 +538,60 @@ TEST(leak_report_at_shutdown_goes_to_stderr)
 }
 
 /* SPEC §2: after shutdown the manager's heaps answer HOST_E_CLRNOTAVAILABLE. */
+/* Exactness does not lean on what the blocks held: a block's head is its own
+ * (docs/heap.md), so an overrun into the next block's head makes that block's
+ * Free a refusal rather than corrupt the heap; and a span reused for another
+ * class, whose old blocks held words that look like the new layout's "handed
+ * out" tags, refuses every block of the new layout it has not handed out. */
+TEST(free_does_not_take_block_contents_for_its_state)
+{
+    IHostMemoryManager *m;
+    REQUIRE_HR(hostmem_create(NULL, &m), S_OK);
+    IHostMalloc *h = heap_of(m, 0);
+    REQUIRE(h);
+    /* 1 KiB blocks: enough for several spans, so that freeing them empties spans
+     * past what the magazine keeps */
+    enum { N = 400 };
+    static char *old[N];
+    uintptr_t low = UINTPTR_MAX, high = 0;
+    for (size_t i = 0; i < N; i++) {
+        REQUIRE_HR(IHostMalloc_Alloc(h, 1024, eTaskCritical, (void **)&old[i]), S_OK);
+        /* every word w holds ~(w + 8): the tag any block starting at w + 8 has
+         * while handed out */
+        for (uintptr_t *w = (uintptr_t *)old[i]; (char *)w < old[i] + 1024; w++)
+            *w = ~((uintptr_t)w + sizeof *w);
+        if ((uintptr_t)old[i] < low)
+            low = (uintptr_t)old[i];
+        if ((uintptr_t)old[i] + 1024 > high)
+            high = (uintptr_t)old[i] + 1024;
+    }
+    /* an overrun of old[0] into the head of the block after it */
+    char *a0 = old[0], *a1 = old[1];
+    REQUIRE((uintptr_t)a1 > (uintptr_t)a0);
+    memset(a1 - 8, 0x5a, 8);
+    CHECK_HR(IHostMalloc_Free(h, a1), HOST_E_INVALIDOPERATION);
+    for (size_t i = 0; i < N; i++)
+        if (i != 1)
+            CHECK_HR(IHostMalloc_Free(h, old[i]), S_OK);
+    /* another class: its first span is one of the emptied ones */
+    char *a, *b;
+    REQUIRE_HR(IHostMalloc_Alloc(h, 48, eTaskCritical, (void **)&a), S_OK);
+    REQUIRE_HR(IHostMalloc_Alloc(h, 48, eTaskCritical, (void **)&b), S_OK);
+    REQUIRE((uintptr_t)a >= low && (uintptr_t)a < high);
+    REQUIRE(b > a);
+    size_t stride = (size_t)(b - a), refused = 0, tried = 0;
+    for (char *p = b + stride; p + 48 <= b + 64 * 1024 && ((uintptr_t)p & 0xffff) > 256; p += stride) {
+        tried++;
+        refused += IHostMalloc_Free(h, p) == HOST_E_INVALIDOPERATION;
+    }
+    CHECK(tried > 100);
+    CHECK_EQ(refused, tried);
+    CHECK_HR(IHostMalloc_Free(h, a), S_OK);
+    CHECK_HR(IHostMalloc_Free(h, b), S_OK);
+    CHECK_EQ(IHostMalloc_Release(h), 0);
+    CHECK_EQ(IHostMemoryManager_Release(m), 0);
+}
+
 TEST(heap_after_shutdown_is_clrnotavailable)
 {
     IHostMemoryManager *m;
@@ -567,6 +621,7 @@ int main(void)
     RUN(executable_heap_runs_generated_code);
     RUN(debug_alloc_leak_report_names_file_and_line);
     RUN(leak_report_at_shutdown_goes_to_stderr);
+    RUN(free_does_not_take_block_contents_for_its_state);
     RUN(heap_after_shutdown_is_clrnotavailable);
     return TEST_SUMMARY("test_heap");
 }
