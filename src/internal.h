@@ -697,6 +697,13 @@ static inline void counter_sub(_Atomic size_t *c, size_t v)
 {
     atomic_fetch_sub_explicit(c, v, memory_order_relaxed);
 }
+/* Adds a difference (a wrapped negative takes away); nothing when it is 0, so
+ * that a change that moves no counter writes no line other threads share. */
+static inline void counter_shift(_Atomic size_t *c, size_t difference)
+{
+    if (difference)
+        atomic_fetch_add_explicit(c, difference, memory_order_relaxed);
+}
 /* policy.c: the budget. Charging adds to committed_bytes only within the limit
  * the level allows; callers charge before they commit and uncharge what they
  * decommit or fail to commit. Notifications are sent only by policy_deliver,

@@ -192,20 +192,33 @@ HRESULT policy_charge(struct manager *m, size_t bytes, EMemoryCriticalLevel leve
     bool wait = p->appdomain_wait_ms != HOSTMEM_NO_WAIT;
     long deadline = now_ns() + (wait ? (long)p->appdomain_wait_ms * 1000000L : 0);
     atomic_store_explicit(&p->pressure, 1, memory_order_release);
+    /* Counted as a waiter before each look at the budget: policy_uncharge takes
+     * its bytes back, then looks for waiters (both sequentially consistent), so
+     * either this look sees the bytes or the uncharge sees the waiter and bumps
+     * freed, and the futex wait below does not sleep through it. */
+    atomic_fetch_add(&p->waiters, 1);
+    HRESULT hr;
     for (;;) {
         policy_deliver(m);
         uint32_t seen = atomic_load_explicit(&p->freed, memory_order_acquire);
-        if (policy_try_charge(m, bytes, level))
-            return S_OK;
-        if (manager_check(m) != S_OK)
-            return HOST_E_CLRNOTAVAILABLE;
+        atomic_thread_fence(memory_order_seq_cst); /* the waiter count, then the budget */
+        if (policy_try_charge(m, bytes, level)) {
+            hr = S_OK;
+            break;
+        }
+        if (manager_check(m) != S_OK) {
+            hr = HOST_E_CLRNOTAVAILABLE;
+            break;
+        }
         long left = deadline - now_ns();
-        if (!wait || left <= 0)
-            return policy_refuse(m, level);
-        atomic_fetch_add(&p->waiters, 1);
+        if (!wait || left <= 0) {
+            hr = policy_refuse(m, level);
+            break;
+        }
         futex_wait(&p->freed, seen, left);
-        atomic_fetch_sub(&p->waiters, 1);
     }
+    atomic_fetch_sub(&p->waiters, 1);
+    return hr;
 }
 
 void policy_uncharge(struct manager *m, size_t bytes)
@@ -213,12 +226,15 @@ void policy_uncharge(struct manager *m, size_t bytes)
     struct policy *p = &m->policy;
     if (!bytes)
         return;
-    atomic_fetch_sub_explicit(&m->committed_bytes, bytes, memory_order_relaxed);
+    atomic_fetch_sub(&m->committed_bytes, bytes); /* before the look at waiters: policy_charge */
     if (atomic_load_explicit(&p->pressure, memory_order_relaxed))
         atomic_store_explicit(&p->pressure, 0, memory_order_relaxed); /* the state follows the load again */
-    atomic_fetch_add_explicit(&p->freed, 1, memory_order_release);
-    if (atomic_load(&p->waiters))
+    /* freed is bumped only for waiters: without them, an uncharge writes no
+     * line but the budget's */
+    if (atomic_load(&p->waiters)) {
+        atomic_fetch_add_explicit(&p->freed, 1, memory_order_release);
         futex_wake_all(&p->freed);
+    }
 }
 
 /* The address-space limit covers host reservations and the runtime's own mappings. */

@@ -729,8 +729,7 @@ static HRESULT stale_restore(struct manager *m, struct locked *l)
         struct watched *watched = watched_res(m, r);
         if (watched)
             mark_written(watched, lo, hi, false);
-        atomic_fetch_add_explicit(&m->mapping_estimate, transitions(m, r, lo, hi) - before,
-                                  memory_order_relaxed);
+        counter_shift(&m->mapping_estimate, transitions(m, r, lo, hi) - before);
         counter_sub(&m->book_protected, hidden);
     }
     if (result == S_OK)
@@ -1020,11 +1019,9 @@ static HRESULT change_range(struct manager *m, struct locked *l, uintptr_t start
             pieces(r, l->base, start, end, forget_uncommitted, watched);
     }
     reservation_apply(&l->stripe->slab, r, first, last, applied, spare);
-    atomic_fetch_add_explicit(&m->mapping_estimate, transitions(m, r, first, last) - before,
-                              memory_order_relaxed);
-    atomic_fetch_add_explicit(&m->book_protected, book_protected(m, r, first, last) - hidden,
-                              memory_order_relaxed);
-    atomic_fetch_add_explicit(&m->pending_pages, pending_in(r, first, last) - waiting, memory_order_relaxed);
+    counter_shift(&m->mapping_estimate, transitions(m, r, first, last) - before);
+    counter_shift(&m->book_protected, book_protected(m, r, first, last) - hidden);
+    counter_shift(&m->pending_pages, pending_in(r, first, last) - waiting);
     if (attr) {
         size_t newly = ((end - start) >> g_page_shift) - s->committed_pages;
         r->flags |= RES_TOUCHED;
@@ -1571,7 +1568,7 @@ static HRESULT watch_clean_emulated(struct manager *m, struct locked *l, uintptr
     if (pieces(r, l->base, start, end, clean_step, &c))
         return undo_protect(m, l, start, c.failed_end, os_refused(m, c.err, "mprotect"));
     mark_written(w, first, last, false);
-    atomic_fetch_add_explicit(&m->mapping_estimate, transitions(m, r, first, last) - before, memory_order_relaxed);
+    counter_shift(&m->mapping_estimate, transitions(m, r, first, last) - before);
     return S_OK;
 }
 
@@ -1703,8 +1700,7 @@ enum signal_outcome vm_signal_fire(struct manager *m, uintptr_t page, int access
             if (!err) {
                 size_t before = transitions(m, r, index, index + 1);
                 reservation_apply(&stripe->slab, r, index, index + 1, changed, spare);
-                atomic_fetch_add_explicit(&m->mapping_estimate, transitions(m, r, index, index + 1) - before,
-                                          memory_order_relaxed);
+                counter_shift(&m->mapping_estimate, transitions(m, r, index, index + 1) - before);
                 outcome = SIGNAL_GUARD;
             }
         } else if (watch && watched && attr_visible(attr) && writable(attr) && !(attr & PAGE_GUARD)) {
@@ -1735,8 +1731,7 @@ enum signal_outcome vm_signal_fire(struct manager *m, uintptr_t page, int access
                 outcome = SIGNAL_CANNOT;
                 if (!err) {
                     mark_written(watched, lo, hi, true);
-                    atomic_fetch_add_explicit(&m->mapping_estimate, transitions(m, r, lo, hi) - before,
-                                              memory_order_relaxed);
+                    counter_shift(&m->mapping_estimate, transitions(m, r, lo, hi) - before);
                     outcome = SIGNAL_WRITTEN;
                 }
             }
