@@ -358,6 +358,21 @@ static double raw_commit_cycle(void *ctx)
     return (now() - t0) * 1e9 / (double)c->ops;
 }
 
+/* The least a strict decommit can cost: the page made inaccessible and
+ * accessible again, with no discard and no fault (the page stays resident). */
+static double raw_protect_pair(void *ctx)
+{
+    struct cycle *c = ctx;
+    double t0 = now();
+    for (size_t i = 0; i < c->ops; i++) {
+        char *p = c->base + (c->first + i % c->count) * P;
+        mprotect(p, P, PROT_READ | PROT_WRITE);
+        *(volatile char *)p = 1;
+        mprotect(p, P, PROT_NONE);
+    }
+    return (now() - t0) * 1e9 / (double)c->ops;
+}
+
 static double hm_commit_cycle(void *ctx)
 {
     struct cycle *c = ctx;
@@ -583,7 +598,8 @@ static void spin_barrier(_Atomic int *arrived, int threads)
 struct worker {
     _Atomic int *barrier;
     int threads;
-    int kind; /* 0 hostmem query, 1 raw mincore, 2 hostmem commit cycle, 3 raw commit cycle, 4 the control */
+    int kind; /* 0 hostmem query, 1 raw mincore, 2 hostmem commit cycle, 3 raw commit cycle, 4 the control,
+                 5 hostmem reserve+commit+decommit+release, 6 the same raw */
     char **addr;
     size_t naddr;
     char *base;
@@ -627,6 +643,23 @@ static void *worker_main(void *arg)
                 *(volatile char *)p = 1;
                 madvise(p, P, MADV_DONTNEED);
                 mprotect(p, P, PROT_NONE);
+                break;
+            case 5: /* issue 15's cycle: reserve 64 KiB, commit 16 KiB, touch, decommit, release */
+                IHostMemoryManager_VirtualAlloc(qmgr, NULL, K64, MEM_RESERVE, PAGE_READWRITE, eTaskCritical, &q);
+                IHostMemoryManager_VirtualAlloc(qmgr, q, 16384, MEM_COMMIT, PAGE_READWRITE, eTaskCritical, &q);
+                for (size_t b = 0; b < 16384; b += P)
+                    ((volatile char *)q)[b] = 1;
+                IHostMemoryManager_VirtualFree(qmgr, q, 16384, MEM_DECOMMIT);
+                IHostMemoryManager_VirtualFree(qmgr, q, 0, MEM_RELEASE);
+                break;
+            case 6:
+                q = mmap(NULL, K64, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+                mprotect(q, 16384, PROT_READ | PROT_WRITE);
+                for (size_t b = 0; b < 16384; b += P)
+                    ((volatile char *)q)[b] = 1;
+                madvise(q, 16384, MADV_DONTNEED);
+                mprotect(q, 16384, PROT_NONE);
+                munmap(q, K64);
                 break;
             }
         }
@@ -1490,14 +1523,24 @@ int main(int argc, char **argv)
         int edges_are_edges = !page_mapped(raw_edge.base - P) && !page_mapped(hm_edge.base - P);
         int first_is_interior = page_mapped((char *)first - P);
 
-        const run_fn fn[5] = {raw_commit_cycle, hm_commit_cycle, raw_commit_cycle, hm_commit_cycle, hm_commit_cycle};
-        void *const ctx[5] = {&raw_in, &hm_in, &raw_edge, &hm_edge, &hm_first};
-        double t[5];
-        medians_interleaved(5, fn, ctx, t);
+        /* the protection changes alone, on a raw interior page of its own range */
+        struct cycle raw_pair = {mmap(NULL, K64, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0), 1, 14,
+                                 n_commit};
+        if (raw_pair.base == MAP_FAILED)
+            die("mmap", E_OUTOFMEMORY);
+        const run_fn fn[6] = {raw_commit_cycle, hm_commit_cycle,  raw_commit_cycle,
+                              hm_commit_cycle,  hm_commit_cycle,  raw_protect_pair};
+        void *const ctx[6] = {&raw_in, &hm_in, &raw_edge, &hm_edge, &hm_first, &raw_pair};
+        double t[6];
+        medians_interleaved(6, fn, ctx, t);
+        /* issue 15: a page decommitted recently (these pages cycle), <= 0.6x the raw
+         * calls; the note says what no strict design can go under */
         snprintf(note, sizeof note, "interior page (neighbours reserved on both sides: 2 splits); edge %.2fx the "
-                 "interior floor", t[2] / t[0]);
+                 "interior floor; the two mprotects alone (the page resident, no discard, no fault: the least a "
+                 "decommit that makes the page inaccessible at once can cost) %.0f ns = %.2fx the floor",
+                 t[2] / t[0], t[5], t[5] / t[0]);
         add("commit + touch + decommit 1 page (strict)", t[1], "ns", t[0], "mprotect+touch+madvise+mprotect",
-            t[1] / t[0], "<= 1.10x", le(t[1] / t[0], 1.10), note);
+            t[1] / t[0], "<= 0.6x", le(t[1] / t[0], 0.6), note);
         snprintf(note, sizeof note, "page 0 of its own mapping%s; 1st page of an arena reservation %.0f ns (%.2fx the "
                  "interior floor%s)", edges_are_edges ? ", nothing mapped before it" : " (BUT mapped before it)",
                  t[4], t[4] / t[0], first_is_interior ? "" : "; at the arena's start");
@@ -1510,6 +1553,7 @@ int main(int argc, char **argv)
             IHostMemoryManager_VirtualFree(mgr, spacer[i], 0, MEM_RELEASE);
         munmap(raw_in.base, K64);
         munmap(raw_edge.base, K64);
+        munmap(raw_pair.base, K64);
     }
 
     /* 3. two threads on disjoint reservations, each figure next to the control's
@@ -1520,7 +1564,7 @@ int main(int argc, char **argv)
         double control = control_scaling(&control_rate);
         say("  control loop (arithmetic, no memory): 2T/1T %.2f (1 thread %.0f M iterations/s)\n", control,
             control_rate);
-        double r1 = 0, r2 = 0, f1 = 0, f2 = 0, h1 = 0, h2 = 0, c1r = 0, c2r = 0;
+        double r1 = 0, r2 = 0, f1 = 0, f2 = 0, h1 = 0, h2 = 0, c1r = 0, c2r = 0, v1 = 0, v2 = 0, v1r = 0, v2r = 0;
         if (control >= 1.8) {
             qmgr = mgr;
             size_t per = 1000;
@@ -1558,6 +1602,15 @@ int main(int argc, char **argv)
             c1.base[1] = c2.base[1] = rb[1];
             c1r = median_of(mt_rate, &c1);
             c2r = median_of(mt_rate, &c2);
+            /* the whole cycle: a private reservation each time */
+            struct mt w1 = {1, 5, {NULL, NULL}, 0, {NULL, NULL}, n_commit / 4};
+            struct mt w2 = w1;
+            w2.threads = 2;
+            v1 = median_of(mt_rate, &w1);
+            v2 = median_of(mt_rate, &w2);
+            w1.kind = w2.kind = 6;
+            v1r = median_of(mt_rate, &w1);
+            v2r = median_of(mt_rate, &w2);
             for (size_t i = 0; i < 2 * per; i++)
                 IHostMemoryManager_VirtualFree(mgr, res[i], 0, MEM_RELEASE);
             for (int t = 0; t < 2; t++)
@@ -1586,10 +1639,21 @@ int main(int argc, char **argv)
                      "loop 2T/1T %.2f", r1, r2, f2 / f1, worst);
             add("VirtualQuery, 2 threads / 1 thread", r2 / r1, "x", worst, "control loop 2T/1T", r2 / r1, ">= 1.8x",
                 ge(r2 / r1, 1.8), note);
-            snprintf(note, sizeof note, "1 thread %.3f, 2 threads %.3f M cycles/s; raw syscalls 1 thread %.3f, "
-                     "2 threads %.3f; control loop 2T/1T %.2f", h1, h2, c1r, c2r, worst);
-            add("commit/decommit, 2 threads / 1 thread", h2 / h1, "x", c2r / c1r, "raw syscalls 2T/1T", h2 / h1,
-                ">= 1.2x", ge(h2 / h1, 1.2), note);
+            /* issue 15: hostmem's own scaling at least the raw calls', and two
+             * threads at least as fast as the raw calls on two threads */
+            snprintf(note, sizeof note, "1 page of a reservation each; 1 thread %.3f, 2 threads %.3f M cycles/s; raw "
+                     "syscalls 1 thread %.3f, 2 threads %.3f; control loop 2T/1T %.2f", h1, h2, c1r, c2r, worst);
+            add("commit/decommit, 2T/1T against the raw calls' 2T/1T", h2 / h1, "x", c2r / c1r, "raw syscalls 2T/1T",
+                (h2 / h1) / (c2r / c1r), ">= 1.0x", ge((h2 / h1) / (c2r / c1r), 1.0), note);
+            add("commit/decommit, 2 threads", h2, "M/s", c2r, "raw syscalls, 2 threads", h2 / c2r, ">= 1.0x",
+                ge(h2 / c2r, 1.0), "throughput: higher is better");
+            snprintf(note, sizeof note, "reserve 64 KiB, commit 16 KiB, touch, decommit, release; 1 thread %.3f, "
+                     "2 threads %.3f M cycles/s; raw (mmap, mprotect, touch, madvise, mprotect, munmap) 1 thread "
+                     "%.3f, 2 threads %.3f", v1, v2, v1r, v2r);
+            add("whole cycle, 2T/1T against the raw calls' 2T/1T", v2 / v1, "x", v2r / v1r, "raw syscalls 2T/1T",
+                (v2 / v1) / (v2r / v1r), ">= 1.0x", ge((v2 / v1) / (v2r / v1r), 1.0), note);
+            add("whole cycle, 2 threads", v2, "M/s", v2r, "raw syscalls, 2 threads", v2 / v2r, ">= 1.0x",
+                ge(v2 / v2r, 1.0), "throughput: higher is better");
         }
     }
 
