@@ -9,7 +9,8 @@
 # test-stress runs at its default scale (25) and rounds (50) with 4, 8 and 32
 # threads; stock and hostmem alternate, BENCH_RUNS (5) runs each, and the median
 # wall times are printed with their ratio hostmem/stock. BENCH_COMPACT=1 adds
-# hostmem in compact mode (HOSTMEM_MI_COMPACT=1). One more hostmem run per
+# hostmem in compact mode (HOSTMEM_MI_COMPACT=1), BENCH_AT_ONCE=1 hostmem with its
+# deferred discard off (HOSTMEM_MI_PURGE_AT_ONCE=1). One more hostmem run per
 # thread count, not timed, reports the calls the layer made. A benchmark: it
 # asserts nothing. mimalloc says of its stress test "do not use this test as a
 # benchmark"; it is used here because it is what makes mimalloc ask the OS most.
@@ -57,6 +58,7 @@ timed() {
     stock) set -- "$work/stress-stock" "$2" ;;
     hostmem) set -- "$work/stress-hostmem" "$2" ;;
     compact) set -- env HOSTMEM_MI_COMPACT=1 "$work/stress-hostmem" "$2" ;;
+    atonce) set -- env HOSTMEM_MI_PURGE_AT_ONCE=1 "$work/stress-hostmem" "$2" ;;
     esac
     started=$(date +%s.%N)
     "$@" >"$logs/run.log" 2>&1 || echo "bench: a run failed: $* (see $logs/run.log)" >&2
@@ -70,11 +72,12 @@ median() {
 
 kinds="stock hostmem"
 [ "${BENCH_COMPACT:-0}" = 1 ] && kinds="$kinds compact"
+[ "${BENCH_AT_ONCE:-0}" = 1 ] && kinds="$kinds atonce"
 load=$(awk '{ print $1 }' /proc/loadavg)
 echo "# mimalloc 2.0.9 test-stress (scale 25, 50 rounds), -O2 -DNDEBUG, $(nproc) CPUs, load $load"
 echo "# medians of $runs alternating runs (wall seconds); ratio = hostmem / stock"
 for t in $threads; do
-    stock="" hostmem="" compact=""
+    stock="" hostmem="" compact="" atonce=""
     for i in $(seq "$runs"); do
         for k in $kinds; do
             s=$(timed "$k" "$t")
@@ -88,8 +91,12 @@ for t in $threads; do
         mc=$(echo "$compact" | median)
         line="$line; compact $mc s, ratio $(awk -v c="$mc" -v s="$ms" 'BEGIN { printf "%.2f", c / s }')"
     fi
+    if [ -n "$atonce" ]; then
+        ma=$(echo "$atonce" | median)
+        line="$line; discard at once $ma s, ratio $(awk -v c="$ma" -v s="$ms" 'BEGIN { printf "%.2f", c / s }')"
+    fi
     echo "$line"
-    echo "#   runs: stock$stock; hostmem$hostmem${compact:+; compact$compact}"
+    echo "#   runs: stock$stock; hostmem$hostmem${compact:+; compact$compact}${atonce:+; at once$atonce}"
     HOSTMEM_MI_REPORT=1 "$work/stress-hostmem" "$t" >"$logs/calls-$t.log" 2>&1
     grep '^hostmem_mi: hostmem_calls ' "$logs/calls-$t.log" | tail -1 | sed "s/^hostmem_mi: hostmem_calls/#   calls in one hostmem run:/"
 done

@@ -162,6 +162,8 @@ static IHostMemoryManager *hm_create(void)
             config.commit_limit = limit == 0 ? HOSTMEM_UNLIMITED : limit;
         if (hm_env_flag("HOSTMEM_MI_COMPACT"))
             config.flags |= HOSTMEM_COMPACT;
+        if (hm_env_flag("HOSTMEM_MI_PURGE_AT_ONCE"))
+            config.purge_delay_ms = HOSTMEM_PURGE_AT_ONCE; /* no deferred discard (docs/host.md) */
         IHostMemoryManager *manager = NULL;
         HRESULT hr = hostmem_create(&config, &manager);
         hm_create_result = hr;
