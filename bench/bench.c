@@ -342,6 +342,7 @@ struct cycle {
     char *base; /* a raw 64 KiB PROT_NONE mapping, or a hostmem reservation */
     size_t first, count; /* the pages used, in turn: first .. first + count - 1 */
     size_t ops;
+    IHostMemoryManager *m; /* the reservation's manager; NULL: mgr */
 };
 
 static double raw_commit_cycle(void *ctx)
@@ -376,16 +377,17 @@ static double raw_protect_pair(void *ctx)
 static double hm_commit_cycle(void *ctx)
 {
     struct cycle *c = ctx;
+    IHostMemoryManager *m = c->m ? c->m : mgr;
     double t0 = now();
     for (size_t i = 0; i < c->ops; i++) {
         char *p = c->base + (c->first + i % c->count) * P;
         void *got;
-        HRESULT hr = IHostMemoryManager_VirtualAlloc(mgr, p, P, MEM_COMMIT, PAGE_READWRITE,
+        HRESULT hr = IHostMemoryManager_VirtualAlloc(m, p, P, MEM_COMMIT, PAGE_READWRITE,
                                                      eTaskCritical, &got);
         if (hr != S_OK)
             die("VirtualAlloc(MEM_COMMIT)", hr);
         *(volatile char *)p = 1;
-        IHostMemoryManager_VirtualFree(mgr, p, P, MEM_DECOMMIT);
+        IHostMemoryManager_VirtualFree(m, p, P, MEM_DECOMMIT);
     }
     return (now() - t0) * 1e9 / (double)c->ops;
 }
@@ -1528,17 +1530,28 @@ int main(int argc, char **argv)
                                  n_commit};
         if (raw_pair.base == MAP_FAILED)
             die("mmap", E_OUTOFMEMORY);
-        const run_fn fn[6] = {raw_commit_cycle, hm_commit_cycle,  raw_commit_cycle,
-                              hm_commit_cycle,  hm_commit_cycle,  raw_protect_pair};
-        void *const ctx[6] = {&raw_in, &hm_in, &raw_edge, &hm_edge, &hm_first, &raw_pair};
-        double t[6];
-        medians_interleaved(6, fn, ctx, t);
+        /* the trade of the deferred discard: the same interior cycle with it off */
+        IHostMemoryManager *at_once;
+        hostmem_config once = {sizeof once};
+        once.purge_delay_ms = HOSTMEM_PURGE_AT_ONCE;
+        if ((hr = hostmem_create(&once, &at_once)) != S_OK)
+            die("hostmem_create(HOSTMEM_PURGE_AT_ONCE)", hr);
+        if ((hr = IHostMemoryManager_VirtualAlloc(at_once, NULL, K64, MEM_RESERVE, PAGE_READWRITE, eTaskCritical,
+                                                  &r)) != S_OK)
+            die("VirtualAlloc", hr);
+        struct cycle hm_once = {r, 1, 14, n_commit, at_once};
+        const run_fn fn[7] = {raw_commit_cycle, hm_commit_cycle, raw_commit_cycle, hm_commit_cycle,
+                              hm_commit_cycle,  raw_protect_pair, hm_commit_cycle};
+        void *const ctx[7] = {&raw_in, &hm_in, &raw_edge, &hm_edge, &hm_first, &raw_pair, &hm_once};
+        double t[7];
+        medians_interleaved(7, fn, ctx, t);
         /* issue 15: a page decommitted recently (these pages cycle), <= 0.6x the raw
          * calls; the note says what no strict design can go under */
         snprintf(note, sizeof note, "interior page (neighbours reserved on both sides: 2 splits); edge %.2fx the "
                  "interior floor; the two mprotects alone (the page resident, no discard, no fault: the least a "
-                 "decommit that makes the page inaccessible at once can cost) %.0f ns = %.2fx the floor",
-                 t[2] / t[0], t[5], t[5] / t[0]);
+                 "decommit that makes the page inaccessible at once can cost) %.0f ns = %.2fx the floor; with the "
+                 "discard at once (HOSTMEM_PURGE_AT_ONCE) %.0f ns = %.2fx",
+                 t[2] / t[0], t[5], t[5] / t[0], t[6], t[6] / t[0]);
         add("commit + touch + decommit 1 page (strict)", t[1], "ns", t[0], "mprotect+touch+madvise+mprotect",
             t[1] / t[0], "<= 0.6x", le(t[1] / t[0], 0.6), note);
         snprintf(note, sizeof note, "page 0 of its own mapping%s; 1st page of an arena reservation %.0f ns (%.2fx the "
@@ -1554,6 +1567,8 @@ int main(int argc, char **argv)
         munmap(raw_in.base, K64);
         munmap(raw_edge.base, K64);
         munmap(raw_pair.base, K64);
+        IHostMemoryManager_VirtualFree(at_once, hm_once.base, 0, MEM_RELEASE);
+        IHostMemoryManager_Release(at_once);
     }
 
     /* 3. two threads on disjoint reservations, each figure next to the control's
