@@ -2,15 +2,19 @@
 # test_cli.sh - the command-line tool (issue 5): every example script against
 # its golden output, the demo and info, help and version, and bad input of
 # every kind: each gets a one-line error and the documented exit code, never a
-# crash. Prints "test_cli: N passed, N failed".
+# crash. Issue 16: the help lists everything, `help COMMAND` is `COMMAND --help`,
+# bad manager options are usage errors (2). Each FAIL names its rule. Prints
+# "test_cli: N passed, N failed, N skipped".
 tool=${1:-build/hostmem}
 passed=0
 failed=0
+skipped=0
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
 ok() { passed=$((passed + 1)); }
 bad() { failed=$((failed + 1)); echo "  FAIL test_cli: $*"; }
+skip() { skipped=$((skipped + $1)); echo "test_cli: skipped $1 checks: $2"; }
 
 # expect_exit CODE DESCRIPTION -- COMMAND...: the exit code, and no crash (>= 128)
 expect_exit() {
@@ -123,5 +127,51 @@ grep -q "^write watch " "$tmp/out" && ok || bad "info says how writes are tracke
 expect_exit 0 "info --json" -- "$tool" info --json
 python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); assert d["page_size"] > 0 and d["write_watch"] in ("kernel", "unavailable")' "$tmp/out" 2>/dev/null && ok || bad "info --json"
 
-echo "test_cli: $passed passed, $failed failed"
+# --- issue 16: help ------------------------------------------------------------
+# Rule: hostmem --help lists every command, every manager option, --json,
+# --no-colour and the exit codes (docs/cli.md: "a summary of the commands and options").
+"$tool" --help > "$tmp/help" 2>&1
+for word in demo replay info bench help --commit-limit --emergency-reserve --appdomain-wait \
+            --lock-timeout --arena-size --compact --json --no-colour "Exit codes" "3 the manager could not be created"; do
+    grep -q -- "$word" "$tmp/help" && ok || bad "hostmem --help lists '$word' (issue 16: the top-level help summarises everything)"
+done
+# Rule: every option the help names is documented in docs/cli.md and the man page.
+for option in $(grep -o -- '--[a-z][a-z-]*' "$tmp/help" | sort -u); do
+    grep -q -- "$option" docs/cli.md && ok || bad "docs/cli.md documents $option (it is in hostmem --help)"
+    grep -q -- "$(printf '%s' "$option" | sed 's/-/\\\\-/g')" docs/hostmem.1 && ok ||
+        bad "docs/hostmem.1 documents $option (it is in hostmem --help)"
+done
+# Rule: hostmem help COMMAND prints what COMMAND --help prints; help --help,
+# help -h and help help print help's own usage; exit 0.
+for c in demo replay info bench; do
+    "$tool" help $c > "$tmp/a" 2>&1; code_a=$?
+    "$tool" $c --help > "$tmp/b" 2>&1; code_b=$?
+    [ "$code_a" -eq 0 ] && [ "$code_b" -eq 0 ] && cmp -s "$tmp/a" "$tmp/b" && ok ||
+        bad "hostmem help $c is hostmem $c --help (exits $code_a, $code_b)"
+done
+for h in --help -h help; do
+    expect_exit 0 "hostmem help $h" -- "$tool" help $h
+    grep -q "^usage: hostmem help \[COMMAND\]" "$tmp/out" && ok || bad "hostmem help $h prints help's usage"
+done
+# Rule: help of an unknown command, or of two, is a usage error (2), one line.
+expect_exit 2 "hostmem help nosuch" -- "$tool" help nosuch
+one_line_error "no command 'nosuch'" "hostmem help nosuch message"
+expect_exit 2 "hostmem help demo replay" -- "$tool" help demo replay
+# Rule: --arena-size states its real minimum (4 granules: 256K with 64K
+# granules); 64K and 128K are bad option values (2, with the rule), 256K works.
+grep -q -- "at least 256K" "$tmp/help" && ok || bad "--help states --arena-size's minimum (at least 256K)"
+for size in 64K 128K 100 300K; do
+    expect_exit 2 "--arena-size $size is a bad option value" -- "$tool" replay --arena-size $size examples/basics.hm
+    one_line_error "--arena-size $size: must be a multiple of the allocation granularity (64 KiB with 4 KiB pages), at least 4 of them (256 KiB)" \
+        "--arena-size $size names the rule"
+    expect_exit 2 "demo --arena-size $size is a bad option value" -- "$tool" demo --arena-size $size
+done
+expect_exit 0 "--arena-size 256K works" -- "$tool" replay --arena-size 256K examples/basics.hm
+diff -q examples/basics.out "$tmp/out" > /dev/null && ok || bad "--arena-size 256K changes no answer"
+expect_exit 0 "demo --arena-size 256K works" -- "$tool" demo --arena-size 256K
+# Rule: a budget the library refuses is a bad option value too (2), said with the option.
+expect_exit 2 "--commit-limit 100" -- "$tool" demo --commit-limit 100
+one_line_error "^hostmem demo: --commit-limit 100: " "--commit-limit 100 names the option"
+
+echo "test_cli: $passed passed, $failed failed, $skipped skipped"
 [ "$failed" -eq 0 ]

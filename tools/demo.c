@@ -7,7 +7,6 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/resource.h>
 #include <unistd.h>
 
 #include "cli.h"
@@ -28,16 +27,7 @@ static void needs_room(HRESULT hr, const char *what)
  * that could not be set up (docs/cli.md). */
 static int explain_no_room(void)
 {
-    struct rlimit limit;
-    if (getrlimit(RLIMIT_AS, &limit) == 0 && limit.rlim_cur != RLIM_INFINITY)
-        fprintf(stderr,
-                "hostmem demo: %s was refused for want of address space: the process's address-space\n"
-                "limit (RLIMIT_AS, ulimit -v) is %.1f MiB, and the demo needs about 16 MiB in all\n"
-                "(ulimit -v 16384). `hostmem info` shows the limit and what is left of it.\n",
-                short_of_room, (double)limit.rlim_cur / (double)(1 << 20));
-    else
-        fprintf(stderr, "hostmem demo: %s was refused: the kernel had no memory to give (E_OUTOFMEMORY)\n",
-                short_of_room);
+    cli_explain_out_of_memory("demo", short_of_room, CLI_DEMO_NEEDS_MIB);
     return EXIT_MANAGER;
 }
 
@@ -150,7 +140,7 @@ static const char demo_help[] =
     "the statistics and the leak report. Colour only on a terminal (NO_COLOR: none).\n"
     "Options:\n"
     "  --json                     machine-readable output\n"
-    "  --no-colour                no colour even on a terminal\n";
+    "  --no-colour, --no-color    no colour even on a terminal\n";
 
 int cmd_demo(int argc, char **argv)
 {
@@ -160,7 +150,7 @@ int cmd_demo(int argc, char **argv)
     for (int i = 0; i < argc; i++) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
             fputs(demo_help, stdout);
-            fputs(cli_manager_options_help, stdout);
+            cli_manager_options_print(stdout);
             return EXIT_OK;
         }
         if (!strcmp(argv[i], "--json")) {
@@ -188,18 +178,14 @@ int cmd_demo(int argc, char **argv)
     if (!budget_given)
         config.commit_limit = 64 * P; /* a small budget, so that the demo can hit it */
     config.flags |= 0;
+    int status = cli_manager_config_check("demo", &config);
+    if (status != EXIT_OK)
+        return status;
     IHostMemoryManager *m;
-    HRESULT hr = hostmem_create(&config, &m);
-    if (hr != S_OK) {
-        char rn[16];
-        const char *why = hr == E_INVALIDARG ? hostmem_config_problem(&config) : NULL;
-        fprintf(stderr, "hostmem demo: cannot create the manager: %s%s%s\n", cli_result_name(hr, rn, sizeof rn),
-                why ? ": " : "", why ? why : "");
-        needs_room(hr, "creating the manager");
-        if (short_of_room)
-            return explain_no_room();
-        return hr == E_INVALIDARG ? EXIT_USAGE : EXIT_MANAGER;
-    }
+    status = cli_manager_create("demo", &config, CLI_DEMO_NEEDS_MIB, &m);
+    if (status != EXIT_OK)
+        return status;
+    HRESULT hr;
     char text[160], sz[32];
     if (json)
         printf("{\n  \"version\": \"%s\", \"page_size\": %zu, \"granularity\": %zu,\n  \"steps\": [", HOSTMEM_VERSION_STRING,
