@@ -121,17 +121,22 @@ check-tsan:
 	HOSTMEM_ITERATIONS=2000 HOSTMEM_SCALE=100000 HOSTMEM_SKIP_MAP_LIMIT=1 TSAN_OPTIONS=halt_on_error=1 sh tests/run.sh tsan build/tsan/tests
 
 # make fuzz [FUZZ_SECONDS=120]: tests/fuzz_model.c under libFuzzer with ASan+UBSan
-# (clang, libclang-rt-14-dev), seeded from tests/fuzz_corpus; new inputs go to
-# build/fuzz/corpus, findings to build/fuzz/ (crash-*, timeout-*), and fail the target.
+# (clang and its compiler runtime: libclang-rt-MAJOR-dev for the installed clang's
+# major version), seeded from tests/fuzz_corpus; new inputs go to build/fuzz/corpus,
+# findings to build/fuzz/ (crash-*, timeout-*), and fail the target. First
+# tests/fuzz_probe.sh checks that FUZZ_CC can link a fuzzer at all, and says what
+# to install if not.
 .PHONY: fuzz
 FUZZ_SECONDS ?= 120
 FUZZ_CC ?= clang
 FUZZ_FLAGS := -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
 FUZZ_OBJ := $(patsubst src/%.c,build/fuzz/obj/%.o,$(LIB_SRC))
-build/fuzz/obj/%.o: src/%.c src/*.h include/hostmem.h
+build/fuzz/probe: tests/fuzz_probe.sh
+	sh tests/fuzz_probe.sh $(FUZZ_CC) build/fuzz
+build/fuzz/obj/%.o: src/%.c src/*.h include/hostmem.h | build/fuzz/probe
 	@mkdir -p $(@D)
 	$(FUZZ_CC) $(CFLAGS_BASE) $(FUZZ_FLAGS) -fsanitize=fuzzer-no-link -fvisibility=hidden -c $< -o $@
-build/fuzz/fuzz_model: tests/fuzz_model.c $(FUZZ_OBJ)
+build/fuzz/fuzz_model: tests/fuzz_model.c $(FUZZ_OBJ) | build/fuzz/probe
 	$(FUZZ_CC) $(CFLAGS_BASE) $(FUZZ_FLAGS) -fsanitize=fuzzer tests/fuzz_model.c $(FUZZ_OBJ) -o $@
 fuzz: build/fuzz/fuzz_model
 	mkdir -p build/fuzz/corpus
