@@ -1,5 +1,9 @@
 /*
- * cli.c - parsing and naming shared by the tool's commands.
+ * cli.c - what the tool's commands share: parsing and naming (sizes,
+ * protections, levels, results), the manager options, and making the manager:
+ * options the library would refuse are a usage error said with the option
+ * (exit 2), a manager it cannot make is exit 3 with why and what to do
+ * (docs/cli.md, Exit status).
  */
 #include <errno.h>
 #include <stddef.h>
