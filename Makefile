@@ -77,9 +77,10 @@ $(B)/integration-test/integration_%: tests/integration.sh $(B)/libhostmem.a
 	printf '#!/bin/sh\nexec sh "%s/tests/integration.sh" "%s" "%s/$(B)"\n' "$(CURDIR)" "$*" "$(CURDIR)" > $@
 	chmod +x $@
 
-# After the C tests: tests/test_install.sh installs into a temporary prefix and
-# builds a program against it through pkg-config. tests/run.sh runs it (and records
-# its counts in build/results) through a one-line wrapper in $(B)/install-test.
+# After the C tests: tests/test_install.sh installs into a temporary prefix and a
+# DESTDIR stage and builds programs against them through pkg-config and through
+# CMake's find_package(hostmem). tests/run.sh runs it (and records its counts in
+# build/results) through a one-line wrapper in $(B)/install-test.
 check-plain: tests $(B)/install-test/test_install $(B)/cli-test/test_cli $(B)/fuzz-test/fuzz_corpus $(B)/layers-test/test_layers $(INTEGRATION_TESTS)
 	sh tests/run.sh plain $(B)/tests
 	sh tests/run.sh plain $(B)/layers-test
@@ -120,17 +121,22 @@ check-tsan:
 	HOSTMEM_ITERATIONS=2000 HOSTMEM_SCALE=100000 HOSTMEM_SKIP_MAP_LIMIT=1 TSAN_OPTIONS=halt_on_error=1 sh tests/run.sh tsan build/tsan/tests
 
 # make fuzz [FUZZ_SECONDS=120]: tests/fuzz_model.c under libFuzzer with ASan+UBSan
-# (clang, libclang-rt-14-dev), seeded from tests/fuzz_corpus; new inputs go to
-# build/fuzz/corpus, findings to build/fuzz/ (crash-*, timeout-*), and fail the target.
+# (clang and its compiler runtime: libclang-rt-MAJOR-dev for the installed clang's
+# major version), seeded from tests/fuzz_corpus; new inputs go to build/fuzz/corpus,
+# findings to build/fuzz/ (crash-*, timeout-*), and fail the target. First
+# tests/fuzz_probe.sh checks that FUZZ_CC can link a fuzzer at all, and says what
+# to install if not.
 .PHONY: fuzz
 FUZZ_SECONDS ?= 120
 FUZZ_CC ?= clang
 FUZZ_FLAGS := -O1 -g -fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer
 FUZZ_OBJ := $(patsubst src/%.c,build/fuzz/obj/%.o,$(LIB_SRC))
-build/fuzz/obj/%.o: src/%.c src/*.h include/hostmem.h
+build/fuzz/probe: tests/fuzz_probe.sh
+	sh tests/fuzz_probe.sh $(FUZZ_CC) build/fuzz
+build/fuzz/obj/%.o: src/%.c src/*.h include/hostmem.h | build/fuzz/probe
 	@mkdir -p $(@D)
 	$(FUZZ_CC) $(CFLAGS_BASE) $(FUZZ_FLAGS) -fsanitize=fuzzer-no-link -fvisibility=hidden -c $< -o $@
-build/fuzz/fuzz_model: tests/fuzz_model.c $(FUZZ_OBJ)
+build/fuzz/fuzz_model: tests/fuzz_model.c $(FUZZ_OBJ) | build/fuzz/probe
 	$(FUZZ_CC) $(CFLAGS_BASE) $(FUZZ_FLAGS) -fsanitize=fuzzer tests/fuzz_model.c $(FUZZ_OBJ) -o $@
 fuzz: build/fuzz/fuzz_model
 	mkdir -p build/fuzz/corpus
@@ -161,15 +167,31 @@ clean:
 
 # make install [PREFIX=/usr/local] [DESTDIR=...]: the libraries (libhostmem.so.$(VERSION)
 # with the links libhostmem.so.$(SOVERSION) and libhostmem.so), the header, hostmem.pc
-# (from hostmem.pc.in), the tool and its man page. DESTDIR stages the files
-# elsewhere; the paths written into hostmem.pc stay those of PREFIX.
+# (from hostmem.pc.in), the CMake package (from cmake/*.in: find_package(hostmem)
+# gives hostmem::hostmem and hostmem::hostmem_static), the tool and its man page.
+# DESTDIR stages the files elsewhere; the paths written into hostmem.pc stay those
+# of PREFIX, and the CMake package finds its files from its own place (so does a
+# moved or staged tree) whenever CMAKEDIR, LIBDIR and INCLUDEDIR are under PREFIX.
 PREFIX ?= /usr/local
 BINDIR ?= $(PREFIX)/bin
 LIBDIR ?= $(PREFIX)/lib
 INCLUDEDIR ?= $(PREFIX)/include
 MANDIR ?= $(PREFIX)/share/man
 PKGCONFIGDIR ?= $(LIBDIR)/pkgconfig
+CMAKEDIR ?= $(LIBDIR)/cmake/hostmem
 INSTALL ?= install
+
+# The CMake package's paths: CMAKEDIR's way up to PREFIX (lib/cmake/hostmem ->
+# ../../..), and the library and include directories from there; absolute
+# paths when a directory is not under PREFIX.
+empty :=
+space := $(empty) $(empty)
+CMAKE_UP := $(if $(filter $(PREFIX)/%,$(CMAKEDIR)),$(subst $(space),/,$(patsubst %,..,$(subst /, ,$(patsubst $(PREFIX)/%,%,$(CMAKEDIR))))))
+CMAKE_PREFIX_LINE := $(if $(CMAKE_UP),get_filename_component(_hostmem_prefix "$${CMAKE_CURRENT_LIST_DIR}/$(CMAKE_UP)" ABSOLUTE),set(_hostmem_prefix "$(PREFIX)"))
+cmake_path = $(if $(CMAKE_UP),$(patsubst $(PREFIX)/%,$${_hostmem_prefix}/%,$(1)),$(1))
+CMAKE_SED := -e 's|@PREFIX_LINE@|$(CMAKE_PREFIX_LINE)|' -e 's|@LIBDIR@|$(call cmake_path,$(LIBDIR))|g' \
+             -e 's|@INCLUDEDIR@|$(call cmake_path,$(INCLUDEDIR))|g' -e 's|@VERSION@|$(VERSION)|g' \
+             -e 's|@SOVERSION@|$(SOVERSION)|g'
 
 install: all
 	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@LIBDIR@|$(patsubst $(PREFIX)/%,$${prefix}/%,$(LIBDIR))|g' \
@@ -183,6 +205,10 @@ install: all
 	ln -sf libhostmem.so.$(SOVERSION) $(DESTDIR)$(LIBDIR)/libhostmem.so
 	$(INSTALL) -m 644 include/hostmem.h $(DESTDIR)$(INCLUDEDIR)/hostmem.h
 	$(INSTALL) -m 644 $(B)/hostmem.pc $(DESTDIR)$(PKGCONFIGDIR)/hostmem.pc
+	sed $(CMAKE_SED) cmake/hostmem-config.cmake.in > $(B)/hostmem-config.cmake
+	sed $(CMAKE_SED) cmake/hostmem-config-version.cmake.in > $(B)/hostmem-config-version.cmake
+	$(INSTALL) -d $(DESTDIR)$(CMAKEDIR)
+	$(INSTALL) -m 644 $(B)/hostmem-config.cmake $(B)/hostmem-config-version.cmake $(DESTDIR)$(CMAKEDIR)
 	$(INSTALL) -m 755 $(B)/hostmem $(DESTDIR)$(BINDIR)/hostmem
 	$(INSTALL) -m 644 docs/hostmem.1 $(DESTDIR)$(MANDIR)/man1/hostmem.1
 
@@ -190,7 +216,9 @@ uninstall:
 	rm -f $(DESTDIR)$(LIBDIR)/libhostmem.a $(DESTDIR)$(LIBDIR)/libhostmem.so.$(VERSION) \
 	    $(DESTDIR)$(LIBDIR)/libhostmem.so.$(SOVERSION) $(DESTDIR)$(LIBDIR)/libhostmem.so \
 	    $(DESTDIR)$(INCLUDEDIR)/hostmem.h $(DESTDIR)$(PKGCONFIGDIR)/hostmem.pc \
-	    $(DESTDIR)$(BINDIR)/hostmem $(DESTDIR)$(MANDIR)/man1/hostmem.1
+	    $(DESTDIR)$(BINDIR)/hostmem $(DESTDIR)$(MANDIR)/man1/hostmem.1 \
+	    $(DESTDIR)$(CMAKEDIR)/hostmem-config.cmake $(DESTDIR)$(CMAKEDIR)/hostmem-config-version.cmake
+	if [ -d $(DESTDIR)$(CMAKEDIR) ]; then rmdir $(DESTDIR)$(CMAKEDIR) 2>/dev/null || true; fi
 
 # The Win32 face (issue 14, docs/win32.md): VirtualAlloc, VirtualFree, VirtualQuery,
 # VirtualProtect, GetWriteWatch, ResetWriteWatch, GetLargePageMinimum and the thread's
@@ -209,8 +237,10 @@ $(B)/win32/pic/%.o: win32/%.c include/hostmem_win32.h include/hostmem.h
 $(B)/libhostmem_win32.a: $(B)/win32/obj/hostmem_win32.o
 	rm -f $@
 	ar rcs $@ $^
+# Its RUNPATH, $ORIGIN, finds libhostmem.so.$(SOVERSION) beside it wherever the two are
+# installed: a program's own rpath does not reach a library's dependencies.
 $(B)/libhostmem_win32.so: $(B)/win32/pic/hostmem_win32.o $(B)/libhostmem.so
-	$(CC) -shared -pthread -Wl,-soname,libhostmem_win32.so.$(SOVERSION) -o $@ $< -L$(B) -lhostmem
+	$(CC) -shared -pthread -Wl,-soname,libhostmem_win32.so.$(SOVERSION) -Wl,-rpath,'$$ORIGIN' -o $@ $< -L$(B) -lhostmem
 	ln -sf libhostmem_win32.so $(B)/libhostmem_win32.so.$(SOVERSION)
 # tests/test_win32.c includes hostmem_win32.h alone, as a ported program does.
 $(B)/tests/test_win32: tests/test_win32.c include/hostmem_win32.h $(B)/libhostmem_win32.a $(B)/libhostmem.a | $(B)/tests

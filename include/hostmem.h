@@ -401,7 +401,9 @@ typedef struct hostmem_config {
     const hostmem_lock_ops *lock_ops; /* NULL = POSIX mutexes */
     size_t arena_size;                /* the largest arena, bytes of address space; 0 = 1 GiB
                                          (under RLIMIT_AS, arenas grow to it from 64 MiB
-                                         and stay within what the limit leaves: docs/host.md) */
+                                         and stay within what the limit leaves: docs/host.md);
+                                         a multiple of the granularity, at least 4 granules
+                                         (256 KiB), at most 1 TiB */
 
     /* policy (docs/policy.md) */
     size_t emergency_reserve;         /* bytes above the limit for eProcessCritical; 0 = none */

@@ -405,11 +405,12 @@ static HRESULT reserve_done(struct manager *m, struct reservation *r, struct res
     return S_OK;
 }
 
-/* Standalone: its own kernel mapping at base (fixed) or wherever (base 0);
- * large_prot >= 0: of huge pages with that protection. The steps in order, the
- * undo of each below it in the ladder. */
+/* Standalone: its own kernel mapping at base (fixed) or wherever (base 0),
+ * aligned to align when it is wherever (a heap's 4 MiB segment is standalone
+ * whenever arena_size is under 16 MiB); large_prot >= 0: of huge pages with
+ * that protection. The steps in order, the undo of each below it in the ladder. */
 static HRESULT reserve_standalone(struct manager *m, uintptr_t base, size_t size, bool top_down,
-                                  unsigned attr, int large_prot, struct reservation **out)
+                                  size_t align, unsigned attr, int large_prot, struct reservation **out)
 {
     size_t span = granule_up(size);
     uintptr_t at = base;
@@ -439,7 +440,8 @@ static HRESULT reserve_standalone(struct manager *m, uintptr_t base, size_t size
             return os_refused(m, err, "mmap of a reservation at a fixed address");
     } else {
         int refused;
-        if ((hr = map_aligned(m, top_down ? 0 : m->next_hint, span, g_granule, &at, &refused)) != S_OK)
+        if ((hr = map_aligned(m, top_down ? 0 : m->next_hint, span, align > g_granule ? align : g_granule, &at,
+                              &refused)) != S_OK)
             return hr;
         if ((err = radix_prepare(at, at + span, true)) != 0) {
             hr = os_refused(m, err, "mmap of an address-map leaf");
@@ -526,12 +528,12 @@ HRESULT arena_reserve(struct manager *m, uintptr_t base, size_t size, bool top_d
 {
     uint32_t n = (uint32_t)((size + g_granule - 1) >> g_granule_shift);
     if (base == 0 && size > m->arena_size / 4)
-        return reserve_standalone(m, 0, size, top_down, attr, -1, out);
+        return reserve_standalone(m, 0, size, top_down, align, attr, -1, out);
     struct arena *a = NULL;
     if (base) {
         uintptr_t e = radix_load(base);
         if (entry_id(e) != m->id)
-            return reserve_standalone(m, base, size, top_down, attr, -1, out);
+            return reserve_standalone(m, base, size, top_down, 0, attr, -1, out);
         if (!entry_is_slack(e))
             return HRESULT_FROM_WIN32(ERROR_INVALID_ADDRESS);
         a = entry_pointer(e);
@@ -567,7 +569,7 @@ HRESULT arena_reserve_large(struct manager *m, uintptr_t address, size_t size, u
 {
     if (address && radix_load(address)) /* this manager's, or another's: taken */
         return HRESULT_FROM_WIN32(ERROR_INVALID_ADDRESS);
-    return reserve_standalone(m, address, size, false, attr, prot, out);
+    return reserve_standalone(m, address, size, false, 0, attr, prot, out);
 }
 
 /* The address-map entry that names a published r. */

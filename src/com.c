@@ -268,6 +268,12 @@ static const char *config_problem(const hostmem_config *c)
     if (c->lock_ops && (!c->lock_ops->create || !c->lock_ops->enter || !c->lock_ops->leave ||
                         !c->lock_ops->destroy))
         return "lock_ops: create, enter, leave and destroy are all needed";
+    /* A reservation of more than a quarter of arena_size gets a mapping of its own (arena.c):
+     * a quarter must hold one granule for any reservation to come from an arena. */
+    if (c->arena_size && (c->arena_size % g_granule || c->arena_size < 4 * g_granule ||
+                          c->arena_size > ((size_t)1 << 40)))
+        return "arena_size: must be a multiple of the allocation granularity (64 KiB with 4 KiB pages), "
+               "at least 4 of them (256 KiB), at most 1 TiB";
     return policy_config_problem(c);
 }
 
@@ -300,9 +306,6 @@ HRESULT hostmem_create(const hostmem_config *config, IHostMemoryManager **out)
         return E_INVALIDARG; /* hostmem_config_problem says why */
     if (c.arena_size == 0)
         c.arena_size = DEFAULT_ARENA_SIZE;
-    if (c.arena_size % g_granule || c.arena_size < 4 * g_granule ||
-        c.arena_size > ((size_t)1 << 40))
-        return E_INVALIDARG;
 
     void *fresh;
     if (pages_alloc(sizeof(struct manager), &fresh) != 0)

@@ -4,8 +4,13 @@
  * TEST(name) defines a test; RUN(name) runs it. CHECK* macros are non-fatal:
  * they print the expression, both values (result codes by name) and the line,
  * mark the current test failed and go on. REQUIRE* return from the test on
- * failure. TEST_SUMMARY() prints "<program>: N passed, N failed" and returns
- * the exit status. Tests never assert on time.
+ * failure. TEST_SUMMARY() prints "<program>: N passed, N failed, N skipped"
+ * and returns the exit status. Tests never assert on time.
+ *
+ * Skips are counted, never passed off as passes: TEST_SKIP(why...) in a test
+ * stops it and counts it skipped; SKIP(name, why...) in main counts a test not
+ * run here (SKIP_NOT_BUILT when the build leaves it out). Either prints one line, "<test>: skipped: <why>", in one piece
+ * (tests/run.sh shows it whole and adds the count to the closing line).
  *
  * One hook checks every manager of every test program (STYLE.md: validate
  * after each test): after each test RUN validates every live manager, and
@@ -37,8 +42,10 @@
 #endif
 
 static int test_current_failed __attribute__((unused));
+static int test_current_skipped __attribute__((unused));
 static int test_passed_count;
 static int test_failed_count;
+static int test_skipped_count;
 static const char *test_current_name __attribute__((unused)) = "";
 
 static inline const char *test_hr_name(HRESULT hr, char *buffer, size_t size)
@@ -141,10 +148,42 @@ static inline void test_validate_on_destroy(IHostMemoryManager *m, int live)
 
 #define TEST(name) static void name(void)
 
+/* One skip line, written between flushes so that stderr cannot cut into it. */
+#define TEST_SKIP_LINE(name, ...)            \
+    do {                                     \
+        fflush(stdout);                      \
+        printf("%s: skipped: ", (name));     \
+        printf(__VA_ARGS__);                 \
+        putchar('\n');                       \
+        fflush(stdout);                      \
+    } while (0)
+
+/* In a test (not in a helper it calls): stops it, counted skipped. */
+#define TEST_SKIP(...)                                  \
+    do {                                                \
+        TEST_SKIP_LINE(test_current_name, __VA_ARGS__); \
+        test_current_skipped = 1;                       \
+        return;                                         \
+    } while (0)
+
+/* In main, in place of RUN(name): a test not run here, counted skipped. */
+#define SKIP(name, ...)                       \
+    do {                                      \
+        (void)name;                           \
+        SKIP_NOT_BUILT(name, __VA_ARGS__);    \
+    } while (0)
+/* The same for a test not even compiled in this build. */
+#define SKIP_NOT_BUILT(name, ...)             \
+    do {                                      \
+        TEST_SKIP_LINE(#name, __VA_ARGS__);   \
+        test_skipped_count++;                 \
+    } while (0)
+
 #define RUN(name)                                                \
     do {                                                         \
         test_current_name = #name;                               \
         test_current_failed = 0;                                 \
+        test_current_skipped = 0;                                \
         test_validate_off = 0;                                   \
         hostmem_registry_on_destroy = test_validate_on_destroy;  \
         name();                                                  \
@@ -153,6 +192,8 @@ static inline void test_validate_on_destroy(IHostMemoryManager *m, int live)
         if (test_current_failed) {                               \
             test_failed_count++;                                 \
             fprintf(stderr, "not ok %s\n", #name);               \
+        } else if (test_current_skipped) {                       \
+            test_skipped_count++;                                \
         } else {                                                 \
             test_passed_count++;                                 \
             if (getenv("TEST_VERBOSE"))                          \
@@ -161,8 +202,8 @@ static inline void test_validate_on_destroy(IHostMemoryManager *m, int live)
     } while (0)
 
 #define TEST_SUMMARY(program)                                                      \
-    (printf("%s: %d passed, %d failed\n", (program), test_passed_count,           \
-            test_failed_count),                                                    \
+    (printf("%s: %d passed, %d failed, %d skipped\n", (program), test_passed_count, \
+            test_failed_count, test_skipped_count),                                \
      test_failed_count ? 1 : 0)
 
 #endif /* HOSTMEM_TEST_H */

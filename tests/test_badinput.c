@@ -908,7 +908,9 @@ TEST(native_api_table)
             "hostmem_create(flags %#x)", 1u << bit);
         CHECK(m == NULL);
     }
-    static const size_t arenas[] = {1, 4096 + 1, SIZE_MAX, SIZE_MAX - 65535, (size_t)1 << 62};
+    size_t granule = hostmem_granularity();
+    const size_t arenas[] = {1, 4096 + 1, granule, 2 * granule, 3 * granule, 4 * granule + 4096,
+                             SIZE_MAX, SIZE_MAX - 65535, (size_t)1 << 62};
     for (size_t i = 0; i < sizeof arenas / sizeof arenas[0]; i++) {
         memset(&c, 0, sizeof c);
         c.size = sizeof c;
@@ -917,7 +919,18 @@ TEST(native_api_table)
         ROW(E_INVALIDARG, "hostmem.h: fields out of range (arena_size)", hostmem_create(&c, &m),
             "hostmem_create(arena_size %#zx)", arenas[i]);
         CHECK(m == NULL);
+        const char *why = hostmem_config_problem(&c); /* issue 16: and says why */
+        CHECK(why && strstr(why, "arena_size"));
     }
+    /* the smallest arena: 4 granules (hostmem.h) */
+    memset(&c, 0, sizeof c);
+    c.size = sizeof c;
+    c.arena_size = 4 * granule;
+    CHECK(hostmem_config_problem(&c) == NULL);
+    m = NULL;
+    CHECK_HR(hostmem_create(&c, &m), S_OK);
+    if (m)
+        CHECK_EQ(m->lpVtbl->Release(m), 0);
     static const uint32_t loads[][3] = {{101, 0, 0}, {50, 60, 0}, {90, 95, 0}, {UINT32_MAX, 0, 0},
                                         {90, 60, 95}};
     for (size_t i = 0; i < sizeof loads / sizeof loads[0]; i++) {

@@ -2,15 +2,21 @@
 # test_cli.sh - the command-line tool (issue 5): every example script against
 # its golden output, the demo and info, help and version, and bad input of
 # every kind: each gets a one-line error and the documented exit code, never a
-# crash. Prints "test_cli: N passed, N failed".
+# crash. Issue 16: the help lists everything, `help COMMAND` is `COMMAND --help`,
+# bad manager options are usage errors (2) and a manager that cannot be made is
+# 3; the demo tells its story in order and, under a small ulimit -v, stops at
+# the step refused and says what to do. Each FAIL names its rule. Prints
+# "test_cli: N passed, N failed, N skipped".
 tool=${1:-build/hostmem}
 passed=0
 failed=0
+skipped=0
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 
 ok() { passed=$((passed + 1)); }
 bad() { failed=$((failed + 1)); echo "  FAIL test_cli: $*"; }
+skip() { skipped=$((skipped + $1)); echo "test_cli: skipped $1 checks: $2"; }
 
 # expect_exit CODE DESCRIPTION -- COMMAND...: the exit code, and no crash (>= 128)
 expect_exit() {
@@ -123,5 +129,150 @@ grep -q "^write watch " "$tmp/out" && ok || bad "info says how writes are tracke
 expect_exit 0 "info --json" -- "$tool" info --json
 python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); assert d["page_size"] > 0 and d["write_watch"] in ("kernel", "unavailable")' "$tmp/out" 2>/dev/null && ok || bad "info --json"
 
-echo "test_cli: $passed passed, $failed failed"
+# --- issue 16: help ------------------------------------------------------------
+# Rule: hostmem --help lists every command, every manager option, --json,
+# --no-colour and the exit codes (docs/cli.md: "a summary of the commands and options").
+"$tool" --help > "$tmp/help" 2>&1
+for word in demo replay info bench help --commit-limit --emergency-reserve --appdomain-wait \
+            --lock-timeout --arena-size --compact --json --no-colour "Exit codes" "3 the manager could not be created"; do
+    grep -q -- "$word" "$tmp/help" && ok || bad "hostmem --help lists '$word' (issue 16: the top-level help summarises everything)"
+done
+# Rule: every option the help names is documented in docs/cli.md and the man page.
+for option in $(grep -o -- '--[a-z][a-z-]*' "$tmp/help" | sort -u); do
+    grep -q -- "$option" docs/cli.md && ok || bad "docs/cli.md documents $option (it is in hostmem --help)"
+    grep -q -- "$(printf '%s' "$option" | sed 's/-/\\\\-/g')" docs/hostmem.1 && ok ||
+        bad "docs/hostmem.1 documents $option (it is in hostmem --help)"
+done
+# Rule: hostmem help COMMAND prints what COMMAND --help prints; help --help,
+# help -h and help help print help's own usage; exit 0.
+for c in demo replay info bench; do
+    "$tool" help $c > "$tmp/a" 2>&1; code_a=$?
+    "$tool" $c --help > "$tmp/b" 2>&1; code_b=$?
+    [ "$code_a" -eq 0 ] && [ "$code_b" -eq 0 ] && cmp -s "$tmp/a" "$tmp/b" && ok ||
+        bad "hostmem help $c is hostmem $c --help (exits $code_a, $code_b)"
+done
+for h in --help -h help; do
+    expect_exit 0 "hostmem help $h" -- "$tool" help $h
+    grep -q "^usage: hostmem help \[COMMAND\]" "$tmp/out" && ok || bad "hostmem help $h prints help's usage"
+done
+# Rule: help of an unknown command, or of two, is a usage error (2), one line.
+expect_exit 2 "hostmem help nosuch" -- "$tool" help nosuch
+one_line_error "no command 'nosuch'" "hostmem help nosuch message"
+expect_exit 2 "hostmem help demo replay" -- "$tool" help demo replay
+# Rule: --arena-size states its real minimum (4 granules: 256K with 64K
+# granules); 64K and 128K are bad option values (2, with the rule), 256K works.
+grep -q -- "at least 256K" "$tmp/help" && ok || bad "--help states --arena-size's minimum (at least 256K)"
+for size in 64K 128K 100 300K; do
+    expect_exit 2 "--arena-size $size is a bad option value" -- "$tool" replay --arena-size $size examples/basics.hm
+    one_line_error "--arena-size $size: must be a multiple of the allocation granularity (64 KiB with 4 KiB pages), at least 4 of them (256 KiB)" \
+        "--arena-size $size names the rule"
+    expect_exit 2 "demo --arena-size $size is a bad option value" -- "$tool" demo --arena-size $size
+done
+expect_exit 0 "--arena-size 256K works" -- "$tool" replay --arena-size 256K examples/basics.hm
+diff -q examples/basics.out "$tmp/out" > /dev/null && ok || bad "--arena-size 256K changes no answer"
+expect_exit 0 "demo --arena-size 256K works" -- "$tool" demo --arena-size 256K
+# Rule: a budget the library refuses is a bad option value too (2), said with the option.
+expect_exit 2 "--commit-limit 100" -- "$tool" demo --commit-limit 100
+one_line_error "^hostmem demo: --commit-limit 100: " "--commit-limit 100 names the option"
+
+# --- issue 16: the demo tells its story in order ----------------------------------
+"$tool" demo > "$tmp/demo" 2>&1
+# Rule: a runtime callback prints under the call that caused it: the line before
+# it is a call (or another callback), never a heading or an explanation.
+awk '/-> the runtime.s callback/ { if (prev !~ /^  [A-Za-z]/ && prev !~ /-> the runtime.s callback/) bad = bad NR ": " $0 "\n" }
+     { prev = $0 } END { printf "%s", bad }' "$tmp/demo" > "$tmp/bad"
+[ ! -s "$tmp/bad" ] && ok || { bad "a callback line is not under a call:"; cat "$tmp/bad"; }
+grep -c -- "-> the runtime's callback" "$tmp/demo" | grep -qx 3 && ok || bad "the demo shows 3 callbacks (Low, High, Neutral)"
+grep -A1 "^  B = VirtualAlloc" "$tmp/demo" | grep -q "callback: OnMemoryNotification(eMemoryAvailableLow)" && ok ||
+    bad "Low prints under the commit that filled the budget (B)"
+grep -A1 "^  VirtualFree(B, 0, MEM_RELEASE)" "$tmp/demo" | grep -q "callback: OnMemoryNotification(eMemoryAvailableHigh)" && ok ||
+    bad "High prints under the release of B"
+# Rule: every address in the demo names its reservation (A+..., B), never a bare "base".
+grep -q "base+" "$tmp/demo" && bad "an address is 'base+...': which reservation?" || ok
+grep -q "^  A = VirtualAlloc(NULL, 44 pages" "$tmp/demo" && ok || bad "the demo names its first reservation A"
+# Rule: the "unused tail" is a tail: A's size is not a multiple of 64 KiB where the demo says so.
+page=$(sed -n 's/.*Page \([0-9]*\) bytes.*/\1/p' "$tmp/demo")
+if [ $((44 * page % 65536)) -ne 0 ]; then
+    grep -q "VirtualFree(A+44 pages, 0, MEM_RELEASE) *HOST_E_INVALIDOPERATION  the unused tail of A's last 64 KiB" "$tmp/demo" && ok ||
+        bad "A+44 pages is the unused tail of A's last 64 KiB (44 pages of $page bytes), refused"
+else
+    grep -q "VirtualFree(A+44 pages, 0, MEM_RELEASE) *HOST_E_INVALIDOPERATION  the address just past A" "$tmp/demo" && ok ||
+        bad "A+44 pages is the address just past A (44 pages of $page bytes fill whole granules), refused"
+fi
+# Rule: the budget section starts from a known committed figure, and it adds up:
+# committed + B's pages = the budget, and then the load is 100%.
+before=$(sed -n "s/.*load [0-9]*%: \([0-9]*\) of the budget's \([0-9]*\) pages committed.*/\1 \2/p" "$tmp/demo")
+fill=$(sed -n 's/^  B = VirtualAlloc(NULL, \([0-9]*\) pages.*/\1/p' "$tmp/demo")
+set -- $before
+if [ -n "$fill" ] && [ $# -eq 2 ] && [ $(($1 + fill)) -eq "$2" ] &&
+   grep -q "the rest of the budget: $2 of $2 pages committed, load 100%" "$tmp/demo"; then ok
+else bad "the budget adds up: '$before' committed/budget before, B $fill pages, then 100%"; fi
+# Rule: counts agree with their nouns ("1 arena", not "1 arenas").
+grep -Eq "(^|[^0-9])1 (arenas|reservations)" "$tmp/demo" && bad "'1 arenas' or '1 reservations' in the demo" || ok
+grep -Eq "[0-9]+ reservations? in [0-9]+ arenas?;" "$tmp/demo" && ok || bad "the statistics count reservations and arenas"
+# Rule: --json carries the callbacks on the call that caused them, and "stopped": null.
+"$tool" demo --json > "$tmp/json" 2>&1
+python3 -c '
+import json, sys
+d = json.load(open(sys.argv[1]))
+b = [s for s in d["steps"] if s["call"].startswith("B = VirtualAlloc")]
+assert d["stopped"] is None and b and b[0]["callbacks"] == ["eMemoryAvailableLow"]
+assert sum(len(s["callbacks"]) for s in d["steps"]) == 3' "$tmp/json" 2>/dev/null && ok ||
+    bad "demo --json: callbacks on B's step, stopped null"
+# Rule: a --commit-limit too small for the walk stops it at the step refused,
+# says so (the budget, the size the walk needs) and exits 3.
+expect_exit 3 "demo --commit-limit 32K" -- "$tool" demo --commit-limit 32K
+grep -q "refused by the budget (32K): the walk needs a budget of at least 64" "$tmp/err" && ok ||
+    bad "demo --commit-limit 32K says the budget refused a step and what the walk needs"
+tail -1 "$tmp/out" | grep -q "E_OUTOFMEMORY" && ok || bad "demo --commit-limit 32K stops at the step refused (last line)"
+
+# --- issue 16: under the address-space limit (ulimit -v) --------------------------
+# Rules: the lowest limit the tool runs under (--version) leaves no room for the manager:
+# "cannot create the manager", exit 3 (docs/cli.md); every limit above it until
+# the demo runs makes it stop at the step refused, say why and what to do (the
+# ulimit -v to give), exit 3; the limit it advises lets it run (exit 0).
+# A sanitizer's shadow memory cannot live under a small limit: then skipped.
+under() { # under KIB COMMAND...: the tool under ulimit -v KIB
+    kib=$1; shift
+    sh -c 'ulimit -v "$0" && exec "$@"' "$kib" "$tool" "$@" > "$tmp/out" 2> "$tmp/err"
+}
+advice=$("$tool" demo --help | sed -n 's/.*(ulimit -v \([0-9]*\)).*/\1/p')
+if ! under 65536 --version; then
+    skip 7 "the tool cannot start under ulimit -v 65536 (a sanitizer's shadow memory needs terabytes)"
+elif [ -z "$advice" ]; then
+    bad "demo --help states the ulimit -v the demo needs"
+else
+    # the lowest limit (4 KiB steps) under which the tool runs at all (--version)
+    low=1024
+    while [ "$low" -lt 65536 ] && ! under "$low" --version; do low=$((low + 256)); done
+    low=$((low - 256))
+    while ! under "$low" --version; do low=$((low + 4)); done
+    under "$low" demo; code=$?
+    [ "$code" -eq 3 ] && grep -q "^hostmem demo: cannot create the manager: E_OUTOFMEMORY" "$tmp/err" && ok ||
+        bad "ulimit -v $low (the lowest the tool runs under): 'cannot create the manager', exit 3 (got $code: $(head -1 "$tmp/err"))"
+    grep -q "ulimit -v $advice" "$tmp/err" && ok || bad "ulimit -v $low: the message advises ulimit -v $advice"
+    kib=$low; stops=0; wrong=""
+    while [ "$kib" -lt "$advice" ]; do
+        under "$kib" demo; code=$?
+        if [ "$code" -eq 3 ]; then
+            stops=$((stops + 1))
+            grep -q "ulimit -v $advice" "$tmp/err" || wrong="$wrong $kib(no advice)"
+            [ ! -s "$tmp/out" ] || tail -1 "$tmp/out" | grep -q "E_OUTOFMEMORY" || wrong="$wrong $kib(not stopped at the refused step)"
+        elif [ "$code" -ne 0 ]; then
+            wrong="$wrong $kib(exit $code)"
+        fi
+        kib=$((kib + 512))
+    done
+    [ -z "$wrong" ] && ok || bad "under ulimit -v between $low and $advice the demo exits 3 with advice, stopped where refused:$wrong"
+    [ "$stops" -gt 1 ] && ok || bad "the scan saw the demo stop under a limit only $stops times"
+    under "$low" info; code=$?
+    [ "$code" -eq 3 ] && grep -q "cannot create the manager" "$tmp/err" && ok || bad "info under ulimit -v $low: exit 3 (got $code)"
+    under "$low" replay examples/basics.hm; code=$?
+    [ "$code" -eq 3 ] && grep -q "address-space limit (RLIMIT_AS, set by ulimit -v)" "$tmp/err" && ok ||
+        bad "replay under ulimit -v $low: exit 3, the limit named (got $code: $(head -1 "$tmp/err"))"
+    under "$advice" demo; code=$?
+    [ "$code" -eq 0 ] && ok || bad "the demo runs under the ulimit -v it advises ($advice): exit $code"
+fi
+
+echo "test_cli: $passed passed, $failed failed, $skipped skipped"
 [ "$failed" -eq 0 ]

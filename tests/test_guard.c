@@ -386,8 +386,7 @@ static void *forking_toucher(void *arg)
 TEST(fork_while_guards_fire_gives_a_consistent_child)
 {
 #ifdef UNDER_TSAN
-    printf("guard pages: fork test skipped under TSan (hostmem's fork handlers are off there)\n");
-    return;
+    TEST_SKIP("under TSan hostmem's fork handlers are off");
 #endif
     struct seen seen = {0, NULL, -2, HOSTMEM_GUARD_RETRY};
     struct shared s = {guarded(&seen), NULL, &seen, 0, 0};

@@ -608,6 +608,66 @@ TEST(heap_after_shutdown_is_clrnotavailable)
     CHECK_EQ(IHostMemoryManager_Release(m), 0);
 }
 
+/* Issue 16: a heap segment is a 4 MiB aligned reservation (heap.c finds a
+ * block's span by rounding down), also when arena_size is under 16 MiB and the
+ * segment gets a mapping of its own: arena.c's standalone reservations honour
+ * the alignment asked. Before the fix, a reservation made first moved the next
+ * mapping off 4 MiB and the heap's first Alloc wrote outside its span (SIGSEGV),
+ * so the heap runs in a child. The smallest arena_size (4 granules) and a few
+ * more, each after an odd reservation. */
+static int small_arena_heap_works(size_t arena_size)
+{
+    hostmem_config c = {sizeof c};
+    c.arena_size = arena_size;
+    IHostMemoryManager *m;
+    if (hostmem_create(&c, &m) != S_OK)
+        return 1;
+    void *odd;
+    if (IHostMemoryManager_VirtualAlloc(m, NULL, 11 * P, MEM_RESERVE, PAGE_READWRITE, eTaskCritical, &odd) != S_OK)
+        return 2;
+    IHostMalloc *h = heap_of(m, MALLOC_THREADSAFE);
+    if (!h)
+        return 3;
+    for (unsigned size = 16; size <= 4096; size *= 4) {
+        void *b = NULL;
+        if (IHostMalloc_Alloc(h, size, eTaskCritical, &b) != S_OK)
+            return 4;
+        MEMORY_BASIC_INFORMATION info;
+        SIZE_T got = 0;
+        if (IHostMemoryManager_VirtualQuery(m, b, &info, sizeof info, &got) != S_OK)
+            return 5;
+        if ((uintptr_t)info.AllocationBase % ((uintptr_t)4 << 20))
+            return 6; /* the segment is not 4 MiB aligned */
+        memset(b, 0x5A, size);
+        if (IHostMalloc_Free(h, b) != S_OK)
+            return 7;
+    }
+    IHostMalloc_Release(h);
+    if (IHostMemoryManager_VirtualFree(m, odd, 0, MEM_RELEASE) != S_OK)
+        return 8;
+    return IHostMemoryManager_Release(m) == 0 ? 0 : 9;
+}
+
+TEST(heap_segments_are_4mib_aligned_under_a_small_arena_size)
+{
+    const size_t sizes[] = {4 * hostmem_granularity(), (size_t)1 << 20, (size_t)4 << 20, (size_t)8 << 20};
+    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+        fflush(NULL);
+        pid_t child = fork();
+        REQUIRE(child >= 0);
+        if (child == 0)
+            _exit(small_arena_heap_works(sizes[i]));
+        int status = 0;
+        REQUIRE(waitpid(child, &status, 0) == child);
+        if (WIFSIGNALED(status))
+            TEST_FAIL_AT("arena_size %zu: the heap's first blocks killed the process (signal %d)", sizes[i],
+                         WTERMSIG(status));
+        else if (!WIFEXITED(status) || WEXITSTATUS(status))
+            TEST_FAIL_AT("arena_size %zu: step %d failed (6: a segment not 4 MiB aligned)", sizes[i],
+                         WEXITSTATUS(status));
+    }
+}
+
 int main(void)
 {
     P = hostmem_page_size();
@@ -623,5 +683,6 @@ int main(void)
     RUN(leak_report_at_shutdown_goes_to_stderr);
     RUN(free_does_not_take_block_contents_for_its_state);
     RUN(heap_after_shutdown_is_clrnotavailable);
+    RUN(heap_segments_are_4mib_aligned_under_a_small_arena_size);
     return TEST_SUMMARY("test_heap");
 }

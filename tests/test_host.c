@@ -302,16 +302,14 @@ int main(void)
     P = hostmem_page_size();
     G = hostmem_granularity();
 #ifdef UNDER_TSAN
-    /* ThreadSanitizer delivers a signal at its next safe point, not inside the lock */
-    printf("test_host: the signal test is skipped under ThreadSanitizer (it defers signals)\n");
-    (void)signal_handler_inside_the_manager_queries_and_gets_not_owner;
+    SKIP(signal_handler_inside_the_manager_queries_and_gets_not_owner,
+         "ThreadSanitizer delivers a signal at its next safe point, not inside the lock");
 #else
     RUN(signal_handler_inside_the_manager_queries_and_gets_not_owner);
 #endif
 #ifdef UNDER_TSAN
-    printf("test_host: the fork tests are skipped under ThreadSanitizer (it does not support fork with threads)\n");
-    (void)fork_while_threads_are_inside_gives_a_usable_child;
-    (void)fork_under_host_locks_gives_the_host_its_say;
+    SKIP(fork_while_threads_are_inside_gives_a_usable_child, "ThreadSanitizer does not support fork with threads");
+    SKIP(fork_under_host_locks_gives_the_host_its_say, "ThreadSanitizer does not support fork with threads");
 #else
     RUN(fork_while_threads_are_inside_gives_a_usable_child);
     RUN(fork_under_host_locks_gives_the_host_its_say);

@@ -658,18 +658,22 @@ int main(void)
 {
     P = hostmem_page_size();
     G = hostmem_granularity();
-    if (under_sanitizer) {
-        printf("test_limits: skipped 7 tests in children under RLIMIT_AS: a sanitizer's shadow memory "
-               "(terabytes of address space) cannot live under a small limit\n");
-    } else {
-        RUN(reserve_of_64k_works_under_a_200mb_address_limit);
-        RUN(heap_works_under_a_200mb_address_limit);
-        RUN(reservations_fill_what_the_limit_leaves_then_refusals_change_nothing);
-        RUN(reservation_larger_than_an_arena_works_under_the_limit);
-        RUN(managers_share_what_the_limit_leaves);
-        RUN(lowering_the_limit_mid_run_refuses_cleanly);
-        RUN(raising_the_limit_again_lets_reservations_through);
-    }
+    /* these run in children under RLIMIT_AS */
+#define RUN_UNDER_LIMIT(name)                                                                                \
+    do {                                                                                                     \
+        if (under_sanitizer)                                                                                 \
+            SKIP(name, "a sanitizer's shadow memory (terabytes of address space) cannot live under a small " \
+                       "RLIMIT_AS");                                                                         \
+        else                                                                                                 \
+            RUN(name);                                                                                       \
+    } while (0)
+    RUN_UNDER_LIMIT(reserve_of_64k_works_under_a_200mb_address_limit);
+    RUN_UNDER_LIMIT(heap_works_under_a_200mb_address_limit);
+    RUN_UNDER_LIMIT(reservations_fill_what_the_limit_leaves_then_refusals_change_nothing);
+    RUN_UNDER_LIMIT(reservation_larger_than_an_arena_works_under_the_limit);
+    RUN_UNDER_LIMIT(managers_share_what_the_limit_leaves);
+    RUN_UNDER_LIMIT(lowering_the_limit_mid_run_refuses_cleanly);
+    RUN_UNDER_LIMIT(raising_the_limit_again_lets_reservations_through);
     RUN(arenas_grow_from_64m_doubling_to_arena_size);
     RUN(arena_takes_a_quarter_of_what_the_limit_leaves);
     RUN(first_arena_of_a_manager_made_under_a_limit_is_a_64th_of_it);

@@ -128,8 +128,8 @@ int main(void)
 {
     P = hostmem_page_size();
 #ifdef UNDER_TSAN
-    printf("test_suspend: skipped under ThreadSanitizer (it defers signals to safe points, so a thread\n"
-           "cannot be stopped inside the manager)\n");
+    SKIP(stopped_thread_inside_the_manager_query_answers_others_time_out,
+         "ThreadSanitizer defers signals to safe points, so a thread cannot be stopped inside the manager");
 #else
     RUN(stopped_thread_inside_the_manager_query_answers_others_time_out);
 #endif

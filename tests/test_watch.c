@@ -66,10 +66,8 @@ static size_t written(char *b, size_t n, DWORD flags, size_t max, size_t *got)
  * pages; a sub-range sees its own pages only. */
 TEST(get_write_watch_reports_written_pages_in_order)
 {
-    if (!kernel_tracks()) {
-        printf("write watch: %s here, skipped\n", hostmem_write_watch_mode());
-        return;
-    }
+    if (!kernel_tracks())
+        TEST_SKIP("this kernel cannot track writes (%s); the emulated run covers it", hostmem_write_watch_mode());
     char *b = watched(16, MEM_RESERVE | MEM_COMMIT);
     size_t got[64];
     CHECK_EQ(written(b, 16 * P, 0, 64, got), 0);
@@ -91,7 +89,7 @@ TEST(get_write_watch_reports_written_pages_in_order)
 TEST(reset_flag_resets_only_the_pages_returned)
 {
     if (!kernel_tracks())
-        return;
+        TEST_SKIP("this kernel cannot track writes (%s); the emulated run covers it", hostmem_write_watch_mode());
     char *b = watched(16, MEM_RESERVE);
     size_t got[64];
     CHECK_EQ(written(b, 16 * P, 0, 64, got), 0);
@@ -119,7 +117,7 @@ TEST(reset_flag_resets_only_the_pages_returned)
 TEST(kernel_writes_count_and_protection_changes_do_not)
 {
     if (!kernel_tracks())
-        return;
+        TEST_SKIP("this kernel cannot track writes (%s); the emulated run covers it", hostmem_write_watch_mode());
     char *b = watched(8, MEM_RESERVE | MEM_COMMIT);
     int fds[2];
     REQUIRE(pipe(fds) == 0);
@@ -150,7 +148,7 @@ TEST(kernel_writes_count_and_protection_changes_do_not)
 TEST(decommitted_pages_are_not_reported)
 {
     if (!kernel_tracks())
-        return;
+        TEST_SKIP("this kernel cannot track writes (%s); the emulated run covers it", hostmem_write_watch_mode());
     char *b = watched(8, MEM_RESERVE | MEM_COMMIT);
     b[2 * P] = b[3 * P] = b[6 * P] = 1;
     CHECK_HR(M->lpVtbl->VirtualFree(M, b + 2 * P, 2 * P, MEM_DECOMMIT), S_OK);
@@ -208,7 +206,7 @@ static void *race_changer(void *arg)
 TEST(write_watch_under_concurrent_writes_and_changes)
 {
     if (!kernel_tracks())
-        return;
+        TEST_SKIP("this kernel cannot track writes (%s); the emulated run covers it", hostmem_write_watch_mode());
     struct race r = {watched(2 * WPAGES, MEM_RESERVE), 0, {0}, 0};
     REQUIRE(r.base);
     void *p;
@@ -270,8 +268,10 @@ TEST(emulation_holds_64_watched_reservations)
  * goes on undisturbed. */
 TEST(write_watch_in_a_forked_child)
 {
-    if (!kernel_tracks() || UNDER_TSAN_FORK)
-        return;
+    if (!kernel_tracks())
+        TEST_SKIP("this kernel cannot track writes (%s); the emulated run covers it", hostmem_write_watch_mode());
+    if (UNDER_TSAN_FORK)
+        TEST_SKIP("under TSan hostmem's fork handlers are off");
     char *b = watched(8, MEM_RESERVE | MEM_COMMIT);
     b[P] = 1;
     fflush(stdout);
@@ -354,7 +354,7 @@ TEST(write_watch_parameters_as_windows)
 TEST(watched_reservations_keep_the_map_exact)
 {
     if (!kernel_tracks())
-        return;
+        TEST_SKIP("this kernel cannot track writes (%s); the emulated run covers it", hostmem_write_watch_mode());
     char *w[8];
     for (int i = 0; i < 8; i++)
         w[i] = watched(3, i % 2 ? MEM_RESERVE : MEM_RESERVE | MEM_COMMIT);

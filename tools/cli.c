@@ -1,11 +1,17 @@
 /*
- * cli.c - parsing and naming shared by the tool's commands.
+ * cli.c - what the tool's commands share: parsing and naming (sizes,
+ * protections, levels, results), the manager options, and making the manager:
+ * options the library would refuse are a usage error said with the option
+ * (exit 2), a manager it cannot make is exit 3 with why and what to do
+ * (docs/cli.md, Exit status).
  */
 #include <errno.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/resource.h>
 
 #include "cli.h"
 
@@ -203,13 +209,112 @@ const char *cli_size_text(size_t bytes, char *buffer, size_t size)
     return buffer;
 }
 
-const char cli_manager_options_help[] =
-    "  --commit-limit SIZE|none   the commit budget (default: the cgroup's limit, if any)\n"
-    "  --emergency-reserve SIZE   extra budget for process-critical requests\n"
-    "  --appdomain-wait MS        how long appdomain-critical requests wait for memory\n"
-    "  --lock-timeout MS          lock waits time out after MS milliseconds\n"
-    "  --arena-size SIZE          the largest arena of address space (a multiple of 64K)\n"
-    "  --compact                  compact mode: reserved pages not hardware-protected\n";
+void cli_manager_options_print(FILE *out)
+{
+    char g[32], least[32];
+    cli_size_text(hostmem_granularity(), g, sizeof g);
+    cli_size_text(4 * hostmem_granularity(), least, sizeof least);
+    fprintf(out,
+            "Manager options (demo and replay; they set the hostmem_config of the manager made):\n"
+            "  --commit-limit SIZE|none   the commit budget (default: the cgroup's limit, if any)\n"
+            "  --emergency-reserve SIZE   extra budget for process-critical requests (default none)\n"
+            "  --appdomain-wait MS        how long appdomain-critical requests wait for memory (100)\n"
+            "  --lock-timeout MS          lock waits time out after MS milliseconds (default: never)\n"
+            "  --arena-size SIZE          the largest arena of address space: a multiple of %s,\n"
+            "                             at least %s, at most 1024G (default 1G)\n"
+            "  --compact                  compact mode: reserved pages not hardware-protected\n"
+            "A SIZE is a number (decimal, or hex with 0x) with an optional K, M or G (binary):\n"
+            "4096, 0x10000, 64K, 12M, 1G.\n",
+            g, least);
+}
+
+/* The option that sets a hostmem_config field, for the library's reasons
+ * (hostmem_config_problem starts each with the field's name). */
+static const struct {
+    const char *field, *option;
+    size_t offset;
+    bool milliseconds; /* a DWORD, else a size_t */
+} option_fields[] = {
+    {"commit_limit", "--commit-limit", offsetof(hostmem_config, commit_limit), false},
+    {"emergency_reserve", "--emergency-reserve", offsetof(hostmem_config, emergency_reserve), false},
+    {"appdomain_wait_ms", "--appdomain-wait", offsetof(hostmem_config, appdomain_wait_ms), true},
+    {"lock_timeout_ms", "--lock-timeout", offsetof(hostmem_config, lock_timeout_ms), true},
+    {"arena_size", "--arena-size", offsetof(hostmem_config, arena_size), false},
+};
+
+int cli_manager_config_check(const char *command, const hostmem_config *c)
+{
+    const char *why = hostmem_config_problem(c);
+    if (!why)
+        return EXIT_OK;
+    for (size_t i = 0; i < sizeof option_fields / sizeof option_fields[0]; i++) {
+        size_t n = strlen(option_fields[i].field);
+        if (strncmp(why, option_fields[i].field, n) || strncmp(why + n, ": ", 2))
+            continue;
+        const char *field = (const char *)c + option_fields[i].offset;
+        char value[32];
+        if (option_fields[i].milliseconds) {
+            DWORD ms;
+            memcpy(&ms, field, sizeof ms);
+            snprintf(value, sizeof value, "%u", (unsigned)ms);
+        } else {
+            size_t bytes;
+            memcpy(&bytes, field, sizeof bytes);
+            cli_size_text(bytes, value, sizeof value);
+        }
+        fprintf(stderr, "hostmem %s: %s %s: %s\n", command, option_fields[i].option, value, why + n + 2);
+        return EXIT_USAGE;
+    }
+    fprintf(stderr, "hostmem %s: the manager options cannot work together: %s\n", command, why);
+    return EXIT_USAGE;
+}
+
+/* The process's address-space limit (RLIMIT_AS, ulimit -v) in bytes; 0 if none. */
+static uint64_t address_space_limit(void)
+{
+    struct rlimit limit;
+    if (getrlimit(RLIMIT_AS, &limit) == 0 && limit.rlim_cur != RLIM_INFINITY)
+        return (uint64_t)limit.rlim_cur;
+    return 0;
+}
+
+void cli_explain_out_of_memory(const char *command, const char *what, size_t needs_mib)
+{
+    uint64_t limit = address_space_limit();
+    if (limit && needs_mib)
+        fprintf(stderr,
+                "hostmem %s: %s was refused for want of address space.\n"
+                "The process's address-space limit (RLIMIT_AS, set by ulimit -v) is %.1f MiB, and this\n"
+                "command needs about %zu MiB in all: raise the limit (ulimit -v %zu) or lift it\n"
+                "(ulimit -v unlimited). hostmem info shows the limit and what is left of it.\n",
+                command, what, (double)limit / (double)(1 << 20), needs_mib, needs_mib * 1024);
+    else if (limit)
+        fprintf(stderr,
+                "hostmem %s: %s was refused for want of address space.\n"
+                "The process's address-space limit (RLIMIT_AS, set by ulimit -v) is %.1f MiB: raise it\n"
+                "or lift it (ulimit -v unlimited). hostmem info shows the limit and what is left of it.\n",
+                command, what, (double)limit / (double)(1 << 20));
+    else
+        fprintf(stderr,
+                "hostmem %s: %s was refused: the kernel had no memory to give (E_OUTOFMEMORY).\n"
+                "Free some memory and try again; hostmem info shows the overcommit mode, the memory\n"
+                "load and the kernel mappings in use.\n",
+                command, what);
+}
+
+int cli_manager_create(const char *command, const hostmem_config *c, size_t needs_mib, IHostMemoryManager **m)
+{
+    HRESULT hr = hostmem_create(c, m);
+    if (hr == S_OK)
+        return EXIT_OK;
+    char rn[16];
+    const char *why = hr == E_INVALIDARG ? hostmem_config_problem(c) : NULL;
+    fprintf(stderr, "hostmem %s: cannot create the manager: %s%s%s\n", command, cli_result_name(hr, rn, sizeof rn),
+            why ? ": " : "", why ? why : "");
+    if (hr == E_OUTOFMEMORY)
+        cli_explain_out_of_memory(command, "creating the manager", needs_mib);
+    return EXIT_MANAGER;
+}
 
 static int option_value(int argc, char **argv, int *i, const char **value)
 {

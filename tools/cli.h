@@ -31,7 +31,20 @@ const char *cli_size_text(size_t bytes, char *buffer, size_t size);
 /* Manager options shared by demo and replay. Returns 1 if argv[*i] was one
  * (consuming its value), 0 if not, -1 on a bad value (message printed). */
 int cli_manager_option(int argc, char **argv, int *i, hostmem_config *config);
-extern const char cli_manager_options_help[];
+/* Prints the manager options (for --help), with --arena-size's real bounds. */
+void cli_manager_options_print(FILE *out);
+/* After the options: a configuration hostmem_create would refuse is a bad
+ * option value, said in the options' terms. EXIT_OK, or EXIT_USAGE (printed). */
+int cli_manager_config_check(const char *command, const hostmem_config *config);
+/* hostmem_create; on failure says why and what to do (needs_mib: the address
+ * space the command needs in all, 0 if it cannot say). EXIT_OK or EXIT_MANAGER. */
+int cli_manager_create(const char *command, const hostmem_config *config, size_t needs_mib, IHostMemoryManager **m);
+/* Says why a call the command needs got E_OUTOFMEMORY (the address-space limit,
+ * or the kernel) and what to do; needs_mib as for cli_manager_create. */
+void cli_explain_out_of_memory(const char *command, const char *what, size_t needs_mib);
+
+/* The address space the demo needs in all, measured under ulimit -v (test_cli.sh). */
+#define CLI_DEMO_NEEDS_MIB 16
 
 int cmd_demo(int argc, char **argv);
 int cmd_replay(int argc, char **argv);

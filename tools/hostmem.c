@@ -1,8 +1,10 @@
 /*
  * hostmem.c - the command-line tool: demo (the main job), replay, info.
  * Exit codes: 0 success, 1 a failed expectation or statement, 2 usage or
- * syntax error, 3 the manager could not be created (or, for demo, had no room
- * under the process's address-space limit).
+ * syntax error (a bad option value included: the manager options are checked
+ * with hostmem_config_problem before a manager is made), 3 the manager could
+ * not be created (or, for demo, had no room under the process's address-space
+ * limit).
  */
 #define COBJMACROS
 #include <stdint.h>
@@ -14,17 +16,41 @@
 
 static const char usage[] =
     "usage: hostmem [--help] [--version] [COMMAND [OPTIONS] [ARGS]]\n"
-    "A host memory manager (IHostMemoryManager) for Linux.\n"
+    "A host memory manager (IHostMemoryManager) for Linux; this tool shows what it does.\n"
+    "\n"
     "Commands:\n"
-    "  demo            a walk through the whole contract (the default)\n"
-    "  replay [FILE]   run a script of manager operations (see hostmem replay --help)\n"
-    "  info            this machine as hostmem sees it\n"
-    "  bench [--quick] the benchmark against the raw system calls (make bench adds the\n"
-    "                  heap comparison with mimalloc and jemalloc)\n"
-    "  help [COMMAND]  this text, or a command's\n"
+    "  demo [OPTIONS]           a walk through the whole contract (the default command)\n"
+    "  replay [OPTIONS] [FILE]  run a script of manager operations (FILE, or - or nothing:\n"
+    "                           standard input); the language: hostmem help replay\n"
+    "  info [--json]            this machine as hostmem sees it\n"
+    "  bench [--quick] [--json] [--only SECTION] [--svg PATH]\n"
+    "                           the benchmark against the raw system calls (make bench in\n"
+    "                           the source tree adds the heap against glibc, mimalloc, jemalloc)\n"
+    "  help [COMMAND]           this text, or a command's (the same as COMMAND --help)\n"
+    "\n"
+    "Output options:\n"
+    "  --json                   demo and info: JSON instead of text\n"
+    "  --no-colour, --no-color  demo: no colour even on a terminal (as NO_COLOR=1 does)\n"
+    "\n";
+
+static const char usage_end[] =
+    "\n"
     "Exit codes: 0 success; 1 an expectation, check or statement failed; 2 usage or\n"
-    "syntax error; 3 the manager could not be created (or had no room under ulimit -v).\n"
-    "See hostmem(1), docs/cli.md.\n";
+    "syntax error, a bad option value included; 3 the manager could not be created, or\n"
+    "the demo had no room for a step under the address-space limit (ulimit -v).\n"
+    "See hostmem(1) (man -l docs/hostmem.1 in the source tree) and docs/cli.md.\n";
+
+static const char help_help[] =
+    "usage: hostmem help [COMMAND]\n"
+    "Prints the help of the tool, or of COMMAND: demo, replay, info, bench or help.\n"
+    "hostmem COMMAND --help prints the same.\n";
+
+static void print_usage(void)
+{
+    fputs(usage, stdout);
+    cli_manager_options_print(stdout);
+    fputs(usage_end, stdout);
+}
 
 static long read_number(const char *path)
 {
@@ -96,12 +122,8 @@ int cmd_info(int argc, char **argv)
         return EXIT_USAGE;
     }
     IHostMemoryManager *m;
-    HRESULT hr = hostmem_create(NULL, &m);
-    if (hr != S_OK) {
-        char rn[16];
-        fprintf(stderr, "hostmem info: cannot create a manager: %s\n", cli_result_name(hr, rn, sizeof rn));
+    if (cli_manager_create("info", NULL, 0, &m) != EXIT_OK)
         return EXIT_MANAGER;
-    }
     /* The first arena, measured, not predicted: one reservation makes it. */
     struct rlimit as_limit;
     bool limited = getrlimit(RLIMIT_AS, &as_limit) == 0 && as_limit.rlim_cur != RLIM_INFINITY;
@@ -179,38 +201,52 @@ int cmd_info(int argc, char **argv)
     return EXIT_OK;
 }
 
+/* hostmem help [COMMAND]: the help of the tool, of help itself, or of one command. */
+static int cmd_help(int argc, char **argv)
+{
+    if (argc == 0) {
+        print_usage();
+        return EXIT_OK;
+    }
+    if (argc > 1) {
+        fprintf(stderr, "hostmem help: one command at a time (see hostmem help --help)\n");
+        return EXIT_USAGE;
+    }
+    const char *command = argv[0];
+    char *help[] = {(char *)"--help", NULL};
+    if (!strcmp(command, "--help") || !strcmp(command, "-h") || !strcmp(command, "help")) {
+        fputs(help_help, stdout);
+        return EXIT_OK;
+    }
+    if (!strcmp(command, "demo"))
+        return cmd_demo(1, help);
+    if (!strcmp(command, "replay"))
+        return cmd_replay(1, help);
+    if (!strcmp(command, "info"))
+        return cmd_info(1, help);
+    if (!strcmp(command, "bench")) {
+        char *bench_help[] = {(char *)"bench", (char *)"--help", NULL};
+        return hostmem_bench_main(2, bench_help);
+    }
+    fprintf(stderr, "hostmem help: no command '%s' (the commands: demo, replay, info, bench, help)\n", command);
+    return EXIT_USAGE;
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2)
         return cmd_demo(0, argv + 1);
     const char *command = argv[1];
     if (!strcmp(command, "--help") || !strcmp(command, "-h")) {
-        fputs(usage, stdout);
+        print_usage();
         return EXIT_OK;
     }
     if (!strcmp(command, "--version")) {
         printf("hostmem %s\n", HOSTMEM_VERSION_STRING);
         return EXIT_OK;
     }
-    if (!strcmp(command, "help")) {
-        if (argc < 3) {
-            fputs(usage, stdout);
-            return EXIT_OK;
-        }
-        char *help[] = {(char *)"--help", NULL};
-        if (!strcmp(argv[2], "demo"))
-            return cmd_demo(1, help);
-        if (!strcmp(argv[2], "replay"))
-            return cmd_replay(1, help);
-        if (!strcmp(argv[2], "info"))
-            return cmd_info(1, help);
-        if (!strcmp(argv[2], "bench")) {
-            char *bench_help[] = {(char *)"bench", (char *)"--help", NULL};
-            return hostmem_bench_main(2, bench_help);
-        }
-        fprintf(stderr, "hostmem help: no command '%s'\n", argv[2]);
-        return EXIT_USAGE;
-    }
+    if (!strcmp(command, "help"))
+        return cmd_help(argc - 2, argv + 2);
     if (!strcmp(command, "demo"))
         return cmd_demo(argc - 2, argv + 2);
     if (!strcmp(command, "replay"))

@@ -728,8 +728,7 @@ static const char replay_help[] =
     "  write a+4K 4K 0x5a           check a+4K 4K 0x5a       reset a 64K\n"
     "  heap h threadsafe            x = alloc h 100          free h x\n"
     "  budget 64M                   map                      stats\n"
-    "  expect E_INVALIDARG          (after any statement)    # comments\n"
-    "Options:\n";
+    "  expect E_INVALIDARG          (after any statement)    # comments\n";
 
 int cmd_replay(int argc, char **argv)
 {
@@ -738,7 +737,7 @@ int cmd_replay(int argc, char **argv)
     for (int i = 0; i < argc; i++) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
             fputs(replay_help, stdout);
-            fputs(cli_manager_options_help, stdout);
+            cli_manager_options_print(stdout);
             return EXIT_OK;
         }
         int r = cli_manager_option(argc, argv, &i, &config);
@@ -756,10 +755,12 @@ int cmd_replay(int argc, char **argv)
         }
         file = argv[i];
     }
+    if (cli_manager_config_check("replay", &config) != EXIT_OK)
+        return EXIT_USAGE;
     FILE *in = stdin;
     struct script *s = calloc(1, sizeof *s);
     if (!s) {
-        fprintf(stderr, "hostmem replay: out of memory\n");
+        cli_explain_out_of_memory("replay", "memory for the script (malloc)", 0);
         return EXIT_MANAGER;
     }
     s->file = "<stdin>";
@@ -788,15 +789,8 @@ int cmd_replay(int argc, char **argv)
     r.stack_area = stack_area;
     (void)stack_probe_dummy;
     r.libc_block = malloc(64);
-    HRESULT hr = hostmem_create(&config, &r.m);
-    int status;
-    if (hr != S_OK) {
-        char rn[16];
-        const char *why = hr == E_INVALIDARG ? hostmem_config_problem(&config) : NULL;
-        fprintf(stderr, "hostmem replay: cannot create the manager: %s%s%s\n", cli_result_name(hr, rn, sizeof rn),
-                why ? ": " : "", why ? why : "");
-        status = hr == E_INVALIDARG ? EXIT_USAGE : EXIT_MANAGER;
-    } else {
+    int status = cli_manager_create("replay", &config, 0, &r.m);
+    if (status == EXIT_OK) {
         status = execute(&r);
         for (int i = 0; i < s->symbol_count; i++)
             if (s->symbols[i].kind == S_HEAP && s->symbols[i].heap)
