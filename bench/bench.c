@@ -343,6 +343,8 @@ struct cycle {
     size_t first, count; /* the pages used, in turn: first .. first + count - 1 */
     size_t ops;
     IHostMemoryManager *m; /* the reservation's manager; NULL: mgr */
+    bool resident;         /* raw: no discard (the two mprotects alone: the least a
+                              decommit that makes the page inaccessible at once costs) */
 };
 
 static double raw_commit_cycle(void *ctx)
@@ -353,22 +355,8 @@ static double raw_commit_cycle(void *ctx)
         char *p = c->base + (c->first + i % c->count) * P;
         mprotect(p, P, PROT_READ | PROT_WRITE);
         *(volatile char *)p = 1;
-        madvise(p, P, MADV_DONTNEED);
-        mprotect(p, P, PROT_NONE);
-    }
-    return (now() - t0) * 1e9 / (double)c->ops;
-}
-
-/* The least a strict decommit can cost: the page made inaccessible and
- * accessible again, with no discard and no fault (the page stays resident). */
-static double raw_protect_pair(void *ctx)
-{
-    struct cycle *c = ctx;
-    double t0 = now();
-    for (size_t i = 0; i < c->ops; i++) {
-        char *p = c->base + (c->first + i % c->count) * P;
-        mprotect(p, P, PROT_READ | PROT_WRITE);
-        *(volatile char *)p = 1;
+        if (!c->resident)
+            madvise(p, P, MADV_DONTNEED);
         mprotect(p, P, PROT_NONE);
     }
     return (now() - t0) * 1e9 / (double)c->ops;
@@ -1527,7 +1515,7 @@ int main(int argc, char **argv)
 
         /* the protection changes alone, on a raw interior page of its own range */
         struct cycle raw_pair = {mmap(NULL, K64, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0), 1, 14,
-                                 n_commit};
+                                 n_commit, NULL, true};
         if (raw_pair.base == MAP_FAILED)
             die("mmap", E_OUTOFMEMORY);
         /* the trade of the deferred discard: the same interior cycle with it off */
@@ -1541,7 +1529,7 @@ int main(int argc, char **argv)
             die("VirtualAlloc", hr);
         struct cycle hm_once = {r, 1, 14, n_commit, at_once};
         const run_fn fn[7] = {raw_commit_cycle, hm_commit_cycle, raw_commit_cycle, hm_commit_cycle,
-                              hm_commit_cycle,  raw_protect_pair, hm_commit_cycle};
+                              hm_commit_cycle,  raw_commit_cycle, hm_commit_cycle};
         void *const ctx[7] = {&raw_in, &hm_in, &raw_edge, &hm_edge, &hm_first, &raw_pair, &hm_once};
         double t[7];
         medians_interleaved(7, fn, ctx, t);
