@@ -1421,7 +1421,12 @@ static void print_table(double seconds)
 
 static void usage(int code)
 {
-    fprintf(code ? stderr : stdout, "usage: bench [--quick] [--json] [--runs N] [--svg PATH] [--only reserve|commit|threads|heap|compact|scale|watch]\n"
+#ifdef HOSTMEM_BENCH_IN_TOOL
+#define BENCH_NAME "hostmem bench"
+#else
+#define BENCH_NAME "bench"
+#endif
+    fprintf(code ? stderr : stdout, "usage: " BENCH_NAME " [--quick] [--json] [--runs N] [--svg PATH] [--only reserve|commit|threads|heap|compact|scale|watch]\n"
                                     "  --quick  fewer runs and smaller batches; --json  JSON on stdout, progress on stderr\n"
                                     "  --svg PATH  the chart (" BENCH_SVG_DEFAULT ")\n");
     exit(code);
