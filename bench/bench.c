@@ -1654,14 +1654,14 @@ int main(int argc, char **argv)
                      "syscalls 1 thread %.3f, 2 threads %.3f; control loop 2T/1T %.2f", h1, h2, c1r, c2r, worst);
             add("commit/decommit, 2T/1T against the raw calls' 2T/1T", h2 / h1, "x", c2r / c1r, "raw syscalls 2T/1T",
                 (h2 / h1) / (c2r / c1r), ">= 1.0x", ge((h2 / h1) / (c2r / c1r), 1.0), note);
-            add("commit/decommit, 2 threads", h2, "M/s", c2r, "raw syscalls, 2 threads", h2 / c2r, ">= 1.0x",
+            add("commit/decommit, 2 threads", h2 * 1e3, "k/s", c2r * 1e3, "raw syscalls, 2 threads", h2 / c2r, ">= 1.0x",
                 ge(h2 / c2r, 1.0), "throughput: higher is better");
             snprintf(note, sizeof note, "reserve 64 KiB, commit 16 KiB, touch, decommit, release; 1 thread %.3f, "
                      "2 threads %.3f M cycles/s; raw (mmap, mprotect, touch, madvise, mprotect, munmap) 1 thread "
                      "%.3f, 2 threads %.3f", v1, v2, v1r, v2r);
             add("whole cycle, 2T/1T against the raw calls' 2T/1T", v2 / v1, "x", v2r / v1r, "raw syscalls 2T/1T",
                 (v2 / v1) / (v2r / v1r), ">= 1.0x", ge((v2 / v1) / (v2r / v1r), 1.0), note);
-            add("whole cycle, 2 threads", v2, "M/s", v2r, "raw syscalls, 2 threads", v2 / v2r, ">= 1.0x",
+            add("whole cycle, 2 threads", v2 * 1e3, "k/s", v2r * 1e3, "raw syscalls, 2 threads", v2 / v2r, ">= 1.0x",
                 ge(v2 / v2r, 1.0), "throughput: higher is better");
         }
     }
