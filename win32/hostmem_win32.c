@@ -107,10 +107,13 @@ static void win32_failed(HRESULT hr)
     win32_last_error = win32_error_of(hr);
 }
 
-static UINT win32_failed_uint(HRESULT hr)
+/* Whether a call succeeded; if not, its failure is the last error. */
+static BOOL win32_ok(HRESULT hr)
 {
+    if (hr == S_OK)
+        return TRUE;
     win32_failed(hr);
-    return WIN32_UINT_FAILED;
+    return FALSE;
 }
 
 /* ---- the process-wide manager ----------------------------------------------- */
@@ -155,11 +158,7 @@ LPVOID VirtualAlloc(LPVOID lpAddress, SIZE_T dwSize, DWORD flAllocationType, DWO
     void *mem = NULL;
     HRESULT hr = IHostMemoryManager_VirtualAlloc(m, lpAddress, dwSize, flAllocationType, flProtect,
                                                  WIN32_LEVEL, &mem);
-    if (hr != S_OK) {
-        win32_failed(hr);
-        return NULL;
-    }
-    return mem;
+    return win32_ok(hr) ? mem : NULL;
 }
 
 BOOL VirtualFree(LPVOID lpAddress, SIZE_T dwSize, DWORD dwFreeType)
@@ -167,12 +166,7 @@ BOOL VirtualFree(LPVOID lpAddress, SIZE_T dwSize, DWORD dwFreeType)
     IHostMemoryManager *m = win32_manager();
     if (!m)
         return FALSE;
-    HRESULT hr = IHostMemoryManager_VirtualFree(m, lpAddress, dwSize, dwFreeType);
-    if (hr != S_OK) {
-        win32_failed(hr);
-        return FALSE;
-    }
-    return TRUE;
+    return win32_ok(IHostMemoryManager_VirtualFree(m, lpAddress, dwSize, dwFreeType));
 }
 
 SIZE_T VirtualQuery(LPCVOID lpAddress, PMEMORY_BASIC_INFORMATION lpBuffer, SIZE_T dwLength)
@@ -183,11 +177,7 @@ SIZE_T VirtualQuery(LPCVOID lpAddress, PMEMORY_BASIC_INFORMATION lpBuffer, SIZE_
     SIZE_T written = 0;
     HRESULT hr = IHostMemoryManager_VirtualQuery(m, (void *)(uintptr_t)lpAddress, lpBuffer, dwLength,
                                                  &written);
-    if (hr != S_OK) {
-        win32_failed(hr);
-        return 0;
-    }
-    return written;
+    return win32_ok(hr) ? written : 0;
 }
 
 BOOL VirtualProtect(LPVOID lpAddress, SIZE_T dwSize, DWORD flNewProtect, PDWORD lpflOldProtect)
@@ -195,12 +185,7 @@ BOOL VirtualProtect(LPVOID lpAddress, SIZE_T dwSize, DWORD flNewProtect, PDWORD 
     IHostMemoryManager *m = win32_manager();
     if (!m)
         return FALSE;
-    HRESULT hr = IHostMemoryManager_VirtualProtect(m, lpAddress, dwSize, flNewProtect, lpflOldProtect);
-    if (hr != S_OK) {
-        win32_failed(hr);
-        return FALSE;
-    }
-    return TRUE;
+    return win32_ok(IHostMemoryManager_VirtualProtect(m, lpAddress, dwSize, flNewProtect, lpflOldProtect));
 }
 
 /* hostmem_get_write_watch checks the arguments in Windows' order and answers
@@ -214,7 +199,7 @@ UINT GetWriteWatch(DWORD dwFlags, PVOID lpBaseAddress, SIZE_T dwRegionSize, PVOI
         return WIN32_UINT_FAILED;
     HRESULT hr = hostmem_get_write_watch(m, dwFlags, lpBaseAddress, dwRegionSize, lpAddresses,
                                          lpdwCount, lpdwGranularity);
-    return hr == S_OK ? 0 : win32_failed_uint(hr);
+    return win32_ok(hr) ? 0 : WIN32_UINT_FAILED;
 }
 
 UINT ResetWriteWatch(LPVOID lpBaseAddress, SIZE_T dwRegionSize)
@@ -223,7 +208,7 @@ UINT ResetWriteWatch(LPVOID lpBaseAddress, SIZE_T dwRegionSize)
     if (!m)
         return WIN32_UINT_FAILED;
     HRESULT hr = hostmem_reset_write_watch(m, lpBaseAddress, dwRegionSize);
-    return hr == S_OK ? 0 : win32_failed_uint(hr);
+    return win32_ok(hr) ? 0 : WIN32_UINT_FAILED;
 }
 
 SIZE_T GetLargePageMinimum(void)
