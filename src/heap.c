@@ -51,9 +51,9 @@
 /* A class is its usable size; a block takes that and the 8-byte tag before it
  * (the stride, a multiple of 16, so every block is 16-byte aligned). Usable
  * sizes are 8 past a multiple of 16: a request of 16k+1 to 16k+8 bytes pays
- * nothing for the tag, and so do the powers of two up to 1 KiB... through
- * 8 past them (1024 gets 1032). 65 classes in 16-byte steps of stride to
- * 1040, then four a doubling from 1 KiB, each 8 past its round size. */
+ * nothing for the tag, one of 16k+9 to 16k+16 (the powers of two among them)
+ * 16 bytes; 1024 gets the class of 1032. 65 classes in 16-byte steps of
+ * stride to 1040, then four a doubling from 1 KiB, each 8 past its round size. */
 #define BLOCK_HEAD 8
 static uint32_t class_size[CLASSES];
 static uint8_t class_of_16[SMALL_MAX / 16 + 1]; /* by (size + 7) / 16 */
@@ -139,6 +139,12 @@ static inline struct span_desc *desc_of(const struct span *s)
     return &((struct segment *)base)->desc[((uintptr_t)s - base) >> SPAN_SHIFT];
 }
 
+/* Block i of the span d describes. */
+static inline uintptr_t block_at(const struct span_desc *d, uint32_t i)
+{
+    return d->first + (uintptr_t)i * d->stride;
+}
+
 /* The word just before every block is its tag: LIVE_TAG(block) while handed
  * out, 0 otherwise. A tag, not a bit: a stray write from the block before
  * (an overrun) is caught as a refusal, not taken for a live block. It shares
@@ -155,7 +161,7 @@ static inline _Atomic uintptr_t *tag_of(void *block)
 /* Recently freed blocks of one class, reused first (they are still in the
  * cache): the owner's free and allocation touch nothing else. Their tags say
  * free; their spans still count them as used. The list runs through the
- * blocks, so a cache's 80 magazines take 20 cache lines, not 40 KiB: a free
+ * blocks, so a cache's 81 magazines take 21 cache lines, not 40 KiB: a free
  * and an allocation of random classes then find them in the L1 cache. */
 #define MAGAZINE 32
 struct magazine {
@@ -495,7 +501,7 @@ static inline void *span_pop(struct span *s)
     }
     const struct span_desc *d = desc_of(s);
     if (s->bump < d->capacity)
-        return (void *)(d->first + (size_t)s->bump++ * d->stride);
+        return (void *)block_at(d, s->bump++);
     return NULL;
 }
 
@@ -733,8 +739,7 @@ static HRESULT refill(struct heap *h, struct tcache *c, unsigned size_class,
         span_init(s, size_class, c);
         const struct span_desc *d = desc_of(s);
         for (uint32_t i = 0; i < d->capacity; i++)
-            atomic_store_explicit(tag_of((void *)(d->first + (uintptr_t)i * d->stride)), 0,
-                                  memory_order_relaxed);
+            atomic_store_explicit(tag_of((void *)block_at(d, i)), 0, memory_order_relaxed);
         c->current[size_class] = s;
         *out = s;
         return S_OK;
@@ -1159,7 +1164,7 @@ HRESULT hostmem_heap_report(IHostMalloc *heap, FILE *out, size_t *live_blocks)
                 continue;
             const struct span_desc *d = &g->desc[k];
             for (uint32_t i = 0; i < d->capacity; i++) {
-                uintptr_t p = d->first + (uintptr_t)i * d->stride;
+                uintptr_t p = block_at(d, i);
                 if (atomic_load_explicit(tag_of((void *)p), memory_order_relaxed) != LIVE_TAG(p))
                     continue;
                 struct block_info *e = ledger_find(&h->debug, p);
