@@ -503,10 +503,9 @@ static HRESULT arena_pick(struct manager *m, uintptr_t base, uint32_t n, bool to
         *arena = a;
         return S_OK;
     }
-    uint32_t count = atomic_load_explicit(&m->arena_count, memory_order_relaxed);
-    for (uint32_t i = 0; i < count; i++) {
-        struct arena *c = atomic_load_explicit(&m->arenas[i], memory_order_relaxed);
-        if (c && !c->standalone && c->top_down == top_down && c != m->current[top_down] &&
+    uint32_t slot = 0;
+    for (struct arena *c; (c = arena_next(m, &slot)) != NULL;) {
+        if (!c->standalone && c->top_down == top_down && c != m->current[top_down] &&
             arena_find(c, n, align, first)) {
             m->current[top_down] = *arena = c;
             return S_OK;
@@ -625,16 +624,13 @@ void arena_unreserve(struct manager *m, struct reservation *r)
 
 void arena_destroy_all(struct manager *m)
 {
-    uint32_t count = atomic_load_explicit(&m->arena_count, memory_order_relaxed);
-    for (uint32_t i = 0; i < count; i++) {
-        struct arena *a = atomic_load_explicit(&m->arenas[i], memory_order_relaxed);
-        if (!a)
-            continue;
+    uint32_t slot = 0;
+    for (struct arena *a; (a = arena_next(m, &slot)) != NULL;) {
         uintptr_t base = atomic_load_explicit(&a->base, memory_order_relaxed);
         uintptr_t end = atomic_load_explicit(&a->end, memory_order_relaxed);
         radix_store_range(base, end, 0, a->standalone);
         unmap_counted(m, base, end - base, "munmap of an arena at shutdown");
-        atomic_store_explicit(&m->arenas[i], NULL, memory_order_relaxed);
+        atomic_store_explicit(&m->arenas[a->index], NULL, memory_order_relaxed);
     }
 }
 
@@ -643,10 +639,9 @@ size_t arena_trim(struct manager *m)
     if (lock_enter(m, m->arena_lock) != S_OK)
         return 0;
     size_t given = 0;
-    uint32_t count = atomic_load_explicit(&m->arena_count, memory_order_relaxed);
-    for (uint32_t i = 0; i < count; i++) {
-        struct arena *a = atomic_load_explicit(&m->arenas[i], memory_order_relaxed);
-        if (!a || a->standalone || atomic_load(&a->free_granules) != a->granules)
+    uint32_t slot = 0;
+    for (struct arena *a; (a = arena_next(m, &slot)) != NULL;) {
+        if (a->standalone || atomic_load(&a->free_granules) != a->granules)
             continue;
         uintptr_t base = atomic_load_explicit(&a->base, memory_order_relaxed);
         uintptr_t end = atomic_load_explicit(&a->end, memory_order_relaxed);
@@ -657,7 +652,7 @@ size_t arena_trim(struct manager *m)
             radix_store_range(base, end, slack_entry(m, a), false); /* keep it */
             continue;
         }
-        atomic_store_explicit(&m->arenas[i], NULL, memory_order_release);
+        atomic_store_explicit(&m->arenas[a->index], NULL, memory_order_release);
         for (int d = 0; d < 2; d++)
             if (m->current[d] == a)
                 m->current[d] = NULL;
@@ -674,16 +669,35 @@ size_t arena_trim(struct manager *m)
 uintptr_t arena_next_start(struct manager *m, uintptr_t address)
 {
     uintptr_t best = UINTPTR_MAX;
-    uint32_t count = atomic_load_explicit(&m->arena_count, memory_order_acquire);
-    for (uint32_t i = 0; i < count; i++) {
-        struct arena *a = atomic_load_explicit(&m->arenas[i], memory_order_acquire);
-        if (!a)
-            continue;
+    uint32_t slot = 0;
+    for (struct arena *a; (a = arena_next(m, &slot)) != NULL;) {
         uintptr_t base = atomic_load_explicit(&a->base, memory_order_relaxed);
         if (base > address && base < best)
             best = base;
     }
     return best;
+}
+
+int arena_walk(struct manager *m, struct arena *a, arena_walk_fn fn, void *context)
+{
+    uintptr_t g = atomic_load_explicit(&a->base, memory_order_relaxed);
+    uintptr_t end = atomic_load_explicit(&a->end, memory_order_relaxed);
+    while (g < end) {
+        uintptr_t e = radix_load(g), step = g_granule;
+        struct reservation *r = NULL;
+        if (e && entry_id(e) == m->id && !entry_is_slack(e)) {
+            r = entry_pointer(e);
+            if (atomic_load_explicit(&r->base, memory_order_relaxed) == g)
+                step = res_span(r) > g_granule ? res_span(r) : g_granule;
+            else
+                r = NULL; /* not its first granule */
+        }
+        int stop = fn(context, g, e, r);
+        if (stop)
+            return stop;
+        g += step;
+    }
+    return 0;
 }
 
 /* Is r published over its whole span (every granule names it)? */
@@ -704,11 +718,8 @@ static bool published(const struct manager *m, const struct reservation *r, uint
  */
 void arena_after_fork(struct manager *m)
 {
-    uint32_t count = atomic_load_explicit(&m->arena_count, memory_order_relaxed);
-    for (uint32_t i = 0; i < count; i++) {
-        struct arena *a = atomic_load_explicit(&m->arenas[i], memory_order_relaxed);
-        if (!a)
-            continue;
+    uint32_t slot = 0;
+    for (struct arena *a; (a = arena_next(m, &slot)) != NULL;) {
         uintptr_t base = atomic_load_explicit(&a->base, memory_order_relaxed);
         uintptr_t end = atomic_load_explicit(&a->end, memory_order_relaxed);
         if (a->standalone) {
@@ -719,7 +730,7 @@ void arena_after_fork(struct manager *m)
                 continue;
             radix_store_range(base, end, 0, true);
             unmap_counted(m, base, end - base, "munmap of a reservation a vanished thread was making");
-            atomic_store_explicit(&m->arenas[i], NULL, memory_order_relaxed);
+            atomic_store_explicit(&m->arenas[a->index], NULL, memory_order_relaxed);
             slab_free(&m->arena_slab, a, arena_struct_bytes(0)); /* its record stays with the slab */
             continue;
         }

@@ -427,14 +427,14 @@ HRESULT hostmem_get_write_watch(IHostMemoryManager *manager, DWORD flags, void *
 {
     if (!is_manager(manager))
         return E_POINTER;
-    return vm_get_write_watch(manager_from(manager), flags, base, size, addresses, count, granularity);
+    return watch_get(manager_from(manager), flags, base, size, addresses, count, granularity);
 }
 
 HRESULT hostmem_reset_write_watch(IHostMemoryManager *manager, void *base, SIZE_T size)
 {
     if (!is_manager(manager))
         return E_POINTER;
-    return vm_reset_write_watch(manager_from(manager), base, size);
+    return watch_reset(manager_from(manager), base, size);
 }
 
 /* The manager behind a native call that changes it: E_POINTER when it is none,
@@ -466,7 +466,7 @@ HRESULT hostmem_purge(IHostMemoryManager *manager)
     struct manager *m;
     HRESULT hr = live_manager(manager, &m);
     if (hr == S_OK)
-        vm_purge(m);
+        deferred_purge(m);
     return hr;
 }
 

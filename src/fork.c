@@ -36,7 +36,7 @@ static void manager_prepare(struct manager *m)
     for (int i = 0; i < STRIPES; i++)
         if (lock_fork_enter(m, m->stripes[i].lock))
             m->fork_stripes |= (uint64_t)1 << i;
-    vm_fork_busy(m, true); /* and no SIGSEGV handler mid-change */
+    range_fork_busy(m, true); /* and no SIGSEGV handler mid-change */
     if (m->policy.callback_lock && lock_fork_enter(m, m->policy.callback_lock))
         m->fork_others |= 2;
     if (m->policy.external_lock && lock_fork_enter(m, m->policy.external_lock))
@@ -53,7 +53,7 @@ static void manager_finish(struct manager *m, bool child)
         lock_fork_leave(m, &m->policy.external_lock, child);
     if (m->fork_others & 2)
         lock_fork_leave(m, &m->policy.callback_lock, child);
-    vm_fork_busy(m, false);
+    range_fork_busy(m, false);
     for (int i = STRIPES; i-- > 0;)
         if (m->fork_stripes >> i & 1)
             lock_fork_leave(m, &m->stripes[i].lock, child);

@@ -65,7 +65,7 @@ struct arena_list {
 
 static HRESULT arenas_sorted(struct manager *m, struct arena_list *l)
 {
-    uint32_t n = atomic_load_explicit(&m->arena_count, memory_order_acquire), k = 0;
+    uint32_t n = atomic_load_explicit(&m->arena_count, memory_order_acquire), k = 0, slot = 0;
     void *fresh;
     l->m = m;
     l->capacity = n ? n : 1;
@@ -73,11 +73,8 @@ static HRESULT arenas_sorted(struct manager *m, struct arena_list *l)
     if (err)
         return os_refused(m, err, "mmap of a list of arenas");
     l->items = fresh;
-    for (uint32_t i = 0; i < n; i++) {
-        struct arena *a = atomic_load_explicit(&m->arenas[i], memory_order_acquire);
-        if (a)
-            l->items[k++] = a;
-    }
+    for (struct arena *a; k < n && (a = arena_next(m, &slot)) != NULL;)
+        l->items[k++] = a;
     arenas_sort(l->items, k);
     l->count = k;
     return S_OK;
@@ -86,6 +83,31 @@ static HRESULT arenas_sorted(struct manager *m, struct arena_list *l)
 static void arenas_free(struct arena_list *l)
 {
     pages_free(l->m, l->items, l->capacity * sizeof *l->items);
+}
+
+/* hostmem_walk, a reservation at a time: its regions, as VirtualQuery gives them. */
+struct region_walk {
+    hostmem_region_fn fn;
+    void *context;
+};
+
+static int region_step(void *context, uintptr_t at, uintptr_t entry, struct reservation *r)
+{
+    struct region_walk *w = context;
+    if (!r)
+        return 0;
+    int stop = 0;
+    for (uintptr_t p = at, end = at + res_span(r); p < end && !stop;) {
+        struct run_snapshot v;
+        if (reservation_read(r, entry, p, &v) != 1)
+            break;
+        MEMORY_BASIC_INFORMATION info = {
+            (void *)p, (void *)v.base, v.alloc_protect, v.base + (v.end << g_page_shift) - p,
+            v.attr ? MEM_COMMIT : MEM_RESERVE, v.attr, MEM_PRIVATE};
+        stop = w->fn(w->context, &info);
+        p = v.base + (v.end << g_page_shift);
+    }
+    return stop;
 }
 
 HRESULT hostmem_walk(IHostMemoryManager *manager, hostmem_region_fn fn, void *context)
@@ -99,34 +121,9 @@ HRESULT hostmem_walk(IHostMemoryManager *manager, hostmem_region_fn fn, void *co
     struct arena_list arenas;
     if (arenas_sorted(m, &arenas) != S_OK)
         return E_OUTOFMEMORY;
-    struct arena **list = arenas.items;
-    uint32_t n = arenas.count;
-    int stop = 0;
-    for (uint32_t i = 0; i < n && !stop; i++) {
-        uintptr_t a = atomic_load_explicit(&list[i]->base, memory_order_relaxed);
-        uintptr_t end = atomic_load_explicit(&list[i]->end, memory_order_relaxed);
-        while (a < end && !stop) {
-            uintptr_t e = radix_load(a);
-            if (entry_id(e) != m->id || entry_is_slack(e) || !e) {
-                a += g_granule;
-                continue;
-            }
-            struct reservation *r = entry_pointer(e);
-            uintptr_t base = atomic_load_explicit(&r->base, memory_order_relaxed);
-            uintptr_t next = base + res_span(r);
-            for (uintptr_t p = base; p < next && !stop;) {
-                struct run_snapshot v;
-                if (reservation_read(r, e, p, &v) != 1)
-                    break;
-                MEMORY_BASIC_INFORMATION info = {
-                    (void *)p, (void *)v.base, v.alloc_protect, v.base + (v.end << g_page_shift) - p,
-                    v.attr ? MEM_COMMIT : MEM_RESERVE, v.attr, MEM_PRIVATE};
-                stop = fn(context, &info);
-                p = v.base + (v.end << g_page_shift);
-            }
-            a = next > a ? next : a + g_granule;
-        }
-    }
+    struct region_walk w = {fn, context};
+    for (uint32_t i = 0; i < arenas.count && !arena_walk(m, arenas.items[i], region_step, &w); i++)
+        ;
     arenas_free(&arenas);
     return S_OK;
 }
@@ -265,8 +262,8 @@ static void complain(struct problem *p, const char *format, ...)
     }
 }
 
-/* Checks one reservation's runs; returns its committed pages. */
-static uint64_t check_runs(struct reservation *r, struct problem *p)
+/* Checks one reservation's runs, and its count of committed pages. */
+static void check_runs(struct reservation *r, struct problem *p)
 {
     uint64_t seq = atomic_load(&r->seq);
     if (seq & 1)
@@ -299,7 +296,6 @@ static uint64_t check_runs(struct reservation *r, struct problem *p)
     if (reservation_committed(r) != committed)
         complain(p, "reservation %p: committed %ju, runs say %ju", (void *)r,
                  (uintmax_t)reservation_committed(r), (uintmax_t)committed);
-    return committed;
 }
 
 struct expect_context {
@@ -337,6 +333,70 @@ static int expect_segment(void *context, uintptr_t start, uintptr_t end, int pro
     return 0;
 }
 
+/* hostmem_validate over one arena, a stretch at a time (arena_walk): the
+ * bitmap, the address map and the runs agree, and with HOSTMEM_VALIDATE_KERNEL
+ * the kernel; the counters' sums in tally. */
+struct check {
+    struct manager *m;
+    struct arena *a;
+    uint32_t flags;
+    int slack_prot;
+    uint32_t free_count;
+    struct expect_context kernel;
+    struct problem *p;
+    struct tally tally;
+};
+
+static int check_step(void *context, uintptr_t g, uintptr_t e, struct reservation *r)
+{
+    struct check *c = context;
+    struct manager *m = c->m;
+    struct arena *a = c->a;
+    bool kernel = (c->flags & HOSTMEM_VALIDATE_KERNEL) != 0;
+    uint32_t index = (uint32_t)((g - atomic_load(&a->base)) >> g_granule_shift);
+    bool used = a->standalone || (atomic_load(&a->bitmap[index / 64]) >> (index % 64) & 1);
+    if (!used) {
+        c->free_count++;
+        if (e != (manager_tag(m) | (uintptr_t)a | ENTRY_SLACK))
+            complain(c->p, "granule %#jx: free in arena, map says %#jx", (uintmax_t)g, (uintmax_t)e);
+        if (kernel)
+            expect_kernel(&c->kernel, g, g + g_granule, c->slack_prot);
+        return 0;
+    }
+    if (entry_id(e) != m->id || entry_is_slack(e) || !e) {
+        complain(c->p, "granule %#jx: in use, map says %#jx", (uintmax_t)g, (uintmax_t)e);
+        return 0;
+    }
+    if (!r || res_arena(m, r) != a) {
+        complain(c->p, "granule %#jx: reservation %p does not start here", (uintmax_t)g, entry_pointer(e));
+        return 0;
+    }
+    uintptr_t span = res_span(r);
+    for (uintptr_t x = g; x < g + span; x += g_granule)
+        if (radix_load(x) != e)
+            complain(c->p, "granule %#jx: not mapped to its reservation", (uintmax_t)x);
+    uint32_t ap = res_alloc_protect(r);
+    if (!protect_valid(ap))
+        complain(c->p, "reservation %p: bad allocation protect %#x", (void *)r, ap);
+    check_runs(r, c->p);
+    vm_tally(m, r, &c->tally);
+    uint64_t pages = res_pages(r);
+    if (kernel && (r->flags & RES_WATCH_EMULATED)) {
+        range_hw_segments(m, r, expect_segment, &c->kernel);
+    } else if (kernel) {
+        uint32_t runs = reservation_run_count(r);
+        for (uint32_t k = 0; k < runs; k++) {
+            uint64_t run = reservation_run(r, k);
+            uint64_t run_end = k + 1 < runs ? run_page(reservation_run(r, k + 1)) : pages;
+            expect_kernel(&c->kernel, g + (run_page(run) << g_page_shift), g + (run_end << g_page_shift),
+                          protect_to_os(run_attr(run), res_compact(m, r)));
+        }
+    }
+    if (kernel && (pages << g_page_shift) < span)
+        expect_kernel(&c->kernel, g + (pages << g_page_shift), g + span, c->slack_prot);
+    return 0;
+}
+
 HRESULT hostmem_validate(IHostMemoryManager *manager, uint32_t flags, char *why, size_t why_size)
 {
     struct manager *m = manager_checked(manager);
@@ -361,9 +421,7 @@ HRESULT hostmem_validate(IHostMemoryManager *manager, uint32_t flags, char *why,
         complain(&p, "cannot check the kernel's view: /proc/self/maps could not be read into memory");
         return E_FAIL;
     }
-    struct expect_context kernel = {&maps, 0, &p};
-    int slack_prot = reserved_prot(m->compact);
-    size_t reservations = 0, reserved = 0, committed = 0, book_protected = 0, pending = 0;
+    struct check c = {m, NULL, flags, reserved_prot(m->compact), 0, {&maps, 0, &p}, &p, {0}};
     for (uint32_t i = 0; i < n; i++) {
         struct arena *a = list[i];
         uintptr_t base = atomic_load(&a->base), end = atomic_load(&a->end);
@@ -371,88 +429,25 @@ HRESULT hostmem_validate(IHostMemoryManager *manager, uint32_t flags, char *why,
             complain(&p, "arena %p: bad bounds", (void *)a);
         if (i > 0 && atomic_load(&list[i - 1]->end) > base)
             complain(&p, "arenas %p and %p overlap", (void *)list[i - 1], (void *)a);
-        uint32_t free_count = 0;
-        uintptr_t g = base;
-        uint32_t index = 0;
-        while (g < end) {
-            uintptr_t e = radix_load(g);
-            bool used = a->standalone || (atomic_load(&a->bitmap[index / 64]) >> (index % 64) & 1);
-            if (!used) {
-                free_count++;
-                if (e != (manager_tag(m) | (uintptr_t)a | ENTRY_SLACK))
-                    complain(&p, "granule %#jx: free in arena, map says %#jx", (uintmax_t)g,
-                             (uintmax_t)e);
-                if (flags & HOSTMEM_VALIDATE_KERNEL)
-                    expect_kernel(&kernel, g, g + g_granule, slack_prot);
-                g += g_granule;
-                index++;
-                continue;
-            }
-            if (entry_id(e) != m->id || entry_is_slack(e) || !e) {
-                complain(&p, "granule %#jx: in use, map says %#jx", (uintmax_t)g, (uintmax_t)e);
-                g += g_granule;
-                index++;
-                continue;
-            }
-            struct reservation *r = entry_pointer(e);
-            uintptr_t rbase = atomic_load(&r->base);
-            uintptr_t span = res_span(r);
-            if (rbase != g || res_arena(m, r) != a) {
-                complain(&p, "granule %#jx: reservation %p does not start here", (uintmax_t)g,
-                         (void *)r);
-                g += g_granule;
-                index++;
-                continue;
-            }
-            for (uintptr_t x = g; x < g + span; x += g_granule)
-                if (radix_load(x) != e)
-                    complain(&p, "granule %#jx: not mapped to its reservation", (uintmax_t)x);
-            uint32_t ap = res_alloc_protect(r);
-            if (!protect_valid(ap))
-                complain(&p, "reservation %p: bad allocation protect %#x", (void *)r, ap);
-            uint64_t c = check_runs(r, &p);
-            reservations++;
-            reserved += res_pages(r) << g_page_shift;
-            committed += c << g_page_shift;
-            book_protected += vm_book_protected(m, r);
-            pending += vm_pending_pages(r);
-            if ((flags & HOSTMEM_VALIDATE_KERNEL) && (r->flags & RES_WATCH_EMULATED)) {
-                vm_hw_segments(m, r, expect_segment, &kernel);
-                uint64_t pages = res_pages(r);
-                if ((pages << g_page_shift) < span)
-                    expect_kernel(&kernel, rbase + (pages << g_page_shift), rbase + span, slack_prot);
-            } else if (flags & HOSTMEM_VALIDATE_KERNEL) {
-                uint32_t runs = reservation_run_count(r);
-                uint64_t pages = res_pages(r);
-                for (uint32_t k = 0; k < runs; k++) {
-                    uint64_t run = reservation_run(r, k);
-                    uint64_t run_end = k + 1 < runs ? run_page(reservation_run(r, k + 1)) : pages;
-                    expect_kernel(&kernel, rbase + (run_page(run) << g_page_shift),
-                                  rbase + (run_end << g_page_shift),
-                                  protect_to_os(run_attr(run), res_compact(m, r)));
-                }
-                if ((pages << g_page_shift) < span)
-                    expect_kernel(&kernel, rbase + (pages << g_page_shift), rbase + span,
-                                  slack_prot);
-            }
-            g += span;
-            index += (uint32_t)(span >> g_granule_shift);
-        }
-        if (!a->standalone && free_count != atomic_load(&a->free_granules))
-            complain(&p, "arena %p: %u free granules, counter says %u", (void *)a, free_count,
+        c.a = a;
+        c.free_count = 0;
+        arena_walk(m, a, check_step, &c);
+        if (!a->standalone && c.free_count != atomic_load(&a->free_granules))
+            complain(&p, "arena %p: %u free granules, counter says %u", (void *)a, c.free_count,
                      atomic_load(&a->free_granules));
     }
-    if (reservations != atomic_load(&m->reservations))
-        complain(&p, "%zu reservations, counter says %zu", reservations, atomic_load(&m->reservations));
-    if (reserved != atomic_load(&m->reserved_bytes))
-        complain(&p, "%zu bytes reserved, counter says %zu", reserved, atomic_load(&m->reserved_bytes));
-    if (committed != atomic_load(&m->committed_bytes))
-        complain(&p, "%zu bytes committed, counter says %zu", committed,
-                 atomic_load(&m->committed_bytes));
-    if (pending != atomic_load(&m->pending_pages))
-        complain(&p, "%zu pages wait for their discard, counter says %zu", pending, atomic_load(&m->pending_pages));
-    if (book_protected != atomic_load(&m->book_protected))
-        complain(&p, "%zu pages protected only in the books, counter says %zu", book_protected,
+    const struct tally *t = &c.tally;
+    if (t->reservations != atomic_load(&m->reservations))
+        complain(&p, "%zu reservations, counter says %zu", t->reservations, atomic_load(&m->reservations));
+    if (t->reserved != atomic_load(&m->reserved_bytes))
+        complain(&p, "%zu bytes reserved, counter says %zu", t->reserved, atomic_load(&m->reserved_bytes));
+    if (t->committed != atomic_load(&m->committed_bytes))
+        complain(&p, "%zu bytes committed, counter says %zu", t->committed, atomic_load(&m->committed_bytes));
+    if (t->pending != atomic_load(&m->pending_pages))
+        complain(&p, "%zu pages wait for their discard, counter says %zu", t->pending,
+                 atomic_load(&m->pending_pages));
+    if (t->book_protected != atomic_load(&m->book_protected))
+        complain(&p, "%zu pages protected only in the books, counter says %zu", t->book_protected,
                  atomic_load(&m->book_protected));
     maps_free(&maps);
     arenas_free(&arenas);

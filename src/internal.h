@@ -476,13 +476,13 @@ struct policy {
 };
 
 /* ---- the manager ---------------------------------------------------------------- */
-/* A few reservations remembered by base (vm.c: those with stale or pending
- * runs), and whether more than fit were. */
+/* A few reservations remembered by base (deferred.c: those with stale or
+ * pending runs), and whether more than fit were. */
 struct remembered {
     _Atomic uintptr_t bases[16]; /* 0 = a free slot */
     _Atomic bool overflow;
 };
-/* Emulated write watch (vm.c): one write-watched reservation's written pages,
+/* Emulated write watch (watch.c, vm.h): one write-watched reservation's written pages,
  * one bit a page. The SIGSEGV handler finds it by base without a lock, after
  * taking the stripe's busy word, which every change of it holds too. */
 #define WATCHED_SLOTS 64
@@ -507,7 +507,7 @@ struct stripe {
     struct slab slab; /* run buffers of this stripe's reservations */
     /* With signal changes on (guard pages): who may change this stripe's
      * reservations - a writer holding the lock, or a SIGSEGV handler, which
-     * cannot take a lock - as the thread's id, 0 = nobody (vm.c). */
+     * cannot take a lock - as the thread's id, 0 = nobody (range.c). */
     _Atomic long busy;
 } __attribute__((aligned(64)));
 
@@ -550,10 +550,10 @@ struct manager {
     _Atomic size_t heap_bytes;
     _Atomic size_t os_refusals;     /* system calls the kernel refused (hresult.c's os_refused) */
     _Atomic size_t book_protected;  /* pages of stale runs whose hardware is not reserved-page
-                                       protection: protected only in the books (vm.c) */
-    struct remembered stale;        /* reservations that may hold stale runs (vm.c) */
-    struct watched watched[WATCHED_SLOTS]; /* emulated write watch's written pages (vm.c) */
-    /* deferred discard (vm.c) */
+                                       protection: protected only in the books (deferred.c) */
+    struct remembered stale;        /* reservations that may hold stale runs (deferred.c) */
+    struct watched watched[WATCHED_SLOTS]; /* emulated write watch's written pages (watch.c) */
+    /* deferred discard (deferred.c) */
     uint32_t purge_delay_ms;        /* UINT32_MAX: discard at once */
     size_t purge_cap;
     _Atomic size_t pending_pages;   /* in pending runs */
@@ -602,6 +602,27 @@ void arena_abandon(struct manager *m, struct reservation *r) HIDDEN; /* never pu
 void arena_unreserve(struct manager *m, struct reservation *r) HIDDEN;
 void arena_destroy_all(struct manager *m) HIDDEN;
 uintptr_t arena_next_start(struct manager *m, uintptr_t address) HIDDEN; /* lock-free */
+/* The arena table, slot by slot from *slot: the next arena in use (*slot past
+ * it), or NULL after the last. Lock-free; under the arena lock it sees every
+ * change. The one loop over the table. */
+static inline struct arena *arena_next(struct manager *m, uint32_t *slot)
+{
+    uint32_t count = atomic_load_explicit(&m->arena_count, memory_order_acquire);
+    while (*slot < count) {
+        struct arena *a = atomic_load_explicit(&m->arenas[(*slot)++], memory_order_acquire);
+        if (a)
+            return a;
+    }
+    return NULL;
+}
+/* Walks arena a in address order, a stretch at a time: a reservation of m's
+ * that starts there (r, and the stretch is its span), or one granule that
+ * starts none (r NULL: free, or not what the map should say). entry: the
+ * address map's word for the stretch's first granule. fn's non-zero stops the
+ * walk and is returned. Lock-free: a reservation made or released meanwhile
+ * may be seen either way. */
+typedef int (*arena_walk_fn)(void *context, uintptr_t at, uintptr_t entry, struct reservation *r);
+int arena_walk(struct manager *m, struct arena *a, arena_walk_fn fn, void *context) HIDDEN;
 
 /* registry.c: the live managers */
 HRESULT registry_add(struct manager *m) HIDDEN;     /* takes an id; E_OUTOFMEMORY when none is left */
@@ -619,7 +640,7 @@ void heap_fork_prepare(void) HIDDEN;
 void heap_fork_finish(bool child) HIDDEN;
 void arena_after_fork(struct manager *m) HIDDEN; /* unpublished reservations go */
 void vm_after_fork(struct manager *m) HIDDEN;    /* the counters, recounted from the map */
-void vm_fork_busy(struct manager *m, bool take) HIDDEN; /* the busy words (guard pages, emulated watch) */
+void range_fork_busy(struct manager *m, bool take) HIDDEN; /* the busy words (guard pages, emulated watch) */
 void policy_after_fork(struct manager *m) HIDDEN; /* no sender, no waiter, no monitor */
 
 /* hresult.c: the funnels. Every refused system call goes through os_refused
@@ -644,7 +665,8 @@ static inline bool res_compact(const struct manager *m, const struct reservation
     return m->compact || (r->flags & RES_HEAP);
 }
 
-/* protection helpers (vm.c) */
+/* protection: a run's attribute as hardware protection (range.c); a Win32
+ * protection VirtualAlloc and VirtualProtect accept (vm.c) */
 int protect_to_os(unsigned attr, bool compact) HIDDEN;
 bool protect_valid(DWORD protect) HIDDEN;
 
@@ -656,7 +678,7 @@ HRESULT unknown_query(void *self, _Atomic uint32_t *references, const IID *own, 
 /* heap.c */
 HRESULT heap_create(struct manager *m, DWORD type, IHostMalloc **out) HIDDEN;
 
-/* vm.c / query.c: the COM methods */
+/* vm.c, query.c, watch.c, deferred.c: the COM methods (vm.h is the family's own view) */
 /* flags: VM_HEAP makes the calls act on heap segments (and only on them). */
 #define VM_HEAP 0x1u
 #define VM_ALIGN_4M 0x2u /* with VM_HEAP: a reservation aligned to 4 MiB (heap segments) */
@@ -670,23 +692,22 @@ HRESULT vm_free_ex(struct manager *m, void *address, SIZE_T size, DWORD type, un
 HRESULT vm_protect(struct manager *m, void *address, SIZE_T size, DWORD protect,
                    DWORD *old) HIDDEN;
 HRESULT vm_query(struct manager *m, void *address, MEMORY_BASIC_INFORMATION *info) HIDDEN;
-HRESULT vm_get_write_watch(struct manager *m, DWORD flags, void *base, SIZE_T size, void **addresses,
-                           uintptr_t *count, ULONG *granularity) HIDDEN;
-HRESULT vm_reset_write_watch(struct manager *m, void *base, SIZE_T size) HIDDEN;
+HRESULT watch_get(struct manager *m, DWORD flags, void *base, SIZE_T size, void **addresses,
+                  uintptr_t *count, ULONG *granularity) HIDDEN; /* GetWriteWatch */
+HRESULT watch_reset(struct manager *m, void *base, SIZE_T size) HIDDEN; /* ResetWriteWatch */
 void vm_release_all(struct manager *m) HIDDEN;
-void vm_purge(struct manager *m) HIDDEN; /* every deferred discard now; no lock held */
-size_t vm_pending_pages(const struct reservation *r) HIDDEN; /* in r's pending runs */
-/* From the SIGSEGV handler (guard.c): a guard page's first access, or an emulated
- * write-watched page's first write. */
-enum signal_outcome { SIGNAL_GUARD, SIGNAL_WRITTEN, SIGNAL_RETRY, SIGNAL_NOT_OURS, SIGNAL_CANNOT };
-enum signal_outcome vm_signal_fire(struct manager *m, uintptr_t page, int access) HIDDEN;
+/* The counters the map implies, summed one reservation at a time (vm.c): what
+ * vm_after_fork recounts, and what hostmem_validate checks. */
+struct tally {
+    size_t reservations, reserved, committed, heap, mappings, book_protected, pending;
+};
+void vm_tally(struct manager *m, const struct reservation *r, struct tally *t) HIDDEN;
+void deferred_purge(struct manager *m) HIDDEN; /* every deferred discard now; no lock held */
 int guard_install(void) HIDDEN; /* guard.c: the process's handler, once; 0 or an errno */
 /* The hardware protection r's pages must have, in stretches (validate's kernel
- * check): the runs', and an emulated write watch's written pages. */
-int vm_hw_segments(struct manager *m, const struct reservation *r,
-                   int (*fn)(void *context, uintptr_t start, uintptr_t end, int prot), void *context) HIDDEN;
-/* Pages of r protected only in the books (hostmem_stats.book_protected_pages). */
-size_t vm_book_protected(struct manager *m, const struct reservation *r) HIDDEN;
+ * check): the runs', and an emulated write watch's written pages (range.c). */
+int range_hw_segments(struct manager *m, const struct reservation *r,
+                      int (*fn)(void *context, uintptr_t start, uintptr_t end, int prot), void *context) HIDDEN;
 
 /* counters */
 static inline void counter_add(_Atomic size_t *c, size_t v)

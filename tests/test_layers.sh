@@ -25,13 +25,16 @@ radix 2
 reservation 3
 arena 4
 policy 5
-vm 6
+range 6
 query 6
-heap 7
-inspect 7
+watch 7
+deferred 7
 guard 7
-fork 8
-com 9
+vm 8
+heap 9
+inspect 9
+fork 10
+com 11
 "
 layer_of() {
     printf '%s\n' "$layers" | awk -v f="$1" '$1 == f { print $2 }'

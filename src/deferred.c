@@ -1,0 +1,369 @@
+/*
+ * deferred.c - the books ahead of the hardware: pages whose state the books
+ * already give while the kernel has yet to follow.
+ *
+ * Stale pages (the mapping ceiling): at vm.max_map_count the kernel refuses an
+ * mprotect that would split a mapping. A decommit must not fail for that
+ * (Windows' never does, and a runtime decommits when memory is short): its
+ * pages are discarded and reserved in the books, but keep their hardware
+ * protection as stale runs (ATTR_STALE), counted in book_protected, which get
+ * reserved-page protection when the kernel allows it - before the next change
+ * of their reservation, and after any VirtualFree that gave mappings back.
+ *
+ * Pending pages (the deferred discard): a decommit in strict mode makes its
+ * pages inaccessible and uncharged at once, and leaves their discard for later
+ * (pending runs, ATTR_PENDING): in batches, when more than purge_cap bytes
+ * wait, when the oldest has waited purge_delay_ms (looked at after every
+ * decommit and commit), when a commit is refused for memory or memory is Low,
+ * on release, and on hostmem_purge. A recommit of a pending page zeroes it (or
+ * discards it, if its new protection cannot be written) instead of taking a
+ * fresh page's fault. Not for heap segments, compact mode (reserved pages are
+ * readable there), write-watched reservations or huge pages.
+ *
+ * The reservations that hold either are remembered by base (struct
+ * remembered), so that catching up visits them, not the whole map. Catching up
+ * takes each reservation's lock like any writer, only after the call's own
+ * lock is left. Must never: let a page read as reserved that the runtime can
+ * still reach uncounted, or call into vm.c's rules.
+ */
+#include <string.h>
+#include <time.h>
+
+#include "vm.h"
+
+/* ---- the remembered reservations ---------------------------------------------------- */
+
+#define REMEMBERED (sizeof ((struct remembered *)0)->bases / sizeof(uintptr_t))
+
+/* Remembers the reservation at base (its lock held). */
+static void remember(struct remembered *set, uintptr_t base)
+{
+    for (size_t i = 0; i < REMEMBERED; i++)
+        if (atomic_load_explicit(&set->bases[i], memory_order_relaxed) == base)
+            return;
+    for (size_t i = 0; i < REMEMBERED; i++) {
+        uintptr_t empty = 0;
+        if (atomic_compare_exchange_strong(&set->bases[i], &empty, base))
+            return;
+    }
+    atomic_store(&set->overflow, true);
+}
+
+static void forget(struct remembered *set, uintptr_t base)
+{
+    for (size_t i = 0; i < REMEMBERED; i++) {
+        uintptr_t expected = base; /* read first: a failing CAS would take the line all the same */
+        if (atomic_load_explicit(&set->bases[i], memory_order_relaxed) == base)
+            atomic_compare_exchange_strong(&set->bases[i], &expected, 0);
+    }
+}
+
+/* Locks the reservation at base and, if it is marked flag, has work do its
+ * part; true when it needs no more remembering (done, not marked, or gone). */
+static bool remembered_visit(struct manager *m, uintptr_t base, uint16_t flag,
+                             bool (*work)(struct manager *m, struct locked *l))
+{
+    struct locked l;
+    HRESULT hr = range_lock(m, base, S_FALSE, 0, &l);
+    if (hr != S_OK)
+        return hr == S_FALSE; /* gone (or a heap's: never marked), or the lock refused: later */
+    bool done = l.base != base || !(l.r->flags & flag) || work(m, &l);
+    range_unlock(m, &l, S_OK);
+    return done;
+}
+
+/* remembered_each's walk of the whole map, a reservation at a time. */
+struct visit {
+    struct manager *m;
+    struct remembered *set;
+    uint16_t flag;
+    bool (*work)(struct manager *m, struct locked *l);
+};
+
+static int visit_step(void *context, uintptr_t at, uintptr_t entry, struct reservation *r)
+{
+    struct visit *v = context;
+    if (r && !entry_is_heap(entry) && !remembered_visit(v->m, at, v->flag, v->work))
+        remember(v->set, at);
+    return 0;
+}
+
+/*
+ * Has work do its part on the remembered reservations marked flag, then, if
+ * more were than could be remembered and the remembered are all done, on every
+ * reservation of m so marked. No lock held.
+ */
+static void remembered_each(struct manager *m, struct remembered *set, uint16_t flag,
+                            bool (*work)(struct manager *m, struct locked *l))
+{
+    bool left = false;
+    for (size_t i = 0; i < REMEMBERED; i++) {
+        uintptr_t base = atomic_load_explicit(&set->bases[i], memory_order_relaxed);
+        if (!base)
+            continue;
+        if (remembered_visit(m, base, flag, work))
+            atomic_compare_exchange_strong(&set->bases[i], &base, 0);
+        else
+            left = true;
+    }
+    if (left || !atomic_exchange(&set->overflow, false))
+        return;
+    struct visit v = {m, set, flag, work};
+    uint32_t slot = 0;
+    for (struct arena *a; (a = arena_next(m, &slot)) != NULL;)
+        arena_walk(m, a, visit_step, &v);
+}
+
+/* ---- stale pages ------------------------------------------------------------------- */
+
+/* Pages of r in [lo, hi) whose run's attribute match says yes to. */
+static size_t pages_where(const struct reservation *r, uint64_t lo, uint64_t hi,
+                          bool (*match)(unsigned attr, bool compact), bool compact)
+{
+    struct runs_view w;
+    reservation_view(r, &w);
+    size_t pages = 0;
+    for (uint32_t i = 0; i < w.n; i++) {
+        uint64_t s = run_page(runs_view_get(&w, i)), e = runs_view_end(&w, i);
+        if (!match(run_attr(runs_view_get(&w, i)), compact))
+            continue;
+        s = s > lo ? s : lo;
+        e = e < hi ? e : hi;
+        if (s < e)
+            pages += e - s;
+    }
+    return pages;
+}
+
+static bool stale_unprotected(unsigned attr, bool compact)
+{
+    return (attr & ATTR_STALE) && protect_to_os(attr, compact) != protect_to_os(0, compact);
+}
+
+size_t stale_book_protected(struct manager *m, const struct reservation *r, uint64_t lo, uint64_t hi)
+{
+    return (r->flags & RES_STALE) ? pages_where(r, lo, hi, stale_unprotected, res_compact(m, r)) : 0;
+}
+
+/* The stale runs' protection, one run at a time; a run the kernel still
+ * refuses stays as it was. */
+HRESULT stale_restore(struct manager *m, struct locked *l)
+{
+    hm_assert(lock_held(l->stripe->lock));
+    struct reservation *r = l->r;
+    bool compact = res_compact(m, r);
+    int reserved = protect_to_os(0, compact);
+    HRESULT result = S_OK;
+    for (uint64_t from = 0;;) {
+        struct runs_view w;
+        reservation_view(r, &w);
+        uint32_t i = 0;
+        while (i < w.n && (runs_view_end(&w, i) <= from || !(run_attr(runs_view_get(&w, i)) & ATTR_STALE)))
+            i++;
+        if (i == w.n)
+            break;
+        uint64_t run = runs_view_get(&w, i), lo = run_page(run), hi = runs_view_end(&w, i);
+        from = hi;
+        uintptr_t spare[2];
+        int err = reservation_prepare(&l->stripe->slab, r, reservation_count_after(r, lo, hi, 0), spare);
+        if (err) { /* cannot happen: the runs only merge */
+            hm_unreachable("a run buffer for fewer runs");
+            return os_refused(m, err, "mmap of a run buffer");
+        }
+        if (protect_to_os(run_attr(run), compact) != reserved) {
+            HRESULT hr = range_protect(m, l, l->base + (lo << g_page_shift), l->base + (hi << g_page_shift),
+                                      reserved);
+            if (hr != S_OK) {
+                reservation_unprepare(&l->stripe->slab, spare);
+                if (hr == E_FAIL)
+                    return hr;
+                result = hr;
+                continue;
+            }
+        }
+        size_t before = range_transitions(m, r, lo, hi), hidden = stale_book_protected(m, r, lo, hi);
+        reservation_apply(&l->stripe->slab, r, lo, hi, 0, spare);
+        struct watched *watched = watched_res(m, r);
+        if (watched)
+            mark_written(watched, lo, hi, false);
+        counter_shift(&m->mapping_estimate, range_transitions(m, r, lo, hi) - before);
+        counter_sub(&m->book_protected, hidden);
+    }
+    if (result == S_OK)
+        r->flags &= ~RES_STALE;
+    return result;
+}
+
+static bool stale_restored(struct manager *m, struct locked *l)
+{
+    return stale_restore(m, l) == S_OK;
+}
+
+/* The stale pages of every reservation get their protection where the kernel
+ * allows it now. */
+void stale_restore_all(struct manager *m)
+{
+    if (atomic_load_explicit(&m->book_protected, memory_order_relaxed))
+        remembered_each(m, &m->stale, RES_STALE, stale_restored);
+}
+
+/* Discards the stale pieces only: committed pages may lie between them. */
+struct discarding {
+    int err;
+};
+
+static int discard_stale(void *context, const struct piece *piece)
+{
+    struct discarding *d = context;
+    if (!(piece->attr & ATTR_STALE))
+        return 0;
+    d->err = os_discard((void *)piece->start, piece->end - piece->start);
+    return d->err != 0;
+}
+
+HRESULT stale_discard(struct manager *m, struct locked *l, const struct survey *s)
+{
+    struct discarding d = {0};
+    if (!range_pieces(l->r, l->base, s->stale_start, s->stale_end, discard_stale, &d))
+        return S_OK;
+    return os_refused(m, d.err, "madvise(MADV_DONTNEED) of stale pages");
+}
+
+/* ---- pending pages ------------------------------------------------------------------- */
+
+static bool is_pending(unsigned attr, bool compact)
+{
+    (void)compact;
+    return attr == ATTR_PENDING;
+}
+
+size_t pending_in(const struct reservation *r, uint64_t lo, uint64_t hi)
+{
+    return (r->flags & RES_PENDING) ? pages_where(r, lo, hi, is_pending, false) : 0;
+}
+
+bool pending_defers(const struct manager *m, const struct reservation *r)
+{
+    return m->purge_delay_ms != UINT32_MAX && !m->compact &&
+           !(r->flags & (RES_HEAP | RES_LARGE_PAGES | RES_WRITE_WATCH));
+}
+
+static uint64_t now_ns(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
+}
+
+/* Discards the pending runs of a locked reservation; false when the kernel
+ * refused one (it stays pending). */
+static bool purge_locked(struct manager *m, struct locked *l)
+{
+    struct reservation *r = l->r;
+    for (;;) {
+        struct runs_view w;
+        reservation_view(r, &w);
+        uint32_t i = 0;
+        while (i < w.n && run_attr(runs_view_get(&w, i)) != ATTR_PENDING)
+            i++;
+        if (i == w.n) {
+            r->flags &= ~RES_PENDING;
+            return true;
+        }
+        uint64_t lo = run_page(runs_view_get(&w, i)), hi = runs_view_end(&w, i);
+        uintptr_t spare[2];
+        int err = reservation_prepare(&l->stripe->slab, r, reservation_count_after(r, lo, hi, 0), spare);
+        if (!err)
+            err = os_discard((void *)(l->base + (lo << g_page_shift)), (size_t)(hi - lo) << g_page_shift);
+        if (err) {
+            os_refused(m, err, "madvise(MADV_DONTNEED) of pending pages");
+            reservation_unprepare(&l->stripe->slab, spare);
+            return false;
+        }
+        size_t waiting = pending_in(r, lo, hi); /* the hardware does not change: reserved either way */
+        reservation_apply(&l->stripe->slab, r, lo, hi, 0, spare);
+        counter_sub(&m->pending_pages, waiting);
+    }
+}
+
+void deferred_purge(struct manager *m)
+{
+    if (!atomic_load_explicit(&m->pending_pages, memory_order_relaxed))
+        return;
+    remembered_each(m, &m->pending, RES_PENDING, purge_locked);
+    if (!atomic_load_explicit(&m->pending_pages, memory_order_relaxed))
+        atomic_store_explicit(&m->pending_since, 0, memory_order_relaxed);
+}
+
+/* The pending discards are due when more wait than the cap allows, the oldest
+ * has waited the delay, or memory is Low. */
+void deferred_purge_if_due(struct manager *m)
+{
+    size_t pages = atomic_load_explicit(&m->pending_pages, memory_order_relaxed);
+    if (!pages)
+        return;
+    uint64_t since = atomic_load_explicit(&m->pending_since, memory_order_relaxed);
+    if ((pages << g_page_shift) > m->purge_cap ||
+        (since && now_ns() - since >= (uint64_t)m->purge_delay_ms * 1000000u) ||
+        atomic_load_explicit(&m->policy.delivered, memory_order_relaxed) == eMemoryAvailableLow)
+        deferred_purge(m);
+}
+
+/* pending_zero, a piece at a time. */
+struct zeroing {
+    bool writable;
+    int err;
+};
+
+static int zero_pending(void *context, const struct piece *piece)
+{
+    struct zeroing *z = context;
+    if (piece->attr != ATTR_PENDING)
+        return 0;
+    if (z->writable)
+        memset((void *)piece->start, 0, piece->end - piece->start);
+    else if ((z->err = os_discard((void *)piece->start, piece->end - piece->start)) != 0)
+        return 1;
+    return 0;
+}
+
+int pending_zero(struct locked *l, uintptr_t start, uintptr_t end, bool writable)
+{
+    struct zeroing z = {writable, 0};
+    range_pieces(l->r, l->base, start, end, zero_pending, &z);
+    return z.err;
+}
+
+/* ---- marking and forgetting ---------------------------------------------------------- */
+
+void deferred_note(struct manager *m, struct locked *l, unsigned applied)
+{
+    struct reservation *r = l->r;
+    if (applied == ATTR_PENDING) {
+        if (!(r->flags & RES_PENDING)) {
+            r->flags |= RES_PENDING;
+            remember(&m->pending, l->base);
+        }
+        if (!atomic_load_explicit(&m->pending_since, memory_order_relaxed)) {
+            uint64_t zero = 0;
+            atomic_compare_exchange_strong(&m->pending_since, &zero, now_ns());
+        }
+    } else if (applied == ATTR_STALE) {
+        r->flags |= RES_STALE;
+        remember(&m->stale, l->base);
+        l->went_stale = true;
+    }
+}
+
+void deferred_forget(struct manager *m, struct locked *l)
+{
+    struct reservation *r = l->r;
+    if (r->flags & RES_STALE) {
+        counter_sub(&m->book_protected, stale_book_protected(m, r, 0, res_pages(r)));
+        forget(&m->stale, l->base);
+    }
+    if (r->flags & RES_PENDING) { /* discarded with the rest just now */
+        counter_sub(&m->pending_pages, pending_in(r, 0, res_pages(r)));
+        forget(&m->pending, l->base);
+    }
+}

@@ -1,0 +1,203 @@
+/*
+ * vm.h - what the files that change reservations share, and nobody else:
+ * range.c (a locked reservation, the runs of a range, the hardware its pages
+ * must have), watch.c (write watch), deferred.c (the books ahead of the
+ * hardware: stale and pending pages), guard.c's signal change and vm.c (the
+ * Win32 rules and the change). The rest of the library sees their calls in
+ * internal.h; this header is the family's private view, as jemalloc keeps a
+ * module's internals in a header of its own.
+ *
+ * Layers (tests/test_layers.sh): range.c below watch.c, deferred.c and
+ * guard.c, all below vm.c. The inline helpers here call nothing.
+ */
+#ifndef HOSTMEM_VM_H
+#define HOSTMEM_VM_H
+
+#include <pthread.h>
+
+#include "internal.h"
+
+#define PROTECT_BASE_MASK 0xFFu
+
+/* ---- a locked reservation (range.c) -------------------------------------------------- */
+struct locked {
+    struct reservation *r;
+    struct stripe *stripe;
+    uintptr_t base, end; /* the reservation's pages */
+    bool went_stale;     /* the change left pages stale (the mapping ceiling) */
+};
+
+/*
+ * Finds this manager's live reservation holding address and takes its stripe
+ * lock (and, with signal changes on, its busy word). S_OK, not_ours (no
+ * reservation of this manager holds the page), or a lock failure. flags:
+ * VM_HEAP for heap segments, which are the heap's alone.
+ */
+HRESULT range_lock(struct manager *m, uintptr_t address, HRESULT not_ours, unsigned flags,
+                   struct locked *out) HIDDEN;
+/* Leaves what range_lock took; result unless leaving the lock failed. */
+HRESULT range_unlock(struct manager *m, struct locked *l, HRESULT result) HIDDEN;
+
+/* This thread, as a stripe's busy word holds it: glibc's pthread_self reads the
+ * thread pointer, which a signal handler may do (no system call, unlike gettid). */
+static inline long thread_id(void)
+{
+    return (long)pthread_self();
+}
+
+static inline uintptr_t page_up_checked(uintptr_t a, size_t size, bool *overflow)
+{
+    uintptr_t end = a + size;
+    if (end < a || end > UINTPTR_MAX - g_page) {
+        *overflow = true;
+        return 0;
+    }
+    return page_up(end);
+}
+
+/* ---- the runs of a range (range.c) ----------------------------------------------------- */
+/* A run's pages inside a range. */
+struct piece {
+    uintptr_t start, end;
+    unsigned attr;
+};
+/* Calls fn for every piece of a run inside [start, end). Returns non-zero if fn did. */
+int range_pieces(const struct reservation *r, uintptr_t base, uintptr_t start, uintptr_t end,
+                 int (*fn)(void *context, const struct piece *piece), void *context) HIDDEN;
+
+/* What a range holds now, and whether a change to hardware protection new_prot
+ * changes any page. */
+struct survey {
+    bool compact;
+    int new_prot;           /* hardware protection the range will have */
+    bool prot_differs;      /* some page's hardware protection changes */
+    bool any_reserved;
+    size_t committed_pages; /* pages committed before the change */
+    uintptr_t committed_start, committed_end;
+    unsigned first_attr;
+    bool first_seen;
+    uintptr_t stale_start, stale_end; /* stale pages in the range: first and last piece */
+};
+void range_survey_to(struct manager *m, struct locked *l, uintptr_t start, uintptr_t end, int target,
+                     struct survey *s) HIDDEN;
+/* The same, towards the hardware protection of attribute new_attr. */
+void range_survey(struct manager *m, struct locked *l, uintptr_t start, uintptr_t end, unsigned new_attr,
+                  struct survey *s) HIDDEN;
+
+/* ---- the hardware (range.c) ------------------------------------------------------------ */
+/* Pages of a locked reservation to hardware protection prot; on a refusal every
+ * page back to what the books say and E_OUTOFMEMORY, or E_FAIL (the manager
+ * disabled) if even that fails. */
+HRESULT range_protect(struct manager *m, struct locked *l, uintptr_t start, uintptr_t end, int prot) HIDDEN;
+/* After a refused mprotect in [start,end): every page back to what the books
+ * say; hr, or E_FAIL if even that fails. */
+HRESULT range_undo_protect(struct manager *m, struct locked *l, uintptr_t start, uintptr_t end,
+                           HRESULT hr) HIDDEN;
+/* The hardware protection of page i of r with attribute attr: protect_to_os's,
+ * less write for a page an emulated write watch holds clean. */
+int range_page_prot(const struct watched *w, unsigned attr, bool compact, uint64_t i) HIDDEN;
+/* Kernel mappings r implies, counted as changes of hardware protection at page
+ * boundaries [lo, hi] (boundary p lies between pages p-1 and p). */
+size_t range_transitions(struct manager *m, const struct reservation *r, uint64_t lo, uint64_t hi) HIDDEN;
+
+/* Its pages registered with the kernel's write tracking (not emulated). */
+static inline bool kernel_watched(const struct reservation *r)
+{
+    return (r->flags & (RES_WRITE_WATCH | RES_WATCH_EMULATED)) == RES_WRITE_WATCH;
+}
+
+/* ---- an emulated write watch's written pages --------------------------------------------
+ * One bit a page in a slot of its manager's (struct watched, internal.h), set
+ * while the page was written since the last reset. The bits change only under
+ * the stripe's busy word (writers hold it after their lock when signal changes
+ * are on); the SIGSEGV handler finds the slot after taking it. watch.c gives
+ * slots out and back; everyone who changes a watched reservation's pages reads
+ * and marks them. */
+static inline struct watched *watched_of(struct manager *m, uintptr_t base)
+{
+    for (size_t i = 0; i < WATCHED_SLOTS; i++)
+        if (atomic_load_explicit(&m->watched[i].base, memory_order_acquire) == base)
+            return &m->watched[i];
+    return NULL;
+}
+
+static inline struct watched *watched_res(struct manager *m, const struct reservation *r)
+{
+    if (!(r->flags & RES_WATCH_EMULATED))
+        return NULL;
+    return watched_of(m, atomic_load_explicit(&((struct reservation *)r)->base, memory_order_relaxed));
+}
+
+static inline bool written(const struct watched *w, uint64_t page)
+{
+    return atomic_load_explicit(&w->bits[page / 64], memory_order_relaxed) >> (page % 64) & 1;
+}
+
+/* Pages [lo, hi) written (on) or clean. */
+static inline void mark_written(struct watched *w, uint64_t lo, uint64_t hi, bool on)
+{
+    while (lo < hi) {
+        uint64_t word = lo / 64, bit = lo % 64, n = hi - lo < 64 - bit ? hi - lo : 64 - bit;
+        uint64_t mask = (n == 64 ? ~(uint64_t)0 : (((uint64_t)1 << n) - 1)) << bit;
+        if (on)
+            atomic_fetch_or_explicit(&w->bits[word], mask, memory_order_relaxed);
+        else
+            atomic_fetch_and_explicit(&w->bits[word], ~mask, memory_order_relaxed);
+        lo += n;
+    }
+}
+
+/* ---- write watch (watch.c) --------------------------------------------------------------- */
+/* A new reservation at base, not yet published, starts to be watched: a slot
+ * (emulate) or the kernel's registration. */
+HRESULT watch_begin(struct manager *m, struct reservation *r, uintptr_t base, size_t bytes, bool emulate) HIDDEN;
+/* Undoes watch_begin for a reservation that is abandoned; E_FAIL when the kernel
+ * will not let go of it (the manager is disabled), else hr. */
+HRESULT watch_abandon(struct manager *m, struct reservation *r, uintptr_t base, size_t bytes, HRESULT hr) HIDDEN;
+/* A commit or VirtualProtect of [start,end) to attr in a reservation with an
+ * emulated write watch: written pages get attr's protection, the others the
+ * same without write; undone on a refusal as range_protect. */
+HRESULT watch_protect(struct manager *m, struct locked *l, uintptr_t start, uintptr_t end, unsigned attr) HIDDEN;
+/* Before a change of [start,end) to attr (applied in the runs, which may be a
+ * stale or pending mark) is published: a decommit's discarded pages read as not
+ * written, from the kernel too; newly committed ones start clean. */
+void watch_changed(struct manager *m, struct locked *l, const struct survey *s, uintptr_t start, uintptr_t end,
+                   unsigned attr, unsigned applied) HIDDEN;
+/* A reservation being released stops being watched: the kernel's
+ * registration (S_OK, or E_FAIL through os_refused_stuck). */
+HRESULT watch_unregister(struct manager *m, struct locked *l) HIDDEN;
+/* Its emulated slot back, once the reservation is gone. */
+void watch_give_back(struct manager *m, struct watched *w) HIDDEN;
+/* In a forked child: the kernel's tracking of r's pages registered anew. */
+void watch_after_fork(struct manager *m, const struct reservation *r, uintptr_t base) HIDDEN;
+/* At shutdown: every slot back. */
+void watch_release_all(struct manager *m) HIDDEN;
+
+/* ---- the books ahead of the hardware (deferred.c) ---------------------------------------- */
+/* Pages of r in [lo, hi) protected only in the books (stale, hardware not
+ * reserved-page protection), and waiting for their discard (pending). */
+size_t stale_book_protected(struct manager *m, const struct reservation *r, uint64_t lo, uint64_t hi) HIDDEN;
+size_t pending_in(const struct reservation *r, uint64_t lo, uint64_t hi) HIDDEN;
+/* Gives a locked reservation's stale runs reserved-page protection where the
+ * kernel allows it now: S_OK when none is left, E_OUTOFMEMORY when some stay,
+ * E_FAIL when a refusal could not be undone. */
+HRESULT stale_restore(struct manager *m, struct locked *l) HIDDEN;
+/* After a VirtualFree that gave mappings back; no lock held. */
+void stale_restore_all(struct manager *m) HIDDEN;
+/* Recommitted stale pages in the survey's range read zero: discarded first. */
+HRESULT stale_discard(struct manager *m, struct locked *l, const struct survey *s) HIDDEN;
+/* Would a decommit of r leave its discard for later? */
+bool pending_defers(const struct manager *m, const struct reservation *r) HIDDEN;
+/* Recommitted pending pages of [start,end) read zero: zeroed when writable, else
+ * discarded. 0 or the refusal's errno. */
+int pending_zero(struct locked *l, uintptr_t start, uintptr_t end, bool writable) HIDDEN;
+/* A change left r with stale (ATTR_STALE) or pending (ATTR_PENDING) runs:
+ * marked and remembered. */
+void deferred_note(struct manager *m, struct locked *l, unsigned applied) HIDDEN;
+/* r is being released: its stale and pending pages leave the counters, and it
+ * is remembered no more. */
+void deferred_forget(struct manager *m, struct locked *l) HIDDEN;
+/* After a call that changed pages: the pending discards, if due. No lock held. */
+void deferred_purge_if_due(struct manager *m) HIDDEN;
+
+#endif /* HOSTMEM_VM_H */
