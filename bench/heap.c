@@ -7,7 +7,8 @@
  * jemalloc and mimalloc are linked into `make bench`'s program only, never the
  * library nor the tool: built into `hostmem bench` (HOSTMEM_BENCH_IN_TOOL) the
  * section says so and measures nothing, but its code is still compiled. Never
- * asserts a timing; never calls glibc's malloc by its name (see glibc_resolve).
+ * asserts a timing; never measures glibc through the name malloc, which in
+ * `make bench`'s program is mimalloc's (see glibc_resolve).
  */
 #include <dlfcn.h>
 #ifndef HOSTMEM_BENCH_IN_TOOL
