@@ -32,11 +32,16 @@ $(B)/libhostmem.a: $(LIB_OBJ)
 $(B)/libhostmem.so: $(PIC_OBJ)
 	$(CC) -shared -pthread -Wl,-soname,libhostmem.so.$(SOVERSION) -o $@ $^
 	ln -sf libhostmem.so $(B)/libhostmem.so.$(SOVERSION)
-# The tool includes the benchmark (`hostmem bench`) without the peer allocators.
-$(B)/hostmem: $(wildcard tools/*.c) tools/cli.h bench/bench.c $(B)/libhostmem.a
-	$(CC) $(CFLAGS_BASE) $(OPT) -DHOSTMEM_BENCH_IN_TOOL -Dmain=hostmem_bench_main -c bench/bench.c -o $(B)/bench-tool.o
-	$(CC) $(CFLAGS_BASE) $(OPT) $(wildcard tools/*.c) $(B)/bench-tool.o $(B)/libhostmem.a -lm -o $@
-$(B)/obj $(B)/pic $(B)/tests:
+# The tool includes the benchmark (`hostmem bench`) without the peer allocators:
+# bench/*.c built again with HOSTMEM_BENCH_IN_TOOL into $(B)/bench-tool, main()
+# renamed hostmem_bench_main.
+BENCH_SRC := $(wildcard bench/*.c)
+BENCH_TOOL_OBJ := $(patsubst bench/%.c,$(B)/bench-tool/%.o,$(BENCH_SRC))
+$(B)/bench-tool/%.o: bench/%.c bench/bench.h include/hostmem.h | $(B)/bench-tool
+	$(CC) $(CFLAGS_BASE) $(OPT) -DHOSTMEM_BENCH_IN_TOOL -Dmain=hostmem_bench_main -c $< -o $@
+$(B)/hostmem: $(wildcard tools/*.c) tools/cli.h $(BENCH_TOOL_OBJ) $(B)/libhostmem.a
+	$(CC) $(CFLAGS_BASE) $(OPT) $(wildcard tools/*.c) $(BENCH_TOOL_OBJ) $(B)/libhostmem.a -lm -o $@
+$(B)/obj $(B)/pic $(B)/tests $(B)/bench-tool:
 	mkdir -p $@
 
 demo: $(B)/hostmem
@@ -155,8 +160,8 @@ check: all
 # docs/bench.svg; build/bench --help lists the options. Then mimalloc's stress test
 # on hostmem against stock mimalloc (issue 12; integrations/mimalloc/bench.sh,
 # BENCH_RUNS=5, BENCH_THREADS="4 8 32", BENCH_COMPACT=1 for compact mode too).
-$(B)/bench: bench/bench.c $(B)/libhostmem.a
-	$(CC) $(CFLAGS_BASE) -O2 $< $(B)/libhostmem.a -lmimalloc -ljemalloc -lpthread -lm -o $@
+$(B)/bench: $(BENCH_SRC) bench/bench.h $(B)/libhostmem.a
+	$(CC) $(CFLAGS_BASE) -O2 $(BENCH_SRC) $(B)/libhostmem.a -lmimalloc -ljemalloc -lpthread -lm -o $@
 
 bench: $(B)/bench
 	./$(B)/bench --svg docs/bench.svg $(BENCH_ARGS)
