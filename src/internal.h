@@ -285,14 +285,14 @@ static inline unsigned run_attr(uint64_t run) { return (unsigned)(run & RUN_ATTR
  * mapping (at vm.max_map_count no mapping can be split). Reserved in the books
  * (VirtualQuery, the budget, the statistics) and discarded, but their hardware
  * protection is still the one of the committed attribute in the low bits, so
- * protect_to_os of a stale attribute is the truth about the hardware. vm.c
+ * protect_to_os of a stale attribute is the truth about the hardware. deferred.c
  * gives them reserved-page protection when the kernel allows (docs/host.md).
  */
 #define ATTR_STALE 0x8000u
 _Static_assert(ATTR_STALE > PROTECT_ALL_BITS && ATTR_STALE <= RUN_ATTR_MASK,
                "the stale mark is an attribute bit no protection uses");
 /*
- * A pending run (deferred discard, vm.c): pages decommitted - reserved in the
+ * A pending run (deferred discard, deferred.c): pages decommitted - reserved in the
  * books, uncharged, with reserved-page hardware protection - whose discard is
  * still to come; a recommit zeroes them instead. The attribute is the mark
  * alone.
