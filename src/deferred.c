@@ -201,10 +201,9 @@ static bool stale_restored(struct manager *m, struct locked *l)
 
 /* The stale pages of every reservation get their protection where the kernel
  * allows it now. */
-void stale_restore_all(struct manager *m)
+void stale_restore_remembered(struct manager *m)
 {
-    if (atomic_load_explicit(&m->book_protected, memory_order_relaxed))
-        remembered_each(m, &m->stale, RES_STALE, stale_restored);
+    remembered_each(m, &m->stale, RES_STALE, stale_restored);
 }
 
 /* Discards the stale pieces only: committed pages may lie between them. */
@@ -297,11 +296,9 @@ void deferred_purge(struct manager *m)
 
 /* The pending discards are due when more wait than the cap allows, the oldest
  * has waited the delay, or memory is Low. */
-void deferred_purge_if_due(struct manager *m)
+void deferred_purge_due(struct manager *m)
 {
     size_t pages = atomic_load_explicit(&m->pending_pages, memory_order_relaxed);
-    if (!pages)
-        return;
     uint64_t since = atomic_load_explicit(&m->pending_since, memory_order_relaxed);
     if ((pages << g_page_shift) > m->purge_cap ||
         (since && now_ns() - since >= (uint64_t)m->purge_delay_ms * 1000000u) ||

@@ -65,11 +65,6 @@ static void busy_enter(struct stripe *stripe)
     }
 }
 
-static void busy_leave(struct stripe *stripe)
-{
-    atomic_store_explicit(&stripe->busy, 0, memory_order_release);
-}
-
 /* fork.c: every stripe's busy word held across fork (take), then let go in
  * parent and child, so that no SIGSEGV handler of another thread is halfway
  * through a change when the process is copied. */
@@ -122,14 +117,6 @@ HRESULT range_lock(struct manager *m, uintptr_t address, HRESULT not_ours, unsig
         if (hr != S_OK)
             return hr;
     }
-}
-
-HRESULT range_unlock(struct manager *m, struct locked *l, HRESULT result)
-{
-    if (m->signals)
-        busy_leave(l->stripe);
-    HRESULT hr = lock_leave(m, l->stripe->lock);
-    return result == S_OK ? hr : result;
 }
 
 /* ---- walking the old runs of a range ------------------------------------------ */

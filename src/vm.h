@@ -35,14 +35,26 @@ struct locked {
  */
 HRESULT range_lock(struct manager *m, uintptr_t address, HRESULT not_ours, unsigned flags,
                    struct locked *out) HIDDEN;
-/* Leaves what range_lock took; result unless leaving the lock failed. */
-HRESULT range_unlock(struct manager *m, struct locked *l, HRESULT result) HIDDEN;
-
 /* This thread, as a stripe's busy word holds it: glibc's pthread_self reads the
  * thread pointer, which a signal handler may do (no system call, unlike gettid). */
 static inline long thread_id(void)
 {
     return (long)pthread_self();
+}
+
+static inline void busy_leave(struct stripe *stripe)
+{
+    atomic_store_explicit(&stripe->busy, 0, memory_order_release);
+}
+
+/* Leaves what range_lock took; result unless leaving the lock failed. Inline:
+ * every call that found its reservation passes here. */
+static inline HRESULT range_unlock(struct manager *m, struct locked *l, HRESULT result)
+{
+    if (m->signals)
+        busy_leave(l->stripe);
+    HRESULT hr = lock_leave(m, l->stripe->lock);
+    return result == S_OK ? hr : result;
 }
 
 static inline uintptr_t page_up_checked(uintptr_t a, size_t size, bool *overflow)
@@ -182,8 +194,14 @@ size_t pending_in(const struct reservation *r, uint64_t lo, uint64_t hi) HIDDEN;
  * kernel allows it now: S_OK when none is left, E_OUTOFMEMORY when some stay,
  * E_FAIL when a refusal could not be undone. */
 HRESULT stale_restore(struct manager *m, struct locked *l) HIDDEN;
-/* After a VirtualFree that gave mappings back; no lock held. */
-void stale_restore_all(struct manager *m) HIDDEN;
+/* After a VirtualFree that gave mappings back; no lock held. The look at the
+ * counter is inline: almost always there is nothing to do. */
+void stale_restore_remembered(struct manager *m) HIDDEN;
+static inline void stale_restore_all(struct manager *m)
+{
+    if (atomic_load_explicit(&m->book_protected, memory_order_relaxed))
+        stale_restore_remembered(m);
+}
 /* Recommitted stale pages in the survey's range read zero: discarded first. */
 HRESULT stale_discard(struct manager *m, struct locked *l, const struct survey *s) HIDDEN;
 /* Would a decommit of r leave its discard for later? */
@@ -197,7 +215,13 @@ void deferred_note(struct manager *m, struct locked *l, unsigned applied) HIDDEN
 /* r is being released: its stale and pending pages leave the counters, and it
  * is remembered no more. */
 void deferred_forget(struct manager *m, struct locked *l) HIDDEN;
-/* After a call that changed pages: the pending discards, if due. No lock held. */
-void deferred_purge_if_due(struct manager *m) HIDDEN;
+/* After a call that changed pages: the pending discards, if due. No lock held.
+ * The look at the counter is inline, as stale_restore_all's. */
+void deferred_purge_due(struct manager *m) HIDDEN;
+static inline void deferred_purge_if_due(struct manager *m)
+{
+    if (atomic_load_explicit(&m->pending_pages, memory_order_relaxed))
+        deferred_purge_due(m);
+}
 
 #endif /* HOSTMEM_VM_H */
