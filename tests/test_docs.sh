@@ -34,7 +34,8 @@
 #    integrations/ bench/ win32/ cmake/ exists (a NAME or MAJOR part matches
 #    anything; * globs); every function written `name(...)` in backticks, and
 #    every hostmem_* or Virtual* name in backticks, is found in include/ src/
-#    tools/ win32/ tests/ bench/; every option --name is one the tool or the
+#    tools/ win32/ tests/ bench/ (a HOSTMEM_* constant or environment variable
+#    in backticks there or in integrations/ and the Makefile); every option --name is one the tool or the
 #    benchmark parses (tools/, bench/). No document names an issue number or
 #    shared/SPEC.md (not part of the project). Names that are not hostmem's
 #    are listed in ALLOWED below, each with its reason.
@@ -222,6 +223,7 @@ for doc in $docs docs/hostmem.1; do
                 code = substr(s, RSTART + 1, RLENGTH - 2); s = substr(s, RSTART + RLENGTH)
                 if (match(code, /^[A-Za-z_][A-Za-z0-9_]*\(/)) print doc, NR, "function", substr(code, 1, RLENGTH - 1)
                 else if (match(code, /^(hostmem_|Virtual)[A-Za-z0-9_]*/)) print doc, NR, "function", substr(code, 1, RLENGTH)
+                else if (match(code, /^HOSTMEM_[A-Z0-9_]+/)) print doc, NR, "constant", substr(code, 1, RLENGTH)
             }
         }
     '
@@ -245,6 +247,9 @@ while read -r doc line kind name; do
     function)
         if grep -rqw -- "$name" include src tools win32 tests bench 2> /dev/null; then ok
         else bad "$where: the function $name is not in include/ src/ tools/ win32/ tests/ bench/"; fi ;;
+    constant)
+        if grep -rqw -- "$name" include src tools win32 tests bench integrations Makefile 2> /dev/null; then ok
+        else bad "$where: the name $name is not in include/ src/ tools/ win32/ tests/ bench/ integrations/ Makefile"; fi ;;
     option)
         if grep -rqE -- "\"$name([= \"]|\\\\n)" tools bench 2> /dev/null; then ok
         else bad "$where: the option $name is not one the tool parses (tools/, bench/)"; fi ;;
