@@ -31,7 +31,7 @@
 #      <!-- doc-test: file PATH -->    before a fence: the block is PATH's
 #                                      text, whole (a script the docs show)
 # 3. Names. Every path under src/ tests/ tools/ examples/ include/ docs/
-#    integrations/ bench/ win32/ cmake/ exists (a NAME or MAJOR part matches
+#    integrations/ bench/ win32/ cmake/ .ci/ exists (a NAME or MAJOR part matches
 #    anything; * globs); every function written `name(...)` in backticks, and
 #    every hostmem_* or Virtual* name in backticks, is found in include/ src/
 #    tools/ win32/ tests/ bench/ (a HOSTMEM_* constant or environment variable
@@ -214,7 +214,7 @@ for doc in $docs docs/hostmem.1; do
         }
         {
             line = $0
-            each("(^|[^A-Za-z0-9_./-])(src|tests|tools|examples|include|docs|integrations|bench|win32|cmake)/[A-Za-z0-9_.*/-]*[A-Za-z0-9_*]", "path", line)
+            each("(^|[^A-Za-z0-9_./-])(\\.ci|src|tests|tools|examples|include|docs|integrations|bench|win32|cmake)/[A-Za-z0-9_.*/-]*[A-Za-z0-9_*]", "path", line)
             each("(^|[^A-Za-z0-9-])--[a-z][a-z0-9-]*", "option", line)
             if (line ~ /[Ii]ssues? [0-9]/ || line ~ /SPEC\.md/) print doc, NR, "forbidden", "-"
             if (doc ~ /\.1$/) next

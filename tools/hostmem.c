@@ -23,7 +23,7 @@ static const char usage[] =
     "  replay [OPTIONS] [FILE]  run a script of manager operations (FILE, or - or nothing:\n"
     "                           standard input); the language: hostmem help replay\n"
     "  info [--json]            this machine as hostmem sees it\n"
-    "  bench [--quick] [--json] [--only SECTION] [--svg PATH]\n"
+    "  bench [--quick] [--json] [--runs N] [--only SECTION] [--svg PATH]\n"
     "                           the benchmark against the raw system calls (make bench in\n"
     "                           the source tree adds the heap against glibc, mimalloc, jemalloc)\n"
     "  help [COMMAND]           this text, or a command's (the same as COMMAND --help)\n"
