@@ -53,7 +53,7 @@ $(B)/tests/%: tests/%.c tests/test.h $(B)/libhostmem.a | $(B)/tests
 $(B)/tests/cxx_header: tests/cxx_header.cpp include/hostmem.h $(B)/libhostmem.a | $(B)/tests
 	$(CXX) -std=c++11 -Wall -Wextra -Werror $(OPT) -fno-sanitize=vptr -Iinclude $< $(B)/libhostmem.a -pthread -o $@
 
-# Real runtimes embedded over hostmem (issue 4). Each needs a Debian package; when
+# Real runtimes embedded over hostmem. Each needs a Debian package; when
 # it is missing (or under a sanitizer that cannot live with it) the test program is
 # replaced by one that says it was skipped and why.
 LUA_FLAGS := $(shell pkg-config --cflags --libs lua5.4 2>/dev/null)
@@ -71,8 +71,8 @@ $(eval $(call embed_rule,embed_jemalloc,$(JEMALLOC_FLAGS),$(if $(findstring sani
 
 tests: $(addprefix $(B)/tests/,$(TEST_NAMES) $(EMBED_TESTS)) $(B)/tests/cxx_header
 
-# Real runtimes built from Debian's source packages on hostmem's VM calls (issue
-# 12): integrations/NAME/run.sh fetches (apt-get source), patches, builds and runs
+# Real runtimes built from Debian's source packages on hostmem's VM calls:
+# integrations/NAME/run.sh fetches (apt-get source), patches, builds and runs
 # them; tests/integration.sh adds up what it reports. Without the sources they say
 # so in one line and count nothing, unless HOSTMEM_REQUIRE_INTEGRATIONS=1 (CI).
 INTEGRATIONS := mimalloc luajit
@@ -86,9 +86,10 @@ $(B)/integration-test/integration_%: tests/integration.sh $(B)/libhostmem.a
 # DESTDIR stage and builds programs against them through pkg-config and through
 # CMake's find_package(hostmem). tests/run.sh runs it (and records its counts in
 # build/results) through a one-line wrapper in $(B)/install-test.
-check-plain: tests $(B)/install-test/test_install $(B)/cli-test/test_cli $(B)/fuzz-test/fuzz_corpus $(B)/layers-test/test_layers $(INTEGRATION_TESTS)
+check-plain: tests $(B)/install-test/test_install $(B)/cli-test/test_cli $(B)/fuzz-test/fuzz_corpus $(B)/layers-test/test_layers $(B)/docs-test/test_docs $(INTEGRATION_TESTS)
 	sh tests/run.sh plain $(B)/tests
 	sh tests/run.sh plain $(B)/layers-test
+	sh tests/run.sh plain $(B)/docs-test
 	sh tests/run.sh plain $(B)/integration-test
 	MAKE="$(MAKE)" sh tests/run.sh plain $(B)/install-test
 	sh tests/run.sh plain $(B)/cli-test
@@ -97,6 +98,12 @@ check-plain: tests $(B)/install-test/test_install $(B)/cli-test/test_cli $(B)/fu
 $(B)/cli-test/test_cli: tests/test_cli.sh $(B)/hostmem
 	mkdir -p $(@D)
 	printf '#!/bin/sh\nexec sh "%s/tests/test_cli.sh" "%s/$(B)/hostmem"\n' "$(CURDIR)" "$(CURDIR)" > $@
+	chmod +x $@
+# tests/test_docs.sh checks README.md and docs/ against the tree, the library and the tool
+# built in $(B): snippets compiled and run, commands run, names found.
+$(B)/docs-test/test_docs: tests/test_docs.sh $(B)/hostmem $(B)/libhostmem.a $(B)/libhostmem_win32.a
+	mkdir -p $(@D)
+	printf '#!/bin/sh\nexec sh "%s/tests/test_docs.sh" "%s/$(B)"\n' "$(CURDIR)" "$(CURDIR)" > $@
 	chmod +x $@
 # tests/test_layers.sh checks that the library's calls point down its layers.
 $(B)/layers-test/test_layers: tests/test_layers.sh $(B)/libhostmem.a
@@ -155,10 +162,10 @@ check: all
 	$(MAKE) --no-print-directory check-tsan
 	sh tests/total.sh
 
-# Benchmarks (issue 6): not tests, never run by make check. jemalloc and mimalloc
+# Benchmarks: not tests, never run by make check. jemalloc and mimalloc
 # are linked into the benchmark only. make bench [BENCH_ARGS=--quick|--json] writes
 # docs/bench.svg; build/bench --help lists the options. Then mimalloc's stress test
-# on hostmem against stock mimalloc (issue 12; integrations/mimalloc/bench.sh,
+# on hostmem against stock mimalloc (integrations/mimalloc/bench.sh,
 # BENCH_RUNS=5, BENCH_THREADS="4 8 32", BENCH_COMPACT=1 for compact mode too).
 $(B)/bench: $(BENCH_SRC) bench/bench.h $(B)/libhostmem.a
 	$(CC) $(CFLAGS_BASE) -O2 $(BENCH_SRC) $(B)/libhostmem.a -lmimalloc -ljemalloc -lpthread -lm -o $@
@@ -225,7 +232,7 @@ uninstall:
 	    $(DESTDIR)$(CMAKEDIR)/hostmem-config.cmake $(DESTDIR)$(CMAKEDIR)/hostmem-config-version.cmake
 	if [ -d $(DESTDIR)$(CMAKEDIR) ]; then rmdir $(DESTDIR)$(CMAKEDIR) 2>/dev/null || true; fi
 
-# The Win32 face (issue 14, docs/win32.md): VirtualAlloc, VirtualFree, VirtualQuery,
+# The Win32 face (docs/win32.md): VirtualAlloc, VirtualFree, VirtualQuery,
 # VirtualProtect, GetWriteWatch, ResetWriteWatch, GetLargePageMinimum and the thread's
 # last error, with Windows' results, over one process-wide manager. Its own libraries
 # (build/libhostmem_win32.a, .so), so that only a program that asks gets these global

@@ -220,11 +220,22 @@ assert d["stopped"] is None and b and b[0]["callbacks"] == ["eMemoryAvailableLow
 assert sum(len(s["callbacks"]) for s in d["steps"]) == 3' "$tmp/json" 2>/dev/null && ok ||
     bad "demo --json: callbacks on B's step, stopped null"
 # Rule: a --commit-limit too small for the walk stops it at the step refused,
-# says so (the budget, the size the walk needs) and exits 3.
+# says so (the budget, the size the walk needs) and exits 3. The walk needs A's
+# 4 pages, the heap's segment header page and three 64 KiB spans (tools/demo.c):
+# that budget runs, one page less stops (docs/cli.md).
+page=$(getconf PAGESIZE)
+needs=$(( (5 * page + 3 * 65536) / 1024 ))K
 expect_exit 3 "demo --commit-limit 32K" -- "$tool" demo --commit-limit 32K
-grep -q "refused by the budget (32K): the walk needs a budget of at least 64" "$tmp/err" && ok ||
-    bad "demo --commit-limit 32K says the budget refused a step and what the walk needs"
+grep -q "refused by the budget (32K): the walk needs a budget of at least $needs" "$tmp/err" && ok ||
+    bad "demo --commit-limit 32K says the budget refused a step and what the walk needs ($needs)"
 tail -1 "$tmp/out" | grep -q "E_OUTOFMEMORY" && ok || bad "demo --commit-limit 32K stops at the step refused (last line)"
+expect_exit 0 "demo --commit-limit $needs (what the walk needs)" -- "$tool" demo --commit-limit "$needs"
+expect_exit 3 "demo --commit-limit $needs less a page" -- "$tool" demo --commit-limit $(( (5 * page + 3 * 65536 - page) / 1024 ))K
+grep -q "the walk needs a budget of at least $needs" "$tmp/err" && ok || bad "a page under the need names the need"
+# --appdomain-wait 0 is accepted and the request refused (tools/cli.c passes it as
+# HOSTMEM_NO_WAIT, not as the library's 0, 100 ms; the wait itself is not timed here).
+printf 'a = reserve 1M\ncommit a 128K rw appdomain\nexpect E_OUTOFMEMORY\n' > "$tmp/appdomain.hm"
+expect_exit 0 "replay --appdomain-wait 0" -- "$tool" replay --commit-limit 64K --appdomain-wait 0 "$tmp/appdomain.hm"
 
 # --- issue 16: under the address-space limit (ulimit -v) --------------------------
 # Rules: the lowest limit the tool runs under (--version) leaves no room for the manager:

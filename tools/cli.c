@@ -218,8 +218,10 @@ void cli_manager_options_print(FILE *out)
             "Manager options (demo and replay; they set the hostmem_config of the manager made):\n"
             "  --commit-limit SIZE|none   the commit budget (default: the cgroup's limit, if any)\n"
             "  --emergency-reserve SIZE   extra budget for process-critical requests (default none)\n"
-            "  --appdomain-wait MS        how long appdomain-critical requests wait for memory (100)\n"
-            "  --lock-timeout MS          lock waits time out after MS milliseconds (default: never)\n"
+            "  --appdomain-wait MS        how long appdomain-critical requests wait for memory\n"
+            "                             (default 100; 0: refused at once, after the Low notice)\n"
+            "  --lock-timeout MS          lock waits time out after MS milliseconds (default, or 0:\n"
+            "                             never)\n"
             "  --arena-size SIZE          the largest arena of address space: a multiple of %s,\n"
             "                             at least %s, at most 1024G (default 1G)\n"
             "  --compact                  compact mode: reserved pages not hardware-protected\n"
@@ -392,10 +394,13 @@ int cli_manager_option(int argc, char **argv, int *i, hostmem_config *c)
     if (option_is(arg, "--arena-size"))
         return option_value(argc, argv, i, &value) < 0 ? -1
                                                        : size_value("--arena-size", value, &c->arena_size);
-    if (option_is(arg, "--appdomain-wait"))
-        return option_value(argc, argv, i, &value) < 0
-                   ? -1
-                   : ms_value("--appdomain-wait", value, &c->appdomain_wait_ms);
+    if (option_is(arg, "--appdomain-wait")) {
+        if (option_value(argc, argv, i, &value) < 0 || ms_value("--appdomain-wait", value, &c->appdomain_wait_ms) < 0)
+            return -1;
+        if (c->appdomain_wait_ms == 0) /* the library's 0 is its default (100 ms): no wait is HOSTMEM_NO_WAIT */
+            c->appdomain_wait_ms = HOSTMEM_NO_WAIT;
+        return 1;
+    }
     if (option_is(arg, "--lock-timeout"))
         return option_value(argc, argv, i, &value) < 0
                    ? -1

@@ -19,8 +19,16 @@ static bool json, colour;
 /* The demo's own figures: A, the reservation the walk works in, is 44 pages, so
  * that with 4 KiB pages its last 64 KiB granule has an unused tail; the budget
  * is 64 pages unless --commit-limit gives another; a budget of more pages than
- * DEMO_FILL_MAX is not filled (the refusals are then not shown). */
-enum { A_PAGES = 44, DEMO_BUDGET_PAGES = 64, DEMO_FILL_MAX = 1024 };
+ * DEMO_FILL_MAX is not filled (the refusals are then not shown). The walk
+ * needs A's 4 committed pages, and for the heap its first segment's header
+ * page and a 64 KiB span for each of its three block sizes (docs/heap.md):
+ * walk_needs() bytes, 53 pages with 4 KiB pages; a smaller budget stops it at
+ * the step refused (tests/test_cli.sh checks the boundary). */
+enum { A_PAGES = 44, DEMO_BUDGET_PAGES = 64, DEMO_FILL_MAX = 1024, A_COMMITTED_PAGES = 4, HEAP_SPANS = 3 };
+static size_t walk_needs(void)
+{
+    return (A_COMMITTED_PAGES + 1) * hostmem_page_size() + HEAP_SPANS * ((size_t)64 << 10);
+}
 static int steps; /* printed so far (the JSON separator) */
 
 /* The step the walk could not do without (its call and result), if any: the
@@ -62,10 +70,10 @@ static int explain_stop(void)
     char rn[16], sz[32];
     if (stopped_hr == E_OUTOFMEMORY && stopped_by_budget) {
         fprintf(stderr,
-                "hostmem demo: %s was refused by the budget (%s): the walk needs a budget of at least %d\n"
-                "pages (%s, the demo's own without --commit-limit). Give a larger --commit-limit, or none.\n",
-                stopped_at, cli_size_text(stopped_budget, sz, sizeof sz), DEMO_BUDGET_PAGES,
-                cli_size_text(DEMO_BUDGET_PAGES * hostmem_page_size(), rn, sizeof rn));
+                "hostmem demo: %s was refused by the budget (%s): the walk needs a budget of at least %s\n"
+                "(%zu pages; without --commit-limit it has %d). Give a larger --commit-limit, or none.\n",
+                stopped_at, cli_size_text(stopped_budget, sz, sizeof sz), cli_size_text(walk_needs(), rn, sizeof rn),
+                walk_needs() / hostmem_page_size(), DEMO_BUDGET_PAGES);
         return EXIT_MANAGER;
     }
     if (stopped_hr == E_OUTOFMEMORY) {
@@ -300,7 +308,7 @@ int cmd_demo(int argc, char **argv)
     if (!needed(hr, "reserving A"))
         goto finish;
     char *a = base;
-    hr = IHostMemoryManager_VirtualAlloc(m, a + P, 4 * P, MEM_COMMIT, PAGE_READWRITE, eTaskCritical, &p);
+    hr = IHostMemoryManager_VirtualAlloc(m, a + P, A_COMMITTED_PAGES * P, MEM_COMMIT, PAGE_READWRITE, eTaskCritical, &p);
     step("VirtualAlloc(A+1 page, 4 pages, MEM_COMMIT, PAGE_READWRITE)", hr, hr == S_OK ? "new pages read zero: %s" : NULL,
          hr == S_OK && a[P] == 0 && a[4 * P] == 0 ? "yes" : "no");
     if (!needed(hr, "committing 4 pages of A"))
@@ -378,8 +386,15 @@ int cmd_demo(int argc, char **argv)
         goto finish;
     size_t fill = limit && limit > committed ? (limit - committed) / P : 0;
     if (!limit || !fill || fill > DEMO_FILL_MAX) {
-        snprintf(text, sizeof text, "(a budget of %s: more than the demo fills; without --commit-limit it is 64 pages)",
-                 limit ? cli_size_text(limit, sz, sizeof sz) : "none");
+        if (!limit)
+            snprintf(text, sizeof text, "(no budget: nothing to fill; without --commit-limit it is %d pages)",
+                     DEMO_BUDGET_PAGES);
+        else if (!fill)
+            snprintf(text, sizeof text, "(a budget of %s: A's pages fill it already; without --commit-limit it is %d pages)",
+                     cli_size_text(limit, sz, sizeof sz), DEMO_BUDGET_PAGES);
+        else
+            snprintf(text, sizeof text, "(a budget of %s: more than the demo fills; without --commit-limit it is %d pages)",
+                     cli_size_text(limit, sz, sizeof sz), DEMO_BUDGET_PAGES);
         remark(text);
     } else {
         snprintf(call, sizeof call, "B = VirtualAlloc(NULL, %zu pages, MEM_RESERVE|MEM_COMMIT, task)", fill);

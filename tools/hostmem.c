@@ -23,7 +23,7 @@ static const char usage[] =
     "  replay [OPTIONS] [FILE]  run a script of manager operations (FILE, or - or nothing:\n"
     "                           standard input); the language: hostmem help replay\n"
     "  info [--json]            this machine as hostmem sees it\n"
-    "  bench [--quick] [--json] [--only SECTION] [--svg PATH]\n"
+    "  bench [--quick] [--json] [--runs N] [--only SECTION] [--svg PATH]\n"
     "                           the benchmark against the raw system calls (make bench in\n"
     "                           the source tree adds the heap against glibc, mimalloc, jemalloc)\n"
     "  help [COMMAND]           this text, or a command's (the same as COMMAND --help)\n"
@@ -179,8 +179,7 @@ int cmd_info(int argc, char **argv)
     if (!first_arena)
         printf("arenas                 none: the kernel refused even a %zu KiB arena\n", hostmem_granularity() >> 10);
     else if (!limited)
-        printf("arenas                 %.0f MiB first, each next twice the last, up to %.0f GiB\n", mib(first_arena),
-               mib(DEFAULT_LARGEST_ARENA) / 1024);
+        printf("arenas                 %.0f MiB each (no limit: every arena is the largest)\n", mib(first_arena));
     else
         printf("arenas                 %.1f MiB first, each next twice the last, up to %.0f GiB, but never\n"
                "                       more than a quarter of what the limit leaves\n",
