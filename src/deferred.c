@@ -29,7 +29,7 @@
 #include <string.h>
 #include <time.h>
 
-#include "vm.h"
+#include "deferred.h"
 
 /* ---- the remembered reservations ---------------------------------------------------- */
 

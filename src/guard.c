@@ -25,7 +25,7 @@
 #include <string.h>
 #include <ucontext.h>
 
-#include "vm.h"
+#include "range.h"
 
 /* ---- the change a fault makes ---------------------------------------------------------- */
 

@@ -482,7 +482,7 @@ struct remembered {
     _Atomic uintptr_t bases[16]; /* 0 = a free slot */
     _Atomic bool overflow;
 };
-/* Emulated write watch (watch.c, vm.h): one write-watched reservation's written pages,
+/* Emulated write watch (watch.c, range.h): one write-watched reservation's written pages,
  * one bit a page. The SIGSEGV handler finds it by base without a lock, after
  * taking the stripe's busy word, which every change of it holds too. */
 #define WATCHED_SLOTS 64
@@ -678,7 +678,7 @@ HRESULT unknown_query(void *self, _Atomic uint32_t *references, const IID *own, 
 /* heap.c */
 HRESULT heap_create(struct manager *m, DWORD type, IHostMalloc **out) HIDDEN;
 
-/* vm.c, query.c, watch.c, deferred.c: the COM methods (vm.h is the family's own view) */
+/* vm.c, query.c, watch.c, deferred.c: the COM methods (range.h, watch.h, deferred.h are the family's own view) */
 /* flags: VM_HEAP makes the calls act on heap segments (and only on them). */
 #define VM_HEAP 0x1u
 #define VM_ALIGN_4M 0x2u /* with VM_HEAP: a reservation aligned to 4 MiB (heap segments) */

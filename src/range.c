@@ -4,7 +4,7 @@
  * (pieces, the survey), the hardware protection its pages must have, changing
  * that protection with its undo, and the kernel mappings it implies.
  *
- * The floor of the files that change reservations (vm.h): vm.c's Win32 rules,
+ * The floor of the files that change reservations (range.h): vm.c's Win32 rules,
  * watch.c, deferred.c and guard.c's signal change all stand on it. It owns no
  * policy: it never decides what a page becomes, only finds, walks, protects
  * and counts. Every refused system call goes through os_refused; an undo that
@@ -19,7 +19,7 @@
 #include <sched.h>
 #include <string.h>
 
-#include "vm.h"
+#include "range.h"
 
 /* The hardware protection of a run's attribute: reserved-page protection for
  * reserved and pending pages, the committed protection's for stale ones (what

@@ -9,7 +9,7 @@
  * whose change cannot be undone is the only road to E_FAIL (os_refused_stuck,
  * or manager_fail when the refusal was counted already).
  *
- * The mechanisms a change calls on live in rooms of their own (vm.h): finding,
+ * The mechanisms a change calls on live in rooms of their own (range.h, watch.h, deferred.h): finding,
  * locking, walking and protecting a range (range.c), write watch (watch.c),
  * the books ahead of the hardware - stale and pending pages (deferred.c). This
  * file decides what a call does; it must never talk to the kernel about a
@@ -22,7 +22,8 @@
  */
 #include <string.h>
 
-#include "vm.h"
+#include "deferred.h"
+#include "watch.h"
 
 #define PROTECT_MODIFIERS (PAGE_GUARD | PAGE_NOCACHE | PAGE_WRITECOMBINE)
 

@@ -7,7 +7,7 @@
  * pages are registered for userfaultfd write-protection, PAGEMAP_SCAN reports
  * and resets the written ones (seam operations in os_linux.c). Emulated
  * (HOSTMEM_EMULATE_WRITE_WATCH): a slot of the manager's holds a bit a page
- * (vm.h), and a clean page's hardware lacks write, so that its first write
+ * (range.h), and a clean page's hardware lacks write, so that its first write
  * faults into guard.c, which marks it.
  *
  * This file owns the slots' lifetime, the kernel's registration, and what a
@@ -18,7 +18,7 @@
  */
 #include <string.h>
 
-#include "vm.h"
+#include "watch.h"
 
 /* ---- the slots and the kernel's registration ------------------------------------------ */
 

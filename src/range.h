@@ -1,17 +1,18 @@
 /*
- * vm.h - what the files that change reservations share, and nobody else:
- * range.c (a locked reservation, the runs of a range, the hardware its pages
- * must have), watch.c (write watch), deferred.c (the books ahead of the
- * hardware: stale and pending pages), guard.c's signal change and vm.c (the
- * Win32 rules and the change). The rest of the library sees their calls in
- * internal.h; this header is the family's private view, as jemalloc keeps a
- * module's internals in a header of its own.
+ * range.h - the private header of the files that change reservations: what
+ * watch.c (write watch), deferred.c (the books ahead of the hardware),
+ * guard.c's signal change and vm.c (the Win32 rules and the change) share
+ * with range.c, the floor they stand on - the locked reservation, the pieces
+ * of a range, the survey, the hardware the books imply, and an emulated write
+ * watch's bits, which that hardware follows. Nothing else includes it: the
+ * rest of the library sees these files' calls in internal.h. watch.h and
+ * deferred.h, each its module's own, include it.
  *
  * Layers (tests/test_layers.sh): range.c below watch.c, deferred.c and
- * guard.c, all below vm.c. The inline helpers here call nothing.
+ * guard.c, all below vm.c. The inline helpers here call only the lock's leave.
  */
-#ifndef HOSTMEM_VM_H
-#define HOSTMEM_VM_H
+#ifndef HOSTMEM_RANGE_H
+#define HOSTMEM_RANGE_H
 
 #include <pthread.h>
 
@@ -159,69 +160,4 @@ static inline void mark_written(struct watched *w, uint64_t lo, uint64_t hi, boo
     }
 }
 
-/* ---- write watch (watch.c) --------------------------------------------------------------- */
-/* A new reservation at base, not yet published, starts to be watched: a slot
- * (emulate) or the kernel's registration. */
-HRESULT watch_begin(struct manager *m, struct reservation *r, uintptr_t base, size_t bytes, bool emulate) HIDDEN;
-/* Undoes watch_begin for a reservation that is abandoned; E_FAIL when the kernel
- * will not let go of it (the manager is disabled), else hr. */
-HRESULT watch_abandon(struct manager *m, struct reservation *r, uintptr_t base, size_t bytes, HRESULT hr) HIDDEN;
-/* A commit or VirtualProtect of [start,end) to attr in a reservation with an
- * emulated write watch: written pages get attr's protection, the others the
- * same without write; undone on a refusal as range_protect. */
-HRESULT watch_protect(struct manager *m, struct locked *l, uintptr_t start, uintptr_t end, unsigned attr) HIDDEN;
-/* Before a change of [start,end) to attr (applied in the runs, which may be a
- * stale or pending mark) is published: a decommit's discarded pages read as not
- * written, from the kernel too; newly committed ones start clean. */
-void watch_changed(struct manager *m, struct locked *l, const struct survey *s, uintptr_t start, uintptr_t end,
-                   unsigned attr, unsigned applied) HIDDEN;
-/* A reservation being released stops being watched: the kernel's
- * registration (S_OK, or E_FAIL through os_refused_stuck). */
-HRESULT watch_unregister(struct manager *m, struct locked *l) HIDDEN;
-/* Its emulated slot back, once the reservation is gone. */
-void watch_give_back(struct manager *m, struct watched *w) HIDDEN;
-/* In a forked child: the kernel's tracking of r's pages registered anew. */
-void watch_after_fork(struct manager *m, const struct reservation *r, uintptr_t base) HIDDEN;
-/* At shutdown: every slot back. */
-void watch_release_all(struct manager *m) HIDDEN;
-
-/* ---- the books ahead of the hardware (deferred.c) ---------------------------------------- */
-/* Pages of r in [lo, hi) protected only in the books (stale, hardware not
- * reserved-page protection), and waiting for their discard (pending). */
-size_t stale_book_protected(struct manager *m, const struct reservation *r, uint64_t lo, uint64_t hi) HIDDEN;
-size_t pending_in(const struct reservation *r, uint64_t lo, uint64_t hi) HIDDEN;
-/* Gives a locked reservation's stale runs reserved-page protection where the
- * kernel allows it now: S_OK when none is left, E_OUTOFMEMORY when some stay,
- * E_FAIL when a refusal could not be undone. */
-HRESULT stale_restore(struct manager *m, struct locked *l) HIDDEN;
-/* After a VirtualFree that gave mappings back; no lock held. The look at the
- * counter is inline: almost always there is nothing to do. */
-void stale_restore_remembered(struct manager *m) HIDDEN;
-static inline void stale_restore_all(struct manager *m)
-{
-    if (atomic_load_explicit(&m->book_protected, memory_order_relaxed))
-        stale_restore_remembered(m);
-}
-/* Recommitted stale pages in the survey's range read zero: discarded first. */
-HRESULT stale_discard(struct manager *m, struct locked *l, const struct survey *s) HIDDEN;
-/* Would a decommit of r leave its discard for later? */
-bool pending_defers(const struct manager *m, const struct reservation *r) HIDDEN;
-/* Recommitted pending pages of [start,end) read zero: zeroed when writable, else
- * discarded. 0 or the refusal's errno. */
-int pending_zero(struct locked *l, uintptr_t start, uintptr_t end, bool writable) HIDDEN;
-/* A change left r with stale (ATTR_STALE) or pending (ATTR_PENDING) runs:
- * marked and remembered. */
-void deferred_note(struct manager *m, struct locked *l, unsigned applied) HIDDEN;
-/* r is being released: its stale and pending pages leave the counters, and it
- * is remembered no more. */
-void deferred_forget(struct manager *m, struct locked *l) HIDDEN;
-/* After a call that changed pages: the pending discards, if due. No lock held.
- * The look at the counter is inline, as stale_restore_all's. */
-void deferred_purge_due(struct manager *m) HIDDEN;
-static inline void deferred_purge_if_due(struct manager *m)
-{
-    if (atomic_load_explicit(&m->pending_pages, memory_order_relaxed))
-        deferred_purge_due(m);
-}
-
-#endif /* HOSTMEM_VM_H */
+#endif /* HOSTMEM_RANGE_H */
