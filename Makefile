@@ -37,7 +37,7 @@ $(B)/libhostmem.so: $(PIC_OBJ)
 # renamed hostmem_bench_main.
 BENCH_SRC := $(wildcard bench/*.c)
 BENCH_TOOL_OBJ := $(patsubst bench/%.c,$(B)/bench-tool/%.o,$(BENCH_SRC))
-$(B)/bench-tool/%.o: bench/%.c bench/bench.h include/hostmem.h | $(B)/bench-tool
+$(B)/bench-tool/%.o: bench/%.c $(wildcard bench/*.h) include/hostmem.h | $(B)/bench-tool
 	$(CC) $(CFLAGS_BASE) $(OPT) -DHOSTMEM_BENCH_IN_TOOL -Dmain=hostmem_bench_main -c $< -o $@
 $(B)/hostmem: $(wildcard tools/*.c) tools/cli.h $(BENCH_TOOL_OBJ) $(B)/libhostmem.a
 	$(CC) $(CFLAGS_BASE) $(OPT) $(wildcard tools/*.c) $(BENCH_TOOL_OBJ) $(B)/libhostmem.a -lm -o $@
@@ -167,7 +167,7 @@ check: all
 # docs/bench.svg; build/bench --help lists the options. Then mimalloc's stress test
 # on hostmem against stock mimalloc (integrations/mimalloc/bench.sh,
 # BENCH_RUNS=5, BENCH_THREADS="4 8 32", BENCH_COMPACT=1 for compact mode too).
-$(B)/bench: $(BENCH_SRC) bench/bench.h $(B)/libhostmem.a
+$(B)/bench: $(BENCH_SRC) $(wildcard bench/*.h) $(B)/libhostmem.a
 	$(CC) $(CFLAGS_BASE) -O2 $(BENCH_SRC) $(B)/libhostmem.a -lmimalloc -ljemalloc -lpthread -lm -o $@
 
 bench: $(B)/bench

@@ -26,7 +26,7 @@
  * This file owns the options, the sizes and the order of the run; each section
  * is a file of its own (vm.c: reserve, commit; threads.c; heap.c; scale.c:
  * compact, scale; watch.c), and the timing and reporting they share is
- * harness.c's (bench.h declares what they share). It never measures or prints
+ * harness.c's (harness.h declares what they share, sections.h the sections). It never measures or prints
  * a figure itself.
  *
  * jemalloc and mimalloc are linked into this program only, never the library.
@@ -36,11 +36,11 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "bench.h"
+#include "harness.h"
+#include "sections.h"
 
-/* ---- options, sizes ------------------------------------------------------------------ */
+/* ---- options ------------------------------------------------------------------------ */
 
-int opt_quick, opt_json, opt_runs = 7;
 #ifdef HOSTMEM_BENCH_IN_TOOL
 #define BENCH_SVG_DEFAULT "none by default"
 /* Built into `hostmem bench`: the installed tool links no other allocator, so the
@@ -55,11 +55,6 @@ static int section(const char *name)
 {
     return !opt_only || !strcmp(opt_only, name);
 }
-
-/* the page size, and each section's batch sizes: set once from --quick, before
- * any section runs */
-size_t P;
-size_t n_pairs, n_commit, n_query, n_foreign, n_million, heap_ops, watch_bytes;
 
 /* ---- main ------------------------------------------------------------------------------ */
 

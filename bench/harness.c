@@ -1,6 +1,6 @@
 /*
  * harness.c - the benchmark's one timing and reporting helper, shared by every
- * section: the clock's medians (median_of, and medians_interleaved for figures
+ * section: the run's settings (options and batch sizes, which bench.c sets), the clock's medians (median_of, and medians_interleaved for figures
  * compared with each other), the random numbers, the figures table (add, le,
  * ge) and its three outputs (the table, --json, the --svg chart), and the
  * machine's state (other CPUs busy, RSS from /proc, a child process for a
@@ -20,7 +20,15 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-#include "bench.h"
+#include "harness.h"
+
+/* ---- the run's settings ------------------------------------------------------------- */
+
+int opt_quick, opt_json, opt_runs = 7;
+/* the page size, and each section's batch sizes: set once from --quick, before
+ * any section runs */
+size_t P;
+size_t n_pairs, n_commit, n_query, n_foreign, n_million, heap_ops, watch_bytes;
 
 /* ---- time, statistics ---------------------------------------------------------- */
 

@@ -23,7 +23,8 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
-#include "bench.h"
+#include "harness.h"
+#include "sections.h"
 
 /* glibc's own malloc and free, looked up in libc.so.6 itself: libmimalloc.so
  * exports malloc and __libc_malloc too, so neither name reaches glibc in this

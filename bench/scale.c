@@ -17,7 +17,8 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
-#include "bench.h"
+#include "harness.h"
+#include "sections.h"
 
 /* a number from /proc/sys, or dflt */
 static size_t read_sysctl(const char *path, size_t dflt)

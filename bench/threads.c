@@ -16,7 +16,8 @@
 #include <stdlib.h>
 #include <sys/mman.h>
 
-#include "bench.h"
+#include "harness.h"
+#include "sections.h"
 
 /* Each thread first keeps its CPU busy (cpu_warm), then waits here, spinning,
  * so that the timed part starts with both CPUs running. */

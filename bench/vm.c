@@ -15,7 +15,8 @@
 #include <stdio.h>
 #include <sys/mman.h>
 
-#include "bench.h"
+#include "harness.h"
+#include "sections.h"
 
 /* ---- reserve + release 64 KiB ---------------------------------------------------- */
 

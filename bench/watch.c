@@ -19,7 +19,8 @@
 #include <string.h>
 #include <sys/mman.h>
 
-#include "bench.h"
+#include "harness.h"
+#include "sections.h"
 
 /* ---- write watch three ways ---------------------------------------------------- */
 

@@ -1,14 +1,16 @@
 /*
- * bench.h - the benchmark's private header: what its files share (bench/bench.c
- * the options and the run, bench/harness.c the timing and the reporting, one
- * file a section: vm.c, threads.c, heap.c, scale.c, watch.c). Not installed,
- * never included by the library or the tool's own files.
+ * harness.h - what the benchmark's files share, from bench/harness.c: the
+ * run's settings (bench/bench.c sets them from the command line), the timing
+ * and the reporting. Each section (vm.c, threads.c, heap.c, scale.c,
+ * watch.c) stands on it; bench.c, the program, stands on them all
+ * (sections.h). Not installed, never included by the library or the tool's
+ * own files.
  *
  * Every figure goes through add() in harness.c, in the order the sections run;
  * a section never prints a figure of its own. Nothing here asserts a timing.
  */
-#ifndef HOSTMEM_BENCH_H
-#define HOSTMEM_BENCH_H
+#ifndef HOSTMEM_BENCH_HARNESS_H
+#define HOSTMEM_BENCH_HARNESS_H
 
 #define COBJMACROS
 #include <stddef.h>
@@ -17,12 +19,12 @@
 
 #include "hostmem.h"
 
-/* ---- options (bench.c parses them) ----------------------------------------------- */
+/* ---- options (harness.c holds them; bench.c parses them) ----------------------------------------------- */
 
 extern int opt_quick, opt_json, opt_runs;
 #define MAX_RUNS 31 /* the most --runs may ask for */
 
-/* ---- sizes (bench.c sets them from --quick before any section runs) --------------- */
+/* ---- sizes (harness.c holds them; bench.c sets them from --quick before any section runs) --------------- */
 
 extern size_t P; /* the page size */
 #define K64 ((size_t)65536)
@@ -75,16 +77,5 @@ extern int nlevels;
 void write_svg(const char *path);
 void print_json(double seconds);
 void print_table(double seconds);
-
-/* ---- the sections, in the order bench.c runs them ----------------------------------- */
-
-void bench_reserve(IHostMemoryManager *mgr); /* vm.c */
-void bench_commit(IHostMemoryManager *mgr);  /* vm.c */
-void bench_threads(IHostMemoryManager *mgr); /* threads.c */
-void glibc_resolve(void);                    /* heap.c; before any section */
-void bench_heap(IHostMemoryManager *mgr);    /* heap.c */
-void bench_compact(void);                    /* scale.c */
-void bench_scale(void);                      /* scale.c */
-void bench_watch(void);                      /* watch.c */
 
 #endif
