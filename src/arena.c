@@ -33,6 +33,9 @@
 /* A manager's first arena, when no limit asks for less (arena_size_for), and
  * under a limit made when the manager was created, that limit / FIRST_ARENA_SHARE. */
 #define FIRST_ARENA_SIZE ((size_t)64 << 20)
+/* The give-back reserve's address space (slab.c): 64 MiB, under a limit less */
+#define GIVE_BACK_RESERVE ((size_t)64 << 20)
+#define GIVE_BACK_RESERVE_MIN ((size_t)1 << 20)
 #define FIRST_ARENA_SHARE 64
 
 static size_t arena_struct_bytes(uint32_t granules)
@@ -85,12 +88,23 @@ HRESULT arena_init(struct manager *m)
     if (err)
         return os_refused(m, err, "mmap of the arena table");
     m->arenas = table;
+    /* The give-back reserve (slab.c): address space, writable as it is used;
+     * under a limit a 256th of it, as arenas take their share. */
+    size_t reserve = GIVE_BACK_RESERVE;
+    if (limit != UINT64_MAX && limit / 256 < reserve)
+        reserve = limit / 256 > GIVE_BACK_RESERVE_MIN ? (size_t)(limit / 256) : GIVE_BACK_RESERVE_MIN;
+    if ((err = slab_reserve_init(&m->give_back, m, reserve)) != 0)
+        return os_refused(m, err, "mmap of the give-back reserve");
+    m->arena_slab.reserve = &m->give_back;
+    for (int i = 0; i < STRIPES; i++)
+        m->stripes[i].slab.reserve = &m->give_back;
     return S_OK;
 }
 
 void arena_fini(struct manager *m)
 {
     slab_destroy(&m->arena_slab);
+    slab_reserve_fini(&m->give_back); /* after every slab: they hold objects from it */
     if (m->arenas)
         os_unmap((void *)m->arenas, (size_t)m->arena_capacity * sizeof *m->arenas);
     m->arenas = NULL;

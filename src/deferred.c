@@ -165,7 +165,7 @@ HRESULT stale_restore(struct manager *m, struct locked *l)
         uint64_t run = runs_view_get(&w, i), lo = run_page(run), hi = runs_view_end(&w, i);
         from = hi;
         uintptr_t spare[2];
-        int err = reservation_prepare(&l->stripe->slab, r, reservation_count_after(r, lo, hi, 0), spare);
+        int err = reservation_prepare(&l->stripe->slab, r, reservation_count_after(r, lo, hi, 0), true, spare);
         if (err) { /* cannot happen: the runs only merge */
             hm_unreachable("a run buffer for fewer runs");
             return os_refused(m, err, "mmap of a run buffer");
@@ -271,7 +271,7 @@ static bool purge_locked(struct manager *m, struct locked *l)
         }
         uint64_t lo = run_page(runs_view_get(&w, i)), hi = runs_view_end(&w, i);
         uintptr_t spare[2];
-        int err = reservation_prepare(&l->stripe->slab, r, reservation_count_after(r, lo, hi, 0), spare);
+        int err = reservation_prepare(&l->stripe->slab, r, reservation_count_after(r, lo, hi, 0), true, spare);
         if (!err)
             err = os_discard((void *)(l->base + (lo << g_page_shift)), (size_t)(hi - lo) << g_page_shift);
         if (err) {

@@ -96,7 +96,7 @@ static enum signal_outcome signal_change(struct manager *m, uintptr_t page, int 
             uintptr_t spare[2];
             outcome = SIGNAL_CANNOT;
             int err = reservation_prepare(&stripe->slab, r, reservation_count_after(r, index, index + 1, changed),
-                                          spare);
+                                          false, spare);
             if (!err && (err = os_protect((void *)page, g_page, range_page_prot(watched, changed, compact, index))) != 0) {
                 counter_add(&m->os_refusals, 1); /* os_refused describes on stderr: not here */
                 reservation_unprepare(&stripe->slab, spare);

@@ -193,6 +193,22 @@ void pool_free(struct pool *pool, void *p) HIDDEN;
 
 /* ---- slabs (slab.c): type-stable metadata memory ----------------------------- */
 #define SLAB_CLASSES 40 /* 32, 48, 64, 96, 128, ...: two classes a doubling */
+/*
+ * The give-back reserve: address space a manager takes at creation for the
+ * metadata of the paths that give memory back (a decommit's run buffers),
+ * which must never map (at vm.max_map_count, or with RLIMIT_AS used up, the
+ * kernel refuses every new mapping). Reserved no-access; its writable prefix
+ * grows into the rest by mprotect, which merges with it: no new kernel
+ * mapping, no new address space. SLAB_RESERVE_READY bytes past what is handed
+ * out stay writable, so that even a refused mprotect leaves that much.
+ */
+#define SLAB_RESERVE_READY ((size_t)256 << 10)
+struct slab_reserve {
+    _Atomic uintptr_t next;     /* the first byte not handed out */
+    _Atomic uintptr_t writable; /* the end of the writable prefix */
+    uintptr_t base, end;        /* 0, 0: none (a manager not made yet) */
+    struct manager *m;          /* whom a refused growth counts against */
+};
 struct slab_chunk;
 struct slab {
     void *free_list[SLAB_CLASSES];       /* owner's lock held */
@@ -202,9 +218,15 @@ struct slab {
     size_t bump_left;
     size_t bytes; /* bytes obtained from the OS */
     size_t next_chunk; /* bump chunks grow: 64 KiB, doubling, to 2 MiB (huge pages) */
+    struct slab_reserve *reserve; /* its manager's, for slab_alloc_giving_back */
 };
 /* An errno: 0 and *out, or the seam's refusal (ENOMEM: no class that big). */
 int slab_alloc(struct slab *s, size_t size, void **out) HIDDEN;    /* owner's lock held */
+/* The same on a path that gives memory back: a new chunk's worth is never
+ * mapped; the object comes from the manager's reserve instead. */
+int slab_alloc_giving_back(struct slab *s, size_t size, void **out) HIDDEN; /* owner's lock held */
+int slab_reserve_init(struct slab_reserve *v, struct manager *m, size_t size) HIDDEN; /* an errno */
+void slab_reserve_fini(struct slab_reserve *v) HIDDEN;
 void slab_free(struct slab *s, void *p, size_t size) HIDDEN;       /* owner's lock held */
 void slab_free_remote(struct slab *s, void *p, size_t size) HIDDEN; /* any thread */
 void slab_destroy(struct slab *s) HIDDEN;
@@ -406,8 +428,11 @@ uint32_t reservation_run_count(const struct reservation *r) HIDDEN;
 uint32_t reservation_copy_count(const struct reservation *r, int copy) HIDDEN; /* for validate */
 uint64_t reservation_copy_run(const struct reservation *r, int copy, uint32_t i) HIDDEN;
 uint64_t reservation_run(const struct reservation *r, uint32_t i) HIDDEN;
-/* Pre-allocates the run buffers a change leaving count runs needs; an errno. */
-int reservation_prepare(struct slab *s, struct reservation *r, uint32_t count, uintptr_t spare[2]) HIDDEN;
+/* Pre-allocates the run buffers a change leaving count runs needs; an errno.
+ * giving_back: the change gives memory back (a decommit), so never maps
+ * (slab_alloc_giving_back). */
+int reservation_prepare(struct slab *s, struct reservation *r, uint32_t count, bool giving_back,
+                        uintptr_t spare[2]) HIDDEN;
 /* Publishes: pages [first, end) take attr. spare from reservation_prepare. */
 void reservation_apply(struct slab *s, struct reservation *r, uint64_t first, uint64_t end,
                 unsigned attr, uintptr_t spare[2]) HIDDEN;
@@ -532,6 +557,7 @@ struct manager {
 
     void *arena_lock;
     struct slab arena_slab;         /* reservation and arena structs (arena lock) */
+    struct slab_reserve give_back;  /* every slab's give-back reserve (slab.c; made by arena_init) */
     _Atomic(struct arena *) *arenas; /* the arena table (arena.c), NULL = free slot */
     _Atomic uint32_t arena_count;    /* slots in use or ever used */
     uint32_t arena_capacity;

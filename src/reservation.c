@@ -256,7 +256,8 @@ uint32_t reservation_count_after(const struct reservation *r, uint64_t first, ui
     return k.n > 1 ? k.n : 2; /* a buffer, even for one run a word cannot hold (a marked one) */
 }
 
-int reservation_prepare(struct slab *s, struct reservation *r, uint32_t count, uintptr_t spare[2])
+int reservation_prepare(struct slab *s, struct reservation *r, uint32_t count, bool giving_back,
+                        uintptr_t spare[2])
 {
     spare[0] = spare[1] = 0;
     if (count <= 1)
@@ -268,7 +269,7 @@ int reservation_prepare(struct slab *s, struct reservation *r, uint32_t count, u
             continue;
         size_t bytes = buffer_bytes(count);
         void *fresh;
-        int err = slab_alloc(s, bytes, &fresh);
+        int err = giving_back ? slab_alloc_giving_back(s, bytes, &fresh) : slab_alloc(s, bytes, &fresh);
         if (err) {
             reservation_unprepare(s, spare);
             return err;

@@ -11,6 +11,11 @@
  * The owner serialises slab_alloc and slab_free with a lock; slab_free_remote
  * may be called by anyone (a Treiber stack: push-only, drained whole by the
  * owner, so it has no ABA problem).
+ *
+ * A path that gives memory back never maps (slab_alloc_giving_back): what the
+ * slab holds, else an object from its manager's give-back reserve (internal.h,
+ * struct slab_reserve), address space taken at the manager's creation and made
+ * writable by growing a prefix, which adds no kernel mapping.
  */
 #include <errno.h>
 #include <string.h>
@@ -76,11 +81,10 @@ static int chunk_new(struct slab *s, size_t size, void **out)
     return 0;
 }
 
-int slab_alloc(struct slab *s, size_t size, void **out)
+/* An object of class c from what the slab holds already: its free list, the
+ * slots other threads gave back, or the current chunk's rest. */
+static bool slab_take(struct slab *s, unsigned c, void **out)
 {
-    unsigned c = class_of(size);
-    if (c >= SLAB_CLASSES)
-        return ENOMEM; /* no class that big: as if the kernel had no memory for it */
     size_t bytes = class_bytes(c);
     void *p = s->free_list[c];
     if (!p && atomic_load_explicit(&s->remote[c], memory_order_relaxed)) {
@@ -90,8 +94,24 @@ int slab_alloc(struct slab *s, size_t size, void **out)
     if (p) {
         s->free_list[c] = atomic_load_explicit(link_of(p, c), memory_order_relaxed);
         *out = p;
-        return 0;
+        return true;
     }
+    if (bytes > CHUNK_MIN / 4 || s->bump_left < bytes)
+        return false;
+    *out = s->bump;
+    s->bump += bytes;
+    s->bump_left -= bytes;
+    return true;
+}
+
+int slab_alloc(struct slab *s, size_t size, void **out)
+{
+    unsigned c = class_of(size);
+    if (c >= SLAB_CLASSES)
+        return ENOMEM; /* no class that big: as if the kernel had no memory for it */
+    if (slab_take(s, c, out))
+        return 0;
+    size_t bytes = class_bytes(c);
     if (bytes > CHUNK_MIN / 4) /* big objects get a chunk of their own */
         return chunk_new(s, bytes + CHUNK_HEADER, out);
     if (s->bump_left < bytes) {
@@ -108,6 +128,82 @@ int slab_alloc(struct slab *s, size_t size, void **out)
     s->bump += bytes;
     s->bump_left -= bytes;
     return 0;
+}
+
+/* ---- the give-back reserve ---------------------------------------------------------- */
+
+int slab_reserve_init(struct slab_reserve *v, struct manager *m, size_t size)
+{
+    size = page_up(size);
+    size_t ready = SLAB_RESERVE_READY < size ? SLAB_RESERVE_READY : size;
+    void *p;
+    int err = os_map(NULL, size, OS_PROT_NONE, false, &p);
+    if (err)
+        return err;
+    if ((err = os_protect(p, ready, OS_PROT_READ | OS_PROT_WRITE)) != 0) {
+        os_unmap(p, size); /* nobody has seen it */
+        return err;
+    }
+    v->base = (uintptr_t)p;
+    v->end = v->base + size;
+    v->m = m;
+    atomic_store_explicit(&v->next, v->base, memory_order_relaxed);
+    atomic_store_explicit(&v->writable, v->base + ready, memory_order_relaxed);
+    return 0;
+}
+
+void slab_reserve_fini(struct slab_reserve *v)
+{
+    if (v->base)
+        os_unmap((void *)v->base, v->end - v->base); /* the manager is going: nobody can see a refusal */
+    memset(v, 0, sizeof *v);
+}
+
+/* bytes of the reserve, lock-free (stripes take from it under their own
+ * locks). The writable prefix is grown first, to keep SLAB_RESERVE_READY
+ * ahead: an mprotect that merges with the prefix (never a new mapping); when
+ * even that is refused, what is writable already is used. */
+static int reserve_take(struct slab_reserve *v, size_t bytes, void **out)
+{
+    bytes = (bytes + 63) & ~(size_t)63; /* a cache line each: type-stable slots never share one */
+    for (;;) {
+        uintptr_t at = atomic_load_explicit(&v->next, memory_order_relaxed), end = at + bytes;
+        if (end > v->end || end < at)
+            return ENOMEM; /* the reserve is spent */
+        uintptr_t writable = atomic_load_explicit(&v->writable, memory_order_acquire);
+        uintptr_t want = page_up(end + SLAB_RESERVE_READY);
+        if (want > v->end)
+            want = v->end;
+        if (writable < want) {
+            int err = os_protect((void *)writable, want - writable, OS_PROT_READ | OS_PROT_WRITE);
+            if (err && end > writable)
+                return err; /* the caller counts it */
+            if (err) /* what is writable will do: counted here */
+                os_refused(v->m, err, "mprotect growing the give-back reserve");
+            while (!err && writable < want &&
+                   !atomic_compare_exchange_weak_explicit(&v->writable, &writable, want, memory_order_release,
+                                                          memory_order_acquire))
+                ;
+        }
+        if (atomic_compare_exchange_weak_explicit(&v->next, &at, end, memory_order_relaxed, memory_order_relaxed)) {
+            *out = (void *)at;
+            return 0;
+        }
+    }
+}
+
+int slab_alloc_giving_back(struct slab *s, size_t size, void **out)
+{
+    unsigned c = class_of(size);
+    if (c >= SLAB_CLASSES)
+        return ENOMEM;
+    if (slab_take(s, c, out))
+        return 0;
+    if (!s->reserve || !s->reserve->base)
+        return ENOMEM;
+    /* the object alone, not a chunk: freed, it joins the slab's free list of
+     * its class like any other, and stays metadata until the manager goes */
+    return reserve_take(s->reserve, class_bytes(c), out);
 }
 
 void slab_free(struct slab *s, void *p, size_t size)

@@ -108,7 +108,7 @@ static HRESULT change_range(struct manager *m, struct locked *l, uintptr_t start
         uint32_t pending_count = reservation_count_after(r, first, last, ATTR_PENDING);
         count = pending_count > count ? pending_count : count;
     }
-    int err = reservation_prepare(&l->stripe->slab, r, count, spare);
+    int err = reservation_prepare(&l->stripe->slab, r, count, attr == 0, spare); /* a decommit never maps */
     if (err)
         return os_refused(m, err, "mmap of a run buffer");
     HRESULT hr;
