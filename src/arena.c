@@ -692,6 +692,17 @@ uintptr_t arena_next_start(struct manager *m, uintptr_t address)
     return best;
 }
 
+/* The stale slack whose first granule is at, in arena a (used in the bitmap,
+ * free in the address map), or NULL. */
+static struct reservation *stale_slack_starting(struct manager *m, struct arena *a, uintptr_t at)
+{
+    uintptr_t base = atomic_load_explicit(&a->base, memory_order_relaxed);
+    if (a->standalone || radix_load(at) != slack_entry(m, a) || !bit_test(a, (uint32_t)((at - base) >> g_granule_shift)))
+        return NULL;
+    struct reservation *r = radix_slot(at);
+    return r && res_is_stale_slack(r) && atomic_load_explicit(&r->base, memory_order_relaxed) == at ? r : NULL;
+}
+
 int arena_walk(struct manager *m, struct arena *a, arena_walk_fn fn, void *context)
 {
     uintptr_t g = atomic_load_explicit(&a->base, memory_order_relaxed);
@@ -701,17 +712,45 @@ int arena_walk(struct manager *m, struct arena *a, arena_walk_fn fn, void *conte
         struct reservation *r = NULL;
         if (e && entry_id(e) == m->id && !entry_is_slack(e)) {
             r = entry_pointer(e);
-            if (atomic_load_explicit(&r->base, memory_order_relaxed) == g)
-                step = res_span(r) > g_granule ? res_span(r) : g_granule;
-            else
+            if (atomic_load_explicit(&r->base, memory_order_relaxed) != g)
                 r = NULL; /* not its first granule */
+        } else if (entry_is_slack(e)) {
+            r = stale_slack_starting(m, a, g);
         }
+        if (r)
+            step = res_span(r) > g_granule ? res_span(r) : g_granule;
         int stop = fn(context, g, e, r);
         if (stop)
             return stop;
         g += step;
     }
     return 0;
+}
+
+void arena_hide(struct manager *m, struct reservation *r)
+{
+    uintptr_t base = atomic_load_explicit(&r->base, memory_order_relaxed);
+    hm_assert(lock_held(stripe_of(m, base)->lock) && !res_arena(m, r)->standalone);
+    radix_store_range(base, base + res_span(r), slack_entry(m, res_arena(m, r)), false);
+}
+
+struct reservation *arena_stale_slack_at(struct manager *m, uintptr_t address)
+{
+    uintptr_t e = radix_load(address);
+    if (!e || entry_id(e) != m->id || !entry_is_slack(e))
+        return NULL;
+    struct arena *a = entry_pointer(e);
+    uintptr_t first = atomic_load_explicit(&a->base, memory_order_relaxed);
+    for (uintptr_t g = granule_down(address); g >= first && !a->standalone; g -= g_granule) {
+        if (!bit_test(a, (uint32_t)((g - first) >> g_granule_shift)))
+            return NULL;
+        struct reservation *r = stale_slack_starting(m, a, g);
+        if (r)
+            return g + res_span(r) > address ? r : NULL;
+        if (g == first)
+            break;
+    }
+    return NULL;
 }
 
 /* Is r published over its whole span (every granule names it)? */
@@ -757,7 +796,8 @@ void arena_after_fork(struct manager *m)
             struct reservation *r = radix_slot(at);
             bool starts = r && atomic_load_explicit(&r->base, memory_order_relaxed) == at;
             uint32_t n = starts ? (uint32_t)(res_span(r) >> g_granule_shift) : 1;
-            if (!starts || !published(m, r, at)) {
+            /* stale slack is kept: its record is the truth about its hardware */
+            if (!starts || (!published(m, r, at) && !res_is_stale_slack(r))) {
                 radix_store_range(at, at + ((uintptr_t)n << g_granule_shift), slack_entry(m, a), false);
                 range_clear(a, g, n);
             }

@@ -30,6 +30,7 @@
 #include <time.h>
 
 #include "deferred.h"
+#include "watch.h"
 
 /* ---- the remembered reservations ---------------------------------------------------- */
 
@@ -83,7 +84,7 @@ struct visit {
 static int visit_step(void *context, uintptr_t at, uintptr_t entry, struct reservation *r)
 {
     struct visit *v = context;
-    if (r && !entry_is_heap(entry) && !remembered_visit(v->m, at, v->flag, v->work))
+    if (r && !entry_is_slack(entry) && !entry_is_heap(entry) && !remembered_visit(v->m, at, v->flag, v->work))
         remember(v->set, at);
     return 0;
 }
@@ -113,6 +114,8 @@ static void remembered_each(struct manager *m, struct remembered *set, uint16_t 
     for (struct arena *a; (a = arena_next(m, &slot)) != NULL;)
         arena_walk(m, a, visit_step, &v);
 }
+
+static void stale_slack_restore_all(struct manager *m);
 
 /* ---- stale pages ------------------------------------------------------------------- */
 
@@ -204,6 +207,7 @@ static bool stale_restored(struct manager *m, struct locked *l)
 void stale_restore_remembered(struct manager *m)
 {
     remembered_each(m, &m->stale, RES_STALE, stale_restored);
+    stale_slack_restore_all(m);
 }
 
 /* Discards the stale pieces only: committed pages may lie between them. */
@@ -226,6 +230,107 @@ HRESULT stale_discard(struct manager *m, struct locked *l, const struct survey *
     if (!range_pieces(l->r, l->base, s->stale_start, s->stale_end, discard_stale, &d))
         return S_OK;
     return os_refused(m, d.err, "madvise(MADV_DONTNEED) of stale pages");
+}
+
+/* ---- stale slack --------------------------------------------------------------------- */
+
+size_t stale_slack_pages(struct manager *m, const struct reservation *r)
+{
+    struct runs_view w;
+    reservation_view(r, &w);
+    int slack = reserved_prot(m->compact);
+    bool compact = res_compact(m, r);
+    size_t pages = 0;
+    for (uint32_t i = 0; i < w.n; i++)
+        if (protect_to_os(run_attr(runs_view_get(&w, i)), compact) != slack)
+            pages += runs_view_end(&w, i) - run_page(runs_view_get(&w, i));
+    return pages;
+}
+
+void stale_slack_keep(struct manager *m, struct locked *l)
+{
+    hm_assert(lock_held(l->stripe->lock));
+    struct reservation *r = l->r;
+    res_set_alloc_protect(r, res_alloc_protect(r) | ALLOC_STALE_SLACK);
+    arena_hide(m, r);
+    counter_add(&m->book_protected, stale_slack_pages(m, r));
+    remember(&m->slack, l->base);
+    l->went_stale = true;
+}
+
+/* The stale slack at base, given slack protection and its granules back to
+ * its arena, if the kernel allows now; true when it is gone (or was). */
+static bool stale_slack_restore(struct manager *m, uintptr_t base)
+{
+    struct locked l;
+    if (range_lock_stripe(m, base, &l) != S_OK)
+        return false;
+    struct reservation *r = arena_stale_slack_at(m, base);
+    bool gone = !r || atomic_load_explicit(&r->base, memory_order_relaxed) != base;
+    if (!gone) {
+        uint64_t pages = res_pages(r);
+        l.r = r;
+        l.end = base + (pages << g_page_shift);
+        size_t hidden = stale_slack_pages(m, r), mappings = range_transitions(m, r, 0, pages);
+        /* one mprotect of the whole: it merges with the slack around, or is refused whole */
+        if (range_protect(m, &l, l.base, l.end, reserved_prot(m->compact)) == S_OK) {
+            struct watched *watched = watched_res(m, r);
+            res_set_alloc_protect(r, res_alloc_protect(r) & ~ALLOC_STALE_SLACK);
+            counter_sub(&m->book_protected, hidden);
+            counter_sub(&m->mapping_estimate, mappings);
+            arena_unreserve(m, r);
+            watch_give_back(m, watched);
+            gone = true;
+        }
+    }
+    range_unlock(m, &l, S_OK);
+    return gone;
+}
+
+/* Every remembered stale slack, then (if more were than could be remembered)
+ * every other. */
+static int slack_step(void *context, uintptr_t at, uintptr_t entry, struct reservation *r)
+{
+    struct manager *m = context;
+    if (r && entry_is_slack(entry) && res_is_stale_slack(r) && !stale_slack_restore(m, at))
+        remember(&m->slack, at);
+    return 0;
+}
+
+static void stale_slack_restore_all(struct manager *m)
+{
+    bool left = false;
+    for (size_t i = 0; i < REMEMBERED; i++) {
+        uintptr_t base = atomic_load_explicit(&m->slack.bases[i], memory_order_relaxed);
+        if (!base)
+            continue;
+        if (stale_slack_restore(m, base))
+            atomic_compare_exchange_strong(&m->slack.bases[i], &base, 0);
+        else
+            left = true;
+    }
+    if (left || !atomic_exchange(&m->slack.overflow, false))
+        return;
+    uint32_t slot = 0;
+    for (struct arena *a; (a = arena_next(m, &slot)) != NULL;)
+        arena_walk(m, a, slack_step, m);
+}
+
+HRESULT stale_slack_clear(struct manager *m, uintptr_t start, uintptr_t end)
+{
+    for (uintptr_t g = granule_down(start); g < end;) {
+        struct reservation *r = arena_stale_slack_at(m, g);
+        if (!r) {
+            g += g_granule;
+            continue;
+        }
+        uintptr_t base = atomic_load_explicit(&r->base, memory_order_relaxed);
+        if (!stale_slack_restore(m, base))
+            return E_OUTOFMEMORY; /* the kernel still refuses: nothing changed */
+        forget(&m->slack, base);
+        g = base + res_span(r);
+    }
+    return S_OK;
 }
 
 /* ---- pending pages ------------------------------------------------------------------- */

@@ -37,6 +37,19 @@ void deferred_note(struct manager *m, struct locked *l, unsigned applied) HIDDEN
 /* r is being released: its stale and pending pages leave the counters, and it
  * is remembered no more. */
 void deferred_forget(struct manager *m, struct locked *l) HIDDEN;
+/* Stale slack: a release whose pages the kernel would not protect (the caller
+ * discarded and uncharged them, and forgot their stale and pending runs) is
+ * kept - out of the address map, its granules out of use, its pages counted
+ * in book_protected - until the kernel allows. */
+void stale_slack_keep(struct manager *m, struct locked *l) HIDDEN;
+/* Its pages whose hardware is not slack protection. */
+size_t stale_slack_pages(struct manager *m, const struct reservation *r) HIDDEN;
+/* Before a reservation at an address: the stale slack in [start,end) given
+ * slack protection and back to its arena. S_OK when none is left there,
+ * E_OUTOFMEMORY when the kernel still refuses (nothing changed), or a lock's
+ * failure. No lock held. */
+HRESULT stale_slack_clear(struct manager *m, uintptr_t start, uintptr_t end) HIDDEN;
+
 /* After a call that changed pages: the pending discards, if due. No lock held.
  * The look at the counter is inline, as stale_restore_all's. */
 void deferred_purge_due(struct manager *m) HIDDEN;

@@ -94,8 +94,8 @@ struct region_walk {
 static int region_step(void *context, uintptr_t at, uintptr_t entry, struct reservation *r)
 {
     struct region_walk *w = context;
-    if (!r)
-        return 0;
+    if (!r || res_is_stale_slack(r))
+        return 0; /* free to every reader */
     int stop = 0;
     for (uintptr_t p = at, end = at + res_span(r); p < end && !stop;) {
         struct run_snapshot v;
@@ -363,7 +363,9 @@ static int check_step(void *context, uintptr_t g, uintptr_t e, struct reservatio
             expect_kernel(&c->kernel, g, g + g_granule, c->slack_prot);
         return 0;
     }
-    if (entry_id(e) != m->id || entry_is_slack(e) || !e) {
+    /* stale slack (deferred.c): free in the map, used in the arena */
+    bool stale_slack = r && res_is_stale_slack(r);
+    if ((entry_id(e) != m->id || entry_is_slack(e) || !e) && !stale_slack) {
         complain(c->p, "granule %#jx: in use, map says %#jx", (uintmax_t)g, (uintmax_t)e);
         return 0;
     }
@@ -375,7 +377,7 @@ static int check_step(void *context, uintptr_t g, uintptr_t e, struct reservatio
     for (uintptr_t x = g; x < g + span; x += g_granule)
         if (radix_load(x) != e)
             complain(c->p, "granule %#jx: not mapped to its reservation", (uintmax_t)x);
-    uint32_t ap = res_alloc_protect(r);
+    uint32_t ap = res_alloc_protect(r) & ~ALLOC_STALE_SLACK;
     if (!protect_valid(ap))
         complain(c->p, "reservation %p: bad allocation protect %#x", (void *)r, ap);
     check_runs(r, c->p);

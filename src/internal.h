@@ -388,11 +388,27 @@ static inline uint32_t res_alloc_protect(const struct reservation *r)
     return (uint32_t)(atomic_load_explicit(&((struct reservation *)r)->size_protect,
                                            memory_order_relaxed) >> RES_PAGES_BITS);
 }
+/*
+ * Stale slack (deferred.c): a reservation released where the kernel would not
+ * give its pages slack protection (the mapping ceiling). Its pages are
+ * discarded and uncharged, the address map calls them free, its arena keeps
+ * the granules out of use, and its record stays - the truth about the
+ * hardware - until the kernel allows. Marked in the allocation protection's
+ * word, which lock-free readers may read.
+ */
+#define ALLOC_STALE_SLACK 0x8000u
+_Static_assert(ALLOC_STALE_SLACK > PROTECT_ALL_BITS && ALLOC_STALE_SLACK <= RUN_ATTR_MASK,
+               "the stale-slack mark is a bit no allocation protection uses");
 static inline void res_set_alloc_protect(struct reservation *r, uint32_t protect)
 {
     atomic_store_explicit(&r->size_protect,
                           res_pages(r) | (uint64_t)(protect & RUN_ATTR_MASK) << RES_PAGES_BITS,
                           memory_order_relaxed);
+}
+
+static inline bool res_is_stale_slack(const struct reservation *r)
+{
+    return (res_alloc_protect(r) & ALLOC_STALE_SLACK) != 0;
 }
 
 /* A consistent snapshot of the run around one page, read without locks. */
@@ -585,6 +601,7 @@ struct manager {
     _Atomic size_t pending_pages;   /* in pending runs */
     _Atomic uint64_t pending_since; /* CLOCK_MONOTONIC ns of the oldest pending, 0 = none */
     struct remembered pending;      /* reservations that may hold pending runs */
+    struct remembered slack;        /* stale slack (deferred.c), by base */
 
     struct policy policy;
 
@@ -649,6 +666,12 @@ static inline struct arena *arena_next(struct manager *m, uint32_t *slot)
  * may be seen either way. */
 typedef int (*arena_walk_fn)(void *context, uintptr_t at, uintptr_t entry, struct reservation *r);
 int arena_walk(struct manager *m, struct arena *a, arena_walk_fn fn, void *context) HIDDEN;
+/* Stale slack (arena reservations only): arena_hide takes r out of the address
+ * map (its granules read as free) and keeps them out of use; arena_unreserve
+ * gives them back later. arena_stale_slack_at finds the stale slack covering
+ * address, lock-free, or NULL. arena_walk gives stale slack as r, marked. */
+void arena_hide(struct manager *m, struct reservation *r) HIDDEN;
+struct reservation *arena_stale_slack_at(struct manager *m, uintptr_t address) HIDDEN;
 
 /* registry.c: the live managers */
 HRESULT registry_add(struct manager *m) HIDDEN;     /* takes an id; E_OUTOFMEMORY when none is left */

@@ -80,6 +80,18 @@ void range_fork_busy(struct manager *m, bool take)
     }
 }
 
+HRESULT range_lock_stripe(struct manager *m, uintptr_t base, struct locked *out)
+{
+    struct stripe *stripe = stripe_of(m, base);
+    HRESULT hr = lock_enter(m, stripe->lock);
+    if (hr != S_OK)
+        return hr;
+    if (m->signals)
+        busy_enter(stripe);
+    *out = (struct locked){NULL, stripe, base, base, false};
+    return S_OK;
+}
+
 HRESULT range_lock(struct manager *m, uintptr_t address, HRESULT not_ours, unsigned flags, struct locked *out)
 {
     for (;;) {

@@ -36,6 +36,10 @@ struct locked {
  */
 HRESULT range_lock(struct manager *m, uintptr_t address, HRESULT not_ours, unsigned flags,
                    struct locked *out) HIDDEN;
+/* The lock range_lock takes for base, for what the address map does not name
+ * (stale slack, deferred.c): l->r NULL, l->base = l->end = base. */
+HRESULT range_lock_stripe(struct manager *m, uintptr_t base, struct locked *out) HIDDEN;
+
 /* This thread, as a stripe's busy word holds it: glibc's pthread_self reads the
  * thread pointer, which a signal handler may do (no system call, unlike gettid). */
 static inline long thread_id(void)

@@ -234,6 +234,12 @@ static HRESULT alloc_reserve(struct manager *m, uintptr_t address, size_t size, 
     /* The address first (Windows checks it before the commit charge), then the
      * budget: the reservation is not published yet, and no lock is held, so an
      * appdomain-critical request may wait here. */
+    /* Stale slack at the address is free to the caller, as on Windows: it
+     * gets slack's protection first, or the reservation is refused for want
+     * of the kernel's resources (nothing changed). */
+    if (base && atomic_load_explicit(&m->book_protected, memory_order_relaxed) &&
+        (hr = stale_slack_clear(m, base, base + bytes)) != S_OK)
+        goto unreserve;
     if (type & MEM_LARGE_PAGES)
         hr = arena_reserve_large(m, base, bytes, attr, protect_to_os(attr, m->compact), &r);
     else
@@ -441,6 +447,7 @@ static HRESULT release_locked(struct manager *m, struct locked *l)
 {
     struct reservation *r = l->r;
     size_t bytes = l->end - l->base;
+    bool stale = false; /* kept as stale slack (deferred.c) */
     if (r->flags & RES_STANDALONE) {
         /* Out of the address map before the address space can be mapped again
          * by anyone (radix.c relies on it); back in if the kernel refuses. */
@@ -452,13 +459,16 @@ static HRESULT release_locked(struct manager *m, struct locked *l)
             return os_refused(m, err, "munmap of a reservation");
         }
     } else if ((r->flags & RES_TOUCHED) || res_compact(m, r)) {
-        /* back to what arena slack is: reserved-page protection, zero */
+        /* back to what arena slack is: reserved-page protection, zero. At the
+         * mapping ceiling the kernel may refuse the protection: the release
+         * stands all the same, its pages stale slack until it allows. */
         struct survey s;
         range_survey_to(m, l, l->base, l->end, reserved_prot(m->compact), &s);
         if (s.prot_differs) {
             HRESULT hr = range_protect(m, l, l->base, l->end, s.new_prot);
-            if (hr != S_OK)
+            if (hr == E_FAIL)
                 return hr;
+            stale = hr != S_OK;
         }
         int err = os_discard((void *)l->base, bytes);
         if (err)
@@ -471,10 +481,14 @@ static HRESULT release_locked(struct manager *m, struct locked *l)
     heap_account(m, r, 0, committed << g_page_shift);
     struct watched *watched = watched_res(m, r);
     deferred_forget(m, l);
-    atomic_fetch_sub_explicit(&m->mapping_estimate,
-                              range_transitions(m, r, 0, res_pages(r)), memory_order_relaxed);
-    arena_unreserve(m, r);
-    watch_give_back(m, watched);
+    if (stale) { /* its hardware, and so its mappings, stay as they are for now */
+        stale_slack_keep(m, l);
+    } else {
+        atomic_fetch_sub_explicit(&m->mapping_estimate, range_transitions(m, r, 0, res_pages(r)),
+                                  memory_order_relaxed);
+        arena_unreserve(m, r);
+        watch_give_back(m, watched);
+    }
     policy_uncharge(m, committed << g_page_shift);
     policy_unreserve(m, bytes);
     counter_sub(&m->reservations, 1);
@@ -568,6 +582,11 @@ void vm_release_all(struct manager *m)
 void vm_tally(struct manager *m, const struct reservation *r, struct tally *t)
 {
     uint64_t pages = res_pages(r);
+    if (res_is_stale_slack(r)) { /* released: its hardware alone is still counted */
+        t->mappings += range_transitions(m, r, 0, pages);
+        t->book_protected += stale_slack_pages(m, r);
+        return;
+    }
     size_t held = reservation_committed(r) << g_page_shift;
     t->reservations++;
     t->reserved += pages << g_page_shift;
@@ -592,7 +611,8 @@ static int recount_step(void *context, uintptr_t at, uintptr_t entry, struct res
     struct recount *c = context;
     if (r) {
         vm_tally(c->m, r, &c->tally);
-        watch_after_fork(c->m, r, at);
+        if (!res_is_stale_slack(r))
+            watch_after_fork(c->m, r, at);
     }
     return 0;
 }

@@ -28,13 +28,13 @@ policy 5
 range 6
 query 6
 watch 7
-deferred 7
 guard 7
-vm 8
-heap 9
-inspect 9
-fork 10
-com 11
+deferred 8
+vm 9
+heap 10
+inspect 10
+fork 11
+com 12
 "
 layer_of() {
     printf '%s\n' "$layers" | awk -v f="$1" '$1 == f { print $2 }'
