@@ -174,8 +174,8 @@ HRESULT stale_restore(struct manager *m, struct locked *l)
             return os_refused(m, err, "mmap of a run buffer");
         }
         if (protect_to_os(run_attr(run), compact) != reserved) {
-            HRESULT hr = range_protect(m, l, l->base + (lo << g_page_shift), l->base + (hi << g_page_shift),
-                                      reserved);
+            HRESULT hr = range_protect_back(m, l, l->base + (lo << g_page_shift), l->base + (hi << g_page_shift),
+                                            reserved);
             if (hr != S_OK) {
                 reservation_unprepare(&l->stripe->slab, spare);
                 if (hr == E_FAIL)
@@ -273,7 +273,7 @@ static bool stale_slack_restore(struct manager *m, uintptr_t base)
         l.end = base + (pages << g_page_shift);
         size_t hidden = stale_slack_pages(m, r), mappings = range_transitions(m, r, 0, pages);
         /* one mprotect of the whole: it merges with the slack around, or is refused whole */
-        if (range_protect(m, &l, l.base, l.end, reserved_prot(m->compact)) == S_OK) {
+        if (range_protect_back(m, &l, l.base, l.end, reserved_prot(m->compact)) == S_OK) {
             struct watched *watched = watched_res(m, r);
             res_set_alloc_protect(r, res_alloc_protect(r) & ~ALLOC_STALE_SLACK);
             counter_sub(&m->book_protected, hidden);

@@ -316,6 +316,19 @@ HRESULT range_protect(struct manager *m, struct locked *l, uintptr_t start, uint
     return range_undo_protect(m, l, start, end, os_refused(m, err, "mprotect"));
 }
 
+HRESULT range_protect_back(struct manager *m, struct locked *l, uintptr_t start, uintptr_t end, int prot)
+{
+    hm_assert(lock_held(l->stripe->lock));
+    hm_assert(prot == reserved_prot(res_compact(m, l->r)) || prot == reserved_prot(m->compact));
+    int err = os_protect((void *)start, end - start, prot);
+    if (!err)
+        return S_OK;
+    HRESULT hr = os_refused(m, err, "mprotect");
+    struct restore undo = {m, false};
+    hw_segments(m, l->r, l->base, start, end, restore_step, &undo);
+    return hr; /* undone, or as safe as undone: see range.h */
+}
+
 struct export_segments {
     int (*fn)(void *, uintptr_t, uintptr_t, int);
     void *context;

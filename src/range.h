@@ -106,6 +106,14 @@ void range_survey(struct manager *m, struct locked *l, uintptr_t start, uintptr_
  * page back to what the books say and E_OUTOFMEMORY, or E_FAIL (the manager
  * disabled) if even that fails. */
 HRESULT range_protect(struct manager *m, struct locked *l, uintptr_t start, uintptr_t end, int prot) HIDDEN;
+/* The same on a path that gives memory back, to reserved pages' protection
+ * (prot: the reservation's, or slack's): S_OK or E_OUTOFMEMORY, never E_FAIL. A refused mprotect may have
+ * changed part of the range; the undo puts it back to what the books say, and
+ * where even the undo is refused (counted) those pages are more protected than
+ * the books, which then call them stale - still accessible, counted - never
+ * less: the next restore gives them slack protection, and the books are the
+ * truth again. */
+HRESULT range_protect_back(struct manager *m, struct locked *l, uintptr_t start, uintptr_t end, int prot) HIDDEN;
 /* After a refused mprotect in [start,end): every page back to what the books
  * say; hr, or E_FAIL if even that fails. */
 HRESULT range_undo_protect(struct manager *m, struct locked *l, uintptr_t start, uintptr_t end,

@@ -136,7 +136,7 @@ static HRESULT change_range(struct manager *m, struct locked *l, uintptr_t start
             return hr;
         }
     } else if (s->prot_differs) {
-        hr = range_protect(m, l, start, end, s->new_prot);
+        hr = discard ? range_protect_back(m, l, start, end, s->new_prot) : range_protect(m, l, start, end, s->new_prot);
         if (hr == E_OUTOFMEMORY && discard) {
             applied = ATTR_STALE; /* the mapping ceiling: the decommit stands */
             hr = S_OK;
@@ -465,10 +465,7 @@ static HRESULT release_locked(struct manager *m, struct locked *l)
         struct survey s;
         range_survey_to(m, l, l->base, l->end, reserved_prot(m->compact), &s);
         if (s.prot_differs) {
-            HRESULT hr = range_protect(m, l, l->base, l->end, s.new_prot);
-            if (hr == E_FAIL)
-                return hr;
-            stale = hr != S_OK;
+            stale = range_protect_back(m, l, l->base, l->end, s.new_prot) != S_OK;
         }
         int err = os_discard((void *)l->base, bytes);
         if (err)
