@@ -77,6 +77,9 @@ static ULONG STDMETHODCALLTYPE m_release(IHostMemoryManager *self)
     struct manager *m = manager_from(self);
     ULONG left = atomic_fetch_sub(&m->references, 1) - 1;
     if (left == 0) {
+        /* The monitor thread first: nothing of the manager's own runs while
+         * the registry's last look (a test's validate) and the teardown do. */
+        policy_stop_monitor(m);
         registry_before_destroy(m);
         manager_destroy(m);
     }

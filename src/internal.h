@@ -782,6 +782,7 @@ HRESULT policy_init(struct manager *m, const hostmem_config *c) HIDDEN;
 /* What in c the policy cannot work with (hostmem_config_problem), or NULL. */
 const char *policy_config_problem(const hostmem_config *c) HIDDEN;
 void policy_fini(struct manager *m) HIDDEN;
+void policy_stop_monitor(struct manager *m) HIDDEN; /* the machine monitor's thread joined; no lock held */
 bool policy_try_charge(struct manager *m, size_t bytes, EMemoryCriticalLevel level) HIDDEN;
 HRESULT policy_charge(struct manager *m, size_t bytes, EMemoryCriticalLevel level) HIDDEN; /* no lock held: may wait */
 HRESULT policy_refuse(struct manager *m, EMemoryCriticalLevel level) HIDDEN;

@@ -612,17 +612,23 @@ HRESULT policy_init(struct manager *m, const hostmem_config *c)
     return S_OK;
 }
 
-void policy_fini(struct manager *m)
+void policy_stop_monitor(struct manager *m)
 {
     struct policy *p = &m->policy;
-    atomic_fetch_add(&p->freed, 1); /* waiting requests look again and see the shutdown */
-    futex_wake_all(&p->freed);
     if (p->monitor_running) {
         atomic_store(&p->monitor_stop, 1);
         futex_wake_all(&p->monitor_stop);
         pthread_join((pthread_t)p->monitor_thread, NULL);
         p->monitor_running = false;
     }
+}
+
+void policy_fini(struct manager *m)
+{
+    struct policy *p = &m->policy;
+    atomic_fetch_add(&p->freed, 1); /* waiting requests look again and see the shutdown */
+    futex_wake_all(&p->freed);
+    policy_stop_monitor(m);
     ICLRMemoryNotificationCallback *cb = p->callback;
     p->callback = NULL;
     if (cb)
