@@ -33,9 +33,11 @@
 /* A manager's first arena, when no limit asks for less (arena_size_for), and
  * under a limit made when the manager was created, that limit / FIRST_ARENA_SHARE. */
 #define FIRST_ARENA_SIZE ((size_t)64 << 20)
-/* The give-back reserve's address space (slab.c): 64 MiB, under a limit less */
+/* The give-back reserve's address space (slab.c): 64 MiB; under an address-space
+ * limit a 512th of it (390 KiB under 200 MB), never less than the part kept
+ * writable */
 #define GIVE_BACK_RESERVE ((size_t)64 << 20)
-#define GIVE_BACK_RESERVE_MIN ((size_t)1 << 20)
+#define GIVE_BACK_RESERVE_SHARE 512
 #define FIRST_ARENA_SHARE 64
 
 static size_t arena_struct_bytes(uint32_t granules)
@@ -89,10 +91,11 @@ HRESULT arena_init(struct manager *m)
         return os_refused(m, err, "mmap of the arena table");
     m->arenas = table;
     /* The give-back reserve (slab.c): address space, writable as it is used;
-     * under a limit a 256th of it, as arenas take their share. */
+     * under a limit a share of it, as arenas take theirs. */
     size_t reserve = GIVE_BACK_RESERVE;
-    if (limit != UINT64_MAX && limit / 256 < reserve)
-        reserve = limit / 256 > GIVE_BACK_RESERVE_MIN ? (size_t)(limit / 256) : GIVE_BACK_RESERVE_MIN;
+    if (limit != UINT64_MAX && limit / GIVE_BACK_RESERVE_SHARE < reserve)
+        reserve = limit / GIVE_BACK_RESERVE_SHARE > SLAB_RESERVE_READY ? (size_t)(limit / GIVE_BACK_RESERVE_SHARE)
+                                                                       : SLAB_RESERVE_READY;
     if ((err = slab_reserve_init(&m->give_back, m, reserve)) != 0)
         return os_refused(m, err, "mmap of the give-back reserve");
     m->arena_slab.reserve = &m->give_back;
