@@ -516,7 +516,8 @@ HRESULT hostmem_print_map(IHostMemoryManager *manager, FILE *out);
 /*
  * Checks every invariant of the region map (and, with HOSTMEM_VALIDATE_KERNEL,
  * that the kernel's /proc/self/maps agrees with it). S_OK, or E_FAIL with a
- * description in why.
+ * description in why. The map alone needs no memory; the kernel check reads
+ * into pages of its own, and says so in why when the kernel refuses them.
  */
 #define HOSTMEM_VALIDATE_KERNEL 0x1u
 HRESULT hostmem_validate(IHostMemoryManager *manager, uint32_t flags, char *why, size_t why_size);

@@ -767,10 +767,47 @@ static bool published(const struct manager *m, const struct reservation *r, uint
 }
 
 /*
+ * Granules [g, g+n) of arena a, which a reservation a vanished thread was
+ * making held (arena_after_fork), go back to slack whole: in the books and in
+ * the kernel. That thread may have made their pages readable and writable for
+ * the commit (alloc_reserve's mprotect comes before the publishing), so they
+ * get the reserved-page protection back and are discarded, the whole span with
+ * a last granule's unused tail (slack already, and left so by the same calls).
+ * Nothing to unregister for the kernel's write tracking: the child's kernel
+ * keeps no userfaultfd registration of the parent's (os_linux.c asks for no
+ * UFFD_FEATURE_EVENT_FORK; docs/writewatch.md).
+ *
+ * Should the kernel refuse (at the mapping ceiling the mprotect may need a
+ * mapping it cannot split off), the granules stay out of the free bitmap -
+ * marked used, published by no one - so no reservation is handed pages that
+ * are accessible while the books say reserved: address space lost to this
+ * child, which validate reports as granules "in use" that the map calls
+ * slack, until stale slack (deferred.c) can hold them as it holds released
+ * pages at the ceiling. Each refusal is counted (os_refused).
+ */
+static void give_back_unpublished(struct manager *m, struct arena *a, uint32_t g, uint32_t n)
+{
+    uintptr_t at = atomic_load_explicit(&a->base, memory_order_relaxed) + ((uintptr_t)g << g_granule_shift);
+    size_t bytes = (size_t)n << g_granule_shift;
+    radix_store_range(at, at + bytes, slack_entry(m, a), false);
+    int err = os_discard((void *)at, bytes);
+    if (err) {
+        os_refused(m, err, "madvise(MADV_DONTNEED) of a reservation a vanished thread was making");
+        return;
+    }
+    if ((err = os_protect((void *)at, bytes, reserved_prot(m->compact))) != 0) {
+        os_refused(m, err, "mprotect of a reservation a vanished thread was making");
+        return;
+    }
+    range_clear(a, g, n);
+}
+
+/*
  * After a fork, in the child (every lock is this thread's): what reservations
  * in the making held - granules picked, or a standalone mapping made, but not
- * yet published by a thread the child does not have - goes back. The counters
- * are recounted after (vm_after_fork).
+ * yet published by a thread the child does not have - goes back, arena
+ * granules whole (give_back_unpublished). The counters are recounted after
+ * (vm_after_fork).
  */
 void arena_after_fork(struct manager *m)
 {
@@ -799,11 +836,9 @@ void arena_after_fork(struct manager *m)
             struct reservation *r = radix_slot(at);
             bool starts = r && atomic_load_explicit(&r->base, memory_order_relaxed) == at;
             uint32_t n = starts ? (uint32_t)(res_span(r) >> g_granule_shift) : 1;
-            /* stale slack is kept: its record is the truth about its hardware */
-            if (!starts || (!published(m, r, at) && !res_is_stale_slack(r))) {
-                radix_store_range(at, at + ((uintptr_t)n << g_granule_shift), slack_entry(m, a), false);
-                range_clear(a, g, n);
-            }
+            /* stale slack (deferred.c) is kept: its record is the truth about its hardware */
+            if (!starts || (!published(m, r, at) && !res_is_stale_slack(r)))
+                give_back_unpublished(m, a, g, n);
             g += n;
         }
     }

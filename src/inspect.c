@@ -3,8 +3,9 @@
  * kernel-mapping count and validate(), which checks every invariant of the
  * address map, the arenas and the runs, and optionally that the kernel agrees.
  *
- * These are inspection calls, not hot paths: they take pages for their lists
- * (pool.c; never malloc), and validate()
+ * These are inspection calls, not hot paths: the walk, the mapping count and
+ * validate's kernel check take pages for their lists (pool.c; never malloc);
+ * validate of the books takes no memory at all (SPEC §4 rule 7). validate()
  * expects no other thread to be changing the manager while it runs.
  */
 #include <stdarg.h>
@@ -355,6 +356,15 @@ static int check_step(void *context, uintptr_t g, uintptr_t e, struct reservatio
     bool kernel = (c->flags & HOSTMEM_VALIDATE_KERNEL) != 0;
     uint32_t index = (uint32_t)((g - atomic_load(&a->base)) >> g_granule_shift);
     bool used = a->standalone || (atomic_load(&a->bitmap[index / 64]) >> (index % 64) & 1);
+    /* The map names one owner a granule: another arena's slack, or a
+     * reservation of another arena, means the two arenas overlap. */
+    struct arena *owner = entry_id(e) != m->id || !e ? a
+                          : entry_is_slack(e)       ? entry_pointer(e)
+                                                    : res_arena(m, entry_pointer(e));
+    if (owner != a) {
+        complain(c->p, "arenas %p and %p overlap at granule %#jx", (void *)a, (void *)owner, (uintmax_t)g);
+        return 0;
+    }
     if (!used) {
         c->free_count++;
         if (e != (manager_tag(m) | (uintptr_t)a | ENTRY_SLACK))
@@ -369,7 +379,7 @@ static int check_step(void *context, uintptr_t g, uintptr_t e, struct reservatio
         complain(c->p, "granule %#jx: in use, map says %#jx", (uintmax_t)g, (uintmax_t)e);
         return 0;
     }
-    if (!r || res_arena(m, r) != a) {
+    if (!r) {
         complain(c->p, "granule %#jx: reservation %p does not start here", (uintmax_t)g, entry_pointer(e));
         return 0;
     }
@@ -399,6 +409,33 @@ static int check_step(void *context, uintptr_t g, uintptr_t e, struct reservatio
     return 0;
 }
 
+/* One arena: its bounds, every granule (check_step), its count of free granules. */
+static void check_arena(struct check *c, struct arena *a)
+{
+    uintptr_t base = atomic_load(&a->base), end = atomic_load(&a->end);
+    if (base & (g_granule - 1) || end & (g_granule - 1) || end <= base)
+        complain(c->p, "arena %p: bad bounds", (void *)a);
+    c->a = a;
+    c->free_count = 0;
+    arena_walk(c->m, a, check_step, c);
+    if (!a->standalone && c->free_count != atomic_load(&a->free_granules))
+        complain(c->p, "arena %p: %u free granules, counter says %u", (void *)a, c->free_count,
+                 atomic_load(&a->free_granules));
+}
+
+/*
+ * The books alone need no memory (SPEC §4 rule 7: validate of the books is a
+ * give-back path, and must work at vm.max_map_count or with RLIMIT_AS used
+ * up): the arenas are checked in table order, without a list. That two arenas
+ * never overlap needs no address order either: check_step finds every granule
+ * of an arena's range carrying that arena's own slack entry or naming a
+ * reservation of that arena, and the address map holds one entry a granule,
+ * so a granule in two arenas fails the check of one of them ("overlap"); that
+ * each table slot holds its own arena (the index check) rules out one arena
+ * counted twice. Only the kernel's view needs memory - /proc/self/maps read
+ * into a list, matched against the arenas in address order - and E_FAIL says
+ * when it could not be had.
+ */
 HRESULT hostmem_validate(IHostMemoryManager *manager, uint32_t flags, char *why, size_t why_size)
 {
     struct manager *m = manager_checked(manager);
@@ -407,36 +444,33 @@ HRESULT hostmem_validate(IHostMemoryManager *manager, uint32_t flags, char *why,
     if (why && why_size)
         why[0] = 0;
     struct problem p = {why, why_size, 0};
+    bool kernel = (flags & HOSTMEM_VALIDATE_KERNEL) != 0;
     /* The header promises S_OK, or E_FAIL with a description: a check that
      * cannot be made (the kernel refused the memory for its lists, at
      * vm.max_map_count say) is a failure that says so. */
-    struct arena_list arenas;
-    if (arenas_sorted(m, &arenas) != S_OK) {
-        complain(&p, "cannot check: the kernel refused memory for the list of arenas");
+    struct arena_list arenas = {m, NULL, 0, 0};
+    struct maps_list maps = {0};
+    if (kernel && arenas_sorted(m, &arenas) != S_OK) {
+        complain(&p, "cannot check the kernel's view: the kernel refused memory for the list of arenas");
         return E_FAIL;
     }
-    struct arena **list = arenas.items;
-    uint32_t n = arenas.count;
-    struct maps_list maps = {0};
-    if ((flags & HOSTMEM_VALIDATE_KERNEL) && maps_read(m, &maps) != S_OK) {
+    if (kernel && maps_read(m, &maps) != S_OK) {
         arenas_free(&arenas);
         complain(&p, "cannot check the kernel's view: /proc/self/maps could not be read into memory");
         return E_FAIL;
     }
     struct check c = {m, NULL, flags, reserved_prot(m->compact), 0, {&maps, 0, &p}, &p, {0}};
-    for (uint32_t i = 0; i < n; i++) {
-        struct arena *a = list[i];
-        uintptr_t base = atomic_load(&a->base), end = atomic_load(&a->end);
-        if (base & (g_granule - 1) || end & (g_granule - 1) || end <= base)
-            complain(&p, "arena %p: bad bounds", (void *)a);
-        if (i > 0 && atomic_load(&list[i - 1]->end) > base)
-            complain(&p, "arenas %p and %p overlap", (void *)list[i - 1], (void *)a);
-        c.a = a;
-        c.free_count = 0;
-        arena_walk(m, a, check_step, &c);
-        if (!a->standalone && c.free_count != atomic_load(&a->free_granules))
-            complain(&p, "arena %p: %u free granules, counter says %u", (void *)a, c.free_count,
-                     atomic_load(&a->free_granules));
+    uint32_t slot = 0;
+    for (struct arena *a; (a = arena_next(m, &slot)) != NULL;) {
+        if (a->index != slot - 1)
+            complain(&p, "arena %p: in table slot %u, says %u", (void *)a, slot - 1, a->index);
+        if (!kernel)
+            check_arena(&c, a);
+    }
+    for (uint32_t i = 0; i < arenas.count; i++) { /* the kernel's view: in address order */
+        if (i > 0 && atomic_load(&arenas.items[i - 1]->end) > atomic_load(&arenas.items[i]->base))
+            complain(&p, "arenas %p and %p overlap", (void *)arenas.items[i - 1], (void *)arenas.items[i]);
+        check_arena(&c, arenas.items[i]);
     }
     const struct tally *t = &c.tally;
     if (t->reservations != atomic_load(&m->reservations))
@@ -452,6 +486,6 @@ HRESULT hostmem_validate(IHostMemoryManager *manager, uint32_t flags, char *why,
         complain(&p, "%zu pages protected only in the books, counter says %zu", t->book_protected,
                  atomic_load(&m->book_protected));
     maps_free(&maps);
-    arenas_free(&arenas);
+    arenas_free(&arenas); /* none taken for the books alone */
     return p.found ? E_FAIL : S_OK;
 }

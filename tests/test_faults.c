@@ -18,7 +18,7 @@
 #include <stdbool.h>
 #include <string.h>
 
-#include "os.h"
+#include "internal.h" /* to put a manager's books wrong on purpose (validate_of_the_books_...) */
 #include "test.h"
 
 extern const hostmem_lock_ops lock_posix_ops;
@@ -546,6 +546,89 @@ TEST(validate_says_why_when_it_cannot_check)
     CHECK_EQ(m->lpVtbl->Release(m), 0);
 }
 
+/* A seam that refuses every new mapping (vm.max_map_count, RLIMIT_AS used up). */
+static _Atomic int maps_asked;
+static int refuse_map(void *hint, size_t size, int prot, int fixed, void **out)
+{
+    (void)hint, (void)size, (void)prot, (void)fixed, (void)out;
+    atomic_fetch_add(&maps_asked, 1);
+    return ENOMEM;
+}
+
+static int validate_finds(IHostMemoryManager *m, const char *expected)
+{
+    char why[200] = "";
+    HRESULT hr = hostmem_validate(m, 0, why, sizeof why);
+    if (hr != E_FAIL || !strstr(why, expected)) {
+        fprintf(stderr, "    validate -> %#x \"%s\", expected E_FAIL \"%s...\"\n", (unsigned)hr, why, expected);
+        return 0;
+    }
+    return 1;
+}
+
+/* SPEC §4 rule 7: validate of the books is a give-back path: with every new
+ * mapping refused it answers S_OK without asking for one, and still finds a
+ * counter that is wrong, two arenas that overlap and an arena counted twice
+ * (its list of arenas in address order is the kernel check's alone). */
+TEST(validate_of_the_books_needs_no_memory_and_still_finds_problems)
+{
+    hostmem_config c = {sizeof c};
+    c.arena_size = (size_t)4 << 20; /* a 2 MiB reservation gets an arena of its own */
+    IHostMemoryManager *m;
+    REQUIRE_HR(hostmem_create(&c, &m), S_OK);
+    void *small[8], *alone;
+    for (int i = 0; i < 8; i++)
+        REQUIRE_HR(m->lpVtbl->VirtualAlloc(m, NULL, (size_t)(i + 1) * P, MEM_RESERVE | (i % 2 ? MEM_COMMIT : 0),
+                                           PAGE_READWRITE, eTaskCritical, &small[i]), S_OK);
+    REQUIRE_HR(m->lpVtbl->VirtualAlloc(m, NULL, (size_t)2 << 20, MEM_RESERVE, PAGE_READWRITE, eTaskCritical, &alone),
+               S_OK);
+    struct manager *books = manager_from(m);
+    struct arena *arena = NULL, *standalone = NULL;
+    uint32_t standalone_slot = 0;
+    for (uint32_t i = 0; i < atomic_load(&books->arena_count); i++) {
+        struct arena *a = atomic_load(&books->arenas[i]);
+        if (a && a->standalone) {
+            standalone = a;
+            standalone_slot = i;
+        } else if (a) {
+            arena = a;
+        }
+    }
+    REQUIRE(arena && standalone);
+    struct hostmem_os_ops no_maps = hostmem_os_linux;
+    no_maps.map = refuse_map;
+    no_maps.map_large = refuse_map;
+    atomic_store(&maps_asked, 0);
+    hostmem_os = &no_maps;
+    char why[200];
+    CHECK_HR(hostmem_validate(m, 0, why, sizeof why), S_OK);
+    /* a counter put wrong */
+    atomic_fetch_add(&books->reservations, 1);
+    CHECK(validate_finds(m, "reservations, counter says"));
+    atomic_fetch_sub(&books->reservations, 1);
+    /* the standalone arena's bounds moved onto the other arena's first granule */
+    uintptr_t base = atomic_load(&standalone->base), end = atomic_load(&standalone->end);
+    atomic_store(&standalone->base, atomic_load(&arena->base));
+    atomic_store(&standalone->end, atomic_load(&arena->base) + hostmem_granularity());
+    CHECK(validate_finds(m, "overlap"));
+    atomic_store(&standalone->base, base);
+    atomic_store(&standalone->end, end);
+    /* one arena in two slots of the table */
+    atomic_store(&books->arenas[standalone_slot], arena);
+    CHECK(validate_finds(m, "in table slot"));
+    atomic_store(&books->arenas[standalone_slot], standalone);
+    CHECK_HR(hostmem_validate(m, 0, why, sizeof why), S_OK);
+    CHECK_EQ(atomic_load(&maps_asked), 0);
+    /* the kernel check needs its lists: E_FAIL that says so */
+    CHECK_HR(hostmem_validate(m, HOSTMEM_VALIDATE_KERNEL, why, sizeof why), E_FAIL);
+    CHECK(strstr(why, "cannot check") != NULL);
+    hostmem_os = &hostmem_os_linux;
+    for (int i = 0; i < 8; i++)
+        CHECK_HR(m->lpVtbl->VirtualFree(m, small[i], 0, MEM_RELEASE), S_OK);
+    CHECK_HR(m->lpVtbl->VirtualFree(m, alone, 0, MEM_RELEASE), S_OK);
+    CHECK_EQ(m->lpVtbl->Release(m), 0);
+}
+
 /* ---- the kernel's mapping ceiling (issue 13 item 4, docs/host.md) ----------------- */
 static MEMORY_BASIC_INFORMATION query(IHostMemoryManager *m, void *a)
 {
@@ -1038,6 +1121,7 @@ int main(void)
     RUN(lock_enter_e_fail_disables_the_manager);
     RUN(lock_leave_not_owner_is_returned);
     RUN(validate_says_why_when_it_cannot_check);
+    RUN(validate_of_the_books_needs_no_memory_and_still_finds_problems);
     RUN(decommit_at_the_mapping_ceiling_succeeds_and_is_counted);
     RUN(stale_pages_are_restored_when_mappings_come_back);
     RUN(emulated_write_at_the_mapping_ceiling_marks_its_run);
