@@ -484,6 +484,7 @@ static HRESULT reserve_standalone(struct manager *m, uintptr_t base, size_t size
     a->manager = m;
     a->standalone = true;
     a->top_down = top_down;
+    a->record = r;
     if ((hr = table_insert(m, a)) != S_OK)
         goto free_reservation;
     counter_add(&m->mapping_estimate, 1);
@@ -553,6 +554,8 @@ HRESULT arena_reserve(struct manager *m, uintptr_t base, size_t size, bool top_d
         if (!entry_is_slack(e))
             return HRESULT_FROM_WIN32(ERROR_INVALID_ADDRESS);
         a = entry_pointer(e);
+        if (a->standalone)
+            return E_OUTOFMEMORY; /* stale slack the kernel would not unmap yet (deferred.c) */
         if (base + size > atomic_load_explicit(&a->end, memory_order_relaxed) || base + size < base)
             return HRESULT_FROM_WIN32(ERROR_INVALID_ADDRESS);
     }
@@ -700,7 +703,9 @@ uintptr_t arena_next_start(struct manager *m, uintptr_t address)
 static struct reservation *stale_slack_starting(struct manager *m, struct arena *a, uintptr_t at)
 {
     uintptr_t base = atomic_load_explicit(&a->base, memory_order_relaxed);
-    if (a->standalone || radix_load(at) != slack_entry(m, a) || !bit_test(a, (uint32_t)((at - base) >> g_granule_shift)))
+    if (a->standalone) /* its mapping, kept whole */
+        return at == base && radix_load(at) == slack_entry(m, a) && res_is_stale_slack(a->record) ? a->record : NULL;
+    if (radix_load(at) != slack_entry(m, a) || !bit_test(a, (uint32_t)((at - base) >> g_granule_shift)))
         return NULL;
     struct reservation *r = radix_slot(at);
     return r && res_is_stale_slack(r) && atomic_load_explicit(&r->base, memory_order_relaxed) == at ? r : NULL;
@@ -733,8 +738,9 @@ int arena_walk(struct manager *m, struct arena *a, arena_walk_fn fn, void *conte
 void arena_hide(struct manager *m, struct reservation *r)
 {
     uintptr_t base = atomic_load_explicit(&r->base, memory_order_relaxed);
-    hm_assert(lock_held(stripe_of(m, base)->lock) && !res_arena(m, r)->standalone);
-    radix_store_range(base, base + res_span(r), slack_entry(m, res_arena(m, r)), false);
+    struct arena *a = res_arena(m, r);
+    hm_assert(lock_held(stripe_of(m, base)->lock));
+    radix_store_range(base, base + res_span(r), slack_entry(m, a), a->standalone);
 }
 
 struct reservation *arena_stale_slack_at(struct manager *m, uintptr_t address)
@@ -744,7 +750,9 @@ struct reservation *arena_stale_slack_at(struct manager *m, uintptr_t address)
         return NULL;
     struct arena *a = entry_pointer(e);
     uintptr_t first = atomic_load_explicit(&a->base, memory_order_relaxed);
-    for (uintptr_t g = granule_down(address); g >= first && !a->standalone; g -= g_granule) {
+    if (a->standalone)
+        return stale_slack_starting(m, a, first);
+    for (uintptr_t g = granule_down(address); g >= first; g -= g_granule) {
         if (!bit_test(a, (uint32_t)((g - first) >> g_granule_shift)))
             return NULL;
         struct reservation *r = stale_slack_starting(m, a, g);
@@ -821,6 +829,8 @@ void arena_after_fork(struct manager *m)
             if (e && entry_id(e) == m->id && !entry_is_slack(e) &&
                 atomic_load_explicit(&r->base, memory_order_relaxed) == base && published(m, r, base))
                 continue;
+            if (stale_slack_starting(m, a, base))
+                continue; /* stale slack (deferred.c) is kept */
             radix_store_range(base, end, 0, true);
             unmap_counted(m, base, end - base, "munmap of a reservation a vanished thread was making");
             atomic_store_explicit(&m->arenas[a->index], NULL, memory_order_relaxed);

@@ -254,8 +254,24 @@ void stale_slack_keep(struct manager *m, struct locked *l)
     res_set_alloc_protect(r, res_alloc_protect(r) | ALLOC_STALE_SLACK);
     arena_hide(m, r);
     counter_add(&m->book_protected, stale_slack_pages(m, r));
+    counter_add(&m->stale_slacks, 1);
     remember(&m->slack, l->base);
     l->went_stale = true;
+}
+
+/* A standalone reservation's mapping, which the kernel would not unmap: out of
+ * the address map before it goes (radix.c relies on it), back in if the kernel
+ * still refuses. */
+static bool stale_slack_unmap(struct manager *m, struct reservation *r, uintptr_t base)
+{
+    uintptr_t span = res_span(r), slack = radix_load(base);
+    radix_store_range(base, base + span, 0, true);
+    int err = os_unmap((void *)base, span);
+    if (err) {
+        os_refused(m, err, "munmap of stale slack");
+        radix_store_range(base, base + span, slack, true);
+    }
+    return !err;
 }
 
 /* The stale slack at base, given slack protection and its granules back to
@@ -272,12 +288,16 @@ static bool stale_slack_restore(struct manager *m, uintptr_t base)
         l.r = r;
         l.end = base + (pages << g_page_shift);
         size_t hidden = stale_slack_pages(m, r), mappings = range_transitions(m, r, 0, pages);
-        /* one mprotect of the whole: it merges with the slack around, or is refused whole */
-        if (range_protect_back(m, &l, l.base, l.end, reserved_prot(m->compact)) == S_OK) {
+        /* one mprotect of the whole: it merges with the slack around, or is
+         * refused whole; a standalone reservation's mapping goes whole */
+        bool standalone = (r->flags & RES_STANDALONE) != 0;
+        if (standalone ? stale_slack_unmap(m, r, base)
+                       : range_protect_back(m, &l, l.base, l.end, reserved_prot(m->compact)) == S_OK) {
             struct watched *watched = watched_res(m, r);
             res_set_alloc_protect(r, res_alloc_protect(r) & ~ALLOC_STALE_SLACK);
             counter_sub(&m->book_protected, hidden);
             counter_sub(&m->mapping_estimate, mappings);
+            counter_sub(&m->stale_slacks, 1);
             arena_unreserve(m, r);
             watch_give_back(m, watched);
             gone = true;

@@ -21,7 +21,8 @@ HRESULT stale_restore(struct manager *m, struct locked *l) HIDDEN;
 void stale_restore_remembered(struct manager *m) HIDDEN;
 static inline void stale_restore_all(struct manager *m)
 {
-    if (atomic_load_explicit(&m->book_protected, memory_order_relaxed))
+    if (atomic_load_explicit(&m->book_protected, memory_order_relaxed) ||
+        atomic_load_explicit(&m->stale_slacks, memory_order_relaxed))
         stale_restore_remembered(m);
 }
 /* Recommitted stale pages in the survey's range read zero: discarded first. */

@@ -482,6 +482,8 @@ HRESULT hostmem_validate(IHostMemoryManager *manager, uint32_t flags, char *why,
     if (t->pending != atomic_load(&m->pending_pages))
         complain(&p, "%zu pages wait for their discard, counter says %zu", t->pending,
                  atomic_load(&m->pending_pages));
+    if (t->stale_slacks != atomic_load(&m->stale_slacks))
+        complain(&p, "%zu stale slacks, counter says %zu", t->stale_slacks, atomic_load(&m->stale_slacks));
     if (t->book_protected != atomic_load(&m->book_protected))
         complain(&p, "%zu pages protected only in the books, counter says %zu", t->book_protected,
                  atomic_load(&m->book_protected));

@@ -472,6 +472,7 @@ struct arena {
     uint32_t hint;             /* next-fit cursor (arena lock) */
     bool standalone;
     bool top_down;
+    struct reservation *record; /* a standalone arena's reservation */
     _Atomic uint64_t bitmap[]; /* granule in use (arenas only) */
 };
 
@@ -602,6 +603,7 @@ struct manager {
     _Atomic uint64_t pending_since; /* CLOCK_MONOTONIC ns of the oldest pending, 0 = none */
     struct remembered pending;      /* reservations that may hold pending runs */
     struct remembered slack;        /* stale slack (deferred.c), by base */
+    _Atomic size_t stale_slacks;    /* how many there are */
 
     struct policy policy;
 
@@ -666,10 +668,11 @@ static inline struct arena *arena_next(struct manager *m, uint32_t *slot)
  * may be seen either way. */
 typedef int (*arena_walk_fn)(void *context, uintptr_t at, uintptr_t entry, struct reservation *r);
 int arena_walk(struct manager *m, struct arena *a, arena_walk_fn fn, void *context) HIDDEN;
-/* Stale slack (arena reservations only): arena_hide takes r out of the address
- * map (its granules read as free) and keeps them out of use; arena_unreserve
- * gives them back later. arena_stale_slack_at finds the stale slack covering
- * address, lock-free, or NULL. arena_walk gives stale slack as r, marked. */
+/* Stale slack: arena_hide takes r out of the address map (its granules, or a
+ * standalone reservation's mapping, read as free) and keeps them out of use;
+ * arena_unreserve gives them back later. arena_stale_slack_at finds the stale
+ * slack covering address, lock-free, or NULL. arena_walk gives stale slack as
+ * r, marked. */
 void arena_hide(struct manager *m, struct reservation *r) HIDDEN;
 struct reservation *arena_stale_slack_at(struct manager *m, uintptr_t address) HIDDEN;
 
@@ -748,7 +751,7 @@ void vm_release_all(struct manager *m) HIDDEN;
 /* The counters the map implies, summed one reservation at a time (vm.c): what
  * vm_after_fork recounts, and what hostmem_validate checks. */
 struct tally {
-    size_t reservations, reserved, committed, heap, mappings, book_protected, pending;
+    size_t reservations, reserved, committed, heap, mappings, book_protected, pending, stale_slacks;
 };
 void vm_tally(struct manager *m, const struct reservation *r, struct tally *t) HIDDEN;
 void deferred_purge(struct manager *m) HIDDEN; /* every deferred discard now; no lock held */

@@ -237,7 +237,7 @@ static HRESULT alloc_reserve(struct manager *m, uintptr_t address, size_t size, 
     /* Stale slack at the address is free to the caller, as on Windows: it
      * gets slack's protection first, or the reservation is refused for want
      * of the kernel's resources (nothing changed). */
-    if (base && atomic_load_explicit(&m->book_protected, memory_order_relaxed) &&
+    if (base && atomic_load_explicit(&m->stale_slacks, memory_order_relaxed) &&
         (hr = stale_slack_clear(m, base, base + bytes)) != S_OK)
         goto unreserve;
     if (type & MEM_LARGE_PAGES)
@@ -443,11 +443,30 @@ HRESULT vm_alloc_ex(struct manager *m, void *address, SIZE_T size, DWORD type, D
 
 /* ---- VirtualFree ------------------------------------------------------------------- */
 
+/* A standalone reservation kept as stale slack whose pages all took slack's
+ * protection: its runs say so (one run of reserved pages, nobody's heap, so
+ * that reserved means slack's protection), and the mapping estimate follows. */
+static void slack_runs_apply(struct manager *m, struct locked *l)
+{
+    struct reservation *r = l->r;
+    uint64_t pages = res_pages(r);
+    size_t before = range_transitions(m, r, 0, pages);
+    r->flags &= ~(RES_HEAP | RES_HEAP_LARGE);
+    uintptr_t spare[2];
+    if (reservation_prepare(&l->stripe->slab, r, 1, true, spare) != 0) {
+        hm_unreachable("one run needs no buffer");
+        return;
+    }
+    reservation_apply(&l->stripe->slab, r, 0, pages, 0, spare);
+    counter_shift(&m->mapping_estimate, range_transitions(m, r, 0, pages) - before);
+}
+
 static HRESULT release_locked(struct manager *m, struct locked *l)
 {
     struct reservation *r = l->r;
     size_t bytes = l->end - l->base;
-    bool stale = false; /* kept as stale slack (deferred.c) */
+    bool stale = false;      /* kept as stale slack (deferred.c) */
+    bool slack_runs = false; /* its hardware became slack's: the runs say so */
     if (r->flags & RES_STANDALONE) {
         /* Out of the address map before the address space can be mapped again
          * by anyone (radix.c relies on it); back in if the kernel refuses. */
@@ -455,8 +474,21 @@ static HRESULT release_locked(struct manager *m, struct locked *l)
         radix_store_range(l->base, l->base + span, 0, true);
         int err = os_unmap((void *)l->base, span);
         if (err) {
-            arena_publish(m, r);
-            return os_refused(m, err, "munmap of a reservation");
+            /* The release stands all the same (the kernel refuses no munmap
+             * of whole mappings for want of resources; a seam may): the pages
+             * discarded, slack's protection where the kernel allows, the
+             * mapping kept as stale slack until it can go. */
+            os_refused(m, err, "munmap of a reservation");
+            arena_publish(m, r); /* this manager's again, for the steps below */
+            if (r->flags & RES_LARGE_PAGES) /* huge pages change only whole, and are not discarded */
+                return E_OUTOFMEMORY;
+            if ((err = os_discard((void *)l->base, bytes)) != 0)
+                return os_refused_stuck(m, err, "madvise(MADV_DONTNEED) on release");
+            struct survey s;
+            range_survey_to(m, l, l->base, l->end, reserved_prot(m->compact), &s);
+            if (s.prot_differs && range_protect_back(m, l, l->base, l->end, s.new_prot) == S_OK)
+                slack_runs = true;
+            stale = true;
         }
     } else if ((r->flags & RES_TOUCHED) || res_compact(m, r)) {
         /* back to what arena slack is: reserved-page protection, zero. At the
@@ -478,6 +510,8 @@ static HRESULT release_locked(struct manager *m, struct locked *l)
     heap_account(m, r, 0, committed << g_page_shift);
     struct watched *watched = watched_res(m, r);
     deferred_forget(m, l);
+    if (slack_runs) /* nobody's heap now: its pages are slack's */
+        slack_runs_apply(m, l);
     if (stale) { /* its hardware, and so its mappings, stay as they are for now */
         stale_slack_keep(m, l);
     } else {
@@ -582,6 +616,7 @@ void vm_tally(struct manager *m, const struct reservation *r, struct tally *t)
     if (res_is_stale_slack(r)) { /* released: its hardware alone is still counted */
         t->mappings += range_transitions(m, r, 0, pages);
         t->book_protected += stale_slack_pages(m, r);
+        t->stale_slacks++;
         return;
     }
     size_t held = reservation_committed(r) << g_page_shift;
@@ -636,4 +671,5 @@ void vm_after_fork(struct manager *m)
     atomic_store(&m->mapping_estimate, c.tally.mappings);
     atomic_store(&m->book_protected, c.tally.book_protected);
     atomic_store(&m->pending_pages, c.tally.pending);
+    atomic_store(&m->stale_slacks, c.tally.stale_slacks);
 }
