@@ -658,6 +658,7 @@ static int recount_step(void *context, uintptr_t at, uintptr_t entry, struct res
 void vm_after_fork(struct manager *m)
 {
     arena_after_fork(m);
+    watch_slots_after_fork(m);
     struct recount c = {m, {0}};
     uint32_t slot = 0;
     for (struct arena *a; (a = arena_next(m, &slot)) != NULL;) {

@@ -119,6 +119,29 @@ void watch_after_fork(struct manager *m, const struct reservation *r, uintptr_t 
     }
 }
 
+void watch_slots_after_fork(struct manager *m)
+{
+    for (size_t i = 0; i < WATCHED_SLOTS; i++) {
+        struct watched *w = &m->watched[i];
+        uintptr_t base = atomic_load_explicit(&w->base, memory_order_relaxed);
+        if (base == 1) { /* a vanished thread was filling or emptying it */
+            if (w->bits && w->bytes)
+                pages_free(m, (void *)w->bits, w->bytes);
+            w->bits = NULL;
+            atomic_store_explicit(&w->base, 0, memory_order_relaxed);
+            continue;
+        }
+        if (!base)
+            continue;
+        /* a reservation a vanished thread was making took it */
+        uintptr_t e = radix_load(base);
+        struct reservation *r = e && entry_id(e) == m->id && !entry_is_slack(e) ? entry_pointer(e)
+                                                                                : arena_stale_slack_at(m, base);
+        if (!r || atomic_load_explicit(&r->base, memory_order_relaxed) != base || !(r->flags & RES_WATCH_EMULATED))
+            watch_give_back(m, w);
+    }
+}
+
 void watch_release_all(struct manager *m)
 {
     for (size_t i = 0; i < WATCHED_SLOTS; i++)

@@ -29,6 +29,9 @@ HRESULT watch_unregister(struct manager *m, struct locked *l) HIDDEN;
 void watch_give_back(struct manager *m, struct watched *w) HIDDEN;
 /* In a forked child: the kernel's tracking of r's pages registered anew. */
 void watch_after_fork(struct manager *m, const struct reservation *r, uintptr_t base) HIDDEN;
+/* In a forked child, after arena_after_fork: the slots of reservations that
+ * vanished threads were making, back. */
+void watch_slots_after_fork(struct manager *m) HIDDEN;
 /* At shutdown: every slot back. */
 void watch_release_all(struct manager *m) HIDDEN;
 
