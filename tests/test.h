@@ -7,6 +7,9 @@
  * failure. TEST_SUMMARY() prints "<program>: N passed, N failed, N skipped"
  * and returns the exit status. Tests never assert on time.
  *
+ * test_in_child(body, what) runs a test's body in a forked child that reports
+ * through its exit status (a test that must change the process itself).
+ *
  * Skips are counted, never passed off as passes: TEST_SKIP(why...) in a test
  * stops it and counts it skipped; SKIP(name, why...) in main counts a test not
  * run here (SKIP_NOT_BUILT when the build leaves it out). Either prints one line, "<test>: skipped: <why>", in one piece
@@ -23,10 +26,14 @@
 #ifndef HOSTMEM_TEST_H
 #define HOSTMEM_TEST_H
 
+#include <errno.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/types.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "hostmem.h"
 #include "os.h"
@@ -117,6 +124,37 @@ static inline hostmem_stats stats_of(IHostMemoryManager *m)
     s.size = sizeof s;
     hostmem_get_stats(m, &s);
     return s;
+}
+
+/* Runs body in a forked child (a test that must change the process: its
+ * limits, its mapping table); the child's failures are printed by the child
+ * (the harness's FAIL lines) and come back as its exit status. */
+static inline void test_in_child(void (*body)(void), const char *what)
+{
+    fflush(stdout);
+    fflush(stderr);
+    pid_t pid = fork();
+    if (pid < 0) {
+        TEST_FAIL_AT("fork for %s: %s", what, strerror(errno));
+        return;
+    }
+    if (pid == 0) {
+        test_current_failed = 0;
+        body();
+        fflush(stdout);
+        fflush(stderr);
+        _exit(test_current_failed ? 1 : 0);
+    }
+    int status = 0;
+    while (waitpid(pid, &status, 0) < 0)
+        if (errno != EINTR) {
+            TEST_FAIL_AT("waitpid for %s: %s", what, strerror(errno));
+            return;
+        }
+    if (WIFSIGNALED(status))
+        TEST_FAIL_AT("the child (%s) was killed by signal %d", what, WTERMSIG(status));
+    else if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+        TEST_FAIL_AT("the child (%s) failed (exit %d)", what, WEXITSTATUS(status));
 }
 
 static int test_validate_off __attribute__((unused));

@@ -62,38 +62,6 @@
 
 static size_t P;
 
-/* ---- a child process ------------------------------------------------------------------- */
-
-/* Runs body in a forked child; the child's failures are printed by the child
- * (the harness's FAIL lines) and come back as its exit status. */
-static void in_child(void (*body)(void), const char *what)
-{
-    fflush(stdout);
-    fflush(stderr);
-    pid_t pid = fork();
-    if (pid < 0) {
-        TEST_FAIL_AT("fork for %s: %s", what, strerror(errno));
-        return;
-    }
-    if (pid == 0) {
-        test_current_failed = 0;
-        body();
-        fflush(stdout);
-        fflush(stderr);
-        _exit(test_current_failed ? 1 : 0);
-    }
-    int status = 0;
-    while (waitpid(pid, &status, 0) < 0)
-        if (errno != EINTR) {
-            TEST_FAIL_AT("waitpid for %s: %s", what, strerror(errno));
-            return;
-        }
-    if (WIFSIGNALED(status))
-        TEST_FAIL_AT("the child (%s) was killed by signal %d", what, WTERMSIG(status));
-    else if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
-        TEST_FAIL_AT("the child (%s) failed (exit %d)", what, WEXITSTATUS(status));
-}
-
 /* ---- filling the kernel: the filler, and its removal ------------------------------------- */
 
 /* Mappings of the test's own, not hostmem's: made with mmap directly, each
@@ -917,7 +885,7 @@ TEST(every_give_back_succeeds_at_vm_max_map_count)
 {
     if (max_map_count() > 400000)
         TEST_SKIP("vm.max_map_count is %zu: over 400,000 mappings are too many to fill in a test", max_map_count());
-    in_child(at_the_mapping_ceiling_body, "give-backs at vm.max_map_count");
+    test_in_child(at_the_mapping_ceiling_body, "give-backs at vm.max_map_count");
 }
 
 /* The little the address space may grow by once the limit is set: the manager's
@@ -952,7 +920,7 @@ static void with_the_address_space_used_up_body(void)
  * mappings. */
 TEST(every_give_back_succeeds_with_rlimit_as_used_up)
 {
-    in_child(with_the_address_space_used_up_body, "give-backs with RLIMIT_AS used up");
+    test_in_child(with_the_address_space_used_up_body, "give-backs with RLIMIT_AS used up");
 }
 
 /* A manager with one committed reservation, for the look at its books. */
@@ -991,7 +959,7 @@ TEST(validate_of_the_books_answers_at_vm_max_map_count)
 {
     if (max_map_count() > 400000)
         TEST_SKIP("vm.max_map_count is %zu: over 400,000 mappings are too many to fill in a test", max_map_count());
-    in_child(validate_at_the_ceiling_body, "validate at vm.max_map_count");
+    test_in_child(validate_at_the_ceiling_body, "validate at vm.max_map_count");
 }
 
 static void validate_with_the_address_space_used_up_body(void)
@@ -1014,7 +982,7 @@ static void validate_with_the_address_space_used_up_body(void)
 /* The same (issue 22 item 3) with RLIMIT_AS used up by other mappings. */
 TEST(validate_of_the_books_answers_with_rlimit_as_used_up)
 {
-    in_child(validate_with_the_address_space_used_up_body, "validate with RLIMIT_AS used up");
+    test_in_child(validate_with_the_address_space_used_up_body, "validate with RLIMIT_AS used up");
 }
 
 /* ---- fork while threads give back (item 4) ---------------------------------------------- */

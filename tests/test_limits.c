@@ -123,36 +123,6 @@ static size_t arena_added(IHostMemoryManager *m, hostmem_stats *last)
     return added;
 }
 
-/* Runs body in a forked child; the child's failures are printed by the child
- * (the harness's FAIL lines) and come back as its exit status. */
-static void in_child(void (*body)(void), const char *what)
-{
-    fflush(stdout);
-    fflush(stderr);
-    pid_t pid = fork();
-    if (pid < 0) {
-        TEST_FAIL_AT("fork for %s: %s", what, strerror(errno));
-        return;
-    }
-    if (pid == 0) {
-        test_current_failed = 0;
-        body();
-        fflush(stdout);
-        fflush(stderr);
-        _exit(test_current_failed ? 1 : 0);
-    }
-    int status = 0;
-    while (waitpid(pid, &status, 0) < 0)
-        if (errno != EINTR) {
-            TEST_FAIL_AT("waitpid for %s: %s", what, strerror(errno));
-            return;
-        }
-    if (WIFSIGNALED(status))
-        TEST_FAIL_AT("the child (%s) was killed by signal %d", what, WTERMSIG(status));
-    else if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
-        TEST_FAIL_AT("the child (%s) failed (exit %d)", what, WEXITSTATUS(status));
-}
-
 /* ---- in limited children ----------------------------------------------------------------- */
 
 static void reserve_64k_body(void)
@@ -185,7 +155,7 @@ static void reserve_64k_body(void)
  * every manager took a 1 GiB arena on its first reservation). */
 TEST(reserve_of_64k_works_under_a_200mb_address_limit)
 {
-    in_child(reserve_64k_body, "64 KiB under 200 MB");
+    test_in_child(reserve_64k_body, "64 KiB under 200 MB");
 }
 
 static void heap_body(void)
@@ -215,7 +185,7 @@ static void heap_body(void)
  * and a large block - under `ulimit -v 200000`. */
 TEST(heap_works_under_a_200mb_address_limit)
 {
-    in_child(heap_body, "a heap under 200 MB");
+    test_in_child(heap_body, "a heap under 200 MB");
 }
 
 #define FILL_MAX 8192
@@ -280,7 +250,7 @@ static void fill_body(void)
  * is E_OUTOFMEMORY with nothing changed (hostmem.h: a failed call changes nothing). */
 TEST(reservations_fill_what_the_limit_leaves_then_refusals_change_nothing)
 {
-    in_child(fill_body, "filling 200 MB");
+    test_in_child(fill_body, "filling 200 MB");
 }
 
 static void larger_body(void)
@@ -324,7 +294,7 @@ static void larger_body(void)
 /* Issue 13 item 3: reservations larger than an arena still work under the limit. */
 TEST(reservation_larger_than_an_arena_works_under_the_limit)
 {
-    in_child(larger_body, "larger than an arena under 200 MB");
+    test_in_child(larger_body, "larger than an arena under 200 MB");
 }
 
 #define MANAGERS 48
@@ -362,7 +332,7 @@ static void managers_body(void)
  * the first ones do not take the room of the others. */
 TEST(managers_share_what_the_limit_leaves)
 {
-    in_child(managers_body, "48 managers under 200 MB");
+    test_in_child(managers_body, "48 managers under 200 MB");
 }
 
 /* A manager with one committed, written reservation, then the limit lowered to
@@ -431,7 +401,7 @@ static void lower_body(void)
  * refusals are E_OUTOFMEMORY with nothing changed, the manager validates. */
 TEST(lowering_the_limit_mid_run_refuses_cleanly)
 {
-    in_child(lower_body, "limit lowered mid-run");
+    test_in_child(lower_body, "limit lowered mid-run");
 }
 
 static void raise_body(void)
@@ -462,7 +432,7 @@ static void raise_body(void)
 /* Issue 13 item 3: the limit raised again: what was refused now works. */
 TEST(raising_the_limit_again_lets_reservations_through)
 {
-    in_child(raise_body, "limit raised again");
+    test_in_child(raise_body, "limit raised again");
 }
 
 /* ---- the sizing rule through an injected seam (no limit is imposed) ----------------------- */
