@@ -39,6 +39,14 @@
 #include "os.h"
 #include "registry.h"
 
+/* UNDER_ASAN: built with AddressSanitizer (gcc or clang) */
+#if defined(__SANITIZE_ADDRESS__)
+#define UNDER_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define UNDER_ASAN 1
+#endif
+#endif
 /* UNDER_TSAN: built with ThreadSanitizer (gcc or clang) */
 #if defined(__SANITIZE_THREAD__)
 #define UNDER_TSAN 1

@@ -48,15 +48,6 @@
 #include "os.h"
 #include "test.h"
 
-/* UNDER_ASAN: built with AddressSanitizer (gcc or clang) */
-#if defined(__SANITIZE_ADDRESS__)
-#define UNDER_ASAN 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define UNDER_ASAN 1
-#endif
-#endif
-
 #define KIB ((size_t)1 << 10)
 #define MIB ((size_t)1 << 20)
 

@@ -30,14 +30,6 @@
 #include "os.h"
 #include "test.h"
 
-/* UNDER_ASAN: built with AddressSanitizer (gcc or clang) */
-#if defined(__SANITIZE_ADDRESS__)
-#define UNDER_ASAN 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define UNDER_ASAN 1
-#endif
-#endif
 #if defined(UNDER_ASAN) || defined(UNDER_TSAN)
 static const int under_sanitizer = 1;
 #else
