@@ -8,7 +8,9 @@
  * and returns the exit status. Tests never assert on time.
  *
  * test_in_child(body, what) runs a test's body in a forked child that reports
- * through its exit status (a test that must change the process itself).
+ * through its exit status (a test that must change the process itself);
+ * test_vm_size() and test_limit_address_space(bytes) read its VmSize and set
+ * its RLIMIT_AS.
  *
  * Skips are counted, never passed off as passes: TEST_SKIP(why...) in a test
  * stops it and counts it skipped; SKIP(name, why...) in main counts a test not
@@ -27,10 +29,12 @@
 #define HOSTMEM_TEST_H
 
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/types.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -163,6 +167,34 @@ static inline void test_in_child(void (*body)(void), const char *what)
         TEST_FAIL_AT("the child (%s) was killed by signal %d", what, WTERMSIG(status));
     else if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
         TEST_FAIL_AT("the child (%s) failed (exit %d)", what, WEXITSTATUS(status));
+}
+
+/* The process's VmSize in bytes (the kernel's own count, what RLIMIT_AS bounds);
+ * 0 if /proc cannot tell. */
+static inline uint64_t test_vm_size(void)
+{
+    char text[4096];
+    int fd = open("/proc/self/status", O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return 0;
+    ssize_t n = read(fd, text, sizeof text - 1);
+    close(fd);
+    if (n <= 0)
+        return 0;
+    text[n] = 0;
+    const char *field = strstr(text, "\nVmSize:");
+    return field ? strtoull(field + 8, NULL, 10) * 1024 : 0;
+}
+
+/* This process's RLIMIT_AS soft limit to bytes (UINT64_MAX: back to the hard
+ * limit); 0 or an errno. */
+static inline int test_limit_address_space(uint64_t bytes)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_AS, &rl))
+        return errno;
+    rl.rlim_cur = bytes == UINT64_MAX ? rl.rlim_max : (rlim_t)bytes;
+    return setrlimit(RLIMIT_AS, &rl) ? errno : 0;
 }
 
 static int test_validate_off __attribute__((unused));

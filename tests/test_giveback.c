@@ -140,32 +140,6 @@ static void filler_free(struct filler *f)
     f->maps = NULL;
 }
 
-/* The process's VmSize in bytes (the kernel's own count, what RLIMIT_AS bounds). */
-static size_t vm_size(void)
-{
-    char text[4096];
-    int fd = open("/proc/self/status", O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return 0;
-    ssize_t n = read(fd, text, sizeof text - 1);
-    close(fd);
-    if (n <= 0)
-        return 0;
-    text[n] = 0;
-    const char *field = strstr(text, "\nVmSize:");
-    return field ? (size_t)strtoull(field + 8, NULL, 10) * KIB : 0;
-}
-
-/* Sets the soft RLIMIT_AS (SIZE_MAX: back to the hard limit). */
-static int limit_address_space(size_t bytes)
-{
-    struct rlimit rl;
-    if (getrlimit(RLIMIT_AS, &rl))
-        return errno;
-    rl.rlim_cur = bytes == SIZE_MAX ? rl.rlim_max : (rlim_t)bytes;
-    return setrlimit(RLIMIT_AS, &rl) ? errno : 0;
-}
-
 /* ---- failures, counted by kind and reported once each ------------------------------------------ */
 
 /* At the ceiling today's library refuses dozens of calls; one line per kind of
@@ -891,15 +865,15 @@ static void with_the_address_space_used_up_body(void)
     struct filler f;
     /* chunks for what the large release gives back, pages for the rest */
     REQUIRE(filler_make(&f, 16384, 1 * MIB));
-    size_t now = vm_size();
+    size_t now = test_vm_size();
     REQUIRE(now > 0);
-    REQUIRE(limit_address_space(now + AS_HEADROOM) == 0);
+    REQUIRE(test_limit_address_space(now + AS_HEADROOM) == 0);
     fill(&f);
     REQUIRE(f.last_error == ENOMEM);
     s.filler = &f;
     give_everything_back(&s, "with RLIMIT_AS used up");
     s.filler = NULL;
-    CHECK(limit_address_space(SIZE_MAX) == 0);
+    CHECK(test_limit_address_space(UINT64_MAX) == 0);
     unfill(&f);
     after_room_is_made(&s);
     scene_report(&s);
@@ -960,11 +934,11 @@ static void validate_with_the_address_space_used_up_body(void)
     REQUIRE(m);
     struct filler f;
     REQUIRE(filler_make(&f, 16384, 1 * MIB));
-    REQUIRE(limit_address_space(vm_size() + AS_HEADROOM) == 0);
+    REQUIRE(test_limit_address_space(test_vm_size() + AS_HEADROOM) == 0);
     fill(&f);
     REQUIRE(f.last_error == ENOMEM);
     validate_answers_when_full(m, "with RLIMIT_AS used up");
-    CHECK(limit_address_space(SIZE_MAX) == 0);
+    CHECK(test_limit_address_space(UINT64_MAX) == 0);
     filler_free(&f);
     CHECK_HR(IHostMemoryManager_VirtualFree(m, p, 0, MEM_RELEASE), S_OK);
     CHECK_EQ(IHostMemoryManager_Release(m), 0);

@@ -72,32 +72,6 @@ static HRESULT validate(IHostMemoryManager *m)
     return hr;
 }
 
-/* The process's VmSize in bytes (the kernel's own count, what RLIMIT_AS bounds). */
-static uint64_t vm_size(void)
-{
-    char text[4096];
-    int fd = open("/proc/self/status", O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return 0;
-    ssize_t n = read(fd, text, sizeof text - 1);
-    close(fd);
-    if (n <= 0)
-        return 0;
-    text[n] = 0;
-    const char *field = strstr(text, "\nVmSize:");
-    return field ? strtoull(field + 8, NULL, 10) * KIB : 0;
-}
-
-/* Sets the soft RLIMIT_AS (the hard one stays, so a child may raise it again). */
-static int limit_address_space(uint64_t bytes)
-{
-    struct rlimit rl;
-    if (getrlimit(RLIMIT_AS, &rl))
-        return errno;
-    rl.rlim_cur = bytes == UINT64_MAX ? rl.rlim_max : (rlim_t)bytes;
-    return setrlimit(RLIMIT_AS, &rl) ? errno : 0;
-}
-
 /* The counters a refusal must leave as they were (os_refusals aside). */
 static int same_books(const hostmem_stats *a, const hostmem_stats *b)
 {
@@ -119,15 +93,15 @@ static size_t arena_added(IHostMemoryManager *m, hostmem_stats *last)
 
 static void reserve_64k_body(void)
 {
-    uint64_t before = vm_size();
-    REQUIRE(limit_address_space(LIMIT_200MB) == 0);
+    uint64_t before = test_vm_size();
+    REQUIRE(test_limit_address_space(LIMIT_200MB) == 0);
     IHostMemoryManager *m;
     REQUIRE_HR(hostmem_create(NULL, &m), S_OK);
     /* before its first reservation a manager holds its own tables only, sized
      * to the limit (the arena table: 512 KiB, not the 8 MiB of no limit) */
     printf("a manager under 200 MB: %.1f MiB of address space before its first reservation\n",
-           (double)(vm_size() - before) / (double)MIB);
-    CHECK(vm_size() - before < 1 * MIB);
+           (double)(test_vm_size() - before) / (double)MIB);
+    CHECK(test_vm_size() - before < 1 * MIB);
     void *p;
     CHECK_HR(reserve(m, 64 * KIB, 0, &p), S_OK);
     if (p) {
@@ -152,7 +126,7 @@ TEST(reserve_of_64k_works_under_a_200mb_address_limit)
 
 static void heap_body(void)
 {
-    REQUIRE(limit_address_space(LIMIT_200MB) == 0);
+    REQUIRE(test_limit_address_space(LIMIT_200MB) == 0);
     IHostMemoryManager *m;
     REQUIRE_HR(hostmem_create(NULL, &m), S_OK);
     IHostMalloc *heap = NULL;
@@ -185,8 +159,8 @@ static void *filled[FILL_MAX];
 
 static void fill_body(void)
 {
-    uint64_t before = vm_size();
-    REQUIRE(limit_address_space(LIMIT_200MB) == 0);
+    uint64_t before = test_vm_size();
+    REQUIRE(test_limit_address_space(LIMIT_200MB) == 0);
     IHostMemoryManager *m;
     REQUIRE_HR(hostmem_create(NULL, &m), S_OK);
     size_t made = 0;
@@ -213,9 +187,9 @@ static void fill_body(void)
     CHECK(s1.os_refusals > s0.os_refusals);
     /* hostmem_validate needs a few pages of its own for its lists (at a full
      * limit it answers E_FAIL, "cannot check"): give it room for the check */
-    REQUIRE(limit_address_space(LIMIT_200MB + VALIDATE_ROOM) == 0);
+    REQUIRE(test_limit_address_space(LIMIT_200MB + VALIDATE_ROOM) == 0);
     CHECK_HR(validate(m), S_OK);
-    REQUIRE(limit_address_space(LIMIT_200MB) == 0);
+    REQUIRE(test_limit_address_space(LIMIT_200MB) == 0);
 
     /* a granule given back is taken again without the kernel */
     if (made) {
@@ -247,7 +221,7 @@ TEST(reservations_fill_what_the_limit_leaves_then_refusals_change_nothing)
 
 static void larger_body(void)
 {
-    REQUIRE(limit_address_space(LIMIT_200MB) == 0);
+    REQUIRE(test_limit_address_space(LIMIT_200MB) == 0);
     /* larger than the largest arena: a standalone mapping */
     hostmem_config c = {sizeof c};
     c.arena_size = 16 * MIB;
@@ -295,8 +269,8 @@ static void *managers_first[MANAGERS];
 
 static void managers_body(void)
 {
-    uint64_t before = vm_size();
-    REQUIRE(limit_address_space(LIMIT_200MB) == 0);
+    uint64_t before = test_vm_size();
+    REQUIRE(test_limit_address_space(LIMIT_200MB) == 0);
     size_t arena_bytes = 0;
     for (int i = 0; i < MANAGERS; i++) {
         REQUIRE_HR(hostmem_create(NULL, &managers[i]), S_OK);
@@ -308,7 +282,7 @@ static void managers_body(void)
         arena_bytes += stats_of(managers[i]).arena_bytes;
     }
     printf("%d managers under 200 MB: %.1f MiB of arenas, %.1f MiB of the limit left\n", MANAGERS,
-           (double)arena_bytes / (double)MIB, (double)(LIMIT_200MB - vm_size()) / (double)MIB);
+           (double)arena_bytes / (double)MIB, (double)(LIMIT_200MB - test_vm_size()) / (double)MIB);
     CHECK(arena_bytes < LIMIT_200MB - before);
     for (int i = 0; i < MANAGERS; i++) {
         if (managers_first[i]) {
@@ -339,7 +313,7 @@ static IHostMemoryManager *lowered(void **first)
         return NULL;
     }
     memset(*first, 0x5A, 2 * P);
-    if (limit_address_space(vm_size() + VALIDATE_ROOM) != 0) {
+    if (test_limit_address_space(test_vm_size() + VALIDATE_ROOM) != 0) {
         IHostMemoryManager_Release(m);
         return NULL;
     }
@@ -404,7 +378,7 @@ static void raise_body(void)
     void *p;
     CHECK_HR(reserve(m, 300 * MIB, 0, &p), E_OUTOFMEMORY);
     size_t reserved = stats_of(m).reserved_bytes;
-    REQUIRE(limit_address_space(UINT64_MAX) == 0);
+    REQUIRE(test_limit_address_space(UINT64_MAX) == 0);
     /* the limit is read at every new mapping: the same call now succeeds */
     CHECK_HR(reserve(m, 300 * MIB, 0, &p), S_OK);
     CHECK(stats_of(m).reserved_bytes >= reserved + 300 * MIB);
