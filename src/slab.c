@@ -114,20 +114,18 @@ int slab_alloc(struct slab *s, size_t size, void **out)
     size_t bytes = class_bytes(c);
     if (bytes > CHUNK_MIN / 4) /* big objects get a chunk of their own */
         return chunk_new(s, bytes + CHUNK_HEADER, out);
-    if (s->bump_left < bytes) {
-        size_t chunk = s->next_chunk ? s->next_chunk : CHUNK_MIN;
-        void *fresh;
-        int err = chunk_new(s, chunk, &fresh);
-        if (err)
-            return err;
-        s->bump = fresh;
-        s->bump_left = chunk - CHUNK_HEADER;
-        s->next_chunk = chunk * 2 > CHUNK_HUGE ? CHUNK_HUGE : chunk * 2;
-    }
-    *out = s->bump;
-    s->bump += bytes;
-    s->bump_left -= bytes;
-    return 0;
+    /* the current chunk is spent: the next, larger one */
+    size_t chunk = s->next_chunk ? s->next_chunk : CHUNK_MIN;
+    void *fresh;
+    int err = chunk_new(s, chunk, &fresh);
+    if (err)
+        return err;
+    s->bump = fresh;
+    s->bump_left = chunk - CHUNK_HEADER;
+    s->next_chunk = chunk * 2 > CHUNK_HUGE ? CHUNK_HUGE : chunk * 2;
+    bool taken = slab_take(s, c, out);
+    hm_assert(taken);
+    return taken ? 0 : ENOMEM;
 }
 
 /* ---- the give-back reserve ---------------------------------------------------------- */
