@@ -59,63 +59,80 @@ static void forget(struct remembered *set, uintptr_t base)
     }
 }
 
-/* Locks the reservation at base and, if it is marked flag, has work do its
- * part; true when it needs no more remembering (done, not marked, or gone). */
-static bool remembered_visit(struct manager *m, uintptr_t base, uint16_t flag,
-                             bool (*work)(struct manager *m, struct locked *l))
+/*
+ * One kind of remembered reservation: visit does its part on the one at base
+ * (true when it needs no more remembering: done, or gone); is_one says whether
+ * a reservation the map walk found (with its address-map entry) is of the
+ * kind. flag and work are marked_visit's.
+ */
+struct remembered_kind {
+    bool (*visit)(struct manager *m, uintptr_t base, const struct remembered_kind *kind);
+    bool (*is_one)(uintptr_t entry, const struct reservation *r);
+    uint16_t flag;
+    bool (*work)(struct manager *m, struct locked *l);
+};
+
+/* A live reservation with runs marked kind->flag (stale, pending): locked, and
+ * if it is still marked, work does its part. */
+static bool marked_visit(struct manager *m, uintptr_t base, const struct remembered_kind *kind)
 {
     struct locked l;
     HRESULT hr = range_lock(m, base, S_FALSE, 0, &l);
     if (hr != S_OK)
         return hr == S_FALSE; /* gone (or a heap's: never marked), or the lock refused: later */
-    bool done = l.base != base || !(l.r->flags & flag) || work(m, &l);
+    bool done = l.base != base || !(l.r->flags & kind->flag) || kind->work(m, &l);
     range_unlock(m, &l, S_OK);
     return done;
+}
+
+static bool live_one(uintptr_t entry, const struct reservation *r)
+{
+    (void)r;
+    return !entry_is_slack(entry) && !entry_is_heap(entry);
 }
 
 /* remembered_each's walk of the whole map, a reservation at a time. */
 struct visit {
     struct manager *m;
     struct remembered *set;
-    uint16_t flag;
-    bool (*work)(struct manager *m, struct locked *l);
+    const struct remembered_kind *kind;
 };
 
 static int visit_step(void *context, uintptr_t at, uintptr_t entry, struct reservation *r)
 {
     struct visit *v = context;
-    if (r && !entry_is_slack(entry) && !entry_is_heap(entry) && !remembered_visit(v->m, at, v->flag, v->work))
+    if (r && v->kind->is_one(entry, r) && !v->kind->visit(v->m, at, v->kind))
         remember(v->set, at);
     return 0;
 }
 
 /*
- * Has work do its part on the remembered reservations marked flag, then, if
- * more were than could be remembered and the remembered are all done, on every
- * reservation of m so marked. No lock held.
+ * Has kind's visit do its part on the remembered reservations, then, if more
+ * were than could be remembered and the remembered are all done, on every
+ * reservation of m of that kind. No lock held.
  */
-static void remembered_each(struct manager *m, struct remembered *set, uint16_t flag,
-                            bool (*work)(struct manager *m, struct locked *l))
+static void remembered_each(struct manager *m, struct remembered *set, const struct remembered_kind *kind)
 {
     bool left = false;
     for (size_t i = 0; i < REMEMBERED; i++) {
         uintptr_t base = atomic_load_explicit(&set->bases[i], memory_order_relaxed);
         if (!base)
             continue;
-        if (remembered_visit(m, base, flag, work))
+        if (kind->visit(m, base, kind))
             atomic_compare_exchange_strong(&set->bases[i], &base, 0);
         else
             left = true;
     }
     if (left || !atomic_exchange(&set->overflow, false))
         return;
-    struct visit v = {m, set, flag, work};
+    struct visit v = {m, set, kind};
     uint32_t slot = 0;
     for (struct arena *a; (a = arena_next(m, &slot)) != NULL;)
         arena_walk(m, a, visit_step, &v);
 }
 
-static void stale_slack_restore_all(struct manager *m);
+static const struct remembered_kind stale_slack_kind;
+
 
 /* ---- stale pages ------------------------------------------------------------------- */
 
@@ -206,8 +223,9 @@ static bool stale_restored(struct manager *m, struct locked *l)
  * allows it now. */
 void stale_restore_remembered(struct manager *m)
 {
-    remembered_each(m, &m->stale, RES_STALE, stale_restored);
-    stale_slack_restore_all(m);
+    static const struct remembered_kind stale_kind = {marked_visit, live_one, RES_STALE, stale_restored};
+    remembered_each(m, &m->stale, &stale_kind);
+    remembered_each(m, &m->slack, &stale_slack_kind);
 }
 
 /* Discards the stale pieces only: committed pages may lie between them. */
@@ -307,34 +325,18 @@ static bool stale_slack_restore(struct manager *m, uintptr_t base)
     return gone;
 }
 
-/* Every remembered stale slack, then (if more were than could be remembered)
- * every other. */
-static int slack_step(void *context, uintptr_t at, uintptr_t entry, struct reservation *r)
+static bool slack_visit(struct manager *m, uintptr_t base, const struct remembered_kind *kind)
 {
-    struct manager *m = context;
-    if (r && entry_is_slack(entry) && res_is_stale_slack(r) && !stale_slack_restore(m, at))
-        remember(&m->slack, at);
-    return 0;
+    (void)kind;
+    return stale_slack_restore(m, base);
 }
 
-static void stale_slack_restore_all(struct manager *m)
+static bool slack_one(uintptr_t entry, const struct reservation *r)
 {
-    bool left = false;
-    for (size_t i = 0; i < REMEMBERED; i++) {
-        uintptr_t base = atomic_load_explicit(&m->slack.bases[i], memory_order_relaxed);
-        if (!base)
-            continue;
-        if (stale_slack_restore(m, base))
-            atomic_compare_exchange_strong(&m->slack.bases[i], &base, 0);
-        else
-            left = true;
-    }
-    if (left || !atomic_exchange(&m->slack.overflow, false))
-        return;
-    uint32_t slot = 0;
-    for (struct arena *a; (a = arena_next(m, &slot)) != NULL;)
-        arena_walk(m, a, slack_step, m);
+    return entry_is_slack(entry) && res_is_stale_slack(r);
 }
+
+static const struct remembered_kind stale_slack_kind = {slack_visit, slack_one, 0, NULL};
 
 HRESULT stale_slack_clear(struct manager *m, uintptr_t start, uintptr_t end)
 {
@@ -414,7 +416,8 @@ void deferred_purge(struct manager *m)
 {
     if (!atomic_load_explicit(&m->pending_pages, memory_order_relaxed))
         return;
-    remembered_each(m, &m->pending, RES_PENDING, purge_locked);
+    static const struct remembered_kind pending_kind = {marked_visit, live_one, RES_PENDING, purge_locked};
+    remembered_each(m, &m->pending, &pending_kind);
     if (!atomic_load_explicit(&m->pending_pages, memory_order_relaxed))
         atomic_store_explicit(&m->pending_since, 0, memory_order_relaxed);
 }
