@@ -479,9 +479,10 @@ static HRESULT release_locked(struct manager *m, struct locked *l)
              * discarded, slack's protection where the kernel allows, the
              * mapping kept as stale slack until it can go. */
             os_refused(m, err, "munmap of a reservation");
-            arena_publish(m, r); /* this manager's again, for the steps below */
-            if (r->flags & RES_LARGE_PAGES) /* huge pages change only whole, and are not discarded */
+            if (r->flags & RES_LARGE_PAGES) { /* huge pages change only whole, and are not discarded */
+                arena_publish(m, r);
                 return E_OUTOFMEMORY;
+            }
             if ((err = os_discard((void *)l->base, bytes)) != 0)
                 return os_refused_stuck(m, err, "madvise(MADV_DONTNEED) on release");
             struct survey s;
