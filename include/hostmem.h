@@ -90,6 +90,7 @@ typedef struct _MEMORY_BASIC_INFORMATION {
 #define E_FAIL ((HRESULT)0x80004005L)
 #define E_OUTOFMEMORY ((HRESULT)0x8007000EL)
 #define E_INVALIDARG ((HRESULT)0x80070057L)
+#define E_ACCESSDENIED ((HRESULT)0x80070005L)
 #define HOST_E_INVALIDOPERATION ((HRESULT)0x80131022L)
 #define HOST_E_CLRNOTAVAILABLE ((HRESULT)0x80131023L)
 #define HOST_E_TIMEOUT ((HRESULT)0x80131024L)
@@ -105,6 +106,10 @@ typedef struct _MEMORY_BASIC_INFORMATION {
 #define ERROR_INVALID_PARAMETER 87L
 #define ERROR_INVALID_ADDRESS 487L
 #define ERROR_NO_SYSTEM_RESOURCES 1450L
+#define ERROR_DYNAMIC_CODE_BLOCKED 1655L
+/* A protection the manager's dynamic-code policy forbids (hostmem_config.dynamic_code):
+ * what Windows returns under Arbitrary Code Guard. */
+#define HOSTMEM_E_DYNAMIC_CODE_BLOCKED HRESULT_FROM_WIN32(ERROR_DYNAMIC_CODE_BLOCKED)
 
 /* ---- virtual memory constants (Windows values) ------------------------- */
 #define MEM_COMMIT 0x00001000
@@ -379,6 +384,19 @@ typedef struct hostmem_lock_ops {
 #define HOSTMEM_EMULATE_WRITE_WATCH 0x8u /* MEM_WRITE_WATCH by write-protection and the first
                                     write's SIGSEGV (docs/writewatch.md), also where the kernel
                                     tracks writes itself; installs the same handler */
+#define HOSTMEM_FIXED_PLACEMENT 0x10u /* bottom-up arenas start at one fixed address
+                                    (0x200000000000) instead of a random place per manager:
+                                    reproducible addresses for debugging and traces; also
+                                    HOSTMEM_FIXED_PLACEMENT=1 in the environment (docs/security.md) */
+
+/* hostmem_config.dynamic_code and hostmem_restrict_dynamic_code: what may execute
+ * (docs/security.md). A refused VirtualAlloc or VirtualProtect returns
+ * HOSTMEM_E_DYNAMIC_CODE_BLOCKED, changes nothing and is counted. */
+#define HOSTMEM_CODE_ANY 0u  /* every protection Windows allows */
+#define HOSTMEM_CODE_WX 1u   /* W^X: never writable and executable at once
+                                (PAGE_EXECUTE_READWRITE refused; RW -> RX -> RW allowed) */
+#define HOSTMEM_CODE_NONE 2u /* no dynamic code, as Windows' Arbitrary Code Guard: every
+                                executable protection refused */
 
 /* hostmem_config.appdomain_wait_ms: an eAppDomainCritical request over budget
  * is refused at once (the runtime is still told memory is Low). */
@@ -422,6 +440,8 @@ typedef struct hostmem_config {
     DWORD purge_delay_ms;             /* at the latest this long after; 0 = 10 ms;
                                          HOSTMEM_PURGE_AT_ONCE = no deferral */
     size_t purge_cap;                 /* at most this many bytes wait; 0 = 64 MiB */
+    uint32_t dynamic_code;            /* HOSTMEM_CODE_ANY (0), HOSTMEM_CODE_WX or
+                                         HOSTMEM_CODE_NONE */
 } hostmem_config;
 #define HOSTMEM_PURGE_AT_ONCE 0xFFFFFFFFu
 
@@ -490,6 +510,9 @@ typedef struct hostmem_stats {
                                     available again (docs/host.md) */
     size_t purge_pending_bytes;  /* decommitted bytes not yet given back to the kernel (deferred
                                     discard): not committed, not charged, still resident */
+    size_t dynamic_code_refusals; /* VirtualAlloc, VirtualProtect and CreateMalloc calls the
+                                    dynamic-code policy refused */
+    uint32_t dynamic_code;       /* the policy in force (HOSTMEM_CODE_*) */
 } hostmem_stats;
 HRESULT hostmem_get_stats(IHostMemoryManager *manager, hostmem_stats *stats);
 
@@ -497,6 +520,12 @@ HRESULT hostmem_get_stats(IHostMemoryManager *manager, hostmem_stats *stats);
  * below what is committed takes nothing back; later commits are refused until
  * enough is freed. */
 HRESULT hostmem_set_commit_limit(IHostMemoryManager *manager, size_t bytes);
+
+/* Tightens the dynamic-code policy (HOSTMEM_CODE_*) from now on: S_OK, also when
+ * it is already that strict; E_ACCESSDENIED for a looser one (a policy is never
+ * loosened, as Windows' mitigation policies); E_INVALIDARG for an unknown one.
+ * Pages already executable stay so. */
+HRESULT hostmem_restrict_dynamic_code(IHostMemoryManager *manager, uint32_t policy);
 
 /* Samples the machine's memory now (what the monitor thread does) and sends any
  * notification that follows. */

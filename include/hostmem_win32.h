@@ -102,6 +102,7 @@ typedef DWORD *LPDWORD;
 #define ERROR_INVALID_PARAMETER 87L
 #define ERROR_INVALID_ADDRESS 487L
 #define ERROR_NO_SYSTEM_RESOURCES 1450L
+#define ERROR_DYNAMIC_CODE_BLOCKED 1655L
 #endif /* HOSTMEM_H */
 
 /* The other Win32 errors these calls set (docs/win32.md has the table). */
@@ -156,6 +157,10 @@ void SetLastError(DWORD dwErrCode);
  * was not yet), for a host that wants its statistics, budget or region map
  * through hostmem.h; NULL if it could not be created (the last error says
  * why). The manager lives as long as the process: never Release it to zero.
+ * Its dynamic-code policy is HOSTMEM_DYNAMIC_CODE from the environment when it
+ * is created ("any", "wx" or "none"; another value is refused with
+ * ERROR_INVALID_PARAMETER by every call), and can be tightened later with
+ * hostmem_restrict_dynamic_code(hostmem_win32_manager(), ...).
  */
 struct IHostMemoryManager;
 struct IHostMemoryManager *hostmem_win32_manager(void);

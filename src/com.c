@@ -263,9 +263,10 @@ static int is_manager(IHostMemoryManager *i)
  * caller's fields (zero past its size). */
 static const char *config_problem(const hostmem_config *c)
 {
-    if (c->flags & ~(HOSTMEM_COMPACT | HOSTMEM_LEAK_REPORT | HOSTMEM_GUARD_PAGES | HOSTMEM_EMULATE_WRITE_WATCH))
-        return "flags: only HOSTMEM_COMPACT, HOSTMEM_LEAK_REPORT, HOSTMEM_GUARD_PAGES and "
-               "HOSTMEM_EMULATE_WRITE_WATCH are defined";
+    if (c->flags & ~(HOSTMEM_COMPACT | HOSTMEM_LEAK_REPORT | HOSTMEM_GUARD_PAGES | HOSTMEM_EMULATE_WRITE_WATCH |
+                     HOSTMEM_FIXED_PLACEMENT))
+        return "flags: only HOSTMEM_COMPACT, HOSTMEM_LEAK_REPORT, HOSTMEM_GUARD_PAGES, "
+               "HOSTMEM_EMULATE_WRITE_WATCH and HOSTMEM_FIXED_PLACEMENT are defined";
     if (c->commit_limit && c->commit_limit != HOSTMEM_UNLIMITED && c->commit_limit < g_page)
         return "commit_limit: a budget under one page cannot hold a single commit";
     if (c->lock_ops && (!c->lock_ops->create || !c->lock_ops->enter || !c->lock_ops->leave ||
@@ -419,6 +420,8 @@ HRESULT hostmem_get_stats(IHostMemoryManager *manager, hostmem_stats *stats)
     s.external_bytes = LOAD(p->external_bytes);
     s.external_ranges = LOAD(p->external_ranges);
     s.memory_state = (DWORD)LOAD(p->state);
+    s.dynamic_code_refusals = LOAD(p->code_refusals);
+    s.dynamic_code = LOAD(p->dynamic_code);
 #undef LOAD
     size_t n = stats->size < sizeof s ? stats->size : sizeof s;
     memcpy((char *)stats + sizeof s.size, (char *)&s + sizeof s.size, n - sizeof s.size);
@@ -476,6 +479,13 @@ HRESULT hostmem_purge(IHostMemoryManager *manager)
 const char *hostmem_write_watch_mode(void)
 {
     return os_watch_probe() ? "unavailable" : "kernel";
+}
+
+HRESULT hostmem_restrict_dynamic_code(IHostMemoryManager *manager, uint32_t policy)
+{
+    struct manager *m;
+    HRESULT hr = live_manager(manager, &m);
+    return hr != S_OK ? hr : policy_restrict_code(m, policy);
 }
 
 HRESULT hostmem_poll_system(IHostMemoryManager *manager)

@@ -1111,6 +1111,11 @@ HRESULT heap_create(struct manager *m, DWORD type, IHostMalloc **out)
     *out = NULL;
     if (type & ~(DWORD)(MALLOC_THREADSAFE | MALLOC_EXECUTABLE))
         return E_INVALIDARG;
+    /* an executable heap is writable and executable: the dynamic-code policy's
+     * (its segments ask again, so a policy tightened later stops their growth) */
+    HRESULT refused = (type & MALLOC_EXECUTABLE) ? policy_code_check(m, PAGE_EXECUTE_READWRITE) : S_OK;
+    if (refused != S_OK)
+        return refused;
     pthread_once(&classes_once, classes_init);
     void *fresh;
     int err = pages_alloc(sizeof(struct heap), &fresh); /* zeroed pages, not calloc (pool.c) */

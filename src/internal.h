@@ -510,6 +510,8 @@ struct policy {
     _Atomic size_t notifications[eMemoryAvailableHigh + 1]; /* by EMemoryAvailable */
     _Atomic size_t external_bytes;
     _Atomic size_t external_ranges;
+    _Atomic uint32_t dynamic_code;   /* HOSTMEM_CODE_*: only ever raised */
+    _Atomic size_t code_refusals;    /* requests the dynamic-code policy refused */
 
     DWORD monitor_interval_ms;
     _Atomic uint32_t monitor_stop; /* futex word */
@@ -800,6 +802,16 @@ HRESULT policy_acquired_space(struct manager *m, uintptr_t start, size_t size) H
 HRESULT policy_released_space(struct manager *m, uintptr_t start) HIDDEN;
 HRESULT policy_poll_system(struct manager *m) HIDDEN;
 void policy_set_limit(struct manager *m, size_t bytes) HIDDEN;
+HRESULT policy_restrict_code(struct manager *m, uint32_t policy) HIDDEN;
+/* The dynamic-code rule: HOSTMEM_E_DYNAMIC_CODE_BLOCKED, counted, for a
+ * protection the policy in force forbids; S_OK otherwise. */
+HRESULT policy_code_refusal(struct manager *m, DWORD protect) HIDDEN;
+#define PROTECT_EXECUTABLE (PAGE_EXECUTE | PAGE_EXECUTE_READ | PAGE_EXECUTE_READWRITE | PAGE_EXECUTE_WRITECOPY)
+/* Whether the policy may refuse protect: one load for an executable one, none else. */
+static inline HRESULT policy_code_check(struct manager *m, DWORD protect)
+{
+    return (protect & PROTECT_EXECUTABLE) ? policy_code_refusal(m, protect) : S_OK;
+}
 /* arena.c: unmaps arenas no reservation uses (the address-space cache). */
 size_t arena_trim(struct manager *m) HIDDEN;
 

@@ -567,6 +567,8 @@ const char *policy_config_problem(const hostmem_config *c)
     if (root && strcmp(root, "/") && strcmp(root, "") && !root_readable(root, "/proc/meminfo") &&
         !root_readable(root, "/proc/self/cgroup"))
         return "system_root: neither proc/meminfo nor proc/self/cgroup can be read below it";
+    if (c->dynamic_code > HOSTMEM_CODE_NONE)
+        return "dynamic_code: HOSTMEM_CODE_ANY, HOSTMEM_CODE_WX or HOSTMEM_CODE_NONE";
     return NULL;
 }
 
@@ -589,6 +591,7 @@ HRESULT policy_init(struct manager *m, const hostmem_config *c)
     p->hysteresis = watermark(c->notify_hysteresis, DEFAULT_HYSTERESIS);
     hm_assert(!policy_config_problem(c)); /* hostmem_create refused it before */
     p->address_space_limit = c->address_space_limit;
+    atomic_init(&p->dynamic_code, c->dynamic_code);
     atomic_init(&p->machine_load, -1);
     atomic_init(&p->state, eMemoryAvailableHigh);
     atomic_init(&p->delivered, eMemoryAvailableHigh);
@@ -609,6 +612,42 @@ HRESULT policy_init(struct manager *m, const hostmem_config *c)
         p->monitor_thread = (uintptr_t)t;
         p->monitor_running = true;
     }
+    return S_OK;
+}
+
+/* ---- what may execute ---------------------------------------------------------- */
+
+/*
+ * The dynamic-code policy (docs/security.md). W^X refuses a protection that is
+ * writable and executable at once; "no dynamic code", as Windows' Arbitrary
+ * Code Guard, every executable one. The policy only ever tightens: a runtime
+ * that could loosen it could undo the host's decision.
+ */
+HRESULT policy_code_refusal(struct manager *m, DWORD protect)
+{
+    struct policy *p = &m->policy;
+    uint32_t policy = atomic_load_explicit(&p->dynamic_code, memory_order_relaxed);
+    bool refused = policy == HOSTMEM_CODE_NONE ||
+                   (policy == HOSTMEM_CODE_WX && (protect & (PAGE_EXECUTE_READWRITE | PAGE_EXECUTE_WRITECOPY)));
+    if (!refused)
+        return S_OK;
+    atomic_fetch_add_explicit(&p->code_refusals, 1, memory_order_relaxed);
+    return HOSTMEM_E_DYNAMIC_CODE_BLOCKED;
+}
+
+HRESULT policy_restrict_code(struct manager *m, uint32_t policy)
+{
+    if (policy > HOSTMEM_CODE_NONE)
+        return E_INVALIDARG;
+    struct policy *p = &m->policy;
+    uint32_t now = atomic_load_explicit(&p->dynamic_code, memory_order_relaxed);
+    do {
+        if (policy < now)
+            return E_ACCESSDENIED;
+        if (policy == now)
+            return S_OK;
+    } while (!atomic_compare_exchange_weak_explicit(&p->dynamic_code, &now, policy, memory_order_relaxed,
+                                                    memory_order_relaxed));
     return S_OK;
 }
 

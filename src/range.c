@@ -39,7 +39,9 @@ int protect_to_os(unsigned attr, bool compact)
         prot = OS_PROT_READ | OS_PROT_WRITE;
         break;
     case PAGE_EXECUTE:
-        prot = OS_PROT_EXEC;
+        /* readable too, as on Windows x86-64 (and Wine): PROT_EXEC alone is
+         * execute-only, unreadable, on CPUs with protection keys */
+        prot = OS_PROT_READ | OS_PROT_EXEC;
         break;
     case PAGE_EXECUTE_READ:
         prot = OS_PROT_READ | OS_PROT_EXEC;

@@ -419,6 +419,9 @@ HRESULT vm_alloc_ex(struct manager *m, void *address, SIZE_T size, DWORD type, D
         return E_INVALIDARG;
     if ((unsigned)level > eProcessCritical)
         return E_INVALIDARG;
+    /* what may execute, before anything changes (MEM_RESET ignores protect) */
+    if (!(type & (MEM_RESET | MEM_RESET_UNDO)) && (hr = policy_code_check(m, protect)) != S_OK)
+        return hr;
     uintptr_t a = (uintptr_t)address;
     if (type & MEM_LARGE_PAGES) {
         /* Windows: whole large pages, at a large-page address */
@@ -581,6 +584,8 @@ HRESULT vm_protect(struct manager *m, void *address, SIZE_T size, DWORD protect,
         return E_POINTER;
     if (!protect_valid(protect))
         return E_INVALIDARG;
+    if ((hr = policy_code_check(m, protect)) != S_OK)
+        return hr; /* before the range is looked at: nothing changes */
     struct locked l;
     uintptr_t start, end;
     hr = lock_pages(m, (uintptr_t)address, size ? size : 1, 0, &l, &start, &end);

@@ -31,6 +31,9 @@
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
 /* Windows' failure value for the UINT calls (GetWriteWatch, ResetWriteWatch). */
 #define WIN32_UINT_FAILED ((UINT)-1)
@@ -122,10 +125,36 @@ static pthread_once_t win32_once = PTHREAD_ONCE_INIT;
 static _Atomic(IHostMemoryManager *) win32_the_manager;
 static HRESULT win32_create_result; /* written once, inside pthread_once */
 
+/* HOSTMEM_DYNAMIC_CODE: the face's policy (docs/win32.md); S_OK with it in
+ * *policy, or E_INVALIDARG, said on stderr, for a value it does not know: a
+ * host that asked for a policy never gets a manager without it. */
+static HRESULT win32_dynamic_code(uint32_t *policy)
+{
+    static const struct {
+        const char *name;
+        uint32_t policy;
+    } names[] = {{"any", HOSTMEM_CODE_ANY}, {"wx", HOSTMEM_CODE_WX}, {"none", HOSTMEM_CODE_NONE}};
+    const char *value = getenv("HOSTMEM_DYNAMIC_CODE");
+    *policy = HOSTMEM_CODE_ANY;
+    if (!value || !*value)
+        return S_OK;
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++)
+        if (strcmp(value, names[i].name) == 0) {
+            *policy = names[i].policy;
+            return S_OK;
+        }
+    fprintf(stderr, "hostmem: HOSTMEM_DYNAMIC_CODE=%s: expected any, wx or none; "
+                    "the Win32 calls refuse every request\n", value);
+    return E_INVALIDARG;
+}
+
 static void win32_create(void)
 {
     IHostMemoryManager *m = NULL;
-    win32_create_result = hostmem_create(NULL, &m);
+    hostmem_config config = {sizeof config};
+    win32_create_result = win32_dynamic_code(&config.dynamic_code);
+    if (win32_create_result == S_OK)
+        win32_create_result = hostmem_create(&config, &m);
     if (win32_create_result == S_OK)
         atomic_store_explicit(&win32_the_manager, m, memory_order_release);
 }
