@@ -163,8 +163,10 @@ TEST(fixed_placement_from_the_environment_repeats)
     REQUIRE(run_first(fixed, &a1, &b1));
     REQUIRE(run_first(fixed, &a2, &b2));
     CHECK_EQ(a1, a2);
-    CHECK_EQ(b1, b2);
 #if !defined(UNDER_ASAN) && !defined(UNDER_TSAN)
+    /* a sanitizer's runtime holds one of the two fixed places; the kernel then
+     * places the second manager's arena where its own randomisation says */
+    CHECK_EQ(b1, b2);
     CHECK_EQ(a1, PLACE_FIXED);
 #endif
     char *zero[] = {(char *)"HOSTMEM_FIXED_PLACEMENT=0", NULL};
@@ -271,6 +273,12 @@ int main(int argc, char **argv)
     RUN(fixed_placement_from_the_environment_repeats);
     RUN(fixed_placement_flag_gives_the_fixed_place);
     RUN(windows_order_holds_within_and_across_arenas);
+#ifdef UNDER_ASAN
+    SKIP(bottom_up_falls_back_where_the_place_is_held,
+         "AddressSanitizer's shadow gap holds the fallback place (64 GiB - 2 TiB), and its runtime leaves the random place to "
+         "programs, so the fallback is never needed under it");
+#else
     RUN(bottom_up_falls_back_where_the_place_is_held);
+#endif
     return TEST_SUMMARY("test_placement");
 }
