@@ -20,14 +20,48 @@
  * lock-free atomic clear, so release never waits for an allocator.
  */
 #include <errno.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "internal.h"
 
-/* Where bottom-up arenas start: 32 TiB, above brk and below the kernel's
- * top-down mmap area; 64 GiB when a sanitizer's runtime holds that range. */
-#define BOTTOM_UP_START ((uintptr_t)0x200000000000ull)
-#define BOTTOM_UP_FALLBACK ((uintptr_t)0x1000000000ull)
+/*
+ * Where arenas go (docs/security.md). Nothing hostmem hands out is at an
+ * address another process could predict, nor at a fixed offset from another
+ * manager's memory:
+ *   - bottom-up arenas are carved from a place whose start the process draws
+ *     at random once, a granule of [PLACE_LOW, PLACE_LOW + PLACE_SPAN): 16 to
+ *     80 TiB, 2^30 granules, 30 bits (the kernel gives its own mmap 28 on
+ *     x86-64), between what low-placed programs use and the kernel's place
+ *     for position-independent programs (85 TiB up). Each arena, of any
+ *     manager, goes above the last after a random gap of up to PLACE_GAP
+ *     granules (64 MiB) or the arena's own size if larger (1 GiB arenas: 14
+ *     bits): Windows' bottom-up order holds, no manager is at a predictable
+ *     offset from another, and the small arenas of managers under an
+ *     address-space limit still share address-map leaves (radix.c: a leaf a
+ *     GiB, 0.9 MiB of address space) as they did when they were packed;
+ *   - top-down arenas, likewise downwards from a random granule of [TOP_LOW,
+ *     TOP_LOW + TOP_SPAN), 96 to 112 TiB, never below TOP_FLOOR: MEM_TOP_DOWN
+ *     reservations sit above bottom-up ones;
+ *   - a bottom-up arena whose place the kernel does not give (a sanitizer's
+ *     runtime holds that range) is carved from the fallback place instead,
+ *     from a random granule of [FALLBACK_LOW, +FALLBACK_SPAN), 64 to 448 GiB;
+ *   - a standalone reservation is asked for where the next arena would go.
+ * A manager made with HOSTMEM_FIXED_PLACEMENT (the flag, or the environment
+ * variable) keeps the fixed places of before, for reproducible traces: its
+ * own bottom-up arenas from 32 TiB up, 64 GiB when that is held, and the
+ * kernel's own top-down placement.
+ */
+#define PLACE_LOW ((uintptr_t)0x100000000000ull)
+#define PLACE_SPAN ((uintptr_t)0x400000000000ull)
+#define TOP_LOW ((uintptr_t)0x600000000000ull)
+#define TOP_SPAN ((uintptr_t)0x100000000000ull)
+#define TOP_FLOOR (PLACE_LOW + PLACE_SPAN)
+#define FALLBACK_LOW ((uintptr_t)0x1000000000ull)
+#define FALLBACK_SPAN ((uintptr_t)0x6000000000ull)
+#define PLACE_GAP 1024u
+#define PLACE_FIXED ((uintptr_t)0x200000000000ull)
+#define FALLBACK_FIXED FALLBACK_LOW
 #define ARENA_TABLE_CAPACITY ((uint32_t)1 << 20)
 #define ARENA_TABLE_LIMITED ((uint32_t)1 << 12) /* the least under an address-space limit */
 /* A manager's first arena, when no limit asks for less (arena_size_for), and
@@ -51,6 +85,68 @@ static uintptr_t slack_entry(const struct manager *m, struct arena *a)
     return manager_tag(m) | (uintptr_t)a | ENTRY_SLACK;
 }
 
+/* A random granule of [low, low + span). */
+static uintptr_t random_granule(uintptr_t low, uintptr_t span)
+{
+    return low + (uintptr_t)(os_random() % (span >> g_granule_shift) << g_granule_shift);
+}
+
+/* A place arenas are carved from (above): a process-wide cursor that moves
+ * from its random start, up or down, past each arena claimed. */
+struct place {
+    _Atomic uintptr_t cursor; /* 0: not drawn yet */
+    uintptr_t low, span;
+    bool down;
+};
+static struct place bottom_place = {0, PLACE_LOW, PLACE_SPAN, false};
+static struct place fallback_place = {0, FALLBACK_LOW, FALLBACK_SPAN, false};
+static struct place top_place = {0, TOP_LOW, TOP_SPAN, true};
+
+static uintptr_t place_cursor(struct place *p)
+{
+    uintptr_t cursor = atomic_load_explicit(&p->cursor, memory_order_relaxed);
+    if (cursor)
+        return cursor;
+    uintptr_t drawn = random_granule(p->low, p->span);
+    if (atomic_compare_exchange_strong_explicit(&p->cursor, &cursor, drawn, memory_order_relaxed,
+                                                memory_order_relaxed))
+        return drawn;
+    return cursor; /* another manager drew first */
+}
+
+/* Claims size bytes aligned to align from p, after a random gap: where to ask
+ * the kernel for them, or 0 (the kernel's own choice) once the place is spent. */
+static uintptr_t place_claim(struct place *p, size_t size, size_t align)
+{
+    uintptr_t cursor = place_cursor(p);
+    uint64_t gaps = size >> g_granule_shift > PLACE_GAP ? size >> g_granule_shift : PLACE_GAP;
+    uintptr_t gap = (uintptr_t)(os_random() % gaps) << g_granule_shift;
+    for (;;) {
+        uintptr_t start, next;
+        if (p->down) {
+            if (cursor < TOP_FLOOR + gap + size + align)
+                return 0;
+            start = next = (cursor - gap - size) & ~(uintptr_t)(align - 1);
+        } else {
+            start = (cursor + gap + align - 1) & ~(uintptr_t)(align - 1);
+            next = start + size;
+            if (next > ADDRESS_LIMIT)
+                return 0;
+        }
+        if (atomic_compare_exchange_weak_explicit(&p->cursor, &cursor, next, memory_order_relaxed,
+                                                  memory_order_relaxed))
+            return start;
+    }
+}
+
+static bool placement_fixed(const struct manager *m)
+{
+    if (m->flags & HOSTMEM_FIXED_PLACEMENT)
+        return true;
+    const char *value = getenv("HOSTMEM_FIXED_PLACEMENT");
+    return value && *value && strcmp(value, "0") != 0;
+}
+
 /*
  * The arena table has a slot for every arena and standalone reservation live at
  * once; each holds a granule at least, so under an address-space limit L no
@@ -72,7 +168,8 @@ HRESULT arena_init(struct manager *m)
     m->arena_capacity = fit >= ARENA_TABLE_CAPACITY ? ARENA_TABLE_CAPACITY
                         : fit <= ARENA_TABLE_LIMITED ? ARENA_TABLE_LIMITED
                                                      : (uint32_t)fit;
-    m->next_hint = BOTTOM_UP_START;
+    m->fixed_placement = placement_fixed(m);
+    m->next_hint = PLACE_FIXED;
     /* Without a limit the first arena is a whole one: address space is free
      * then, and VirtualQuery measured ~10 ns slower (35-40 against 53-55 M
      * queries/s, make bench's thread section) when a thousand reservations
@@ -146,22 +243,24 @@ static void unmap_counted(struct manager *m, uintptr_t base, size_t size, const 
 }
 
 /*
- * Maps size bytes aligned to align (G or more). Bottom-up space is placed low
- * (from BOTTOM_UP_START) so that MEM_TOP_DOWN reservations, placed by the
- * kernel's own top-down search, sit above it. When a sanitizer runtime refuses
- * that hint, try BOTTOM_UP_FALLBACK. A refusal is counted and its errno left
- * in *refused (arena_create tries a smaller arena after ENOMEM).
+ * Maps size bytes aligned to align (G or more) at hint (0: wherever the kernel
+ * puts it). A bottom-up hint of the main range that the kernel does not
+ * honour (a sanitizer runtime holds the range) is tried again at the fallback
+ * place; when that is not honoured either, the kernel's first placement
+ * stands. A refusal is counted and its errno left in *refused (arena_create
+ * tries a smaller arena after ENOMEM).
  */
-static HRESULT map_aligned(struct manager *m, uintptr_t hint, size_t size, size_t align, uintptr_t *out,
-                           int *refused)
+static HRESULT map_aligned(struct manager *m, uintptr_t hint, bool top_down, size_t size, size_t align,
+                           uintptr_t *out, int *refused)
 {
     HRESULT hr = map_aligned_at(m, hint, size, align, out, refused);
-    if (hr != S_OK || !hint || *out == hint || hint < BOTTOM_UP_START)
+    if (hr != S_OK || top_down || !hint || *out == hint || hint < PLACE_LOW)
         return hr;
+    uintptr_t fallback = m->fixed_placement ? FALLBACK_FIXED : place_claim(&fallback_place, size, align);
     uintptr_t second = 0;
     int ignored;
-    if (map_aligned_at(m, BOTTOM_UP_FALLBACK, size, align, &second, &ignored) == S_OK) {
-        if (second == BOTTOM_UP_FALLBACK) {
+    if (fallback && map_aligned_at(m, fallback, size, align, &second, &ignored) == S_OK) {
+        if (second == fallback) {
             unmap_counted(m, *out, size, "munmap of a misplaced arena");
             *out = second;
         } else {
@@ -169,6 +268,25 @@ static HRESULT map_aligned(struct manager *m, uintptr_t hint, size_t size, size_
         }
     }
     return S_OK;
+}
+
+/* Where a new arena of size bytes aligned to align is asked for (arena lock held). */
+static uintptr_t arena_hint(struct manager *m, bool top_down, size_t size, size_t align)
+{
+    if (m->fixed_placement)
+        return top_down ? 0 : (m->next_hint + align - 1) & ~(uintptr_t)(align - 1);
+    return place_claim(top_down ? &top_place : &bottom_place, size, align);
+}
+
+/* Where a standalone reservation is asked for: where the next arena would go. */
+static uintptr_t standalone_hint(struct manager *m, bool top_down, size_t size, size_t align)
+{
+    if (m->fixed_placement)
+        return top_down ? 0 : m->next_hint;
+    uintptr_t cursor = place_cursor(top_down ? &top_place : &bottom_place);
+    if (!top_down)
+        return (cursor + align - 1) & ~(uintptr_t)(align - 1);
+    return cursor >= TOP_FLOOR + size + align ? (cursor - size) & ~(uintptr_t)(align - 1) : 0;
 }
 
 static HRESULT map_aligned_at(struct manager *m, uintptr_t hint, size_t size, size_t align,
@@ -258,12 +376,12 @@ static HRESULT arena_create(struct manager *m, bool top_down, uint32_t n, size_t
     size_t size = arena_size_for(m, floor);
     /* an aligned hint the kernel can honour in one mapping; a misaligned
      * placement costs size + align of address space for a moment */
-    uintptr_t hint = top_down ? 0 : (m->next_hint + base_align - 1) & ~(uintptr_t)(base_align - 1);
+    uintptr_t hint = arena_hint(m, top_down, size, base_align);
     bool fell_back = false;
     uintptr_t base;
     int refused;
     HRESULT hr;
-    while ((hr = map_aligned(m, hint, size, base_align, &base, &refused)) != S_OK) {
+    while ((hr = map_aligned(m, hint, top_down, size, base_align, &base, &refused)) != S_OK) {
         if (refused != ENOMEM || size == floor)
             return hr;
         size = granule_down(size / 2) > floor ? granule_down(size / 2) : floor;
@@ -457,8 +575,9 @@ static HRESULT reserve_standalone(struct manager *m, uintptr_t base, size_t size
             return os_refused(m, err, "mmap of a reservation at a fixed address");
     } else {
         int refused;
-        if ((hr = map_aligned(m, top_down ? 0 : m->next_hint, span, align > g_granule ? align : g_granule, &at,
-                              &refused)) != S_OK)
+        size_t base_align = align > g_granule ? align : g_granule;
+        uintptr_t hint = standalone_hint(m, top_down, span, base_align);
+        if ((hr = map_aligned(m, hint, top_down, span, base_align, &at, &refused)) != S_OK)
             return hr;
         if ((err = radix_prepare(at, at + span, true)) != 0) {
             hr = os_refused(m, err, "mmap of an address-map leaf");

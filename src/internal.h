@@ -581,7 +581,8 @@ struct manager {
     _Atomic uint32_t arena_count;    /* slots in use or ever used */
     uint32_t arena_capacity;
     struct arena *current[2];       /* allocation cursors: bottom-up, top-down */
-    uintptr_t next_hint;
+    bool fixed_placement;     /* HOSTMEM_FIXED_PLACEMENT: arenas from next_hint (arena.c) */
+    uintptr_t next_hint;      /* where its next bottom-up arena is asked for */
     size_t arena_next;              /* the size the next arena asks for: small first, growing to
                                        arena_size, the largest (arena.c's sizing rule; arena lock) */
 

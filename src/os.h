@@ -64,6 +64,9 @@ struct hostmem_os_ops {
     /* The written pages of [address, +size), ascending, at most max of them
      * (max >= 1) into pages; reset: those found are clean again. *found: how many. */
     int (*watch_scan)(void *address, size_t size, int reset, void **pages, size_t max, size_t *found);
+    /* size bytes from the kernel's random source (getrandom, never blocking).
+     * NULL: the seam has none. */
+    int (*random)(void *buffer, size_t size);
 };
 
 /* The table in force; tests swap it (never while another thread is inside hostmem). */
@@ -85,5 +88,11 @@ int os_map_aligned(void *hint, size_t size, size_t align, int prot, void **out);
 uint64_t os_address_limit(void);
 
 size_t os_page_size(void);
+
+/* A random 64-bit value: the seam's random source, or, when it has none or it
+ * fails (no getrandom, a seccomp filter, entropy not ready), the time, the
+ * process, a stack address and a counter mixed (splitmix64): never a value a
+ * second call of the process repeats. */
+uint64_t os_random(void);
 
 #endif /* HOSTMEM_OS_H */

@@ -21,7 +21,9 @@
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <sys/resource.h>
+#include <sys/random.h>
 #include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
 #ifndef MAP_FIXED_NOREPLACE
@@ -428,6 +430,14 @@ static int linux_watch_scan(void *address, size_t size, int reset, void **pages,
     return 0;
 }
 
+static int linux_random(void *buffer, size_t size)
+{
+    ssize_t n = getrandom(buffer, size, GRND_NONBLOCK);
+    if (n < 0)
+        return errno;
+    return (size_t)n == size ? 0 : EAGAIN;
+}
+
 const struct hostmem_os_ops hostmem_os_linux = {
     .map = linux_map,
     .unmap = linux_unmap,
@@ -444,6 +454,7 @@ const struct hostmem_os_ops hostmem_os_linux = {
     .watch_remove = linux_watch_remove,
     .watch_clean = linux_watch_clean,
     .watch_scan = linux_watch_scan,
+    .random = linux_random,
 };
 
 const struct hostmem_os_ops *hostmem_os = &hostmem_os_linux;
@@ -510,6 +521,28 @@ uint64_t os_address_limit(void)
     if (!hostmem_os->address_limit || hostmem_os->address_limit(&bytes))
         return UINT64_MAX; /* unknown: as without a limit, the kernel still has the last word */
     return bytes;
+}
+
+static uint64_t splitmix64(uint64_t x)
+{
+    x += 0x9E3779B97F4A7C15ull;
+    x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
+    x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
+    return x ^ (x >> 31);
+}
+
+uint64_t os_random(void)
+{
+    static _Atomic uint64_t drawn;
+    uint64_t value;
+    if (hostmem_os->random && hostmem_os->random(&value, sizeof value) == 0)
+        return value;
+    struct timespec t = {0, 0};
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    uint64_t x = (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
+    x = splitmix64(x ^ ((uint64_t)getpid() << 32));
+    x = splitmix64(x ^ (uint64_t)(uintptr_t)&t); /* the stack: randomised by the kernel */
+    return splitmix64(x ^ atomic_fetch_add_explicit(&drawn, 1, memory_order_relaxed));
 }
 
 size_t os_page_size(void)

@@ -419,18 +419,16 @@ HRESULT vm_alloc_ex(struct manager *m, void *address, SIZE_T size, DWORD type, D
         return E_INVALIDARG;
     if ((unsigned)level > eProcessCritical)
         return E_INVALIDARG;
-    /* what may execute, before anything changes (MEM_RESET ignores protect) */
+    uintptr_t a = (uintptr_t)address;
+    size_t large = (type & MEM_LARGE_PAGES) ? geometry_large_page() : 0;
+    if (large && (size % large || a % large))
+        return E_INVALIDARG; /* Windows: whole large pages, at a large-page address */
+    /* what may execute: after every argument check, before anything changes
+     * (MEM_RESET ignores protect) */
     if (!(type & (MEM_RESET | MEM_RESET_UNDO)) && (hr = policy_code_check(m, protect)) != S_OK)
         return hr;
-    uintptr_t a = (uintptr_t)address;
-    if (type & MEM_LARGE_PAGES) {
-        /* Windows: whole large pages, at a large-page address */
-        size_t large = geometry_large_page();
-        if (large && (size % large || a % large))
-            return E_INVALIDARG;
-        if (!large)
-            return HRESULT_FROM_WIN32(ERROR_NO_SYSTEM_RESOURCES);
-    }
+    if ((type & MEM_LARGE_PAGES) && !large)
+        return HRESULT_FROM_WIN32(ERROR_NO_SYSTEM_RESOURCES);
     if (type == MEM_RESET || type == MEM_RESET_UNDO)
         return alloc_reset(m, a, size, type, out);
     if ((type & MEM_RESERVE) || !address)

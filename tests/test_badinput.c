@@ -898,7 +898,8 @@ TEST(native_api_table)
         CHECK(m == NULL);
     }
     for (int bit = 0; bit < 32; bit++) {
-        if ((1u << bit) & (HOSTMEM_COMPACT | HOSTMEM_LEAK_REPORT | HOSTMEM_GUARD_PAGES | HOSTMEM_EMULATE_WRITE_WATCH))
+        if ((1u << bit) & (HOSTMEM_COMPACT | HOSTMEM_LEAK_REPORT | HOSTMEM_GUARD_PAGES | HOSTMEM_EMULATE_WRITE_WATCH |
+                          HOSTMEM_FIXED_PLACEMENT))
             continue;
         memset(&c, 0, sizeof c);
         c.size = sizeof c;

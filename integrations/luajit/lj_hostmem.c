@@ -11,7 +11,10 @@
  * only, VirtualQuery runs that stop at a reservation's end (lj_alloc.c walks
  * coalesced segments with it), and protection changes on committed pages only.
  * The glue adds no policy of its own and must never touch memory itself: a
- * refusal is passed on as NULL or FALSE, and LuaJIT decides what it means.
+ * refusal is passed on as NULL or FALSE, and LuaJIT decides what it means -
+ * also a refusal by the manager's dynamic-code policy, which LuaJIT reads as
+ * GetLastError() == ERROR_DYNAMIC_CODE_BLOCKED, as under Windows' Arbitrary
+ * Code Guard.
  *
  * Every request is eTaskCritical: LuaJIT copes with a refusal at once (its
  * allocator raises "not enough memory", its trace compiler abandons the trace),
@@ -46,6 +49,7 @@ enum {
     COUNT_TO_WRITABLE,
     COUNT_WRITABLE_AND_EXECUTABLE,
     COUNT_OUT_OF_MEMORY,
+    COUNT_CODE_BLOCKED,
     COUNTS
 };
 static atomic_size_t counts[LJ_HOSTMEM_CLIENTS][COUNTS];
@@ -73,6 +77,8 @@ static void fail(int client, int what, HRESULT hr)
     count(client, what);
     if (hr == E_OUTOFMEMORY)
         count(client, COUNT_OUT_OF_MEMORY);
+    else if (hr == HOSTMEM_E_DYNAMIC_CODE_BLOCKED)
+        count(client, COUNT_CODE_BLOCKED);
     if (((code >> 16) & 0x1FFFu) == LJ_FACILITY_WIN32)
         last_error = code & 0xFFFFu;
     else
@@ -143,6 +149,7 @@ void lj_hostmem_get_counts(int client, lj_hostmem_counts *out)
     out->to_writable = atomic_load(&c[COUNT_TO_WRITABLE]);
     out->writable_and_executable = atomic_load(&c[COUNT_WRITABLE_AND_EXECUTABLE]);
     out->out_of_memory = atomic_load(&c[COUNT_OUT_OF_MEMORY]);
+    out->code_blocked = atomic_load(&c[COUNT_CODE_BLOCKED]);
 }
 
 void lj_hostmem_reset_counts(void)

@@ -54,6 +54,8 @@ typedef struct lj_hostmem_counts {
                                           VirtualAlloc or VirtualProtect */
     size_t out_of_memory;              /* failures that were E_OUTOFMEMORY: the budget
                                           or the kernel refused */
+    size_t code_blocked;               /* failures that were HOSTMEM_E_DYNAMIC_CODE_BLOCKED:
+                                          the manager's dynamic-code policy refused */
 } lj_hostmem_counts;
 void lj_hostmem_get_counts(int client, lj_hostmem_counts *counts);
 void lj_hostmem_reset_counts(void);

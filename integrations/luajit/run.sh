@@ -1,7 +1,9 @@
 #!/bin/sh
-# LuaJIT on hostmem (issue 12): fetches Debian's luajit source, builds a stock
-# LuaJIT and a hostmem LuaJIT from it, runs every program of tests/ on both and
-# compares their outputs, and runs the budget programs of budget/ on hostmem.
+# LuaJIT on hostmem (issues 12 and 23): fetches Debian's luajit source, builds a
+# stock LuaJIT and a hostmem LuaJIT from it, runs every program of tests/ on both
+# and compares their outputs - with the manager's dynamic-code policy at its
+# default, under W^X and under no dynamic code - and runs the budget programs of
+# budget/ on hostmem.
 #
 #   sh integrations/luajit/run.sh BUILD
 #
@@ -211,45 +213,107 @@ run_host() {
     return 0
 }
 
-# Same output, byte for byte, and both ran to the end.
-compare() {
+# Stock LuaJIT runs a program: NAME.stock.out, .err and .rc in run/.
+run_stock() {
     name=$1
-    stock_rc=$2
-    if [ "$stock_rc" -ne 0 ]; then
-        fail "$name: stock LuaJIT failed (exit $stock_rc): $(tail -2 "$OUT/run/$name.stock.err" | tr '\n' ' ')"
-    elif cmp -s "$OUT/run/$name.stock.out" "$OUT/run/$name.host.out"; then
+    shift
+    "$stock/src/luajit" "$@" > "$OUT/run/$name.stock.out" 2> "$OUT/run/$name.stock.err"
+    echo $? > "$OUT/run/$name.stock.rc"
+}
+
+# The host's output for NAME is stock's for EXPECTED (default NAME), byte for byte.
+same_output() {
+    expected=${2:-$1}
+    if cmp -s "$OUT/run/$expected.stock.out" "$OUT/run/$1.host.out"; then
         pass
     else
-        fail "$name: output differs from stock LuaJIT's: $(diff "$OUT/run/$name.stock.out" "$OUT/run/$name.host.out" | head -5 | tr '\n' ' ')"
+        fail "$1: output differs from stock LuaJIT's: $(diff "$OUT/run/$expected.stock.out" "$OUT/run/$1.host.out" | head -5 | tr '\n' ' ')"
+    fi
+}
+
+# Same output, and both ran to the end.
+compare() {
+    expected=${2:-$1}
+    stock_rc=$(cat "$OUT/run/$expected.stock.rc")
+    if [ "$stock_rc" -ne 0 ]; then
+        fail "$1: stock LuaJIT failed (exit $stock_rc): $(tail -2 "$OUT/run/$expected.stock.err" | tr '\n' ' ')"
+    else
+        same_output "$1" "$expected"
     fi
 }
 
 rm -rf "$OUT/run"
 mkdir -p "$OUT/run"
+# LUA_INIT is stock LuaJIT's start-up chunk; host.c runs none.
+unset LUA_INIT
 
 # ---- the programs: the same output as stock LuaJIT, and the manager's checks
 for script in "$HERE"/tests/*.lua; do
     name=$(basename "$script" .lua)
     group=$name
-    "$stock/src/luajit" "$script" > "$OUT/run/$name.stock.out" 2> "$OUT/run/$name.stock.err"
-    stock_rc=$?
+    run_stock "$name" "$script"
     run_host "$name" "$script"
-    compare "$name" "$stock_rc"
+    compare "$name"
     end_group
 done
+
+# ---- under W^X ------------------------------------------------------------
+# The same programs, the same output, on a manager that refuses any page
+# writable and executable at once: LuaJIT's mcode (LUAJIT_SECURITY_MCODE, on by
+# default and in Debian's build) writes code PAGE_READWRITE and runs it
+# PAGE_EXECUTE_READ, so the JIT runs as before and nothing is refused (host.c).
+group=wx
+for script in "$HERE"/tests/*.lua; do
+    program=$(basename "$script" .lua)
+    run_host "wx-$program" --dynamic-code wx "$script"
+    compare "wx-$program" "$program"
+done
+end_group
+
+# ---- under no dynamic code ------------------------------------------------
+# Nothing may be executable: LuaJIT's first code area is refused, LuaJIT turns
+# its JIT off and the interpreter prints what stock LuaJIT prints. A callback
+# (ffi.cast of a function) is a Lua error there instead: stock LuaJIT running
+# no_dynamic_code.lua first (-e), which raises that error at the same place,
+# gives the output and the error message the host must see.
+group=nocode
+code_refused="runtime code generation failed, restricted kernel?"
+for script in "$HERE"/tests/*.lua; do
+    program=$(basename "$script" .lua)
+    run_stock "nocode-$program" -e "dofile('$HERE/no_dynamic_code.lua')" "$script"
+    if [ "$(cat "$OUT/run/nocode-$program.stock.rc")" -eq 0 ]; then
+        # no callback: stock LuaJIT's own output, nothing emulated
+        run_host "nocode-$program" --dynamic-code none "$script"
+        compare "nocode-$program" "$program"
+        continue
+    fi
+    message=$(head -1 "$OUT/run/nocode-$program.stock.err")
+    message=${message#"$stock/src/luajit: "}
+    case $message in
+    *": $code_refused")
+        run_host "nocode-$program" --dynamic-code none --expect-error "$message" "$script"
+        same_output "nocode-$program"
+        ;;
+    *) fail "nocode-$program: stock LuaJIT failed: $message" ;;
+    esac
+done
+# Tightened while the state lives: traces compiled under W^X, flushed, then no
+# dynamic code (host.c --tighten); the script's output is stock's. mcode.lua
+# leaves three trace areas; ffi.lua a callback page made executable before.
+for program in mcode ffi; do
+    run_host "nocode-tightened-$program" --dynamic-code wx --tighten none "$HERE/tests/$program.lua"
+    compare "nocode-tightened-$program" "$program"
+done
+end_group
 
 # ---- under a commit budget ------------------------------------------------
 # caught.lua catches LuaJIT's memory error itself and goes on; stock LuaJIT,
 # run where its own mmap is refused (ulimit -v), must print the same.
 group=budget
-(ulimit -v 131072 && exec "$stock/src/luajit" "$HERE/budget/caught.lua") \
-    > "$OUT/run/caught.stock.out" 2> "$OUT/run/caught.stock.err"
-stock_rc=$?
+(ulimit -v 131072 && run_stock caught "$HERE/budget/caught.lua") || echo 1 > "$OUT/run/caught.stock.rc"
 for budget in 2M 8M 32M; do
     run_host "caught-$budget" --budget "$budget" --oom caught "$HERE/budget/caught.lua"
-    cp "$OUT/run/caught.stock.out" "$OUT/run/caught-$budget.stock.out"
-    cp "$OUT/run/caught.stock.err" "$OUT/run/caught-$budget.stock.err"
-    compare "caught-$budget" "$stock_rc"
+    compare "caught-$budget" caught
     # uncaught.lua leaves the error to the host's lua_pcall (LUA_ERRMEM).
     run_host "uncaught-$budget" --budget "$budget" --oom uncaught "$HERE/budget/uncaught.lua"
 done
