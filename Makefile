@@ -74,8 +74,8 @@ tests: $(addprefix $(B)/tests/,$(TEST_NAMES) $(EMBED_TESTS)) $(B)/tests/cxx_head
 # Real runtimes built from Debian's source packages on hostmem's VM calls (pcre2
 # through the Win32 face, libhostmem_win32): integrations/NAME/run.sh fetches
 # (apt-get source), patches, builds and runs them; tests/integration.sh adds up
-# what it reports. Without the sources they say
-# so in one line and count nothing, unless HOSTMEM_REQUIRE_INTEGRATIONS=1 (CI).
+# what it reports. Without the sources they say so in one line and count
+# nothing, unless HOSTMEM_REQUIRE_INTEGRATIONS=1 (CI).
 INTEGRATIONS := mimalloc luajit pcre2
 INTEGRATION_TESTS := $(addprefix $(B)/integration-test/integration_,$(INTEGRATIONS))
 $(B)/integration-test/integration_%: tests/integration.sh $(B)/libhostmem.a $(B)/libhostmem_win32.a
