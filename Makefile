@@ -258,6 +258,10 @@ $(B)/libhostmem_win32.so: $(B)/win32/pic/hostmem_win32.o $(B)/libhostmem.so
 # tests/test_win32.c includes hostmem_win32.h alone, as a ported program does.
 $(B)/tests/test_win32: tests/test_win32.c include/hostmem_win32.h $(B)/libhostmem_win32.a $(B)/libhostmem.a | $(B)/tests
 	$(CC) $(WIN32_CFLAGS) $(OPT) $< $(B)/libhostmem_win32.a $(B)/libhostmem.a -o $@
+# tests/test_win32_code.c: the face's dynamic-code policy, seen by a host that also
+# uses hostmem.h (tests/test.h): both libraries.
+$(B)/tests/test_win32_code: tests/test_win32_code.c tests/test.h include/hostmem_win32.h $(B)/libhostmem_win32.a $(B)/libhostmem.a | $(B)/tests
+	$(CC) $(CFLAGS_BASE) $(OPT) $< $(B)/libhostmem_win32.a $(B)/libhostmem.a -o $@
 
 install: install-win32
 install-win32: $(B)/libhostmem_win32.a $(B)/libhostmem_win32.so
