@@ -51,25 +51,6 @@ static const DWORD ALL_BASES[8] = {PAGE_NOACCESS, PAGE_READONLY,     PAGE_READWR
                                    PAGE_EXECUTE,  PAGE_EXECUTE_READ, PAGE_EXECUTE_READWRITE, PAGE_EXECUTE_WRITECOPY};
 static const DWORD MATRIX_MODIFIERS[3] = {0, PAGE_GUARD, PAGE_NOCACHE};
 
-static int executable(DWORD prot)
-{
-    DWORD b = prot & 0xFFu;
-    return b == PAGE_EXECUTE || b == PAGE_EXECUTE_READ || b == PAGE_EXECUTE_READWRITE ||
-           b == PAGE_EXECUTE_WRITECOPY;
-}
-
-/* The issue's rule for a valid protection: W^X refuses writable and executable,
- * no dynamic code every executable one. */
-static int policy_refuses(uint32_t policy, DWORD prot)
-{
-    DWORD b = prot & 0xFFu;
-    if (!executable(prot))
-        return 0;
-    if (policy == HOSTMEM_CODE_NONE)
-        return 1;
-    return policy == HOSTMEM_CODE_WX && (b == PAGE_EXECUTE_READWRITE || b == PAGE_EXECUTE_WRITECOPY);
-}
-
 /* The kernel permissions a committed protection gets in strict mode (range.c):
  * a guard page is inaccessible until touched; PAGE_EXECUTE is readable. */
 static const char *perms_of(DWORD prot)
@@ -367,7 +348,7 @@ static HRESULT expected(uint32_t policy, enum op op, DWORD prot)
         return E_INVALIDARG; /* arguments first, under every policy */
     if (op == OP_RESET || op == OP_RESET_UNDO)
         return S_OK; /* MEM_RESET ignores the protection */
-    return policy_refuses(policy, prot) ? BLOCKED : S_OK;
+    return code_policy_refuses(policy, prot) ? BLOCKED : S_OK; /* tests/win32_rules.h */
 }
 
 static HRESULT op_call(enum op op, const struct fixture *f, DWORD prot, void **out, DWORD *old)

@@ -59,10 +59,12 @@ static inline DWORD allocation_wide(DWORD aprot, DWORD p)
     return base | (aprot & cache);
 }
 
+/* PAGE_EXECUTE is readable too, as on Windows x86-64 and in Wine (issue 23:
+ * hostmem maps it PROT_READ | PROT_EXEC). */
 static inline int readable(DWORD p)
 {
     DWORD b = p & 0xFFu;
-    return !(p & PAGE_GUARD) && (b == PAGE_READONLY || b == PAGE_READWRITE ||
+    return !(p & PAGE_GUARD) && (b == PAGE_READONLY || b == PAGE_READWRITE || b == PAGE_EXECUTE ||
                                  b == PAGE_EXECUTE_READ || b == PAGE_EXECUTE_READWRITE);
 }
 
@@ -70,6 +72,20 @@ static inline int writable(DWORD p)
 {
     DWORD b = p & 0xFFu;
     return !(p & PAGE_GUARD) && (b == PAGE_READWRITE || b == PAGE_EXECUTE_READWRITE);
+}
+
+/* Issue 23, the dynamic-code policy (hostmem_config.dynamic_code, HOSTMEM_CODE_*):
+ * whether the policy refuses a protection (checked once the arguments are valid,
+ * before the address; MEM_RESET and MEM_RESET_UNDO ignore the protection). W^X
+ * refuses one writable and executable at once; no dynamic code (Windows'
+ * Arbitrary Code Guard) every executable one. */
+static inline int code_policy_refuses(uint32_t policy, DWORD p)
+{
+    DWORD b = p & 0xFFu;
+    int executable = b == PAGE_EXECUTE || b == PAGE_EXECUTE_READ || b == PAGE_EXECUTE_READWRITE ||
+                     b == PAGE_EXECUTE_WRITECOPY;
+    int writable_code = b == PAGE_EXECUTE_READWRITE || b == PAGE_EXECUTE_WRITECOPY;
+    return policy == HOSTMEM_CODE_NONE ? executable : policy == HOSTMEM_CODE_WX && writable_code;
 }
 
 #endif
