@@ -1,6 +1,8 @@
 /*
  * test_model.c - model-based random test of VirtualAlloc / VirtualFree /
- * VirtualQuery / VirtualProtect against SPEC sections 3-6.
+ * VirtualQuery / VirtualProtect against SPEC sections 3-6, and against the
+ * managers' dynamic-code policies (issue 23: W^X or no dynamic code, from the
+ * configuration, and in some runs tightened at random steps).
  *
  * A plain model (an array of slots, each an empty slot or a live reservation
  * with per-page state, protection and expected contents) predicts the
@@ -36,6 +38,7 @@
 
 #define ERR_ADDR HRESULT_FROM_WIN32(ERROR_INVALID_ADDRESS)
 #define ERR_BADLEN HRESULT_FROM_WIN32(ERROR_BAD_LENGTH)
+#define BLOCKED HOSTMEM_E_DYNAMIC_CODE_BLOCKED
 
 /* ---- the model ------------------------------------------------------------ */
 
@@ -63,6 +66,9 @@ static freed_range F[NFREED];
 static int nfreed, freed_next;
 static IHostMemoryManager *M[2];
 static int NM;
+static uint32_t g_policy[2];       /* each manager's dynamic-code policy (HOSTMEM_CODE_*) */
+static size_t g_code_refusals[2];  /* the calls it refused, as hostmem_stats counts them */
+static int g_tighten;              /* this run tightens the policies at random steps */
 
 static uint64_t rng_state, g_seed;
 static long g_iter, g_iterations;
@@ -560,6 +566,11 @@ static void verify_all(void)
             MFAIL("hostmem_get_stats(manager %d): reservations %zu committed_bytes %#zx, "
                   "expected %d and %#zx",
                   mi, st.reservations, st.committed_bytes, count_live(mi), committed);
+        if (st.dynamic_code != g_policy[mi] || st.dynamic_code_refusals != g_code_refusals[mi])
+            MFAIL("hostmem_get_stats(manager %d): dynamic_code %u, dynamic_code_refusals %zu; "
+                  "expected %u and %zu (issue 23: every refusal counted, nothing else)",
+                  mi, (unsigned)st.dynamic_code, st.dynamic_code_refusals, (unsigned)g_policy[mi],
+                  g_code_refusals[mi]);
         char why[512] = "";
         /* Now and then also against /proc/self/maps. */
         uint32_t vflags = g_iter % 256 == 255 ? HOSTMEM_VALIDATE_KERNEL : 0;
@@ -580,6 +591,8 @@ static int call_alloc(int mi, uintptr_t a, size_t size, DWORD type, DWORD prot, 
         M[mi]->lpVtbl->VirtualAlloc(M[mi], (void *)a, size, type, prot, eTaskCritical, &p);
     *out = (uintptr_t)p;
     tally(want);
+    if (want == BLOCKED)
+        g_code_refusals[mi]++;
     if (hr != want) {
         MFAIL("%s -> %s, expected %s", g_op, hrn(hr), hrn(want));
         return 0;
@@ -625,6 +638,8 @@ static HRESULT expect_in_reservation(int mi, uintptr_t a, size_t size, DWORD typ
     *slot_out = -1;
     if (!alloc_type_valid(type) || !prot_valid(prot) || size == 0)
         return E_INVALIDARG;
+    if (type == MEM_COMMIT && code_policy_refuses(g_policy[mi], prot))
+        return BLOCKED; /* before the address (issue 23); MEM_RESET ignores the protection */
     int si = find_slot(pdown(a), mi);
     if (si < 0 || pup(a + size) > slot_end(&S[si]))
         return ERR_ADDR;
@@ -641,6 +656,8 @@ static HRESULT expect_protect(int mi, uintptr_t a, size_t size, DWORD prot, int 
         return E_INVALIDARG;
     if (null_old)
         return E_POINTER;
+    if (code_policy_refuses(g_policy[mi], prot))
+        return BLOCKED; /* before the range (issue 23) */
     int si = find_slot(pdown(a), mi);
     if (si < 0 || pup(a + size) > slot_end(&S[si]))
         return ERR_ADDR;
@@ -713,7 +730,9 @@ static void op_reserve(int mi)
             DWORD type = commit ? (MEM_RESERVE | MEM_COMMIT) : MEM_RESERVE;
             uintptr_t nb = gdown(a), ne = pup(a + size);
             HRESULT want = S_OK;
-            if (overlaps_live(nb, ne))
+            if (code_policy_refuses(g_policy[mi], prot))
+                want = BLOCKED; /* before the address */
+            else if (overlaps_live(nb, ne))
                 want = ERR_ADDR;
             else
                 for (uintptr_t q = nb; q < ne && !g_stop; q += P)
@@ -751,7 +770,8 @@ static void op_reserve(int mi)
     set_op("mgr%d VirtualAlloc(NULL, %#zx, %#x, %#x)", mi, size, (unsigned)type,
            (unsigned)prot);
     uintptr_t p;
-    if (!call_alloc(mi, 0, size, type, prot, S_OK, &p))
+    HRESULT want = code_policy_refuses(g_policy[mi], prot) ? BLOCKED : S_OK;
+    if (!call_alloc(mi, 0, size, type, prot, want, &p) || want != S_OK)
         return;
     if (p == 0 || p % G != 0) {
         MFAIL("%s: *ppMem %#lx is not a granule-aligned address", g_op, (unsigned long)p);
@@ -890,6 +910,8 @@ static void op_protect(int mi)
     HRESULT hr = M[mi]->lpVtbl->VirtualProtect(M[mi], (void *)a, size, prot,
                                                null_old ? NULL : &old);
     tally(want);
+    if (want == BLOCKED)
+        g_code_refusals[mi]++;
     if (hr != want) {
         MFAIL("%s -> %s, expected %s", g_op, hrn(hr), hrn(want));
         return;
@@ -1026,7 +1048,7 @@ static void op_reserve_over_live(int mi)
     set_op("mgr%d VirtualAlloc(%#lx [live], %#zx, %#x, %#x)", mi, (unsigned long)a, size,
            (unsigned)type, (unsigned)prot);
     uintptr_t p;
-    call_alloc(mi, a, size, type, prot, ERR_ADDR, &p);
+    call_alloc(mi, a, size, type, prot, code_policy_refuses(g_policy[mi], prot) ? BLOCKED : ERR_ADDR, &p);
 }
 
 /* VirtualFree with bad types, or of memory that is not this manager's. */
@@ -1107,6 +1129,8 @@ static void op_foreign(int mi)
         DWORD old = 0;
         HRESULT hr = M[mi]->lpVtbl->VirtualProtect(M[mi], (void *)a, size, prot, &old);
         tally(want);
+        if (want == BLOCKED)
+            g_code_refusals[mi]++;
         if (hr != want)
             MFAIL("%s -> %s, expected %s", g_op, hrn(hr), hrn(want));
     }
@@ -1145,9 +1169,30 @@ static void op_query_args(int mi)
         MFAIL("%s -> %s, expected %s", g_op, hrn(hr), hrn(want));
 }
 
+/* hostmem_restrict_dynamic_code to a random level (3: unknown): S_OK when it
+ * is at least as strict as the policy in force, E_ACCESSDENIED when looser,
+ * E_INVALIDARG when unknown (include/hostmem.h). */
+static void op_tighten(int mi)
+{
+    uint32_t policy = (uint32_t)rn(4);
+    HRESULT want = policy > HOSTMEM_CODE_NONE ? E_INVALIDARG : policy < g_policy[mi] ? E_ACCESSDENIED : S_OK;
+    set_op("hostmem_restrict_dynamic_code(mgr%d, %u) [policy %u]", mi, (unsigned)policy,
+           (unsigned)g_policy[mi]);
+    HRESULT hr = hostmem_restrict_dynamic_code(M[mi], policy);
+    tally(want);
+    if (hr != want)
+        MFAIL("%s -> %s, expected %s", g_op, hrn(hr), hrn(want));
+    else if (want == S_OK)
+        g_policy[mi] = policy;
+}
+
 static void step(void)
 {
     int mi = (int)rn((size_t)NM);
+    if (g_tighten && rn(1500) == 0) {
+        op_tighten(mi);
+        return;
+    }
     int r = (int)rn(1000);
     if (count_live(-1) == 0 || r < 130)
         op_reserve(mi);
@@ -1179,7 +1224,8 @@ static void step(void)
 
 /* ---- the runs -------------------------------------------------------------------- */
 
-static void run_model(int managers, uint32_t flags)
+/* policy: each manager's dynamic-code policy at creation; tighten: tightened at random steps. */
+static void run_model(int managers, uint32_t flags, const uint32_t policy[2], int tighten)
 {
     memset(S, 0, sizeof S);
     memset(F, 0, sizeof F);
@@ -1189,6 +1235,7 @@ static void run_model(int managers, uint32_t flags)
     g_iter = 0;
     rng_state = g_seed;
     NM = managers;
+    g_tighten = tighten;
 
     for (size_t i = 0; i < N_BAD_PROTS; i++)
         REQUIRE(!prot_valid(BAD_PROTS[i]));
@@ -1203,6 +1250,8 @@ static void run_model(int managers, uint32_t flags)
         /* hostmem_validate walks every granule of every arena: a smaller arena
          * keeps calling it after every step cheap (and makes arenas fill up). */
         cfg.arena_size = (size_t)64 << 20;
+        cfg.dynamic_code = g_policy[i] = policy[i];
+        g_code_refusals[i] = 0;
         M[i] = NULL;
         REQUIRE_HR(hostmem_create(&cfg, &M[i]), S_OK);
     }
@@ -1246,9 +1295,20 @@ static void run_model(int managers, uint32_t flags)
     }
 }
 
-TEST(model_default) { run_model(1, 0); }
-TEST(model_compact) { run_model(1, HOSTMEM_COMPACT); }
-TEST(model_two_managers) { run_model(2, 0); }
+static const uint32_t ANY_ANY[2] = {HOSTMEM_CODE_ANY, HOSTMEM_CODE_ANY};
+TEST(model_default) { run_model(1, 0, ANY_ANY, 0); }
+TEST(model_compact) { run_model(1, HOSTMEM_COMPACT, ANY_ANY, 0); }
+TEST(model_two_managers) { run_model(2, 0, ANY_ANY, 0); }
+
+/* Issue 23: every call's result under W^X and under no dynamic code; two
+ * managers, each with its own policy, tightened (or refused a loosening) at
+ * random steps, its count of refusals checked after every step. */
+static const uint32_t WX_ONLY[2] = {HOSTMEM_CODE_WX, HOSTMEM_CODE_ANY};
+static const uint32_t NONE_ONLY[2] = {HOSTMEM_CODE_NONE, HOSTMEM_CODE_ANY};
+static const uint32_t ANY_WX[2] = {HOSTMEM_CODE_ANY, HOSTMEM_CODE_WX};
+TEST(model_wx) { run_model(1, 0, WX_ONLY, 0); }
+TEST(model_no_dynamic_code_compact) { run_model(1, HOSTMEM_COMPACT, NONE_ONLY, 0); }
+TEST(model_two_managers_policies_tightened) { run_model(2, 0, ANY_WX, 1); }
 
 int main(int argc, char **argv)
 {
@@ -1270,6 +1330,9 @@ int main(int argc, char **argv)
     RUN(model_default);
     RUN(model_compact);
     RUN(model_two_managers);
+    RUN(model_wx);
+    RUN(model_no_dynamic_code_compact);
+    RUN(model_two_managers_policies_tightened);
 
     if (getenv("TEST_VERBOSE")) {
         fprintf(stderr, "test_model: %ld page checks found a foreign mapping\n", g_foreign_pages);
