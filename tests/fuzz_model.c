@@ -23,9 +23,17 @@
  * alone exactly.
  *
  * Input format: byte 0 = configuration (bit 0: manager 0 compact, bit 1:
- * manager 1 compact, bits 2-3: the heap's MALLOC_* type); then one operation
- * per opcode byte, its arguments from the bytes that follow (0 once the input
- * is exhausted). At most MAX_STEPS operations per input.
+ * manager 1 compact, bits 2-3: the heap's MALLOC_* type, bits 4-5: manager 1's
+ * dynamic-code policy, bits 6-7: manager 0's - see CODE_* below; all zero is
+ * what inputs made before issue 23 ran); then one operation per opcode byte,
+ * its arguments from the bytes that follow (0 once the input is exhausted). At
+ * most MAX_STEPS operations per input.
+ *
+ * The dynamic-code policy (issue 23) is predicted like every other rule:
+ * refusals (HOSTMEM_E_DYNAMIC_CODE_BLOCKED) after the argument checks and
+ * before the address, counted in hostmem_stats. Manager 0 holds the heap,
+ * whose growth under a tightened policy depends on its spans, so only
+ * manager 1's policy is tightened at run time (by the budget operation).
  */
 #ifndef _GNU_SOURCE
 #define _GNU_SOURCE
@@ -53,6 +61,13 @@
 
 #define ERR_ADDR HRESULT_FROM_WIN32(ERROR_INVALID_ADDRESS)
 #define ERR_BADLEN HRESULT_FROM_WIN32(ERROR_BAD_LENGTH)
+#define BLOCKED HOSTMEM_E_DYNAMIC_CODE_BLOCKED
+
+/* A manager's dynamic-code setting in the configuration byte (2 bits). */
+enum { CODE_ANY, CODE_WX, CODE_NONE, CODE_LATER };
+/* CODE_LATER: manager 1 starts under ANY and op_budget tightens it (or is refused
+ * a loosening) at run time; manager 0 is made under ANY and set to W^X by
+ * hostmem_restrict_dynamic_code before its heap is created. */
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -94,6 +109,9 @@ static IHostMemoryManager *M[NM];
 static IHostMalloc *H; /* on manager 0 */
 static DWORD heap_type, heap_prot;
 static size_t limit1; /* the budget of manager 1; 0 = none */
+static uint32_t code_policy[NM];   /* each manager's dynamic-code policy in force */
+static size_t code_refusals[NM];   /* the refusals hostmem_stats must count */
+static int code_later1;            /* manager 1's policy is tightened at run time */
 static unsigned char g_static[256];
 static unsigned char *g_libc;
 
@@ -615,6 +633,11 @@ static void check_stats(void)
                  st.committed_bytes, st.reservations, st.heap_bytes, st.commit_limit,
                  st.reserved_bytes, want, live, limit1, reserved);
         }
+        if (st.dynamic_code != code_policy[mi] || st.dynamic_code_refusals != code_refusals[mi])
+            FAIL("hostmem_get_stats(manager %d): dynamic_code %u, dynamic_code_refusals %zu; expected "
+                 "%u and %zu (issue 23: every refusal counted, nothing else)",
+                 mi, (unsigned)st.dynamic_code, st.dynamic_code_refusals, (unsigned)code_policy[mi],
+                 code_refusals[mi]);
         char why[512] = "";
         uint32_t flags = g_step % 64 == 63 ? HOSTMEM_VALIDATE_KERNEL : 0;
         hr = hostmem_validate(M[mi], flags, why, sizeof why);
@@ -669,6 +692,8 @@ static uintptr_t call_alloc(int mi, uintptr_t a, size_t size, DWORD type, DWORD 
 {
     void *p = (void *)(uintptr_t)0xDEADBEEF;
     HRESULT hr = M[mi]->lpVtbl->VirtualAlloc(M[mi], (void *)a, size, type, prot, level, &p);
+    if (want == BLOCKED)
+        code_refusals[mi]++;
     if (hr != want)
         FAIL("%s -> %s, expected %s", g_op, hrn(hr), hrn(want));
     if (hr != S_OK && p != NULL)
@@ -728,6 +753,8 @@ static HRESULT expect_in_reservation(int mi, uintptr_t a, size_t size, DWORD typ
     *slot_out = -1;
     if (!alloc_type_valid(type) || !prot_valid(prot) || size == 0 || (unsigned)level > 2)
         return E_INVALIDARG;
+    if (type == MEM_COMMIT && code_policy_refuses(code_policy[mi], prot))
+        return BLOCKED; /* before the address; MEM_RESET ignores the protection */
     int si = find_slot(pdown(a), mi);
     uintptr_t e = range_end(a, size);
     if (si < 0 || !e || e > slot_end(&S[si]))
@@ -749,6 +776,8 @@ static HRESULT expect_protect(int mi, uintptr_t a, size_t size, DWORD prot, int 
         return E_POINTER;
     if (!prot_valid(prot))
         return E_INVALIDARG;
+    if (code_policy_refuses(code_policy[mi], prot))
+        return BLOCKED; /* before the range */
     int si = find_slot(pdown(a), mi);
     uintptr_t e = size ? range_end(a, size) : pdown(a) + P; /* size 0: the page of a */
     if (si < 0 || !e || e > slot_end(&S[si]))
@@ -835,7 +864,9 @@ static void op_reserve(int mi)
     HRESULT want = (type & MEM_COMMIT) && over_budget(mi, npages * P) ? E_OUTOFMEMORY : S_OK;
     /* large pages come whole (2 MiB and up): these sizes never are (contract.md) */
     if (type & MEM_LARGE_PAGES)
-        want = E_INVALIDARG;
+        want = E_INVALIDARG; /* an argument error: before the dynamic-code policy */
+    else if (code_policy_refuses(code_policy[mi], prot))
+        want = BLOCKED;
     set_op("mgr%d VirtualAlloc(NULL, %#zx, %#x, %#x, level %d)", mi, size, (unsigned)type,
            (unsigned)prot, (int)level);
     uintptr_t p = call_alloc(mi, 0, size, type, prot, level, want);
@@ -888,6 +919,7 @@ static void op_reserve_at(int mi)
     for (int i = 0; i < NSLOTS; i++)
         if (S[i].live && nb < gup(slot_end(&S[i])) && S[i].base < ne)
             want = ERR_ADDR;
+    int refused = code_policy_refuses(code_policy[mi], prot); /* before the address */
     if (want == S_OK && overlaps_block(nb, ne))
         want = ERR_ADDR;
     for (uintptr_t q = nb; q < ne && want == S_OK;) {
@@ -901,6 +933,8 @@ static void op_reserve_at(int mi)
     }
     if (want == S_OK && commit && over_budget(mi, ne - nb))
         want = E_OUTOFMEMORY;
+    if (refused)
+        want = BLOCKED;
     set_op("mgr%d VirtualAlloc(%#lx, %#zx, %#x, %#x, level %d) [at an address]", mi,
            (unsigned long)a, size, (unsigned)type, (unsigned)prot, (int)level);
     uintptr_t p = call_alloc(mi, a, size, type, prot, level, want);
@@ -1023,6 +1057,8 @@ static void op_protect(int mi)
            (unsigned)prot, null_old ? "NULL" : "&old");
     DWORD old = 0xDEADBEEF;
     HRESULT hr = M[mi]->lpVtbl->VirtualProtect(M[mi], (void *)a, size, prot, null_old ? NULL : &old);
+    if (want == BLOCKED)
+        code_refusals[mi]++;
     if (hr != want)
         FAIL("%s -> %s, expected %s", g_op, hrn(hr), hrn(want));
     if (want != S_OK)
@@ -1234,6 +1270,8 @@ static void op_foreign(int mi)
                (unsigned)prot);
         DWORD old = 0;
         HRESULT hr = M[mi]->lpVtbl->VirtualProtect(M[mi], (void *)a, size, prot, &old);
+        if (want == BLOCKED)
+            code_refusals[mi]++;
         if (hr != want)
             FAIL("%s -> %s, expected %s", g_op, hrn(hr), hrn(want));
     }
@@ -1302,6 +1340,22 @@ static void op_budget(void)
         HRESULT hr = hostmem_set_commit_limit(M[1], l);
         if (hr != S_OK)
             FAIL("%s -> %s", g_op, hrn(hr));
+        return;
+    }
+    if (r == 3 && code_later1) {
+        /* hostmem_restrict_dynamic_code (3: unknown): S_OK when at least as strict,
+         * E_ACCESSDENIED when looser, E_INVALIDARG when unknown */
+        uint32_t policy = u8() % 4;
+        HRESULT want = policy > HOSTMEM_CODE_NONE ? E_INVALIDARG
+                       : policy < code_policy[1] ? E_ACCESSDENIED
+                                                 : S_OK;
+        set_op("hostmem_restrict_dynamic_code(mgr1, %u) [policy %u]", (unsigned)policy,
+               (unsigned)code_policy[1]);
+        HRESULT hr = hostmem_restrict_dynamic_code(M[1], policy);
+        if (hr != want)
+            FAIL("%s -> %s, expected %s", g_op, hrn(hr), hrn(want));
+        if (want == S_OK)
+            code_policy[1] = policy;
         return;
     }
     DWORD load = 0xDEADBEEF;
@@ -1547,6 +1601,8 @@ static void setup(unsigned config)
     g_segments = 0;
     g_logn = 0;
     g_step = -1;
+    unsigned code[NM] = {(config >> 6) & 3, (config >> 4) & 3};
+    code_later1 = code[1] == CODE_LATER;
     for (int i = 0; i < NM; i++) {
         hostmem_config cfg;
         memset(&cfg, 0, sizeof cfg);
@@ -1554,15 +1610,36 @@ static void setup(unsigned config)
         cfg.flags = (config >> i & 1) ? HOSTMEM_COMPACT : 0;
         cfg.commit_limit = HOSTMEM_UNLIMITED; /* not the cgroup's: the model sets the budget */
         cfg.arena_size = (size_t)64 << 20;    /* keeps hostmem_validate cheap */
+        cfg.dynamic_code = code[i] == CODE_LATER ? HOSTMEM_CODE_ANY : code[i];
+        code_policy[i] = cfg.dynamic_code;
+        code_refusals[i] = 0;
         M[i] = NULL;
-        set_op("hostmem_create(manager %d, flags %#x)", i, (unsigned)cfg.flags);
+        set_op("hostmem_create(manager %d, flags %#x, dynamic_code %u)", i, (unsigned)cfg.flags,
+               (unsigned)cfg.dynamic_code);
         HRESULT hr = hostmem_create(&cfg, &M[i]);
         if (hr != S_OK)
             FAIL("%s -> %s", g_op, hrn(hr));
     }
+    if (code[0] == CODE_LATER) {
+        set_op("hostmem_restrict_dynamic_code(mgr0, HOSTMEM_CODE_WX)");
+        HRESULT hr = hostmem_restrict_dynamic_code(M[0], HOSTMEM_CODE_WX);
+        if (hr != S_OK)
+            FAIL("%s -> %s", g_op, hrn(hr));
+        code_policy[0] = HOSTMEM_CODE_WX;
+    }
     heap_type = (config >> 2) & 3;
-    heap_prot = (heap_type & MALLOC_EXECUTABLE) ? PAGE_EXECUTE_READWRITE : PAGE_READWRITE;
     H = NULL;
+    if ((heap_type & MALLOC_EXECUTABLE) && code_policy[0] != HOSTMEM_CODE_ANY) {
+        /* an executable heap is writable and executable: refused, counted */
+        set_op("mgr0 CreateMalloc(%#x) [policy %u]", (unsigned)heap_type, (unsigned)code_policy[0]);
+        HRESULT hr = M[0]->lpVtbl->CreateMalloc(M[0], heap_type, &H);
+        code_refusals[0]++;
+        if (hr != BLOCKED || H != NULL)
+            FAIL("%s -> %s, heap %p; expected %s and NULL (issue 23)", g_op, hrn(hr), (void *)H,
+                 hrn(BLOCKED));
+        heap_type &= ~(DWORD)MALLOC_EXECUTABLE;
+    }
+    heap_prot = (heap_type & MALLOC_EXECUTABLE) ? PAGE_EXECUTE_READWRITE : PAGE_READWRITE;
     set_op("mgr0 CreateMalloc(%#x)", (unsigned)heap_type);
     HRESULT hr = M[0]->lpVtbl->CreateMalloc(M[0], heap_type, &H);
     if (hr != S_OK || !H)

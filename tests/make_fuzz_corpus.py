@@ -2,7 +2,8 @@
 """Writes the seed corpus of tests/fuzz_model.c into tests/fuzz_corpus/ (deterministic).
 
 Byte 0 of an input is the configuration (bit 0: manager 0 compact, bit 1: manager 1
-compact, bits 2-3: the heap's MALLOC_* type); every configuration gets seeds. The
+compact, bits 2-3: the heap's MALLOC_* type, bits 4-5 and 6-7: the dynamic-code
+policies of managers 1 and 0); every configuration gets seeds. The
 bytes after it decode to operations; a theme draws them from a sub-range of byte
 values so that the opcode bytes (and arguments) favour one family of operations:
   vm    0-165    reserve, commit, decommit, release, protect, reset, writes
@@ -38,6 +39,18 @@ def main():
             lo, hi = THEMES[theme]
             parts.append(bytes(rng.randrange(lo, hi + 1) for _ in range(rng.randrange(32, 200))))
         with open(os.path.join(out, "seed-%02d-phases" % n), "wb") as f:
+            f.write(b"".join(parts))
+        n += 1
+    # Issue 23: the dynamic-code policies (byte 0 bits 4-5: manager 1's, bits 6-7:
+    # manager 0's; 3 = tightened at run time), every pair but ANY/ANY, each with a
+    # random rest of the configuration and phases that reach the budget operation
+    # (which tightens manager 1).
+    for code in range(1, 16):
+        parts = [bytes([(code << 4) | rng.randrange(16)])]
+        for theme in ("vm", "bad", "vm", "mixed", "bad", "vm"):
+            lo, hi = THEMES[theme]
+            parts.append(bytes(rng.randrange(lo, hi + 1) for _ in range(rng.randrange(32, 200))))
+        with open(os.path.join(out, "seed-%02d-code%x%x" % (n, code >> 2, code & 3)), "wb") as f:
             f.write(b"".join(parts))
         n += 1
     print("%d seeds in %s" % (n, out))
