@@ -28,6 +28,7 @@
  * allows for Windows versions without it) and they are skipped, saying so.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -249,6 +250,58 @@ TEST(no_call_allocates_heap_memory)
     int status = 0;
     REQUIRE(waitpid(child, &status, 0) == child);
     CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+}
+
+/* The same with a dynamic-code policy from HOSTMEM_DYNAMIC_CODE (issue 23): the
+ * first call, which reads it and creates the manager, and the refusals
+ * (ERROR_DYNAMIC_CODE_BLOCKED) allocate nothing; nor does an unknown value,
+ * whose every call fails and whose line goes to stderr. */
+static void no_allocation_under_a_policy(const char *value)
+{
+    setenv("HOSTMEM_DYNAMIC_CODE", value, 1); /* setenv may allocate: outside the bracket */
+    int known = strcmp(value, "none") == 0;
+    DWORD old = 0;
+    inside_face = 1;
+    char *code = VirtualAlloc(NULL, P, MEM_COMMIT, PAGE_EXECUTE_READ);
+    DWORD code_error = GetLastError();
+    char *data = VirtualAlloc(NULL, P, MEM_COMMIT, PAGE_READWRITE);
+    BOOL protected_ = data ? VirtualProtect(data, P, PAGE_EXECUTE_READ, &old) : FALSE;
+    DWORD protect_error = GetLastError();
+    BOOL released = data ? VirtualFree(data, 0, MEM_RELEASE) : FALSE;
+    inside_face = 0;
+    CHECK(code == NULL && !protected_);
+    if (known) {
+        CHECK(data != NULL && released);
+        CHECK_EQ(code_error, ERROR_DYNAMIC_CODE_BLOCKED);
+        CHECK_EQ(protect_error, ERROR_DYNAMIC_CODE_BLOCKED);
+    } else {
+        CHECK(data == NULL);
+        CHECK_EQ(code_error, ERROR_INVALID_PARAMETER);
+    }
+    CHECK_EQ(allocations_inside, 0);
+}
+
+TEST(no_call_allocates_heap_memory_under_a_policy)
+{
+    static const char *values[] = {"none", "bogus"};
+    for (size_t i = 0; i < 2; i++) {
+        fflush(NULL);
+        pid_t child = fork();
+        REQUIRE(child >= 0);
+        if (child == 0) {
+            if (i == 1) { /* the unknown value's line, out of the test's output */
+                int devnull = open("/dev/null", O_WRONLY);
+                if (devnull >= 0)
+                    dup2(devnull, 2);
+            }
+            no_allocation_under_a_policy(values[i]);
+            fflush(NULL);
+            _exit(test_current_failed);
+        }
+        int status = 0;
+        REQUIRE(waitpid(child, &status, 0) == child);
+        CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    }
 }
 #endif
 
@@ -1028,8 +1081,10 @@ int main(void)
     G = P > 65536 ? P : 65536;
 #ifndef UNDER_SANITIZER
     RUN(no_call_allocates_heap_memory); /* in a child: its first call creates its manager */
+    RUN(no_call_allocates_heap_memory_under_a_policy);
 #else
     SKIP(no_call_allocates_heap_memory, "a sanitizer replaces malloc itself");
+    SKIP(no_call_allocates_heap_memory_under_a_policy, "a sanitizer replaces malloc itself");
 #endif
     RUN(one_manager_for_the_process); /* first here: 8 threads race to create the manager */
     RUN(reserve_commit_decommit_release);
