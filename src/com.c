@@ -312,7 +312,7 @@ HRESULT hostmem_create(const hostmem_config *config, IHostMemoryManager **out)
         c.arena_size = DEFAULT_ARENA_SIZE;
 
     void *fresh;
-    if (pages_alloc(sizeof(struct manager), &fresh) != 0)
+    if (pages_alloc(NULL, sizeof(struct manager), &fresh) != 0)
         return E_OUTOFMEMORY; /* zeroed pages, not calloc: a malloc may sit on hostmem */
     struct manager *m = fresh;
     m->iface.lpVtbl = &manager_vtbl;

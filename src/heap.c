@@ -259,7 +259,7 @@ static bool ledger_grow(struct heap *h, struct ledger *l)
 {
     size_t capacity = l->capacity ? l->capacity * 2 : 128;
     void *fresh;
-    int err = pages_alloc(capacity * sizeof(struct block_info), &fresh);
+    int err = pages_alloc(h->m, capacity * sizeof(struct block_info), &fresh);
     if (err) {
         os_refused(h->m, err, "mmap of a heap's ledger");
         return false;
@@ -405,7 +405,7 @@ static struct tcache *tcache_slow(struct heap *h)
     if (c) {
         h->orphans = c->next_orphan;
     } else {
-        err = pages_alloc(sizeof *c, &fresh);
+        err = pages_alloc(h->m, sizeof *c, &fresh);
         c = err ? NULL : fresh;
         if (err)
             os_refused(h->m, err, "mmap of a thread's cache");
@@ -1118,7 +1118,7 @@ HRESULT heap_create(struct manager *m, DWORD type, IHostMalloc **out)
         return refused;
     pthread_once(&classes_once, classes_init);
     void *fresh;
-    int err = pages_alloc(sizeof(struct heap), &fresh); /* zeroed pages, not calloc (pool.c) */
+    int err = pages_alloc(m, sizeof(struct heap), &fresh); /* zeroed pages, not calloc (pool.c) */
     if (err)
         return os_refused(m, err, "mmap of a heap");
     struct heap *h = fresh;

@@ -2,8 +2,8 @@
  * os_linux.c - the only file that talks to the kernel about memory.
  *
  * Owns: mmap, munmap, mprotect, madvise, the reading of /proc/self/maps and
- * of small /proc files, getrlimit(RLIMIT_AS), and the kernel's write tracking
- * (userfaultfd and PAGEMAP_SCAN).
+ * of small /proc files, getrlimit(RLIMIT_AS), the kernel's write tracking
+ * (userfaultfd and PAGEMAP_SCAN), and its randomness (getrandom).
  * Must never: allocate heap memory (VirtualQuery reaches walk_mappings while
  * other threads may be suspended inside malloc), or map anything MAP_FIXED over
  * memory it was not given (reservations at fixed addresses use
@@ -22,6 +22,7 @@
 #include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
+#include <time.h>
 #include <unistd.h>
 
 #ifndef MAP_FIXED_NOREPLACE
@@ -516,4 +517,107 @@ size_t os_page_size(void)
 {
     long p = sysconf(_SC_PAGESIZE);
     return p > 0 ? (size_t)p : 4096;
+}
+
+/* The page size, read once (os_map_guarded is on the metadata paths). */
+static size_t guard_page(void)
+{
+    static _Atomic size_t page;
+    size_t p = atomic_load_explicit(&page, memory_order_relaxed);
+    if (!p) {
+        p = os_page_size();
+        atomic_store_explicit(&page, p, memory_order_relaxed);
+    }
+    return p;
+}
+
+/*
+ * [guard][size bytes, read-write][guard]: mapped inaccessible whole (over-mapped
+ * by align when align is more than a page, the excess trimmed off), then the
+ * middle made writable. Three kernel mappings at most; a guard merges with an
+ * inaccessible neighbour. An aligned middle keeps a 2 MiB chunk eligible for a
+ * huge page.
+ */
+int os_map_guarded(size_t size, size_t align, void **out, int *undo_refused)
+{
+    *undo_refused = 0;
+    size_t page = guard_page();
+    if (align < page)
+        align = page;
+    size_t total = size + 2 * page, extra = align > page ? align : 0;
+    if (size == 0 || total < size || total + extra < total)
+        return ENOMEM;
+    void *p;
+    int err = hostmem_os->map(NULL, total + extra, OS_PROT_NONE, 0, &p);
+    if (err)
+        return err;
+    uintptr_t a = (uintptr_t)p;
+    uintptr_t start = (a + page + align - 1) & ~(uintptr_t)(align - 1); /* the middle */
+    uintptr_t low = start - page, high = start + size + page;
+    if (extra) {
+        /* the excess below and above; a refused trim leaves it mapped, inaccessible */
+        if (low > a)
+            hostmem_os->unmap(p, low - a);
+        if (a + total + extra > high)
+            hostmem_os->unmap((void *)high, a + total + extra - high);
+    }
+    if ((err = hostmem_os->protect((void *)start, size, OS_PROT_READ | OS_PROT_WRITE)) != 0) {
+        *undo_refused = hostmem_os->unmap((void *)low, high - low);
+        return err;
+    }
+    *out = (void *)start;
+    return 0;
+}
+
+int os_unmap_guarded(void *address, size_t size)
+{
+    size_t page = guard_page();
+    return hostmem_os->unmap((char *)address - page, size + 2 * page);
+}
+
+static uint64_t splitmix64(uint64_t *state)
+{
+    uint64_t z = (*state += 0x9E3779B97F4A7C15ull);
+    z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+    z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+    return z ^ (z >> 31);
+}
+
+int os_random(void *buf, size_t len)
+{
+    unsigned char *out = buf;
+    size_t got = 0;
+    int err = ENOSYS;
+#ifdef SYS_getrandom
+    while (got < len) {
+        long n = syscall(SYS_getrandom, out + got, len - got, 0x1 /* GRND_NONBLOCK */);
+        if (n > 0) {
+            got += (size_t)n;
+            continue;
+        }
+        if (n < 0 && errno == EINTR)
+            continue;
+        err = n < 0 ? errno : EAGAIN;
+        break;
+    }
+    if (got == len)
+        return 0;
+#endif
+    /* the kernel has none yet (early boot), or no getrandom: the clocks, the
+     * pid, the stack's address and a counter, mixed */
+    static _Atomic uint64_t calls;
+    struct timespec now, mono;
+    clock_gettime(CLOCK_REALTIME, &now);
+    clock_gettime(CLOCK_MONOTONIC, &mono);
+    uint64_t state = (uint64_t)now.tv_sec * 1000000000u + (uint64_t)now.tv_nsec;
+    state ^= ((uint64_t)mono.tv_nsec << 20) ^ ((uint64_t)getpid() << 40) ^ (uint64_t)(uintptr_t)&now;
+    state ^= atomic_fetch_add_explicit(&calls, 1, memory_order_relaxed) * 0xD1B54A32D192ED03ull;
+    while (got < len) {
+        uint64_t z = splitmix64(&state);
+        size_t n = len - got < sizeof z ? len - got : sizeof z;
+        for (size_t i = 0; i < n; i++)
+            out[got + i] = (unsigned char)(z >> (8 * i));
+        got += n;
+    }
+    return err;
 }
