@@ -422,6 +422,7 @@ HRESULT hostmem_get_stats(IHostMemoryManager *manager, hostmem_stats *stats)
     s.memory_state = (DWORD)LOAD(p->state);
     s.dynamic_code_refusals = LOAD(p->code_refusals);
     s.dynamic_code = LOAD(p->dynamic_code);
+    s.heap_corruptions = LOAD(m->heap_corruptions);
 #undef LOAD
     size_t n = stats->size < sizeof s ? stats->size : sizeof s;
     memcpy((char *)stats + sizeof s.size, (char *)&s + sizeof s.size, n - sizeof s.size);

@@ -633,6 +633,7 @@ struct manager {
     struct remembered pending;      /* reservations that may hold pending runs */
     struct remembered slack;        /* stale slack (deferred.c), by base */
     _Atomic size_t stale_slacks;    /* how many there are */
+    _Atomic size_t heap_corruptions; /* heap structures found overwritten (hresult.c's corruption_found) */
 
     struct policy policy;
 
@@ -732,6 +733,9 @@ void policy_after_fork(struct manager *m) HIDDEN; /* no sender, no waiter, no mo
 HRESULT os_refused(struct manager *m, int err, const char *what) HIDDEN;
 HRESULT os_refused_stuck(struct manager *m, int err, const char *what) HIDDEN; /* -> E_FAIL */
 HRESULT manager_fail(struct manager *m, const char *why) HIDDEN; /* -> E_FAIL, disabled */
+/* A heap's free-list link or block tag found overwritten: counted
+ * (heap_corruptions), described under HOSTMEM_DEBUG; the caller refuses. */
+void corruption_found(struct manager *m, const char *what) HIDDEN;
 static inline HRESULT manager_check(struct manager *m)
 {
     return atomic_load_explicit(&m->state, memory_order_acquire) == STATE_LIVE
