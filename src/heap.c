@@ -136,6 +136,7 @@ struct segment {
 _Static_assert(sizeof(struct segment) + 3 * 65536 <= SEGMENT_SIZE / 2,
                "the header and its guards leave most of a segment to spans, even with 64 KiB pages");
 _Static_assert(SPAN_SIZE == (size_t)1 << SPAN_SHIFT, "a span is 1 << SPAN_SHIFT bytes");
+_Static_assert(sizeof(struct segment) <= 8192, "the header fits 8 KiB (tools/demo.c's walk_needs counts on it)");
 static unsigned first_span;   /* the first span past the header's guards (heap_init) */
 static size_t header_bytes;   /* the header's pages */
 
@@ -875,8 +876,10 @@ static HRESULT refill(struct heap *h, struct tcache *c, unsigned size_class,
     }
     while ((s = c->partial[size_class])) {
         partial_remove(c, s);
-        if (!collect(h, s))
-            return E_OUTOFMEMORY; /* s is on no list now: its blocks leak */
+        if (!collect(h, s)) {
+            partial_insert(c, s); /* what was collected before the overwritten link is sound */
+            return E_OUTOFMEMORY;
+        }
         if (s->free || s->bump < desc_of(s)->capacity) {
             c->current[size_class] = s;
             *out = s;
@@ -1141,6 +1144,7 @@ static __attribute__((noinline)) HRESULT heap_free(struct heap *h, void *pointer
     uintptr_t tag = atomic_load_explicit(tag_of(pointer), memory_order_relaxed);
     if (tag != live_tag(h, pointer))
         return free_refused(h, pointer, tag); /* freed already, or its tag overwritten */
+    atomic_store_explicit(tag_of(pointer), 0, memory_order_relaxed); /* claimed, until its free tag */
     if (__builtin_expect(atomic_load_explicit(&h->debug_count, memory_order_relaxed) != 0, 0))
         debug_forget(h, p);
     unsigned size_class = d->size_class;
