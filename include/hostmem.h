@@ -513,6 +513,9 @@ typedef struct hostmem_stats {
     size_t dynamic_code_refusals; /* VirtualAlloc, VirtualProtect and CreateMalloc calls the
                                     dynamic-code policy refused */
     uint32_t dynamic_code;       /* the policy in force (HOSTMEM_CODE_*) */
+    size_t heap_corruptions;     /* heap free-list links and block tags found overwritten (a
+                                    write into freed or neighbouring memory): each one refused,
+                                    never followed (docs/heap.md, "Hardened metadata") */
 } hostmem_stats;
 HRESULT hostmem_get_stats(IHostMemoryManager *manager, hostmem_stats *stats);
 

@@ -182,8 +182,7 @@ HRESULT arena_init(struct manager *m)
         m->arena_next = granule_down(limit / FIRST_ARENA_SHARE) ? granule_down(limit / FIRST_ARENA_SHARE)
                                                                 : g_granule;
     void *table;
-    int err = os_map(NULL, (size_t)m->arena_capacity * sizeof *m->arenas,
-                     OS_PROT_READ | OS_PROT_WRITE, false, &table);
+    int err = os_map_books(m, page_up((size_t)m->arena_capacity * sizeof *m->arenas), g_page, &table);
     if (err)
         return os_refused(m, err, "mmap of the arena table");
     m->arenas = table;
@@ -206,7 +205,7 @@ void arena_fini(struct manager *m)
     slab_destroy(&m->arena_slab);
     slab_reserve_fini(&m->give_back); /* after every slab: they hold objects from it */
     if (m->arenas)
-        os_unmap((void *)m->arenas, (size_t)m->arena_capacity * sizeof *m->arenas);
+        os_unmap_books((void *)m->arenas, page_up((size_t)m->arena_capacity * sizeof *m->arenas));
     m->arenas = NULL;
 }
 

@@ -312,7 +312,7 @@ HRESULT hostmem_create(const hostmem_config *config, IHostMemoryManager **out)
         c.arena_size = DEFAULT_ARENA_SIZE;
 
     void *fresh;
-    if (pages_alloc(sizeof(struct manager), &fresh) != 0)
+    if (pages_alloc(NULL, sizeof(struct manager), &fresh) != 0)
         return E_OUTOFMEMORY; /* zeroed pages, not calloc: a malloc may sit on hostmem */
     struct manager *m = fresh;
     m->iface.lpVtbl = &manager_vtbl;
@@ -422,6 +422,7 @@ HRESULT hostmem_get_stats(IHostMemoryManager *manager, hostmem_stats *stats)
     s.memory_state = (DWORD)LOAD(p->state);
     s.dynamic_code_refusals = LOAD(p->code_refusals);
     s.dynamic_code = LOAD(p->dynamic_code);
+    s.heap_corruptions = LOAD(m->heap_corruptions);
 #undef LOAD
     size_t n = stats->size < sizeof s ? stats->size : sizeof s;
     memcpy((char *)stats + sizeof s.size, (char *)&s + sizeof s.size, n - sizeof s.size);

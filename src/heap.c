@@ -3,13 +3,23 @@
  * budget, the statistics and the region map cover it.
  *
  * Layout. A segment is a 4 MiB reservation made through the manager (tagged
- * as a heap segment in the address map), cut into 64 KiB spans; span 0 holds
- * the segment header. A span serves one size class (81 classes, 8 B to
- * 16 KiB); its header is followed by the blocks, each behind an 8-byte tag
- * that says whether it is handed out (in the block's own line, which Alloc and
- * Free touch anyway). Bigger blocks get a reservation each. Heap segments keep
- * their reserved pages readable (like compact mode), so checking a pointer
- * never faults.
+ * as a heap segment in the address map), cut into 64 KiB spans. Its first page
+ * is an inaccessible guard, then the segment header (every span's descriptor
+ * and its owner's bookkeeping), then another guard: a write running off the
+ * segment below or the blocks above faults before it reaches the header. A
+ * span serves one size class (81 classes, 8 B to 16 KiB) and holds nothing but
+ * blocks, each behind an 8-byte tag that says whether it is handed out (in the
+ * block's own line, which Alloc and Free touch anyway). Bigger blocks get a
+ * reservation each. Heap segments keep their reserved pages readable (like
+ * compact mode), so checking a pointer never faults.
+ *
+ * Hardened (docs/heap.md). Free lists run through the free blocks, each link
+ * XORed with the block's address and a secret of the heap, and the tag of a
+ * free block is a keyed check of that link: a link or a tag overwritten
+ * (a use after free, an overrun) is found before it is followed, counted
+ * (heap_corruptions) and refused - the list is dropped, never followed to an
+ * address a write chose. A live tag is keyed too, so that an overrun cannot
+ * forge one and free a block twice.
  *
  * Threads. A MALLOC_THREADSAFE heap gives each thread a cache (tcache) that
  * owns spans: the owner allocates and frees without atomics on the free list;
@@ -23,9 +33,10 @@
  * Free checks, in order: the address map says the pointer lies in a heap
  * segment of this manager; the segment header names this heap; the span is in
  * use and the pointer is exactly a block boundary; the block's tag says
- * handed out, and is cleared (atomically by a thread that is not the owner):
- * a second free of the same block finds it clear. Any
- * failure is HOST_E_INVALIDOPERATION and changes nothing.
+ * handed out, and becomes a free tag (claimed atomically by a thread that is
+ * not the owner): a second free of the same block finds it free. Any failure
+ * is HOST_E_INVALIDOPERATION and changes nothing; a tag that is neither live,
+ * free nor never used is counted as a corruption too.
  *
  * Memory goes back: a span whose blocks are all free is kept as the class's
  * one spare, or decommitted (the budget and committed bytes drop). Segments
@@ -82,19 +93,21 @@ static inline unsigned class_of(size_t size)
 /* ---- structures ----------------------------------------------------------------------- */
 struct tcache;
 
-/* A span's header: its owner's bookkeeping. Its shape (class, block size,
- * first block, owner) is in its descriptor in the segment header (desc_of). */
+/* A span's owner's bookkeeping, in the segment header (never in the span, where
+ * an overrun of a block could reach it): a cache line each. Its shape (class,
+ * block size, first block, owner) is in its descriptor beside it (desc_of). */
 struct span {
     uint32_t magic;
     uint16_t listed;              /* owner: on its partial list */
     _Atomic uint32_t used;        /* blocks out; written by the owner only */
     uint32_t bump;                /* blocks never handed out start here */
-    void *free;                   /* owner's free list */
-    _Atomic(void *) remote;       /* frees from other threads */
+    void *free;                   /* owner's free list (links encoded: link_write) */
+    _Atomic(void *) remote;       /* frees from other threads (the same) */
     _Atomic uint32_t full;        /* owner gave it up full; a remote free hands it back */
     struct span *next, *prev;     /* owner's partial list */
     _Atomic(struct span *) notified_next;
-};
+} __attribute__((aligned(64)));
+_Static_assert(sizeof(struct span) == 64, "a span's bookkeeping is one cache line");
 
 /* What Free needs of a span, kept in the segment header: the header's lines
  * stay in the cache, so a free reads no span header, only the block's tag. */
@@ -108,35 +121,72 @@ struct span_desc {
     _Atomic(struct tcache *) owner;
 };
 
+/* The segment header, a page into the segment (segment_at): between two
+ * inaccessible guard pages, the first of the segment and the one after the
+ * header, committed no-access (segment_new). Spans start past the second guard
+ * (first_span); those below are never used. */
 struct segment {
     struct heap *heap;
     struct segment *next;
     uintptr_t base;
     uint32_t free_spans; /* heap lock */
     struct span_desc desc[SPANS_PER_SEGMENT];
+    struct span span[SPANS_PER_SEGMENT];
 };
-_Static_assert(sizeof(struct segment) <= SPAN_SIZE, "the segment header fits span 0");
+_Static_assert(sizeof(struct segment) + 3 * 65536 <= SEGMENT_SIZE / 2,
+               "the header and its guards leave most of a segment to spans, even with 64 KiB pages");
 _Static_assert(SPAN_SIZE == (size_t)1 << SPAN_SHIFT, "a span is 1 << SPAN_SHIFT bytes");
+_Static_assert(sizeof(struct segment) <= 8192, "the header fits 8 KiB (tools/demo.c's walk_needs counts on it)");
+static unsigned first_span;   /* the first span past the header's guards (heap_init) */
+static size_t header_bytes;   /* the header's pages */
+
+static void heap_init(void)
+{
+    classes_init();
+    /* the segment's first page (a guard), the header, a guard: spans start past them */
+    header_bytes = page_up(sizeof(struct segment));
+    first_span = (unsigned)((2 * g_page + header_bytes + SPAN_SIZE - 1) >> SPAN_SHIFT);
+}
 /* 65 classes of 16 B steps to 1032, then 4 a doubling past SMALL_MAX (classes_init) */
 _Static_assert(1024 / 16 + 1 + 4 * 4 == CLASSES && 8192 + 8192 == SMALL_MAX, "the size classes");
 _Static_assert(CLASSES <= UINT8_MAX, "class_of_16 holds a class in a byte");
 
-/* Span k's header sits k cache lines into the span. Spans are 64 KiB aligned:
- * headers at one offset would all compete for the same few cache sets. */
-static inline struct span *span_at(uintptr_t segment_base, unsigned k)
+static inline uintptr_t segment_base_of(const void *p)
 {
-    return (struct span *)(segment_base + ((uintptr_t)k << SPAN_SHIFT) + (uintptr_t)k * 64);
+    return (uintptr_t)p & ~(uintptr_t)(SEGMENT_SIZE - 1);
 }
 
+/* The header of the segment at base: past the guard page that starts it. */
+static inline struct segment *segment_at(uintptr_t base)
+{
+    return (struct segment *)(base + g_page);
+}
+
+static inline struct span *span_at(uintptr_t base, unsigned k)
+{
+    return &segment_at(base)->span[k];
+}
+
+static inline unsigned span_index(const struct span *s)
+{
+    return (unsigned)(s - segment_at(segment_base_of(s))->span);
+}
+
+/* Where span s's blocks are. */
 static inline uintptr_t span_base(const struct span *s)
 {
-    return (uintptr_t)s & ~(uintptr_t)(SPAN_SIZE - 1);
+    return segment_base_of(s) + ((uintptr_t)span_index(s) << SPAN_SHIFT);
 }
 
 static inline struct span_desc *desc_of(const struct span *s)
 {
-    uintptr_t base = (uintptr_t)s & ~(uintptr_t)(SEGMENT_SIZE - 1);
-    return &((struct segment *)base)->desc[((uintptr_t)s - base) >> SPAN_SHIFT];
+    return &segment_at(segment_base_of(s))->desc[span_index(s)];
+}
+
+static inline struct span *span_of_block(const void *block)
+{
+    uintptr_t base = segment_base_of(block);
+    return span_at(base, (unsigned)(((uintptr_t)block - base) >> SPAN_SHIFT));
 }
 
 /* Block i of the span d describes. */
@@ -144,14 +194,6 @@ static inline uintptr_t block_at(const struct span_desc *d, uint32_t i)
 {
     return d->first + (uintptr_t)i * d->stride;
 }
-
-/* The word just before every block is its tag: LIVE_TAG(block) while handed
- * out, 0 otherwise. A tag, not a bit: a stray write from the block before
- * (an overrun) is caught as a refusal, not taken for a live block. It shares
- * the block's cache line three times in four, and Alloc and Free touch that
- * line anyway: one state byte per block in the span header cost them a line
- * of its own (docs/heap.md). */
-#define LIVE_TAG(block) (~(uintptr_t)(block))
 
 static inline _Atomic uintptr_t *tag_of(void *block)
 {
@@ -169,28 +211,13 @@ struct magazine {
     uint32_t count, capacity;
 };
 
-/* A block in a magazine: the next one (the smallest class is 8 bytes). */
+/* A free block (in a magazine, on its span's list or its remote list): the
+ * next one, encoded (link_write). The smallest class is 8 bytes. */
 struct parked {
-    void *next;
+    uintptr_t link;
 };
 _Static_assert(sizeof(struct parked) <= 8 && sizeof(uintptr_t) == BLOCK_HEAD,
-               "a parked block's link fits the smallest class, the tag its head");
-
-static inline void magazine_push(struct magazine *mag, void *block)
-{
-    struct parked *b = block;
-    b->next = mag->head;
-    mag->head = b;
-    mag->count++;
-}
-
-static inline struct parked *magazine_pop(struct magazine *mag)
-{
-    struct parked *b = mag->head;
-    mag->head = b->next;
-    mag->count--;
-    return b;
-}
+               "a free block's link fits the smallest class, the tag its head");
 
 struct tcache {
     struct heap *heap;
@@ -221,12 +248,14 @@ _Static_assert(SEGMENT_HASH * SEGMENT_SIZE == (size_t)1 << 30, "the hash covers 
 struct heap {
     /* what Alloc and Free read on every call: the first cache line */
     IHostMalloc iface;
-    _Atomic uint32_t references;
     struct manager *m;
     uint64_t id;
     _Atomic size_t debug_count;
-    bool threadsafe;
+    /* the secrets of the tags and links (os_random at creation) */
+    uintptr_t key_live, key_link, key_free;
+    _Atomic uint32_t references;
     DWORD protect;
+    bool threadsafe;
     /* The heap's segments by base, slot (base >> SEGMENT_SHIFT) % SEGMENT_HASH; 1 =
      * empty. Set once under the heap lock and kept until the heap goes (segments
      * are never released before), so a match read without a lock proves the
@@ -248,6 +277,108 @@ static struct heap *heap_from(IHostMalloc *i)
     return (struct heap *)i;
 }
 
+/* ---- tags and links ---------------------------------------------------------------------
+ * The word before every block is its tag: a block handed out has its live tag,
+ * its address XORed with the heap's key_live (top bit set); a free block has a
+ * free tag, the next block on its list XORed with key_free (top bit clear, bit
+ * 62 set); a block never handed out since its span took its class has 0. A
+ * tag, not a bit: a stray write over it (an overrun of the block before) makes
+ * the next Free of the block a refusal, and without the key it cannot forge a
+ * live tag to free a block twice. It shares the block's cache line three times
+ * in four, and Alloc and Free touch that line anyway (docs/heap.md).
+ *
+ * A free block's first word links it to the next on its list, XORed with its
+ * own address and key_link; its free tag says the same with another key, and
+ * the two must agree before the link is followed (link_read). A link or a tag
+ * overwritten without the keys - a use after free, an overrun - fails that
+ * check; a pair copied from another block decodes, at its new address, to a
+ * next its tag does not name. XOR keeps Alloc's and Free's fast paths a few
+ * instructions longer, not a multiply longer (docs/heap.md, "Hardened
+ * metadata"): the keys resist blind writes, not a caller who can read freed
+ * memory or flip chosen bits of both words. The keys' bits 62-63 are chosen
+ * (heap_create) so that no free tag is 0 or a live tag without a mask. */
+#define TAG_LIVE_BIT ((uintptr_t)1 << 63)
+#define TAG_FREE_BIT ((uintptr_t)1 << 62)
+_Static_assert(ADDRESS_BITS < 62, "a block's address leaves the tags' marks free");
+
+static inline uintptr_t live_tag(const struct heap *h, const void *block)
+{
+    return (uintptr_t)block ^ h->key_live; /* key_live has TAG_LIVE_BIT */
+}
+
+/* block goes on a list in front of next: its link and its free tag say so. */
+static inline void link_write(const struct heap *h, void *block, const void *next)
+{
+    uintptr_t at = (uintptr_t)block;
+    ((struct parked *)block)->link = (uintptr_t)next ^ at ^ h->key_link;
+    atomic_store_explicit(tag_of(block), (uintptr_t)next ^ h->key_free, memory_order_relaxed);
+}
+
+/* The block after block on its list (NULL at the end), or false when its link
+ * or its tag was overwritten since link_write: then nothing is followed. */
+static inline bool link_read(const struct heap *h, void *block, void **next)
+{
+    uintptr_t at = (uintptr_t)block, n = ((struct parked *)block)->link ^ at ^ h->key_link;
+    if (__builtin_expect(atomic_load_explicit(tag_of(block), memory_order_relaxed) != (n ^ h->key_free), 0))
+        return false;
+    *next = (void *)n;
+    return true;
+}
+
+/* Is tag the free tag of a block whose link is intact (freed, not overwritten)? */
+static inline bool free_tag_intact(const struct heap *h, void *block, uintptr_t tag)
+{
+    uintptr_t link = atomic_load_explicit((_Atomic uintptr_t *)block, memory_order_relaxed);
+    return tag == (link ^ (uintptr_t)block ^ h->key_link ^ h->key_free);
+}
+
+/* Is p a block boundary of the span d describes? (A pointer below the first
+ * block gives a huge offset, which fails the same test.) */
+static inline bool block_of_span(const struct span_desc *d, uintptr_t p)
+{
+    uint64_t offset = p - d->first;
+    uint32_t index = (uint32_t)((offset * d->reciprocal) >> 32);
+    return index < d->capacity && (uint64_t)index * d->stride == offset;
+}
+
+static inline void magazine_push(const struct heap *h, struct magazine *mag, void *block)
+{
+    link_write(h, block, mag->head);
+    mag->head = block;
+    mag->count++;
+}
+
+/* The first block of a magazine that has one; NULL when its link was
+ * overwritten (the caller drops the magazine: magazine_corrupted). */
+static inline void *magazine_pop(const struct heap *h, struct magazine *mag)
+{
+    void *b = mag->head, *next;
+    if (!link_read(h, b, &next))
+        return NULL;
+    mag->head = next;
+    mag->count--;
+    return b;
+}
+
+/* A magazine whose list was overwritten: counted, and left empty - its blocks
+ * leak (their spans never empty), rather than a link anyone wrote be followed. */
+static __attribute__((noinline, cold)) void magazine_corrupted(struct heap *h, struct magazine *mag)
+{
+    corruption_found(h->m, "a free block's link or tag in a magazine");
+    mag->head = NULL;
+    mag->count = 0;
+}
+
+/* A Free refused because the tag is not live: a block never handed out (0) or
+ * freed already (a free tag that checks out) is an ordinary bad free; any
+ * other tag was overwritten, and is counted too. */
+static __attribute__((noinline)) HRESULT free_refused(struct heap *h, void *block, uintptr_t tag)
+{
+    if (tag != 0 && !free_tag_intact(h, block, tag))
+        corruption_found(h->m, "a block's tag");
+    return HOST_E_INVALIDOPERATION;
+}
+
 /* ---- the ledger: a small hash from block to block_info (heap lock held) --------------- */
 static size_t ledger_hash(uintptr_t key, size_t capacity)
 {
@@ -259,7 +390,7 @@ static bool ledger_grow(struct heap *h, struct ledger *l)
 {
     size_t capacity = l->capacity ? l->capacity * 2 : 128;
     void *fresh;
-    int err = pages_alloc(capacity * sizeof(struct block_info), &fresh);
+    int err = pages_alloc(h->m, capacity * sizeof(struct block_info), &fresh);
     if (err) {
         os_refused(h->m, err, "mmap of a heap's ledger");
         return false;
@@ -405,7 +536,7 @@ static struct tcache *tcache_slow(struct heap *h)
     if (c) {
         h->orphans = c->next_orphan;
     } else {
-        err = pages_alloc(sizeof *c, &fresh);
+        err = pages_alloc(h->m, sizeof *c, &fresh);
         c = err ? NULL : fresh;
         if (err)
             os_refused(h->m, err, "mmap of a thread's cache");
@@ -474,32 +605,55 @@ static void partial_remove(struct tcache *c, struct span *s)
     s->listed = 0;
 }
 
-/* Moves the remote frees onto the owner's list. */
-static void collect(struct span *s)
+/* Moves the remote frees onto the owner's list. Each link is checked before
+ * it is followed: it must check out against its tag and lead to a block of
+ * the same span, and the list can hold no more blocks than the span has. At
+ * the first that does not, the rest of the list is dropped (leaked: the span
+ * never empties), counted; false says so. */
+static bool collect(struct heap *h, struct span *s)
 {
     void *list = atomic_exchange_explicit(&s->remote, NULL, memory_order_acquire);
+    const struct span_desc *d = desc_of(s);
     uint32_t n = 0;
-    void *last = NULL;
-    for (void *b = list; b; b = *(void **)b) {
+    void *last = NULL, *next;
+    bool intact = true;
+    for (void *b = list; b; b = next) {
+        if (!link_read(h, b, &next) || (next && !block_of_span(d, (uintptr_t)next)) || n == d->capacity) {
+            corruption_found(h->m, "a free block's link or tag on a span's remote list");
+            intact = false;
+            break;
+        }
         n++;
         last = b;
     }
     if (!n)
-        return;
-    *(void **)last = s->free;
+        return intact;
+    link_write(h, last, s->free);
     s->free = list;
     atomic_store_explicit(&s->used, atomic_load_explicit(&s->used, memory_order_relaxed) - n,
                           memory_order_relaxed);
+    return intact;
 }
 
-static inline void *span_pop(struct span *s)
+/* A block of s: from its free list (each link checked as collect checks, and
+ * never more blocks out than the span has), else one never handed out. NULL
+ * when s has none, and also, with *corrupt set, when its list was overwritten:
+ * the list is then dropped, counted. */
+static inline void *span_pop(struct heap *h, struct span *s, bool *corrupt)
 {
-    void *b = s->free;
+    const struct span_desc *d = desc_of(s);
+    void *b = s->free, *next;
     if (b) {
-        s->free = *(void **)b;
+        if (!link_read(h, b, &next) || (next && !block_of_span(d, (uintptr_t)next)) ||
+            atomic_load_explicit(&s->used, memory_order_relaxed) >= d->capacity) {
+            corruption_found(h->m, "a free block's link or tag on a span's list");
+            s->free = NULL;
+            *corrupt = true;
+            return NULL;
+        }
+        s->free = next;
         return b;
     }
-    const struct span_desc *d = desc_of(s);
     if (s->bump < d->capacity)
         return (void *)block_at(d, s->bump++);
     return NULL;
@@ -510,7 +664,7 @@ static void span_init(struct span *s, unsigned size_class, struct tcache *owner)
     uint32_t size = class_size[size_class];
     uint32_t stride = size + BLOCK_HEAD;
     uintptr_t end = span_base(s) + SPAN_SIZE;
-    uintptr_t first = ((uintptr_t)s + sizeof(struct span) + BLOCK_HEAD + 15) & ~(uintptr_t)15;
+    uintptr_t first = (span_base(s) + BLOCK_HEAD + 15) & ~(uintptr_t)15; /* the span holds blocks only */
     /* the last block ends by the span's end */
     uint32_t capacity = (uint32_t)((end - first - size) / stride + 1);
     s->magic = SPAN_MAGIC;
@@ -533,7 +687,9 @@ static void span_init(struct span *s, unsigned size_class, struct tcache *owner)
     atomic_store_explicit(&d->in_use, 2, memory_order_release);
 }
 
-/* A new segment (no lock held). */
+/* A new segment (no lock held): its header between two guard pages, committed
+ * no-access (the pages of the reservation that are not committed stay
+ * readable and writable, as every heap segment's: docs/heap.md). */
 static HRESULT segment_new(struct heap *h, EMemoryCriticalLevel level, struct segment **out)
 {
     void *base;
@@ -542,16 +698,20 @@ static HRESULT segment_new(struct heap *h, EMemoryCriticalLevel level, struct se
     if (hr != S_OK)
         return hr;
     void *p;
-    hr = vm_alloc_ex(h->m, base, sizeof(struct segment), MEM_COMMIT, PAGE_READWRITE, level, &p, VM_HEAP);
+    hr = vm_alloc_ex(h->m, base, 2 * g_page + header_bytes, MEM_COMMIT, PAGE_NOACCESS, level, &p, VM_HEAP);
+    if (hr == S_OK)
+        hr = vm_alloc_ex(h->m, (char *)base + g_page, header_bytes, MEM_COMMIT, PAGE_READWRITE, level, &p,
+                         VM_HEAP);
     if (hr != S_OK) {
         vm_free_ex(h->m, base, 0, MEM_RELEASE, VM_HEAP);
         return hr;
     }
-    struct segment *g = base;
+    struct segment *g = segment_at((uintptr_t)base);
     g->heap = h;
     g->base = (uintptr_t)base;
-    g->free_spans = SPANS_PER_SEGMENT - 1;
-    atomic_store_explicit(&g->desc[0].in_use, 1, memory_order_relaxed);
+    g->free_spans = SPANS_PER_SEGMENT - first_span;
+    for (unsigned k = 0; k < first_span; k++) /* under the header and its guards: never a span */
+        atomic_store_explicit(&g->desc[k].in_use, 1, memory_order_relaxed);
     *out = g;
     return S_OK;
 }
@@ -568,7 +728,7 @@ static HRESULT span_new(struct heap *h, struct tcache *c, unsigned size_class,
         g = g->next;
     if (!g) {
         lock_leave(h->m, h->lock);
-        struct segment *fresh;
+        struct segment *fresh = NULL;
         hr = segment_new(h, level, &fresh);
         if (hr != S_OK)
             return hr;
@@ -584,7 +744,7 @@ static HRESULT span_new(struct heap *h, struct tcache *c, unsigned size_class,
             atomic_store_explicit(slot, fresh->base, memory_order_release);
         g = fresh;
     }
-    unsigned k = 1;
+    unsigned k = first_span;
     while (atomic_load_explicit(&g->desc[k].in_use, memory_order_relaxed))
         k++;
     atomic_store_explicit(&g->desc[k].in_use, 1, memory_order_relaxed);
@@ -611,17 +771,14 @@ static HRESULT span_new(struct heap *h, struct tcache *c, unsigned size_class,
  * E_FAIL if the manager could not (it is then disabled); the caller says so. */
 static HRESULT span_retire(struct heap *h, struct span *s)
 {
-    /* the segment is the reservation holding s */
-    struct reservation *r = entry_pointer(radix_load((uintptr_t)s));
-    uintptr_t base = atomic_load_explicit(&r->base, memory_order_relaxed);
-    struct segment *g = (struct segment *)base;
+    struct segment *g = segment_at(segment_base_of(s));
+    unsigned k = span_index(s);
     s->magic = 0;
     /* Free refuses the span from now on */
-    atomic_store_explicit(&g->desc[((uintptr_t)s - base) >> SPAN_SHIFT].in_use, 1, memory_order_release);
+    atomic_store_explicit(&g->desc[k].in_use, 1, memory_order_release);
     HRESULT hr = vm_free_ex(h->m, (void *)span_base(s), SPAN_SIZE, MEM_DECOMMIT, VM_HEAP);
     if (hr != S_OK)
         return hr == E_FAIL ? E_FAIL : S_OK; /* kept committed, used by nobody: harmless */
-    unsigned k = (unsigned)(((uintptr_t)s - base) >> SPAN_SHIFT);
     if (lock_enter(h->m, h->lock) == S_OK) {
         atomic_store_explicit(&g->desc[k].in_use, 0, memory_order_relaxed);
         g->free_spans++;
@@ -655,15 +812,18 @@ static HRESULT span_empty(struct heap *h, struct tcache *c, struct span *s)
 }
 
 /* Memory is low: blocks in the magazines go back to their spans. */
-static void magazines_flush(struct tcache *c)
+static void magazines_flush(struct heap *h, struct tcache *c)
 {
     for (unsigned k = 0; k < CLASSES; k++) {
         struct magazine *mag = &c->magazine[k];
         while (mag->count) {
-            void *b = magazine_pop(mag);
-            uintptr_t base = (uintptr_t)b & ~(uintptr_t)(SEGMENT_SIZE - 1);
-            struct span *s = span_at(base, (unsigned)(((uintptr_t)b - base) >> SPAN_SHIFT));
-            *(void **)b = s->free;
+            void *b = magazine_pop(h, mag);
+            if (!b) {
+                magazine_corrupted(h, mag);
+                break;
+            }
+            struct span *s = span_of_block(b);
+            link_write(h, b, s->free);
             s->free = b;
             atomic_store_explicit(&s->used, atomic_load_explicit(&s->used, memory_order_relaxed) - 1,
                                   memory_order_relaxed);
@@ -682,13 +842,15 @@ static void empties_release(struct heap *h, struct tcache *c)
     }
 }
 
-/* The slow path: a span of the class with a free block, or an error. */
+/* The slow path: a span of the class with a free block, or an error (a list
+ * found overwritten is dropped and refused: E_OUTOFMEMORY, counted). */
 static HRESULT refill(struct heap *h, struct tcache *c, unsigned size_class,
                       EMemoryCriticalLevel level, struct span **out)
 {
     struct span *s = c->current[size_class];
     if (s) {
-        collect(s);
+        if (!collect(h, s))
+            return E_OUTOFMEMORY;
         if (s->free) {
             *out = s;
             return S_OK;
@@ -698,7 +860,8 @@ static HRESULT refill(struct heap *h, struct tcache *c, unsigned size_class,
         uint32_t one = 1;
         if (atomic_load_explicit(&s->remote, memory_order_seq_cst) &&
             atomic_compare_exchange_strong(&s->full, &one, 0)) {
-            collect(s);
+            if (!collect(h, s))
+                return E_OUTOFMEMORY;
             *out = s;
             return S_OK;
         }
@@ -713,7 +876,10 @@ static HRESULT refill(struct heap *h, struct tcache *c, unsigned size_class,
     }
     while ((s = c->partial[size_class])) {
         partial_remove(c, s);
-        collect(s);
+        if (!collect(h, s)) {
+            partial_insert(c, s); /* what was collected before the overwritten link is sound */
+            return E_OUTOFMEMORY;
+        }
         if (s->free || s->bump < desc_of(s)->capacity) {
             c->current[size_class] = s;
             *out = s;
@@ -727,7 +893,7 @@ static HRESULT refill(struct heap *h, struct tcache *c, unsigned size_class,
         }
     }
     if (memory_low(h)) {
-        magazines_flush(c);
+        magazines_flush(h, c);
         empties_release(h, c);
     }
     if ((s = c->empty)) {
@@ -740,6 +906,7 @@ static HRESULT refill(struct heap *h, struct tcache *c, unsigned size_class,
         const struct span_desc *d = desc_of(s);
         for (uint32_t i = 0; i < d->capacity; i++)
             atomic_store_explicit(tag_of((void *)block_at(d, i)), 0, memory_order_relaxed);
+        /* the old layout's lists are gone with it */
         c->current[size_class] = s;
         *out = s;
         return S_OK;
@@ -828,22 +995,31 @@ static HRESULT heap_alloc(struct heap *h, SIZE_T size, EMemoryCriticalLevel leve
     struct span *s;
     struct magazine *mag = &c->magazine[size_class];
     if (mag->count) {
-        b = magazine_pop(mag);
-        atomic_store_explicit(tag_of(b), LIVE_TAG(b), memory_order_relaxed);
+        b = magazine_pop(h, mag);
+        if (!b) {
+            /* a link or tag overwritten: nothing it names is handed out */
+            magazine_corrupted(h, mag);
+            return E_OUTOFMEMORY;
+        }
+        atomic_store_explicit(tag_of(b), live_tag(h, b), memory_order_relaxed);
         if (file)
             goto note_debug;
         *out = b;
         return S_OK;
     }
+    bool corrupt = false;
     s = c->current[size_class];
-    if (!s || !(b = span_pop(s))) {
+    if (!s || !(b = span_pop(h, s, &corrupt))) {
+        if (corrupt)
+            return E_OUTOFMEMORY;
         HRESULT hr = refill(h, c, size_class, level, &s);
         policy_deliver(h->m); /* a new span moved the load: tell the runtime, lock-free here */
         if (hr != S_OK)
             return hr;
-        b = span_pop(s);
+        if (!(b = span_pop(h, s, &corrupt)))
+            return E_OUTOFMEMORY; /* its list was overwritten (refill leaves one with a block) */
     }
-    atomic_store_explicit(tag_of(b), LIVE_TAG(b), memory_order_relaxed);
+    atomic_store_explicit(tag_of(b), live_tag(h, b), memory_order_relaxed);
     atomic_store_explicit(&s->used, atomic_load_explicit(&s->used, memory_order_relaxed) + 1,
                           memory_order_relaxed);
 note_debug:
@@ -878,7 +1054,7 @@ static __attribute__((noinline)) HRESULT free_to_span(struct heap *h, struct tca
                                                       struct span *s, unsigned size_class,
                                                       void *pointer)
 {
-    *(void **)pointer = s->free;
+    link_write(h, pointer, s->free);
     s->free = pointer;
     uint32_t used = atomic_load_explicit(&s->used, memory_order_relaxed) - 1;
     atomic_store_explicit(&s->used, used, memory_order_relaxed);
@@ -899,14 +1075,15 @@ static __attribute__((noinline)) HRESULT free_to_span(struct heap *h, struct tca
 static __attribute__((noinline)) HRESULT free_remote(struct heap *h, struct span *s,
                                                      struct tcache *owner, void *pointer)
 {
-    uintptr_t live = LIVE_TAG(pointer);
+    uintptr_t live = live_tag(h, pointer);
+    /* claimed: 0 until its link and free tag are written */
     if (!atomic_compare_exchange_strong_explicit(tag_of(pointer), &live, 0, memory_order_acq_rel,
                                                  memory_order_relaxed))
-        return HOST_E_INVALIDOPERATION; /* freed already, or its head overwritten */
+        return free_refused(h, pointer, live); /* freed already, or its tag overwritten */
     debug_forget(h, (uintptr_t)pointer);
     void *head = atomic_load_explicit(&s->remote, memory_order_relaxed);
     do
-        *(void **)pointer = head;
+        link_write(h, pointer, head);
     while (!atomic_compare_exchange_weak_explicit(&s->remote, &head, pointer, memory_order_release,
                                                   memory_order_relaxed));
     uint32_t one = 1;
@@ -947,17 +1124,15 @@ static __attribute__((noinline)) HRESULT heap_free(struct heap *h, void *pointer
     /* Segments are 4 MiB aligned: the header is found without a load. The
      * address map says this is a heap segment of this manager; its header
      * says which heap. */
-    uintptr_t base = p & ~(uintptr_t)(SEGMENT_SIZE - 1);
-    struct segment *g = (struct segment *)base;
+    uintptr_t base = segment_base_of(pointer);
+    struct segment *g = segment_at(base);
     if (g->heap != h)
         return HOST_E_INVALIDOPERATION; /* another heap's */
     unsigned k = (unsigned)((p - base) >> SPAN_SHIFT);
     const struct span_desc *d = &g->desc[k];
-    if (atomic_load_explicit(&d->in_use, memory_order_acquire) != 2 || p < d->first)
-        return HOST_E_INVALIDOPERATION; /* not a span in use, or its header (span 0 never is) */
-    uint64_t offset = p - d->first;
-    uint32_t index = (uint32_t)((offset * d->reciprocal) >> 32);
-    if (index >= d->capacity || (uint64_t)index * d->stride != offset)
+    if (atomic_load_explicit(&d->in_use, memory_order_acquire) != 2)
+        return HOST_E_INVALIDOPERATION; /* not a span in use: the header and its guards never are */
+    if (!block_of_span(d, p))
         return HOST_E_INVALIDOPERATION; /* interior pointer, or a block's head */
     struct span *s = span_at(base, k);
     struct tcache *c = tcache_get(h);
@@ -966,17 +1141,17 @@ static __attribute__((noinline)) HRESULT heap_free(struct heap *h, void *pointer
         return free_remote(h, s, owner, pointer);
     /* The owner: only a racing free of the same block by another thread could
      * interfere, and that is the one double free this check cannot see. */
-    _Atomic uintptr_t *tag = tag_of(pointer);
-    if (atomic_load_explicit(tag, memory_order_relaxed) != LIVE_TAG(pointer))
-        return HOST_E_INVALIDOPERATION; /* freed already, or its head overwritten */
-    atomic_store_explicit(tag, 0, memory_order_relaxed);
+    uintptr_t tag = atomic_load_explicit(tag_of(pointer), memory_order_relaxed);
+    if (tag != live_tag(h, pointer))
+        return free_refused(h, pointer, tag); /* freed already, or its tag overwritten */
+    atomic_store_explicit(tag_of(pointer), 0, memory_order_relaxed); /* claimed, until its free tag */
     if (__builtin_expect(atomic_load_explicit(&h->debug_count, memory_order_relaxed) != 0, 0))
         debug_forget(h, p);
     unsigned size_class = d->size_class;
     struct magazine *mag = &c->magazine[size_class];
     if (__builtin_expect(mag->count >= mag->capacity, 0))
-        return free_to_span(h, c, s, size_class, pointer);
-    magazine_push(mag, pointer);
+        return free_to_span(h, c, s, size_class, pointer); /* its tag becomes a free tag there */
+    magazine_push(h, mag, pointer);
     return S_OK;
 }
 
@@ -1048,12 +1223,12 @@ static HRESULT STDMETHODCALLTYPE h_alloc(IHostMalloc *self, SIZE_T size, EMemory
         struct tcache *c = tcache_fast(h);
         if (__builtin_expect(c != NULL, 1)) {
             struct magazine *mag = &c->magazine[class_of(size)];
-            if (__builtin_expect(mag->count != 0, 1)) {
-                struct parked *b = magazine_pop(mag);
-                atomic_store_explicit(tag_of(b), LIVE_TAG(b), memory_order_relaxed);
+            void *b;
+            if (__builtin_expect(mag->count != 0, 1) && __builtin_expect((b = magazine_pop(h, mag)) != NULL, 1)) {
+                atomic_store_explicit(tag_of(b), live_tag(h, b), memory_order_relaxed);
                 *out = b;
                 return S_OK;
-            }
+            } /* an overwritten link: heap_alloc finds it again, counts and refuses */
         }
     }
     return heap_alloc(h, size, level, NULL, 0, out);
@@ -1080,20 +1255,14 @@ static HRESULT STDMETHODCALLTYPE h_free(IHostMalloc *self, void *pointer)
             base &&
         atomic_load_explicit(&h->m->state, memory_order_relaxed) == STATE_LIVE &&
         !atomic_load_explicit(&h->debug_count, memory_order_relaxed)) {
-        const struct span_desc *d = &((struct segment *)base)->desc[(p - base) >> SPAN_SHIFT];
+        const struct span_desc *d = &segment_at(base)->desc[(p - base) >> SPAN_SHIFT];
         struct tcache *c = tcache_fast(h);
-        uint64_t offset;
-        uint32_t index;
-        if (atomic_load_explicit(&d->in_use, memory_order_acquire) == 2 &&
-            (offset = p - d->first, index = (uint32_t)((offset * d->reciprocal) >> 32),
-             index < d->capacity && (uint64_t)index * d->stride == offset) &&
-            c && atomic_load_explicit(&d->owner, memory_order_relaxed) == c) {
-            _Atomic uintptr_t *tag = tag_of(pointer);
+        if (atomic_load_explicit(&d->in_use, memory_order_acquire) == 2 && block_of_span(d, p) && c &&
+            atomic_load_explicit(&d->owner, memory_order_relaxed) == c) {
             struct magazine *mag = &c->magazine[d->size_class];
-            if (atomic_load_explicit(tag, memory_order_relaxed) == LIVE_TAG(pointer) &&
+            if (atomic_load_explicit(tag_of(pointer), memory_order_relaxed) == live_tag(h, pointer) &&
                 mag->count < mag->capacity) {
-                atomic_store_explicit(tag, 0, memory_order_relaxed);
-                magazine_push(mag, pointer);
+                magazine_push(h, mag, pointer); /* its tag becomes a free tag */
                 return S_OK;
             }
         }
@@ -1116,9 +1285,9 @@ HRESULT heap_create(struct manager *m, DWORD type, IHostMalloc **out)
     HRESULT refused = (type & MALLOC_EXECUTABLE) ? policy_code_check(m, PAGE_EXECUTE_READWRITE) : S_OK;
     if (refused != S_OK)
         return refused;
-    pthread_once(&classes_once, classes_init);
+    pthread_once(&classes_once, heap_init);
     void *fresh;
-    int err = pages_alloc(sizeof(struct heap), &fresh); /* zeroed pages, not calloc (pool.c) */
+    int err = pages_alloc(m, sizeof(struct heap), &fresh); /* zeroed pages, not calloc (pool.c) */
     if (err)
         return os_refused(m, err, "mmap of a heap");
     struct heap *h = fresh;
@@ -1128,6 +1297,13 @@ HRESULT heap_create(struct manager *m, DWORD type, IHostMalloc **out)
     h->id = atomic_fetch_add(&next_heap_id, 1);
     h->threadsafe = (type & MALLOC_THREADSAFE) != 0;
     h->protect = (type & MALLOC_EXECUTABLE) ? PAGE_EXECUTE_READWRITE : PAGE_READWRITE;
+    /* the kernel's randomness, or its stand-in (os_random) */
+    uintptr_t keys[3] = {(uintptr_t)os_random(), (uintptr_t)os_random(), (uintptr_t)os_random()};
+    /* a live tag has the top bit; a free tag (next ^ key_free, next below 2^47)
+     * has bit 62 and not the top bit: never 0, never a live tag */
+    h->key_live = keys[0] | TAG_LIVE_BIT;
+    h->key_link = keys[1];
+    h->key_free = (keys[2] & ~TAG_LIVE_BIT) | TAG_FREE_BIT;
     for (size_t i = 0; i < SEGMENT_HASH; i++)
         atomic_init(&h->segment_hash[i], 1);
     tcache_init(&h->single, h);
@@ -1161,7 +1337,7 @@ HRESULT hostmem_heap_report(IHostMalloc *heap, FILE *out, size_t *live_blocks)
         return hr;
     size_t live = 0, bytes = 0;
     for (struct segment *g = h->segments; g; g = g->next) {
-        for (unsigned k = 1; k < SPANS_PER_SEGMENT; k++) {
+        for (unsigned k = first_span; k < SPANS_PER_SEGMENT; k++) {
             if (atomic_load_explicit(&g->desc[k].in_use, memory_order_relaxed) != 2)
                 continue;
             struct span *s = span_at(g->base, k);
@@ -1170,7 +1346,7 @@ HRESULT hostmem_heap_report(IHostMalloc *heap, FILE *out, size_t *live_blocks)
             const struct span_desc *d = &g->desc[k];
             for (uint32_t i = 0; i < d->capacity; i++) {
                 uintptr_t p = block_at(d, i);
-                if (atomic_load_explicit(tag_of((void *)p), memory_order_relaxed) != LIVE_TAG(p))
+                if (atomic_load_explicit(tag_of((void *)p), memory_order_relaxed) != live_tag(h, (void *)p))
                     continue;
                 struct block_info *e = ledger_find(&h->debug, p);
                 live++;

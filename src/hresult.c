@@ -5,6 +5,9 @@
  * The funnels, each the natural breakpoint for what it reports:
  *   os_refused()     every system call the kernel refused: counted, described
  *                    (HOSTMEM_DEBUG=1 in the environment), mapped to a result;
+ *   corruption_found() a heap structure found overwritten (a free-list link, a
+ *                    block's tag): counted in heap_corruptions, described
+ *                    (HOSTMEM_DEBUG=1); the caller refuses and follows nothing;
  *   manager_fail()   the single way into the disabled state (SPEC §2): after it
  *                    every call on the manager returns HOST_E_CLRNOTAVAILABLE;
  *                    "the manager could not vouch for its state";
@@ -35,6 +38,13 @@ HRESULT os_refused(struct manager *m, int err, const char *what)
     if (getenv("HOSTMEM_DEBUG"))
         fprintf(stderr, "hostmem: manager %u: %s refused (errno %d)\n", m->id, what, err);
     return E_OUTOFMEMORY;
+}
+
+void corruption_found(struct manager *m, const char *what)
+{
+    atomic_fetch_add_explicit(&m->heap_corruptions, 1, memory_order_relaxed);
+    if (getenv("HOSTMEM_DEBUG"))
+        fprintf(stderr, "hostmem: manager %u: heap corruption: %s\n", m->id, what);
 }
 
 HRESULT os_refused_stuck(struct manager *m, int err, const char *what)

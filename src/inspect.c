@@ -70,7 +70,7 @@ static HRESULT arenas_sorted(struct manager *m, struct arena_list *l)
     void *fresh;
     l->m = m;
     l->capacity = n ? n : 1;
-    int err = pages_alloc(l->capacity * sizeof *l->items, &fresh);
+    int err = pages_scratch_alloc(l->capacity * sizeof *l->items, &fresh);
     if (err)
         return os_refused(m, err, "mmap of a list of arenas");
     l->items = fresh;
@@ -83,7 +83,7 @@ static HRESULT arenas_sorted(struct manager *m, struct arena_list *l)
 
 static void arenas_free(struct arena_list *l)
 {
-    pages_free(l->m, l->items, l->capacity * sizeof *l->items);
+    pages_scratch_free(l->m, l->items, l->capacity * sizeof *l->items);
 }
 
 /* hostmem_walk, a reservation at a time: its regions, as VirtualQuery gives them. */
@@ -176,7 +176,7 @@ struct maps_list {
 
 static void maps_free(struct maps_list *l)
 {
-    pages_free(l->m, l->items, l->capacity * sizeof *l->items);
+    pages_scratch_free(l->m, l->items, l->capacity * sizeof *l->items);
     l->items = NULL;
 }
 
@@ -187,7 +187,7 @@ static int maps_collect(void *context, const struct os_mapping *m)
     if (l->count == l->capacity) {
         size_t capacity = l->capacity ? l->capacity * 2 : 1024;
         void *p;
-        int err = pages_alloc(capacity * sizeof *l->items, &p);
+        int err = pages_scratch_alloc(capacity * sizeof *l->items, &p);
         if (err) {
             l->failed = err;
             return 1;

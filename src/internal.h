@@ -151,6 +151,27 @@ static inline void os_advise_huge(void *address, size_t size)
         hostmem_os->advise_huge(address, size); /* a hint: its refusal changes nothing */
 }
 
+/* The library's books in mappings of their own with an inaccessible page on
+ * each side (os_map_guarded): m is whom a refused undo counts against (hresult.c's
+ * os_refused), or NULL; the errno of the refusal that failed it is returned for
+ * the caller to count, as every seam call's. */
+struct manager;
+HRESULT os_refused(struct manager *m, int err, const char *what) HIDDEN;
+static inline int os_map_books(struct manager *m, size_t size, size_t align, void **out)
+{
+    hm_assert(SEAM_RANGE(0, size) && align >= g_page);
+    int undo;
+    int err = os_map_guarded(size, align, out, &undo);
+    if (undo && m)
+        os_refused(m, undo, "munmap undoing a guarded mapping");
+    return err;
+}
+static inline int os_unmap_books(void *address, size_t size)
+{
+    hm_assert(SEAM_RANGE(address, size));
+    return os_unmap_guarded(address, size);
+}
+
 /* Reserved pages and arena slack: no access in strict mode, read-write in
  * compact mode (docs/modes.md). The one statement of that fact. */
 static inline int reserved_prot(bool compact)
@@ -175,7 +196,13 @@ void lock_fork_leave(struct manager *m, void **lock, bool child) HIDDEN;
 extern const hostmem_lock_ops lock_posix_ops HIDDEN;
 
 /* ---- the library's own memory (pool.c): never malloc ------------------------- */
-int pages_alloc(size_t bytes, void **out) HIDDEN; /* zeroed pages; an errno */
+/* zeroed pages, an inaccessible page on each side; an errno (m: whom a refused
+ * undo counts against, or NULL) */
+int pages_alloc(struct manager *m, size_t bytes, void **out) HIDDEN;
+/* Scratch pages for lists that live only during one call (validate's kernel
+ * check): no guards, so that they take one kernel mapping, not three. */
+int pages_scratch_alloc(size_t bytes, void **out) HIDDEN;
+void pages_scratch_free(struct manager *m, void *p, size_t bytes) HIDDEN;
 void pages_free(struct manager *m, void *p, size_t bytes) HIDDEN; /* m: whom a refusal counts against, or NULL */
 struct pool {
     pthread_mutex_t lock;
@@ -607,6 +634,7 @@ struct manager {
     struct remembered pending;      /* reservations that may hold pending runs */
     struct remembered slack;        /* stale slack (deferred.c), by base */
     _Atomic size_t stale_slacks;    /* how many there are */
+    _Atomic size_t heap_corruptions; /* heap structures found overwritten (hresult.c's corruption_found) */
 
     struct policy policy;
 
@@ -706,6 +734,9 @@ void policy_after_fork(struct manager *m) HIDDEN; /* no sender, no waiter, no mo
 HRESULT os_refused(struct manager *m, int err, const char *what) HIDDEN;
 HRESULT os_refused_stuck(struct manager *m, int err, const char *what) HIDDEN; /* -> E_FAIL */
 HRESULT manager_fail(struct manager *m, const char *why) HIDDEN; /* -> E_FAIL, disabled */
+/* A heap's free-list link or block tag found overwritten: counted
+ * (heap_corruptions), described under HOSTMEM_DEBUG; the caller refuses. */
+void corruption_found(struct manager *m, const char *what) HIDDEN;
 static inline HRESULT manager_check(struct manager *m)
 {
     return atomic_load_explicit(&m->state, memory_order_acquire) == STATE_LIVE

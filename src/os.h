@@ -83,6 +83,19 @@ int os_find_mapping(uintptr_t address, struct os_mapping *found, uintptr_t *next
  * over-mapped by align and trimmed. Uses the seam's map and unmap; an errno. */
 int os_map_aligned(void *hint, size_t size, size_t align, int prot, void **out);
 
+/* Metadata mappings (docs/security-metadata.md): size bytes readable and
+ * writable, aligned to align (a page, or a larger power of two), with one
+ * inaccessible page just below and one just above, inside the same mapping,
+ * so that no page the runtime is handed can lie directly beside the library's
+ * books whatever the kernel or a fixed-address VirtualAlloc puts next to them.
+ * Uses the seam's map, unmap and protect (faults injected there apply); an
+ * errno, nothing left mapped on failure - unless the unmap undoing a refused
+ * protect is refused too, whose errno is then left in *undo_refused (else 0)
+ * for the caller to count. os_unmap_guarded gives back what os_map_guarded
+ * returned, guards included. */
+int os_map_guarded(size_t size, size_t align, void **out, int *undo_refused);
+int os_unmap_guarded(void *address, size_t size);
+
 /* The process's address-space limit through the table in force (its
  * address_limit): bytes, UINT64_MAX when there is none or the seam cannot tell. */
 uint64_t os_address_limit(void);

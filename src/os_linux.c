@@ -2,8 +2,8 @@
  * os_linux.c - the only file that talks to the kernel about memory.
  *
  * Owns: mmap, munmap, mprotect, madvise, the reading of /proc/self/maps and
- * of small /proc files, getrlimit(RLIMIT_AS), and the kernel's write tracking
- * (userfaultfd and PAGEMAP_SCAN).
+ * of small /proc files, getrlimit(RLIMIT_AS), the kernel's write tracking
+ * (userfaultfd and PAGEMAP_SCAN), and its randomness (getrandom).
  * Must never: allocate heap memory (VirtualQuery reaches walk_mappings while
  * other threads may be suspended inside malloc), or map anything MAP_FIXED over
  * memory it was not given (reservations at fixed addresses use
@@ -550,3 +550,60 @@ size_t os_page_size(void)
     long p = sysconf(_SC_PAGESIZE);
     return p > 0 ? (size_t)p : 4096;
 }
+
+/* The page size, read once (os_map_guarded is on the metadata paths). */
+static size_t guard_page(void)
+{
+    static _Atomic size_t page;
+    size_t p = atomic_load_explicit(&page, memory_order_relaxed);
+    if (!p) {
+        p = os_page_size();
+        atomic_store_explicit(&page, p, memory_order_relaxed);
+    }
+    return p;
+}
+
+/*
+ * [guard][size bytes, read-write][guard]: mapped inaccessible whole (over-mapped
+ * by align when align is more than a page, the excess trimmed off), then the
+ * middle made writable. Three kernel mappings at most; a guard merges with an
+ * inaccessible neighbour. An aligned middle keeps a 2 MiB chunk eligible for a
+ * huge page.
+ */
+int os_map_guarded(size_t size, size_t align, void **out, int *undo_refused)
+{
+    *undo_refused = 0;
+    size_t page = guard_page();
+    if (align < page)
+        align = page;
+    size_t total = size + 2 * page, extra = align > page ? align : 0;
+    if (size == 0 || total < size || total + extra < total)
+        return ENOMEM;
+    void *p;
+    int err = hostmem_os->map(NULL, total + extra, OS_PROT_NONE, 0, &p);
+    if (err)
+        return err;
+    uintptr_t a = (uintptr_t)p;
+    uintptr_t start = (a + page + align - 1) & ~(uintptr_t)(align - 1); /* the middle */
+    uintptr_t low = start - page, high = start + size + page;
+    if (extra) {
+        /* the excess below and above; a refused trim leaves it mapped, inaccessible */
+        if (low > a)
+            hostmem_os->unmap(p, low - a);
+        if (a + total + extra > high)
+            hostmem_os->unmap((void *)high, a + total + extra - high);
+    }
+    if ((err = hostmem_os->protect((void *)start, size, OS_PROT_READ | OS_PROT_WRITE)) != 0) {
+        *undo_refused = hostmem_os->unmap((void *)low, high - low);
+        return err;
+    }
+    *out = (void *)start;
+    return 0;
+}
+
+int os_unmap_guarded(void *address, size_t size)
+{
+    size_t page = guard_page();
+    return hostmem_os->unmap((char *)address - page, size + 2 * page);
+}
+

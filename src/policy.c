@@ -460,7 +460,7 @@ HRESULT policy_acquired_space(struct manager *m, uintptr_t start, size_t size)
     if (p->range_count == p->range_capacity) {
         size_t capacity = p->range_capacity ? p->range_capacity * 2 : 256;
         void *grown;
-        int err = pages_alloc(capacity * sizeof *p->ranges, &grown);
+        int err = pages_alloc(m, capacity * sizeof *p->ranges, &grown);
         if (err) {
             lock_leave(m, p->external_lock);
             return os_refused(m, err, "mmap of the runtime's range list");

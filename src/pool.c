@@ -5,7 +5,8 @@
  *
  * Two kinds. pages_alloc/pages_free: zeroed whole pages from the seam, for
  * objects that come and go with a manager or a heap (the manager itself, a
- * heap, a thread's cache, growing arrays). pool_alloc/pool_free: small objects
+ * heap, a thread's cache, growing arrays), each mapping with an inaccessible
+ * page on either side (os_map_guarded). pool_alloc/pool_free: small objects
  * of one size that live outside any manager (the default POSIX locks, the
  * heap's per-thread records), carved from 64 KiB chunks that are never
  * unmapped, with a free list under the pool's own mutex.
@@ -20,19 +21,36 @@
 
 #define POOL_CHUNK ((size_t)64 << 10)
 
-int pages_alloc(size_t bytes, void **out)
+int pages_alloc(struct manager *m, size_t bytes, void **out)
 {
     hm_assert(bytes != 0);
-    return os_map(NULL, page_up(bytes), OS_PROT_READ | OS_PROT_WRITE, false, out);
+    /* an inaccessible page on each side: no page handed to the runtime can
+     * touch the library's objects (docs/security-metadata.md) */
+    return os_map_books(m, page_up(bytes), g_page, out);
 }
 
 void pages_free(struct manager *m, void *p, size_t bytes)
 {
     if (!p)
         return;
-    int err = os_unmap(p, page_up(bytes));
+    int err = os_unmap_books(p, page_up(bytes));
     if (err && m) /* the pages stay mapped, unused: counted against m */
         os_refused(m, err, "munmap of the library's own pages");
+}
+
+int pages_scratch_alloc(size_t bytes, void **out)
+{
+    hm_assert(bytes != 0);
+    return os_map(NULL, page_up(bytes), OS_PROT_READ | OS_PROT_WRITE, false, out);
+}
+
+void pages_scratch_free(struct manager *m, void *p, size_t bytes)
+{
+    if (!p)
+        return;
+    int err = os_unmap(p, page_up(bytes));
+    if (err && m)
+        os_refused(m, err, "munmap of the library's scratch pages");
 }
 
 _Atomic size_t pool_bytes; /* address space the pools keep for the process (tests account for it) */
@@ -85,12 +103,12 @@ int pool_alloc(struct pool *pool, void **out)
     } else {
         if (pool->left < pool->size) {
             void *chunk;
-            int err = pages_alloc(POOL_CHUNK, &chunk);
+            int err = pages_alloc(NULL, POOL_CHUNK, &chunk);
             if (err) {
                 pthread_mutex_unlock(&pool->lock);
                 return err;
             }
-            atomic_fetch_add_explicit(&pool_bytes, POOL_CHUNK, memory_order_relaxed);
+            atomic_fetch_add_explicit(&pool_bytes, POOL_CHUNK + 2 * g_page, memory_order_relaxed); /* and its guards */
             pool->bump = chunk;
             pool->left = POOL_CHUNK;
         }

@@ -96,12 +96,14 @@ static int leaf_new(size_t bytes, void **out)
             continue;
         }
         void *p;
-        int err = os_map_aligned(NULL, LEAF_CHUNK, LEAF_CHUNK, OS_PROT_READ | OS_PROT_WRITE, &p);
+        /* an inaccessible page on each side: leaves hold reservations' records,
+         * never beside a page the runtime is handed (docs/security-metadata.md) */
+        int err = os_map_books(NULL, LEAF_CHUNK, LEAF_CHUNK, &p);
         if (err)
             return err;
         uintptr_t aligned = (uintptr_t)p;
         os_advise_huge(p, LEAF_CHUNK);
-        atomic_fetch_add(&radix_leaf_bytes, LEAF_CHUNK);
+        atomic_fetch_add(&radix_leaf_bytes, LEAF_CHUNK + 2 * g_page);
         /* the first leaf is ours; the rest of the chunk is offered to everyone
          * (if another thread refilled the pool meanwhile, the rest goes unused) */
         atomic_compare_exchange_strong_explicit(&leaf_pool, &next, aligned + bytes, memory_order_acq_rel,

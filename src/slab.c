@@ -2,7 +2,9 @@
  * slab.c - type-stable memory for hostmem's metadata.
  *
  * Objects come in power-of-two classes (32 B and up) carved from chunks the OS
- * seam maps. Memory of a class stays memory of that class until the slab is
+ * seam maps, each with an inaccessible page on either side (os_map_guarded),
+ * as the give-back reserve has: no page the runtime is handed lies beside
+ * them. Memory of a class stays memory of that class until the slab is
  * destroyed with its manager: a lock-free reader that holds a stale pointer
  * reads a valid (if outdated) object and detects it with the latch sequence,
  * never a fault. The free-list link lives in the last word of each slot, which
@@ -63,13 +65,14 @@ static int chunk_new(struct slab *s, size_t size, void **out)
     size = page_up(size);
     void *p;
     int err;
+    /* with an inaccessible page on each side (docs/security-metadata.md) */
     if (size == CHUNK_HUGE) {
         /* 2 MiB aligned, so that the kernel can back it with one huge page: a
          * million reservations' metadata then costs 32 TLB entries, not 16,000 */
-        if ((err = os_map_aligned(NULL, CHUNK_HUGE, CHUNK_HUGE, OS_PROT_READ | OS_PROT_WRITE, &p)) != 0)
+        if ((err = os_map_books(s->reserve ? s->reserve->m : NULL, CHUNK_HUGE, CHUNK_HUGE, &p)) != 0)
             return err;
         os_advise_huge(p, CHUNK_HUGE);
-    } else if ((err = os_map(NULL, size, OS_PROT_READ | OS_PROT_WRITE, false, &p)) != 0) {
+    } else if ((err = os_map_books(s->reserve ? s->reserve->m : NULL, size, g_page, &p)) != 0) {
         return err;
     }
     struct slab_chunk *chunk = p;
@@ -135,13 +138,16 @@ int slab_reserve_init(struct slab_reserve *v, struct manager *m, size_t size)
     size = page_up(size);
     size_t ready = SLAB_RESERVE_READY < size ? SLAB_RESERVE_READY : size;
     void *p;
-    int err = os_map(NULL, size, OS_PROT_NONE, false, &p);
+    /* a page more at each end that stays inaccessible: the writable prefix
+     * never grows past end, and nothing lies just below base */
+    int err = os_map(NULL, size + 2 * g_page, OS_PROT_NONE, false, &p);
     if (err)
         return err;
-    if ((err = os_protect(p, ready, OS_PROT_READ | OS_PROT_WRITE)) != 0) {
-        os_unmap(p, size); /* nobody has seen it */
+    if ((err = os_protect((char *)p + g_page, ready, OS_PROT_READ | OS_PROT_WRITE)) != 0) {
+        os_unmap(p, size + 2 * g_page); /* nobody has seen it */
         return err;
     }
+    p = (char *)p + g_page;
     v->base = (uintptr_t)p;
     v->end = v->base + size;
     v->m = m;
@@ -152,8 +158,8 @@ int slab_reserve_init(struct slab_reserve *v, struct manager *m, size_t size)
 
 void slab_reserve_fini(struct slab_reserve *v)
 {
-    if (v->base)
-        os_unmap((void *)v->base, v->end - v->base); /* the manager is going: nobody can see a refusal */
+    if (v->base) /* the manager is going: nobody can see a refusal */
+        os_unmap((void *)(v->base - g_page), v->end - v->base + 2 * g_page);
     memset(v, 0, sizeof *v);
 }
 
@@ -226,7 +232,7 @@ void slab_destroy(struct slab *s)
     struct slab_chunk *chunk = s->chunks;
     while (chunk) {
         struct slab_chunk *next = chunk->next;
-        os_unmap(chunk, chunk->size); /* the manager is going: nobody can see a refusal */
+        os_unmap_books(chunk, chunk->size); /* the manager is going: nobody can see a refusal */
         chunk = next;
     }
     memset(s, 0, sizeof *s);

@@ -40,7 +40,7 @@ static HRESULT watched_take(struct manager *m, uintptr_t base, uint64_t pages)
     size_t bytes = (size_t)((pages + 63) / 64) * sizeof(uint64_t);
     bytes = (bytes + g_page - 1) & ~(g_page - 1);
     void *bits;
-    int err = pages_alloc(bytes, &bits);
+    int err = pages_alloc(m, bytes, &bits);
     if (err)
         return os_refused(m, err, "mmap of the written pages' bitmap");
     for (size_t i = 0; i < WATCHED_SLOTS; i++) {

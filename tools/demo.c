@@ -21,13 +21,15 @@ static bool json, colour;
  * is 64 pages unless --commit-limit gives another; a budget of more pages than
  * DEMO_FILL_MAX is not filled (the refusals are then not shown). The walk
  * needs A's 4 committed pages, and for the heap its first segment's header
- * page and a 64 KiB span for each of its three block sizes (docs/heap.md):
- * walk_needs() bytes, 53 pages with 4 KiB pages; a smaller budget stops it at
- * the step refused (tests/test_cli.sh checks the boundary). */
+ * (8 KiB at most, in whole pages) between its two no-access guard pages and a
+ * 64 KiB span for each of its three block sizes (docs/heap.md): walk_needs()
+ * bytes, 56 pages with 4 KiB pages; a smaller budget stops it at the step
+ * refused (tests/test_cli.sh checks the boundary). */
 enum { A_PAGES = 44, DEMO_BUDGET_PAGES = 64, DEMO_FILL_MAX = 1024, A_COMMITTED_PAGES = 4, HEAP_SPANS = 3 };
 static size_t walk_needs(void)
 {
-    return (A_COMMITTED_PAGES + 1) * hostmem_page_size() + HEAP_SPANS * ((size_t)64 << 10);
+    size_t page = hostmem_page_size(), header = (8192 + page - 1) / page * page;
+    return (A_COMMITTED_PAGES + 2) * page + header + HEAP_SPANS * ((size_t)64 << 10);
 }
 static int steps; /* printed so far (the JSON separator) */
 
