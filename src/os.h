@@ -83,7 +83,7 @@ int os_find_mapping(uintptr_t address, struct os_mapping *found, uintptr_t *next
  * over-mapped by align and trimmed. Uses the seam's map and unmap; an errno. */
 int os_map_aligned(void *hint, size_t size, size_t align, int prot, void **out);
 
-/* Metadata mappings (docs/security-metadata.md): size bytes readable and
+/* Metadata mappings (docs/security.md): size bytes readable and
  * writable, aligned to align (a page, or a larger power of two), with one
  * inaccessible page just below and one just above, inside the same mapping,
  * so that no page the runtime is handed can lie directly beside the library's

@@ -25,7 +25,7 @@ int pages_alloc(struct manager *m, size_t bytes, void **out)
 {
     hm_assert(bytes != 0);
     /* an inaccessible page on each side: no page handed to the runtime can
-     * touch the library's objects (docs/security-metadata.md) */
+     * touch the library's objects (docs/security.md) */
     return os_map_books(m, page_up(bytes), g_page, out);
 }
 

@@ -97,7 +97,7 @@ static int leaf_new(size_t bytes, void **out)
         }
         void *p;
         /* an inaccessible page on each side: leaves hold reservations' records,
-         * never beside a page the runtime is handed (docs/security-metadata.md) */
+         * never beside a page the runtime is handed (docs/security.md) */
         int err = os_map_books(NULL, LEAF_CHUNK, LEAF_CHUNK, &p);
         if (err)
             return err;

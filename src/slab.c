@@ -65,7 +65,7 @@ static int chunk_new(struct slab *s, size_t size, void **out)
     size = page_up(size);
     void *p;
     int err;
-    /* with an inaccessible page on each side (docs/security-metadata.md) */
+    /* with an inaccessible page on each side (docs/security.md) */
     if (size == CHUNK_HUGE) {
         /* 2 MiB aligned, so that the kernel can back it with one huge page: a
          * million reservations' metadata then costs 32 TLB entries, not 16,000 */
