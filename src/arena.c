@@ -388,7 +388,7 @@ static HRESULT arena_create(struct manager *m, bool top_down, uint32_t n, size_t
     }
     uint32_t granules = (uint32_t)(size >> g_granule_shift);
     void *fresh = NULL;
-    int err = radix_prepare(base, base + size, false);
+    int err = radix_prepare(m, base, base + size, false);
     if (!err)
         err = slab_alloc(&m->arena_slab, arena_struct_bytes(granules), &fresh);
     if (err) {
@@ -560,14 +560,14 @@ static HRESULT reserve_standalone(struct manager *m, uintptr_t base, size_t size
             return hr == E_OUTOFMEMORY ? HRESULT_FROM_WIN32(ERROR_NO_SYSTEM_RESOURCES) : hr;
         }
         at = (uintptr_t)p;
-        if ((err = radix_prepare(at, at + span, true)) != 0) {
+        if ((err = radix_prepare(m, at, at + span, true)) != 0) {
             hr = os_refused(m, err, "mmap of an address-map leaf");
             goto unmap;
         }
     } else if (base) {
         if (base + span > ADDRESS_LIMIT || base + span < base)
             return HRESULT_FROM_WIN32(ERROR_INVALID_ADDRESS);
-        if ((err = radix_prepare(base, base + span, true)) != 0)
+        if ((err = radix_prepare(m, base, base + span, true)) != 0)
             return os_refused(m, err, "mmap of an address-map leaf");
         void *p;
         if ((err = os_map((void *)base, span, reserved_prot(m->compact), true, &p)) != 0)
@@ -578,7 +578,7 @@ static HRESULT reserve_standalone(struct manager *m, uintptr_t base, size_t size
         uintptr_t hint = standalone_hint(m, top_down, span, base_align);
         if ((hr = map_aligned(m, hint, top_down, span, base_align, &at, &refused)) != S_OK)
             return hr;
-        if ((err = radix_prepare(at, at + span, true)) != 0) {
+        if ((err = radix_prepare(m, at, at + span, true)) != 0) {
             hr = os_refused(m, err, "mmap of an address-map leaf");
             goto unmap;
         }

@@ -152,7 +152,7 @@ static inline void os_advise_huge(void *address, size_t size)
 }
 
 /* The library's books in mappings of their own with an inaccessible page on
- * each side (os_map_guarded): m is whom a refused undo counts against (hresult.c's
+ * each side (os_map_guarded): m is whom a refused trim or undo counts against (hresult.c's
  * os_refused), or NULL; the errno of the refusal that failed it is returned for
  * the caller to count, as every seam call's. */
 struct manager;
@@ -160,10 +160,10 @@ HRESULT os_refused(struct manager *m, int err, const char *what) HIDDEN;
 static inline int os_map_books(struct manager *m, size_t size, size_t align, void **out)
 {
     hm_assert(SEAM_RANGE(0, size) && align >= g_page);
-    int undo;
-    int err = os_map_guarded(size, align, out, &undo);
-    if (undo && m)
-        os_refused(m, undo, "munmap undoing a guarded mapping");
+    struct os_side side;
+    int err = os_map_guarded(size, align, out, &side);
+    for (int i = 0; m && i < side.refused; i++)
+        os_refused(m, side.err, "munmap trimming or undoing a guarded mapping");
     return err;
 }
 static inline int os_unmap_books(void *address, size_t size)
@@ -311,7 +311,7 @@ struct reservation *radix_slot(uintptr_t address) HIDDEN; /* the granule's recor
 /* Makes the leaves [start,end) needs exist. whole_ok: slots the range covers
  * whole may hold one entry instead (standalone reservations only: nothing else
  * is ever stored inside them). */
-int radix_prepare(uintptr_t start, uintptr_t end, bool whole_ok) HIDDEN; /* an errno */
+int radix_prepare(struct manager *m, uintptr_t start, uintptr_t end, bool whole_ok) HIDDEN; /* an errno */
 void radix_store_range(uintptr_t start, uintptr_t end, uintptr_t entry, bool whole_ok) HIDDEN;
 
 /* ---- reservations and their runs (reservation.c) ----------------------------- */

@@ -90,10 +90,15 @@ int os_map_aligned(void *hint, size_t size, size_t align, int prot, void **out);
  * books whatever the kernel or a fixed-address VirtualAlloc puts next to them.
  * Uses the seam's map, unmap and protect (faults injected there apply); an
  * errno, nothing left mapped on failure - unless the unmap undoing a refused
- * protect is refused too, whose errno is then left in *undo_refused (else 0)
- * for the caller to count. os_unmap_guarded gives back what os_map_guarded
- * returned, guards included. */
-int os_map_guarded(size_t size, size_t align, void **out, int *undo_refused);
+ * protect is refused too. Every refused side call (a trim of the excess, which
+ * then stays mapped and inaccessible, or the undo) is left in *side for the
+ * caller to count. os_unmap_guarded gives back what os_map_guarded returned,
+ * guards included. */
+struct os_side {
+    int refused; /* side calls the kernel refused */
+    int err;     /* the errno of the last of them */
+};
+int os_map_guarded(size_t size, size_t align, void **out, struct os_side *side);
 int os_unmap_guarded(void *address, size_t size);
 
 /* The process's address-space limit through the table in force (its

@@ -570,9 +570,19 @@ static size_t guard_page(void)
  * inaccessible neighbour. An aligned middle keeps a 2 MiB chunk eligible for a
  * huge page.
  */
-int os_map_guarded(size_t size, size_t align, void **out, int *undo_refused)
+/* A refused side call of os_map_guarded (a trim, the undo): counted in *side. */
+static void side_refused(struct os_side *side, int err)
 {
-    *undo_refused = 0;
+    if (err) {
+        side->refused++;
+        side->err = err;
+    }
+}
+
+int os_map_guarded(size_t size, size_t align, void **out, struct os_side *side)
+{
+    side->refused = 0;
+    side->err = 0;
     size_t page = guard_page();
     if (align < page)
         align = page;
@@ -589,12 +599,12 @@ int os_map_guarded(size_t size, size_t align, void **out, int *undo_refused)
     if (extra) {
         /* the excess below and above; a refused trim leaves it mapped, inaccessible */
         if (low > a)
-            hostmem_os->unmap(p, low - a);
+            side_refused(side, hostmem_os->unmap(p, low - a));
         if (a + total + extra > high)
-            hostmem_os->unmap((void *)high, a + total + extra - high);
+            side_refused(side, hostmem_os->unmap((void *)high, a + total + extra - high));
     }
     if ((err = hostmem_os->protect((void *)start, size, OS_PROT_READ | OS_PROT_WRITE)) != 0) {
-        *undo_refused = hostmem_os->unmap((void *)low, high - low);
+        side_refused(side, hostmem_os->unmap((void *)low, high - low));
         return err;
     }
     *out = (void *)start;

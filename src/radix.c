@@ -82,7 +82,7 @@ _Static_assert(((size_t)1 << (LEAF_SHIFT - 16)) * (sizeof(uintptr_t) + sizeof(st
 static _Atomic uintptr_t leaf_pool; /* next free byte; a chunk's end is 2 MiB aligned */
 _Atomic size_t radix_leaf_bytes HIDDEN; /* address space kept for leaves (tests account for it) */
 
-static int leaf_new(size_t bytes, void **out)
+static int leaf_new(struct manager *m, size_t bytes, void **out)
 {
     for (;;) {
         uintptr_t next = atomic_load_explicit(&leaf_pool, memory_order_acquire);
@@ -98,7 +98,7 @@ static int leaf_new(size_t bytes, void **out)
         void *p;
         /* an inaccessible page on each side: leaves hold reservations' records,
          * never beside a page the runtime is handed (docs/security.md) */
-        int err = os_map_books(NULL, LEAF_CHUNK, LEAF_CHUNK, &p);
+        int err = os_map_books(m, LEAF_CHUNK, LEAF_CHUNK, &p);
         if (err)
             return err;
         uintptr_t aligned = (uintptr_t)p;
@@ -113,7 +113,7 @@ static int leaf_new(size_t bytes, void **out)
     }
 }
 
-int radix_prepare(uintptr_t start, uintptr_t end, bool whole_ok)
+int radix_prepare(struct manager *m, uintptr_t start, uintptr_t end, bool whole_ok)
 {
     hm_assert(start < end && end <= ADDRESS_LIMIT); /* callers pass mapped address space */
     if (end > ADDRESS_LIMIT || start >= end)
@@ -127,7 +127,7 @@ int radix_prepare(uintptr_t start, uintptr_t end, bool whole_ok)
         if (v || (whole_ok && covers_slot(slot, start, end)))
             continue;
         void *fresh;
-        int err = leaf_new(leaf_bytes(), &fresh);
+        int err = leaf_new(m, leaf_bytes(), &fresh);
         if (err)
             return err;
         uintptr_t expected = 0;
