@@ -1282,7 +1282,7 @@ HRESULT heap_create(struct manager *m, DWORD type, IHostMalloc **out)
         return E_INVALIDARG;
     /* an executable heap is writable and executable: the dynamic-code policy's
      * (its segments ask again, so a policy tightened later stops their growth) */
-    HRESULT refused = (type & MALLOC_EXECUTABLE) ? policy_code_check(m, PAGE_EXECUTE_READWRITE) : S_OK;
+    HRESULT refused = (type & MALLOC_EXECUTABLE) ? policy_code_refusal(m, PAGE_EXECUTE_READWRITE) : S_OK;
     if (refused != S_OK)
         return refused;
     pthread_once(&classes_once, heap_init);

@@ -20,6 +20,19 @@
 
 #include "internal.h"
 
+/* The library's books in a guarded mapping (os_map_guarded), each refused side
+ * call (a trim, the undo) counted against m (NULL: nobody's); the errno of the
+ * refusal that failed it is returned for the caller to count. */
+int os_map_books(struct manager *m, size_t size, size_t align, void **out)
+{
+    hm_assert(SEAM_RANGE(0, size) && align >= g_page);
+    struct os_side side;
+    int err = os_map_guarded(size, align, out, &side);
+    for (int i = 0; m && i < side.refused; i++)
+        os_refused(m, side.err, "munmap trimming or undoing a guarded mapping");
+    return err;
+}
+
 HRESULT manager_fail(struct manager *m, const char *why)
 {
     int live = STATE_LIVE;

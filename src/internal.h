@@ -157,15 +157,7 @@ static inline void os_advise_huge(void *address, size_t size)
  * the caller to count, as every seam call's. */
 struct manager;
 HRESULT os_refused(struct manager *m, int err, const char *what) HIDDEN;
-static inline int os_map_books(struct manager *m, size_t size, size_t align, void **out)
-{
-    hm_assert(SEAM_RANGE(0, size) && align >= g_page);
-    struct os_side side;
-    int err = os_map_guarded(size, align, out, &side);
-    for (int i = 0; m && i < side.refused; i++)
-        os_refused(m, side.err, "munmap trimming or undoing a guarded mapping");
-    return err;
-}
+int os_map_books(struct manager *m, size_t size, size_t align, void **out) HIDDEN; /* hresult.c */
 static inline int os_unmap_books(void *address, size_t size)
 {
     hm_assert(SEAM_RANGE(address, size));
@@ -839,11 +831,8 @@ HRESULT policy_restrict_code(struct manager *m, uint32_t policy) HIDDEN;
  * protection the policy in force forbids; S_OK otherwise. */
 HRESULT policy_code_refusal(struct manager *m, DWORD protect) HIDDEN;
 #define PROTECT_EXECUTABLE (PAGE_EXECUTE | PAGE_EXECUTE_READ | PAGE_EXECUTE_READWRITE | PAGE_EXECUTE_WRITECOPY)
-/* Whether the policy may refuse protect: one load for an executable one, none else. */
-static inline HRESULT policy_code_check(struct manager *m, DWORD protect)
-{
-    return (protect & PROTECT_EXECUTABLE) ? policy_code_refusal(m, protect) : S_OK;
-}
+/* Callers test protect & PROTECT_EXECUTABLE before they call policy_code_refusal:
+ * a protection that executes nothing costs no call. */
 /* arena.c: unmaps arenas no reservation uses (the address-space cache). */
 size_t arena_trim(struct manager *m) HIDDEN;
 

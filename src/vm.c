@@ -425,7 +425,8 @@ HRESULT vm_alloc_ex(struct manager *m, void *address, SIZE_T size, DWORD type, D
         return E_INVALIDARG; /* Windows: whole large pages, at a large-page address */
     /* what may execute: after every argument check, before anything changes
      * (MEM_RESET ignores protect) */
-    if (!(type & (MEM_RESET | MEM_RESET_UNDO)) && (hr = policy_code_check(m, protect)) != S_OK)
+    if (!(type & (MEM_RESET | MEM_RESET_UNDO)) && (protect & PROTECT_EXECUTABLE) &&
+        (hr = policy_code_refusal(m, protect)) != S_OK)
         return hr;
     if ((type & MEM_LARGE_PAGES) && !large)
         return HRESULT_FROM_WIN32(ERROR_NO_SYSTEM_RESOURCES);
@@ -582,7 +583,7 @@ HRESULT vm_protect(struct manager *m, void *address, SIZE_T size, DWORD protect,
         return E_POINTER;
     if (!protect_valid(protect))
         return E_INVALIDARG;
-    if ((hr = policy_code_check(m, protect)) != S_OK)
+    if ((protect & PROTECT_EXECUTABLE) && (hr = policy_code_refusal(m, protect)) != S_OK)
         return hr; /* before the range is looked at: nothing changes */
     struct locked l;
     uintptr_t start, end;
