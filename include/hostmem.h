@@ -511,7 +511,8 @@ typedef struct hostmem_stats {
     size_t purge_pending_bytes;  /* decommitted bytes not yet given back to the kernel (deferred
                                     discard): not committed, not charged, still resident */
     size_t dynamic_code_refusals; /* VirtualAlloc, VirtualProtect and CreateMalloc calls the
-                                    dynamic-code policy refused */
+                                    dynamic-code policy refused, and an executable heap's
+                                    growth refused after a tightening */
     uint32_t dynamic_code;       /* the policy in force (HOSTMEM_CODE_*) */
     size_t heap_corruptions;     /* heap free-list links and block tags found overwritten (a
                                     write into freed or neighbouring memory): each one refused,

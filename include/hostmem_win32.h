@@ -158,8 +158,8 @@ void SetLastError(DWORD dwErrCode);
  * through hostmem.h; NULL if it could not be created (the last error says
  * why). The manager lives as long as the process: never Release it to zero.
  * Its dynamic-code policy is HOSTMEM_DYNAMIC_CODE from the environment when it
- * is created ("any", "wx" or "none"; another value is refused with
- * ERROR_INVALID_PARAMETER by every call), and can be tightened later with
+ * is created ("any", "wx" or "none"; empty or unset is "any"; another value
+ * is refused with ERROR_INVALID_PARAMETER by every call), and can be tightened later with
  * hostmem_restrict_dynamic_code(hostmem_win32_manager(), ...).
  */
 struct IHostMemoryManager;

@@ -1225,10 +1225,40 @@ TEST(executable_heap_cannot_add_a_segment_after_tightening)
                   segments);
 }
 
+/* Argument errors come first: MEM_LARGE_PAGES with a size
+ * that is not a whole number of large pages is E_INVALIDARG (SPEC §3, type
+ * rules) whatever the protection, and no refusal of dynamic code is counted. */
+TEST(large_page_size_error_comes_before_the_policy)
+{
+    if (!hostmem_large_page_minimum())
+        TEST_SKIP("no large pages here");
+    hostmem_config c = {sizeof c};
+    c.dynamic_code = HOSTMEM_CODE_NONE;
+    IHostMemoryManager *m = NULL;
+    REQUIRE_HR(hostmem_create(&c, &m), S_OK);
+    void *p = NULL;
+    CHECK_HR(IHostMemoryManager_VirtualAlloc(m, NULL, P, MEM_RESERVE | MEM_COMMIT | MEM_LARGE_PAGES, PAGE_READWRITE,
+                                             eTaskCritical, &p), E_INVALIDARG);
+    CHECK_HR(IHostMemoryManager_VirtualAlloc(m, NULL, P, MEM_RESERVE | MEM_COMMIT | MEM_LARGE_PAGES, PAGE_EXECUTE_READ,
+                                             eTaskCritical, &p), E_INVALIDARG);
+    CHECK_EQ(stats_of(m).dynamic_code_refusals, 0);
+    CHECK_EQ(IHostMemoryManager_Release(m), 0);
+}
+
+/* Every result code the library returns has a name (hostmem_result_name), as
+ * the others do: the policy's two. */
+TEST(result_names_cover_the_policy_results)
+{
+    CHECK(hostmem_result_name(HOSTMEM_E_DYNAMIC_CODE_BLOCKED) != NULL);
+    CHECK(hostmem_result_name(E_ACCESSDENIED) != NULL);
+}
+
 int main(void)
 {
     P = hostmem_page_size();
     G = hostmem_granularity();
+    RUN(large_page_size_error_comes_before_the_policy);
+    RUN(result_names_cover_the_policy_results);
     RUN(reserve_result_by_policy_and_protection_refusal_changes_nothing);
     RUN(commit_result_by_policy_and_protection_refusal_changes_nothing);
     RUN(protect_result_by_policy_and_protection_refusal_changes_nothing);
