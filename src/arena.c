@@ -114,6 +114,21 @@ static uintptr_t place_cursor(struct place *p)
     return cursor; /* another manager drew first */
 }
 
+/* Where size bytes aligned to align go in p after a gap from cursor: their
+ * start, with *next the cursor past them; 0 once the place is spent. */
+static uintptr_t place_next(const struct place *p, uintptr_t cursor, uintptr_t gap, size_t size, size_t align,
+                            uintptr_t *next)
+{
+    if (p->down) {
+        if (cursor < TOP_FLOOR + gap + size + align)
+            return 0;
+        return *next = (cursor - gap - size) & ~(uintptr_t)(align - 1);
+    }
+    uintptr_t start = (cursor + gap + align - 1) & ~(uintptr_t)(align - 1);
+    *next = start + size;
+    return *next > ADDRESS_LIMIT ? 0 : start;
+}
+
 /* Claims size bytes aligned to align from p, after a random gap: where to ask
  * the kernel for them, or 0 (the kernel's own choice) once the place is spent. */
 static uintptr_t place_claim(struct place *p, size_t size, size_t align)
@@ -122,17 +137,9 @@ static uintptr_t place_claim(struct place *p, size_t size, size_t align)
     uint64_t gaps = size >> g_granule_shift > PLACE_GAP ? size >> g_granule_shift : PLACE_GAP;
     uintptr_t gap = (uintptr_t)(os_random() % gaps) << g_granule_shift;
     for (;;) {
-        uintptr_t start, next;
-        if (p->down) {
-            if (cursor < TOP_FLOOR + gap + size + align)
-                return 0;
-            start = next = (cursor - gap - size) & ~(uintptr_t)(align - 1);
-        } else {
-            start = (cursor + gap + align - 1) & ~(uintptr_t)(align - 1);
-            next = start + size;
-            if (next > ADDRESS_LIMIT)
-                return 0;
-        }
+        uintptr_t next, start = place_next(p, cursor, gap, size, align, &next);
+        if (!start)
+            return 0;
         if (atomic_compare_exchange_weak_explicit(&p->cursor, &cursor, next, memory_order_relaxed,
                                                   memory_order_relaxed))
             return start;
@@ -282,10 +289,9 @@ static uintptr_t standalone_hint(struct manager *m, bool top_down, size_t size, 
 {
     if (m->fixed_placement)
         return top_down ? 0 : m->next_hint;
-    uintptr_t cursor = place_cursor(top_down ? &top_place : &bottom_place);
-    if (!top_down)
-        return (cursor + align - 1) & ~(uintptr_t)(align - 1);
-    return cursor >= TOP_FLOOR + size + align ? (cursor - size) & ~(uintptr_t)(align - 1) : 0;
+    struct place *p = top_down ? &top_place : &bottom_place;
+    uintptr_t next;
+    return place_next(p, place_cursor(p), 0, size, align, &next); /* asked, not claimed */
 }
 
 static HRESULT map_aligned_at(struct manager *m, uintptr_t hint, size_t size, size_t align,
