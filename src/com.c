@@ -87,27 +87,37 @@ static ULONG STDMETHODCALLTYPE m_release(IHostMemoryManager *self)
 }
 
 /* ---- counting calls --------------------------------------------------------------------- */
-/* The calling thread's shard: its stack address, hashed by the MiB, tells
- * threads apart without TLS or a system call (stacks are megabytes apart). */
-static inline struct call_shard *call_shard_here(struct manager *m)
+/* A count in the calling thread's block: its slot's alone, so one add without
+ * the lock prefix - a single instruction, which a signal handler that calls
+ * the manager (on the same block) cannot split. The shared block of threads
+ * without a slot, and any build without that instruction (or whose accesses
+ * ThreadSanitizer must see), count with an atomic add. */
+static inline void count_one(_Atomic size_t *c, bool shared)
 {
-    char here;
-    uint64_t h = ((uintptr_t)&here >> 20) * 0x9E3779B97F4A7C15ull;
-    return &m->call_shards[h >> 60 & (CALL_SHARDS - 1)];
+#if defined(__x86_64__) && !HM_TSAN
+    if (__builtin_expect(!shared, 1)) {
+        __asm__ volatile("addq $1, %0" : "+m"(*(size_t *)c));
+        return;
+    }
+#else
+    (void)shared;
+#endif
+    atomic_fetch_add_explicit(c, 1, memory_order_relaxed);
 }
-_Static_assert((CALL_SHARDS & (CALL_SHARDS - 1)) == 0 && CALL_SHARDS <= 16, "a shard from 4 bits of a hash");
 
 /* Counts a call of method (and of kind, unless HOSTMEM_METHODS) and its result. */
 static inline HRESULT counted(struct manager *m, unsigned method, unsigned kind, HRESULT hr)
 {
-    struct call_shard *s = call_shard_here(m);
-    atomic_fetch_add_explicit(&s->calls[method], 1, memory_order_relaxed);
+    unsigned slot = thread_slot();
+    struct call_counts *c = &m->call_counts[slot];
+    bool shared = slot == THREAD_SLOTS;
+    count_one(&c->calls[method], shared);
     if (kind < HOSTMEM_METHODS)
-        atomic_fetch_add_explicit(&s->calls[kind], 1, memory_order_relaxed);
+        count_one(&c->calls[kind], shared);
     if (hr != S_OK) {
-        atomic_fetch_add_explicit(&s->failures[method], 1, memory_order_relaxed);
+        count_one(&c->failures[method], shared);
         if (kind < HOSTMEM_METHODS)
-            atomic_fetch_add_explicit(&s->failures[kind], 1, memory_order_relaxed);
+            count_one(&c->failures[kind], shared);
     }
     return hr;
 }
@@ -178,13 +188,19 @@ static HRESULT virtual_query(struct manager *m, void *address, void *buffer, SIZ
         return E_POINTER;
     if (length < sizeof(MEMORY_BASIC_INFORMATION))
         return HRESULT_FROM_WIN32(ERROR_BAD_LENGTH);
-    MEMORY_BASIC_INFORMATION info;
-    hr = vm_query(m, address, &info);
-    if (hr != S_OK)
-        return hr;
-    memcpy(buffer, &info, sizeof info);
-    *result = sizeof info;
-    return S_OK;
+    if ((uintptr_t)buffer % _Alignof(MEMORY_BASIC_INFORMATION) == 0) {
+        /* straight into the caller's buffer (a copy through one of ours would
+         * load what was just stored in other widths: a stall of its own) */
+        hr = vm_query(m, address, buffer);
+    } else {
+        MEMORY_BASIC_INFORMATION info;
+        hr = vm_query(m, address, &info);
+        if (hr == S_OK)
+            memcpy(buffer, &info, sizeof info);
+    }
+    if (hr == S_OK)
+        *result = sizeof(MEMORY_BASIC_INFORMATION);
+    return hr;
 }
 
 static HRESULT STDMETHODCALLTYPE m_virtual_query(IHostMemoryManager *self, void *address,
@@ -412,11 +428,14 @@ HRESULT hostmem_get_stats(IHostMemoryManager *manager, hostmem_stats *stats)
     s.purge_pending_bytes = LOAD(m->pending_pages) << g_page_shift;
     for (size_t i = 0; i < sizeof s.notifications / sizeof s.notifications[0]; i++)
         s.notifications[i] = LOAD(p->notifications[i]);
-    for (unsigned k = 0; k < CALL_SHARDS; k++)
+    for (unsigned k = 0, used = thread_slots_used(); k <= THREAD_SLOTS; k++) {
+        if (k == used) /* past the slots ever taken: the shared block */
+            k = THREAD_SLOTS;
         for (unsigned i = 0; i < HOSTMEM_METHODS; i++) {
-            s.calls[i] += LOAD(m->call_shards[k].calls[i]);
-            s.call_failures[i] += LOAD(m->call_shards[k].failures[i]);
+            s.calls[i] += LOAD(m->call_counts[k].calls[i]);
+            s.call_failures[i] += LOAD(m->call_counts[k].failures[i]);
         }
+    }
     s.external_bytes = LOAD(p->external_bytes);
     s.external_ranges = LOAD(p->external_ranges);
     s.memory_state = (DWORD)LOAD(p->state);

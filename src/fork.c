@@ -95,6 +95,7 @@ static void on_parent(void)
 static void on_child(void)
 {
     pool_fork_finish();
+    thread_slots_after_fork();
     heap_fork_finish(true);
     registry_fork_finish(manager_child);
 }
@@ -103,16 +104,7 @@ static void on_child(void)
  * detector cannot follow one thread holding more than 64 locks (it stops the
  * program): a ThreadSanitizer build of the library does without the handlers,
  * and the fork tests are skipped there (tests/test_host.c). */
-#if defined(__SANITIZE_THREAD__)
-#define FORK_HANDLERS 0
-#elif defined(__has_feature)
-#if __has_feature(thread_sanitizer)
-#define FORK_HANDLERS 0
-#endif
-#endif
-#ifndef FORK_HANDLERS
-#define FORK_HANDLERS 1
-#endif
+#define FORK_HANDLERS (!HM_TSAN)
 
 static void install(void)
 {

@@ -37,6 +37,18 @@
 
 #define HIDDEN __attribute__((visibility("hidden")))
 
+/* HM_TSAN: built with ThreadSanitizer (gcc says so one way, clang another) */
+#if defined(__SANITIZE_THREAD__)
+#define HM_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define HM_TSAN 1
+#endif
+#endif
+#ifndef HM_TSAN
+#define HM_TSAN 0
+#endif
+
 /* ---- assertions (hresult.c reports them) --------------------------------------------
  * Tiers over one constant that is always compiled, so debug code never rots
  * (jemalloc's config_debug; mimalloc's mi_assert tiers). HOSTMEM_ASSERT is 0 in
@@ -209,6 +221,23 @@ void pool_fork_prepare(void) HIDDEN;
 void pool_fork_finish(void) HIDDEN;
 int pool_alloc(struct pool *pool, void **out) HIDDEN; /* zeroed; an errno */
 void pool_free(struct pool *pool, void *p) HIDDEN;
+
+/* Thread slots (pool.c): a small number for each live thread that has called
+ * a manager, the lowest free one, given back when the thread ends and taken
+ * by the next. Per-thread blocks indexed by it (the call counters) are
+ * written by one thread at a time and never merged: a slot's next thread adds
+ * to what the last one counted. THREAD_SLOTS when every slot is taken (or the
+ * thread's exit cannot be heard): the caller's shared block. */
+#define THREAD_SLOTS 256
+extern __thread unsigned thread_slot_held __attribute__((tls_model("initial-exec"))) HIDDEN; /* slot + 1; 0: none yet */
+unsigned thread_slot_take(void) HIDDEN;
+unsigned thread_slots_used(void) HIDDEN; /* one past the highest slot ever taken */
+void thread_slots_after_fork(void) HIDDEN; /* the child: only the forking thread's slot is taken */
+static inline unsigned thread_slot(void)
+{
+    unsigned held = thread_slot_held;
+    return __builtin_expect(held != 0, 1) ? held - 1 : thread_slot_take();
+}
 
 /* ---- slabs (slab.c): type-stable metadata memory ----------------------------- */
 #define SLAB_CLASSES 40 /* 32, 48, 64, 96, 128, ...: two classes a doubling */
@@ -557,10 +586,11 @@ struct watched {
 #define STRIPES 64
 enum { STATE_LIVE = 0, STATE_DISABLED = 1, STATE_SHUTDOWN = 2 };
 
-/* Calls of each method (hostmem_stats.calls), in shards so that threads count
- * on lines of their own: a thread picks its shard by its stack (com.c). */
-#define CALL_SHARDS 16
-struct call_shard {
+/* Calls of each method (hostmem_stats.calls): a block for each thread slot,
+ * written by its thread alone with no locked instruction (com.c), and the last
+ * block, shared by threads without a slot, counted atomically. Reading adds
+ * the blocks of the slots ever taken. */
+struct call_counts {
     _Atomic size_t calls[HOSTMEM_METHODS];
     _Atomic size_t failures[HOSTMEM_METHODS];
 } __attribute__((aligned(64)));
@@ -631,7 +661,7 @@ struct manager {
     struct policy policy;
 
     struct stripe stripes[STRIPES];
-    struct call_shard call_shards[CALL_SHARDS];
+    struct call_counts call_counts[THREAD_SLOTS + 1]; /* last: the shared block */
     /* fork.c: which locks the forking thread entered before a fork */
     uint64_t fork_stripes;
     uint8_t fork_others; /* 1 arena, 2 callback, 4 external */

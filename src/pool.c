@@ -129,3 +129,72 @@ void pool_free(struct pool *pool, void *p)
     pool->free = p;
     pthread_mutex_unlock(&pool->lock);
 }
+
+/* ---- thread slots ----------------------------------------------------------------------- */
+/* A bit for each slot, taken lowest first so that the blocks in use stay
+ * dense; a thread's key gives its slot back when the thread ends. A thread
+ * whose key cannot be made keeps to the shared block: a slot it could not give
+ * back would be lost to every later thread. */
+__thread unsigned thread_slot_held __attribute__((tls_model("initial-exec")));
+static _Atomic uint64_t slot_taken[THREAD_SLOTS / 64];
+static _Atomic unsigned slots_used;
+static pthread_key_t slot_key;
+static bool slot_key_made;
+static pthread_once_t slot_once = PTHREAD_ONCE_INIT;
+
+/* The thread ends (or a later destructor of its asks again: then it takes a
+ * slot again, and the key's next round gives that one back). */
+static void slot_give_back(void *held)
+{
+    unsigned slot = (unsigned)(uintptr_t)held - 1;
+    thread_slot_held = 0;
+    if (slot < THREAD_SLOTS) /* release: the next taker sees this thread's counts */
+        atomic_fetch_and_explicit(&slot_taken[slot / 64], ~((uint64_t)1 << slot % 64), memory_order_release);
+}
+
+static void slot_key_make(void)
+{
+    slot_key_made = pthread_key_create(&slot_key, slot_give_back) == 0;
+}
+
+unsigned thread_slot_take(void)
+{
+    pthread_once(&slot_once, slot_key_make);
+    unsigned slot = THREAD_SLOTS;
+    for (unsigned w = 0; slot_key_made && w < THREAD_SLOTS / 64 && slot == THREAD_SLOTS; w++) {
+        uint64_t taken = atomic_load_explicit(&slot_taken[w], memory_order_relaxed);
+        while (~taken) {
+            unsigned bit = (unsigned)__builtin_ctzll(~taken);
+            if (atomic_compare_exchange_weak_explicit(&slot_taken[w], &taken, taken | (uint64_t)1 << bit,
+                                                      memory_order_acquire, memory_order_relaxed)) {
+                slot = w * 64 + bit;
+                break;
+            }
+        }
+    }
+    if (slot < THREAD_SLOTS && pthread_setspecific(slot_key, (void *)(uintptr_t)(slot + 1)) != 0) {
+        atomic_fetch_and_explicit(&slot_taken[slot / 64], ~((uint64_t)1 << slot % 64), memory_order_release);
+        slot = THREAD_SLOTS;
+    }
+    unsigned used = atomic_load_explicit(&slots_used, memory_order_relaxed);
+    while (slot < THREAD_SLOTS && used <= slot &&
+           !atomic_compare_exchange_weak_explicit(&slots_used, &used, slot + 1, memory_order_relaxed,
+                                                  memory_order_relaxed))
+        ;
+    thread_slot_held = slot + 1; /* the shared block too: asked once */
+    return slot;
+}
+
+unsigned thread_slots_used(void)
+{
+    return atomic_load_explicit(&slots_used, memory_order_acquire);
+}
+
+void thread_slots_after_fork(void)
+{
+    for (unsigned w = 0; w < THREAD_SLOTS / 64; w++)
+        atomic_store_explicit(&slot_taken[w], 0, memory_order_relaxed);
+    unsigned held = thread_slot_held;
+    if (held != 0 && held - 1 < THREAD_SLOTS)
+        atomic_store_explicit(&slot_taken[(held - 1) / 64], (uint64_t)1 << (held - 1) % 64, memory_order_relaxed);
+}

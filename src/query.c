@@ -88,6 +88,7 @@ static uintptr_t free_end(struct manager *m, uintptr_t address)
 
 static void fill_free(MEMORY_BASIC_INFORMATION *info, uintptr_t page, uintptr_t end)
 {
+    memset(info, 0, sizeof *info);
     info->BaseAddress = (void *)page;
     info->AllocationBase = NULL;
     info->AllocationProtect = 0;
@@ -113,13 +114,15 @@ static int image_step(void *context, const struct os_mapping *m)
     return 0;
 }
 
+/* Writes *info only to answer: a failure leaves it as it was (com.c hands in
+ * the caller's own buffer). */
 HRESULT vm_query(struct manager *m, void *address, MEMORY_BASIC_INFORMATION *info)
 {
     uintptr_t page = page_down((uintptr_t)address);
     struct run_snapshot view;
-    memset(info, 0, sizeof *info);
     enum owner o = classify(m, page, &view);
     if (o == OWNER_RESERVATION) {
+        memset(info, 0, sizeof *info);
         info->BaseAddress = (void *)page;
         info->AllocationBase = (void *)view.base;
         info->AllocationProtect = view.alloc_protect;
@@ -148,6 +151,7 @@ HRESULT vm_query(struct manager *m, void *address, MEMORY_BASIC_INFORMATION *inf
     uintptr_t ours = arena_next_start(m, page);
     if (ours < end)
         end = ours;
+    memset(info, 0, sizeof *info);
     info->BaseAddress = (void *)page;
     info->AllocationBase = (void *)found.start;
     info->AllocationProtect = protect_from_os(found.prot);

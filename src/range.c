@@ -94,10 +94,11 @@ HRESULT range_lock_stripe(struct manager *m, uintptr_t base, struct locked *out)
     return S_OK;
 }
 
-HRESULT range_lock(struct manager *m, uintptr_t address, HRESULT not_ours, unsigned flags, struct locked *out)
+/* range_lock past its first look: e is address's entry, one of m's. */
+HRESULT range_lock_entry(struct manager *m, uintptr_t address, uintptr_t e, HRESULT not_ours, unsigned flags,
+                         struct locked *out)
 {
-    for (;;) {
-        uintptr_t e = radix_load(address);
+    for (;; e = radix_load(address)) {
         if (entry_id(e) != m->id || entry_is_slack(e) || !e)
             return not_ours;
         if (!entry_is_heap(e) != !(flags & VM_HEAP))

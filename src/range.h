@@ -34,8 +34,18 @@ struct locked {
  * reservation of this manager holds the page), or a lock failure. flags:
  * VM_HEAP for heap segments, which are the heap's alone.
  */
-HRESULT range_lock(struct manager *m, uintptr_t address, HRESULT not_ours, unsigned flags,
-                   struct locked *out) HIDDEN;
+HRESULT range_lock_entry(struct manager *m, uintptr_t address, uintptr_t e, HRESULT not_ours, unsigned flags,
+                         struct locked *out) HIDDEN;
+static inline HRESULT range_lock(struct manager *m, uintptr_t address, HRESULT not_ours, unsigned flags,
+                                 struct locked *out)
+{
+    /* An address no reservation of m's holds (a foreign VirtualFree) is told
+     * apart by one load of the address map, without a call. */
+    uintptr_t e = radix_load(address);
+    if (entry_id(e) != m->id || entry_is_slack(e) || !e)
+        return not_ours;
+    return range_lock_entry(m, address, e, not_ours, flags, out);
+}
 /* The lock range_lock takes for base, for what the address map does not name
  * (stale slack, deferred.c): l->r NULL, l->base = l->end = base. */
 HRESULT range_lock_stripe(struct manager *m, uintptr_t base, struct locked *out) HIDDEN;
