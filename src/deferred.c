@@ -370,7 +370,12 @@ size_t pending_in(const struct reservation *r, uint64_t lo, uint64_t hi)
 
 bool pending_defers(const struct manager *m, const struct reservation *r)
 {
-    return m->purge_delay_ms != UINT32_MAX && !m->compact &&
+    /* Only where a commit has followed a decommit: a waiting discard pays off
+     * when its pages are committed again (no fault, no second TLB flush), and
+     * costs a second flush when they are not - a reservation that is
+     * decommitted and then released (the discard first, the mprotect then finds
+     * no page to flush, and the release none to discard). */
+    return m->purge_delay_ms != UINT32_MAX && !m->compact && (r->flags & RES_RECOMMITS) &&
            !(r->flags & (RES_HEAP | RES_LARGE_PAGES | RES_WRITE_WATCH));
 }
 

@@ -396,6 +396,8 @@ struct runbuf {
 #define RES_PENDING 0x200u  /* may hold pending runs (ATTR_PENDING) */
 #define RES_WATCH_EMULATED 0x100u /* with RES_WRITE_WATCH: written pages are in a bitmap
                                      of its manager's (struct watched), not the kernel's */
+#define RES_DECOMMITTED 0x400u /* some committed page was ever decommitted */
+#define RES_RECOMMITS 0x800u   /* a commit came after a decommit: its discards may wait (deferred.c) */
 
 struct arena;
 /*

@@ -173,9 +173,11 @@ static HRESULT change_range(struct manager *m, struct locked *l, uintptr_t start
     counter_shift(&m->pending_pages, pending_in(r, first, last) - waiting);
     if (attr) {
         size_t newly = ((end - start) >> g_page_shift) - s->committed_pages;
-        r->flags |= RES_TOUCHED;
+        r->flags |= RES_TOUCHED | ((r->flags & RES_DECOMMITTED) ? RES_RECOMMITS : 0);
         heap_account(m, r, newly << g_page_shift, 0);
     } else {
+        if (s->committed_pages)
+            r->flags |= RES_DECOMMITTED;
         policy_uncharge(m, s->committed_pages << g_page_shift);
         heap_account(m, r, 0, s->committed_pages << g_page_shift);
     }
@@ -463,6 +465,16 @@ static void slack_runs_apply(struct manager *m, struct locked *l)
     counter_shift(&m->mapping_estimate, range_transitions(m, r, 0, pages) - before);
 }
 
+/* Is r, in strict mode, already what arena slack is - every page reserved,
+ * none stale or waiting for its discard, so none present and every one with
+ * reserved-page protection? Then its release changes no page (a reservation
+ * decommitted, then released: the discard and the flush were the decommit's). */
+static bool release_finds_slack(struct manager *m, const struct reservation *r)
+{
+    return !res_compact(m, r) && !(r->flags & (RES_STALE | RES_WRITE_WATCH | RES_HEAP | RES_WAS_RESET)) &&
+           reservation_committed(r) == 0 && pending_in(r, 0, res_pages(r)) == 0;
+}
+
 static HRESULT release_locked(struct manager *m, struct locked *l)
 {
     struct reservation *r = l->r;
@@ -493,7 +505,7 @@ static HRESULT release_locked(struct manager *m, struct locked *l)
                 slack_runs = true;
             stale = true;
         }
-    } else if ((r->flags & RES_TOUCHED) || res_compact(m, r)) {
+    } else if (((r->flags & RES_TOUCHED) && !release_finds_slack(m, r)) || res_compact(m, r)) {
         /* back to what arena slack is: reserved-page protection, zero. At the
          * mapping ceiling the kernel may refuse the protection: the release
          * stands all the same, its pages stale slack until it allows. */

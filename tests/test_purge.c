@@ -4,6 +4,9 @@
  * the budget and the statistics see it at once - but gives them back to the
  * kernel later: past purge_cap bytes, after purge_delay_ms, when memory is
  * short, on release and on hostmem_purge. A recommitted page reads zero.
+ * Issue 24: the discard waits only in a reservation that has committed again
+ * what it decommitted; until then a decommit discards at once, and a release
+ * of a reservation left with no committed page changes no page.
  */
 #include <string.h>
 #include <sys/mman.h>
@@ -35,9 +38,29 @@ static char *committed(IHostMemoryManager *m, size_t pages)
     CHECK_HR(m->lpVtbl->VirtualAlloc(m, NULL, pages * P, MEM_RESERVE | MEM_COMMIT, PAGE_READWRITE, eTaskCritical, &p),
              S_OK);
     char *b = p;
-    for (size_t i = 0; b && i < pages; i++)
+    if (!b)
+        return NULL;
+    /* its last page decommitted and committed again: from now on, its
+     * decommits may wait */
+    CHECK_HR(m->lpVtbl->VirtualFree(m, b + (pages - 1) * P, P, MEM_DECOMMIT), S_OK);
+    CHECK_HR(m->lpVtbl->VirtualAlloc(m, b + (pages - 1) * P, P, MEM_COMMIT, PAGE_READWRITE, eTaskCritical, &p), S_OK);
+    for (size_t i = 0; i < pages; i++)
         b[i * P] = (char)(i + 1);
     return b;
+}
+
+/* The kernel's calls, counted (the Linux seam underneath). */
+static _Atomic size_t discards, protects;
+static uintptr_t watched_lo, watched_hi; /* only calls on these pages (not the books') */
+static int counting_discard(void *a, size_t s)
+{
+    discards += (uintptr_t)a >= watched_lo && (uintptr_t)a < watched_hi;
+    return hostmem_os_linux.discard(a, s);
+}
+static int counting_protect(void *a, size_t s, int prot)
+{
+    protects += (uintptr_t)a >= watched_lo && (uintptr_t)a < watched_hi;
+    return hostmem_os_linux.protect(a, s, prot);
 }
 
 static void validate(IHostMemoryManager *m)
@@ -158,6 +181,70 @@ TEST(off_and_compact_discard_at_once)
     CHECK_EQ(m->lpVtbl->Release(m), 0);
 }
 
+/* A reservation that never committed again what it decommitted: the discard
+ * comes at once, first (the mprotect then meets no page to flush); its release
+ * then finds every page reserved and calls the kernel for none. Once a commit
+ * follows a decommit, decommits wait. */
+TEST(discards_wait_only_where_pages_are_committed_again)
+{
+    struct hostmem_os_ops counting = hostmem_os_linux;
+    counting.discard = counting_discard;
+    counting.protect = counting_protect;
+    IHostMemoryManager *m = manager(60000, (size_t)1 << 30);
+    void *p = NULL;
+    CHECK_HR(m->lpVtbl->VirtualAlloc(m, NULL, 16 * P, MEM_RESERVE, PAGE_READWRITE, eTaskCritical, &p), S_OK);
+    char *b = p;
+    REQUIRE(b);
+    watched_lo = (uintptr_t)b;
+    watched_hi = (uintptr_t)b + 16 * P;
+    CHECK_HR(m->lpVtbl->VirtualAlloc(m, b, 4 * P, MEM_COMMIT, PAGE_READWRITE, eTaskCritical, &p), S_OK);
+    memset(b, 7, 4 * P);
+    hostmem_os = &counting;
+    discards = protects = 0;
+    CHECK_HR(m->lpVtbl->VirtualFree(m, b, 4 * P, MEM_DECOMMIT), S_OK);
+    CHECK_EQ(discards, 1);
+    CHECK_EQ(protects, 1);
+    CHECK_EQ(stats_of(m).purge_pending_bytes, 0);
+    CHECK(!resident(b));
+    validate(m);
+    discards = protects = 0;
+    CHECK_HR(m->lpVtbl->VirtualFree(m, b, 0, MEM_RELEASE), S_OK);
+    CHECK_EQ(discards, 0);
+    CHECK_EQ(protects, 0);
+    MEMORY_BASIC_INFORMATION info;
+    SIZE_T n;
+    CHECK_HR(m->lpVtbl->VirtualQuery(m, b, &info, sizeof info, &n), S_OK);
+    CHECK_EQ(info.State, MEM_FREE);
+    validate(m);
+    /* the same reservation's address again: its pages read zero */
+    CHECK_HR(m->lpVtbl->VirtualAlloc(m, b, 16 * P, MEM_RESERVE | MEM_COMMIT, PAGE_READWRITE, eTaskCritical, &p),
+             S_OK);
+    CHECK_EQ(p, (void *)b);
+    CHECK_EQ(b[0], 0);
+    CHECK_EQ(b[3 * P], 0);
+    b[0] = 1;
+    /* decommitted, committed again: now a decommit waits */
+    CHECK_HR(m->lpVtbl->VirtualFree(m, b, P, MEM_DECOMMIT), S_OK);
+    CHECK_HR(m->lpVtbl->VirtualAlloc(m, b, P, MEM_COMMIT, PAGE_READWRITE, eTaskCritical, &p), S_OK);
+    CHECK_EQ(b[0], 0);
+    b[P] = 5;
+    discards = protects = 0;
+    CHECK_HR(m->lpVtbl->VirtualFree(m, b + P, P, MEM_DECOMMIT), S_OK);
+    CHECK_EQ(discards, 0);
+    CHECK_EQ(protects, 1);
+    CHECK_EQ(stats_of(m).purge_pending_bytes, P);
+    CHECK(resident(b + P));
+    validate(m);
+    /* a release with pages committed or waiting cleans them */
+    CHECK_HR(m->lpVtbl->VirtualFree(m, b, 0, MEM_RELEASE), S_OK);
+    CHECK(discards >= 1);
+    CHECK(!resident(b + P));
+    CHECK_EQ(stats_of(m).purge_pending_bytes, 0);
+    hostmem_os = &hostmem_os_linux;
+    validate(m);
+    CHECK_EQ(m->lpVtbl->Release(m), 0);
+}
+
 int main(void)
 {
     P = hostmem_page_size();
@@ -166,5 +253,6 @@ int main(void)
     RUN(the_cap_bounds_what_waits);
     RUN(the_delay_bounds_how_long);
     RUN(off_and_compact_discard_at_once);
+    RUN(discards_wait_only_where_pages_are_committed_again);
     return TEST_SUMMARY("test_purge");
 }
