@@ -105,6 +105,13 @@ static inline void count_one(_Atomic size_t *c, bool shared)
     atomic_fetch_add_explicit(c, 1, memory_order_relaxed);
 }
 
+/* The calling thread's slot: one load of a thread-local word after the first. */
+static inline unsigned thread_slot(void)
+{
+    unsigned held = thread_slot_held;
+    return __builtin_expect(held != 0, 1) ? held - 1 : thread_slot_take();
+}
+
 /* Counts a call of method (and of kind, unless HOSTMEM_METHODS) and its result. */
 static inline HRESULT counted(struct manager *m, unsigned method, unsigned kind, HRESULT hr)
 {

@@ -233,11 +233,6 @@ extern __thread unsigned thread_slot_held __attribute__((tls_model("initial-exec
 unsigned thread_slot_take(void) HIDDEN;
 unsigned thread_slots_used(void) HIDDEN; /* one past the highest slot ever taken */
 void thread_slots_after_fork(void) HIDDEN; /* the child: only the forking thread's slot is taken */
-static inline unsigned thread_slot(void)
-{
-    unsigned held = thread_slot_held;
-    return __builtin_expect(held != 0, 1) ? held - 1 : thread_slot_take();
-}
 
 /* ---- slabs (slab.c): type-stable metadata memory ----------------------------- */
 #define SLAB_CLASSES 40 /* 32, 48, 64, 96, 128, ...: two classes a doubling */
