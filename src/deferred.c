@@ -368,14 +368,26 @@ size_t pending_in(const struct reservation *r, uint64_t lo, uint64_t hi)
     return (r->flags & RES_PENDING) ? pages_where(r, lo, hi, is_pending, false) : 0;
 }
 
+/* The thread slot (plus one) of the process's last deferred decommit. */
+static _Atomic unsigned last_decommitter;
+
 bool pending_defers(const struct manager *m, const struct reservation *r)
 {
-    /* Only where a commit has followed a decommit: a waiting discard pays off
-     * when its pages are committed again (no fault, no second TLB flush), and
-     * costs a second flush when they are not - a reservation that is
-     * decommitted and then released (the discard first, the mprotect then finds
-     * no page to flush, and the release none to discard). */
-    return m->purge_delay_ms != UINT32_MAX && !m->compact && (r->flags & RES_RECOMMITS) &&
+    /* Only while one thread decommits: a deferred decommit's mprotect flushes
+     * the other CPUs' TLBs holding the process's mmap_lock for writing, which
+     * every other thread's mprotect then waits for; discarded first, the flush
+     * is madvise's, under the mapping's own lock. Another thread's decommit
+     * since this thread's last one says two are at it. */
+    unsigned me = thread_slot_held;
+    bool alone = atomic_load_explicit(&last_decommitter, memory_order_relaxed) == me;
+    if (!alone)
+        atomic_store_explicit(&last_decommitter, me, memory_order_relaxed);
+    /* And only where a commit has followed a decommit: a waiting discard pays
+     * off when its pages are committed again (no fault, no second TLB flush),
+     * and costs a second flush when they are not - a reservation that is
+     * decommitted and then released (the discard first, the mprotect then
+     * finds no page to flush, and the release none to discard). */
+    return alone && m->purge_delay_ms != UINT32_MAX && !m->compact && (r->flags & RES_RECOMMITS) &&
            !(r->flags & (RES_HEAP | RES_LARGE_PAGES | RES_WRITE_WATCH));
 }
 

@@ -67,9 +67,16 @@ static void heap_account(struct manager *m, const struct reservation *r, size_t 
 
 /* ---- the change ----------------------------------------------------------------------- */
 
-static HRESULT discard_committed(struct manager *m, struct locked *l, const struct survey *s, uintptr_t spare[2])
+/* The discard of a decommit that does not wait: its committed pages, and any
+ * pending ones in [start, end) (they turn reserved with them, and must read
+ * zero when committed again). */
+static HRESULT discard_committed(struct manager *m, struct locked *l, const struct survey *s, uintptr_t start,
+                                 uintptr_t end, uintptr_t spare[2])
 {
-    int err = os_discard((void *)s->committed_start, s->committed_end - s->committed_start);
+    uint64_t first = (start - l->base) >> g_page_shift, last = (end - l->base) >> g_page_shift;
+    bool pending = (l->r->flags & RES_PENDING) && pending_in(l->r, first, last);
+    uintptr_t from = pending ? start : s->committed_start, to = pending ? end : s->committed_end;
+    int err = os_discard((void *)from, to - from);
     if (!err)
         return S_OK;
     reservation_unprepare(&l->stripe->slab, spare);
@@ -126,7 +133,7 @@ static HRESULT change_range(struct manager *m, struct locked *l, uintptr_t start
      * cannot be undone, and need not be: should the mprotect after it be
      * refused (the mapping ceiling), the decommit stands, its pages stale until
      * the kernel lets them have their protection. */
-    if (discard && !defer && (hr = discard_committed(m, l, s, spare)) != S_OK)
+    if (discard && !defer && (hr = discard_committed(m, l, s, start, end, spare)) != S_OK)
         return hr;
     unsigned applied = attr;
     struct watched *watched = watched_res(m, r);
@@ -142,7 +149,7 @@ static HRESULT change_range(struct manager *m, struct locked *l, uintptr_t start
             hr = S_OK;
             if (defer) { /* a stale page is a discarded one */
                 defer = false;
-                if ((hr = discard_committed(m, l, s, spare)) != S_OK)
+                if ((hr = discard_committed(m, l, s, start, end, spare)) != S_OK)
                     return hr;
             }
         }

@@ -5,9 +5,11 @@
  * kernel later: past purge_cap bytes, after purge_delay_ms, when memory is
  * short, on release and on hostmem_purge. A recommitted page reads zero.
  * Issue 24: the discard waits only in a reservation that has committed again
- * what it decommitted; until then a decommit discards at once, and a release
- * of a reservation left with no committed page changes no page.
+ * what it decommitted, and only while one thread decommits; otherwise a
+ * decommit discards at once, and a release of a reservation left with no
+ * committed page changes no page.
  */
+#include <pthread.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <time.h>
@@ -245,6 +247,57 @@ TEST(discards_wait_only_where_pages_are_committed_again)
     CHECK_EQ(m->lpVtbl->Release(m), 0);
 }
 
+struct decommitter {
+    IHostMemoryManager *m;
+    char *page;
+    size_t pending_after; /* purge_pending_bytes after its decommit */
+};
+
+static void *decommit_one(void *arg)
+{
+    struct decommitter *d = arg;
+    CHECK_HR(d->m->lpVtbl->VirtualFree(d->m, d->page, P, MEM_DECOMMIT), S_OK);
+    d->pending_after = stats_of(d->m).purge_pending_bytes;
+    return NULL;
+}
+
+/* While two threads decommit in turn the discard comes at once (a waiting one
+ * would flush the TLBs under the process's mmap_lock, held for writing, which
+ * the other thread's mprotects wait for); a thread decommitting again after
+ * its own last decommit defers once more. A decommit at once over pages still
+ * waiting discards them too: committed again, they read zero. Threads take
+ * turns by join: no race. */
+TEST(two_threads_decommitting_in_turn_discard_at_once)
+{
+    IHostMemoryManager *m = manager(60000, (size_t)1 << 30);
+    char *b = committed(m, 8); /* its last decommit: this thread's */
+    REQUIRE(b);
+    CHECK_HR(m->lpVtbl->VirtualFree(m, b, P, MEM_DECOMMIT), S_OK);
+    CHECK_EQ(stats_of(m).purge_pending_bytes, P); /* alone: it waits */
+    CHECK(resident(b));
+    struct decommitter d = {m, b + P, 0};
+    pthread_t t;
+    REQUIRE(pthread_create(&t, NULL, decommit_one, &d) == 0);
+    pthread_join(t, NULL);
+    CHECK_EQ(d.pending_after, P); /* the other thread's: at once */
+    CHECK(!resident(b + P));
+    /* the other thread's came between: at once, the waiting page 0 with it */
+    CHECK_HR(m->lpVtbl->VirtualFree(m, b, 3 * P, MEM_DECOMMIT), S_OK);
+    CHECK_EQ(stats_of(m).purge_pending_bytes, 0);
+    CHECK(!resident(b));
+    CHECK(!resident(b + 2 * P));
+    void *p;
+    CHECK_HR(m->lpVtbl->VirtualAlloc(m, b, 3 * P, MEM_COMMIT, PAGE_READWRITE, eTaskCritical, &p), S_OK);
+    CHECK_EQ(b[0], 0);
+    CHECK_EQ(b[2 * P], 0);
+    CHECK_HR(m->lpVtbl->VirtualFree(m, b + 3 * P, P, MEM_DECOMMIT), S_OK);
+    CHECK_EQ(stats_of(m).purge_pending_bytes, P); /* alone again: it waits */
+    CHECK(resident(b + 3 * P));
+    CHECK_EQ(b[4 * P], 5);
+    validate(m);
+    CHECK_EQ(m->lpVtbl->Release(m), 0);
+}
+
 int main(void)
 {
     P = hostmem_page_size();
@@ -254,5 +307,6 @@ int main(void)
     RUN(the_delay_bounds_how_long);
     RUN(off_and_compact_discard_at_once);
     RUN(discards_wait_only_where_pages_are_committed_again);
+    RUN(two_threads_decommitting_in_turn_discard_at_once);
     return TEST_SUMMARY("test_purge");
 }
