@@ -200,6 +200,17 @@ static inline _Atomic uintptr_t *tag_of(void *block)
     return (_Atomic uintptr_t *)((char *)block - sizeof(uintptr_t));
 }
 
+/* The first block of every span is 16 bytes past the span's base (its tag
+ * fills the 8 before it; span_init), so that every block is 16-byte aligned. */
+#define FIRST_BLOCK 16
+
+/* Blocks in a span of a class: from FIRST_BLOCK, the last ending by the span's end. */
+static inline uint32_t span_capacity(unsigned size_class)
+{
+    uint32_t size = class_size[size_class];
+    return (uint32_t)((SPAN_SIZE - FIRST_BLOCK - size) / (size + BLOCK_HEAD) + 1);
+}
+
 /* Recently freed blocks of one class, reused first (they are still in the
  * cache): the owner's free and allocation touch nothing else. Their tags say
  * free; their spans still count them as used. The list runs through the
@@ -209,6 +220,9 @@ static inline _Atomic uintptr_t *tag_of(void *block)
 struct magazine {
     void *head;
     uint32_t count, capacity;
+    /* the class's shape, for Free's exactness test (block_offset_exact) */
+    uint64_t divider;  /* ceil(2^64 / stride) */
+    uint32_t last;     /* the last block's offset from the first */
 };
 
 /* A free block (in a magazine, on its span's list or its remote list): the
@@ -219,8 +233,21 @@ struct parked {
 _Static_assert(sizeof(struct parked) <= 8 && sizeof(uintptr_t) == BLOCK_HEAD,
                "a free block's link fits the smallest class, the tag its head");
 
+/* The spans a cache owns, by address: slot (base >> SPAN_SHIFT) % OWNED holds
+ * base | size_class of a span this cache owns and has initialised, or else
+ * owned_vacant(slot) - a span that can never map to that slot, so that no
+ * pointer matches an empty slot (not even one below 64 KiB against 0). The
+ * owner's private record (in its cache, never among the blocks): a match proves
+ * that a pointer lies in a span of this heap that the calling thread owns, in
+ * use, of that class - without the segment hash, the header or the owner
+ * compare. Two spans that share a slot take turns (the last to be freed into
+ * through heap_free holds it); the other's frees take the full path. */
+#define OWNED 1024
+_Static_assert(CLASSES <= 0xff + 1 && SPAN_SIZE > 0xff, "a span's class fits below its base");
+
 struct tcache {
     struct heap *heap;
+    uintptr_t owned[OWNED];
     struct magazine magazine[CLASSES];
     struct span *current[CLASSES];
     struct span *partial[CLASSES];
@@ -339,6 +366,33 @@ static inline bool block_of_span(const struct span_desc *d, uintptr_t p)
     uint64_t offset = p - d->first;
     uint32_t index = (uint32_t)((offset * d->reciprocal) >> 32);
     return index < d->capacity && (uint64_t)index * d->stride == offset;
+}
+
+/* Is offset (from a span's first block) a block boundary of the class mag
+ * caches? Divisibility by the stride with one multiply (Lemire, Kaser and
+ * Kurz, "Faster remainder by direct computation", 2019: for 32-bit n and d,
+ * d divides n exactly when n * ceil(2^64 / d) mod 2^64 < ceil(2^64 / d)); an
+ * offset below the first block wrapped to a huge one and fails the first test. */
+static inline bool block_offset_exact(const struct magazine *mag, uint64_t offset)
+{
+    return offset <= mag->last && offset * mag->divider < mag->divider;
+}
+
+static inline uintptr_t owned_vacant(size_t slot)
+{
+    return (uintptr_t)(slot + 1) << SPAN_SHIFT; /* maps to slot + 1 */
+}
+
+/* The span at span_base of size_class is c's (span_init) / no longer is. */
+static inline void owned_note(struct tcache *c, uintptr_t span_base, unsigned size_class)
+{
+    c->owned[(span_base >> SPAN_SHIFT) % OWNED] = span_base | size_class;
+}
+static inline void owned_forget(struct tcache *c, uintptr_t span_base)
+{
+    size_t slot = (span_base >> SPAN_SHIFT) % OWNED;
+    if ((c->owned[slot] >> SPAN_SHIFT) == (span_base >> SPAN_SHIFT))
+        c->owned[slot] = owned_vacant(slot);
 }
 
 static inline void magazine_push(const struct heap *h, struct magazine *mag, void *block)
@@ -500,9 +554,15 @@ static void exit_key_init(void)
 static void tcache_init(struct tcache *c, struct heap *h)
 {
     c->heap = h;
+    for (size_t i = 0; i < OWNED; i++)
+        c->owned[i] = owned_vacant(i);
     for (unsigned k = 0; k < CLASSES; k++) {
         uint32_t fit = (uint32_t)(32768 / class_size[k]);
-        c->magazine[k].capacity = fit < 2 ? 2 : fit > MAGAZINE ? MAGAZINE : fit;
+        struct magazine *mag = &c->magazine[k];
+        mag->capacity = fit < 2 ? 2 : fit > MAGAZINE ? MAGAZINE : fit;
+        uint32_t stride = class_size[k] + BLOCK_HEAD;
+        mag->divider = UINT64_MAX / stride + 1;
+        mag->last = (span_capacity(k) - 1) * stride;
     }
 }
 
@@ -663,10 +723,8 @@ static void span_init(struct span *s, unsigned size_class, struct tcache *owner)
 {
     uint32_t size = class_size[size_class];
     uint32_t stride = size + BLOCK_HEAD;
-    uintptr_t end = span_base(s) + SPAN_SIZE;
-    uintptr_t first = (span_base(s) + BLOCK_HEAD + 15) & ~(uintptr_t)15; /* the span holds blocks only */
-    /* the last block ends by the span's end */
-    uint32_t capacity = (uint32_t)((end - first - size) / stride + 1);
+    uintptr_t first = span_base(s) + FIRST_BLOCK; /* the span holds blocks only */
+    uint32_t capacity = span_capacity(size_class);
     s->magic = SPAN_MAGIC;
     s->listed = 0;
     atomic_store_explicit(&s->used, 0, memory_order_relaxed);
@@ -685,6 +743,7 @@ static void span_init(struct span *s, unsigned size_class, struct tcache *owner)
     d->first = first;
     atomic_store_explicit(&d->owner, owner, memory_order_relaxed);
     atomic_store_explicit(&d->in_use, 2, memory_order_release);
+    owned_note(owner, span_base(s), size_class);
 }
 
 /* A new segment (no lock held): its header between two guard pages, committed
@@ -774,6 +833,7 @@ static HRESULT span_retire(struct heap *h, struct span *s)
     struct segment *g = segment_at(segment_base_of(s));
     unsigned k = span_index(s);
     s->magic = 0;
+    owned_forget(atomic_load_explicit(&g->desc[k].owner, memory_order_relaxed), span_base(s));
     /* Free refuses the span from now on */
     atomic_store_explicit(&g->desc[k].in_use, 1, memory_order_release);
     HRESULT hr = vm_free_ex(h->m, (void *)span_base(s), SPAN_SIZE, MEM_DECOMMIT, VM_HEAP);
@@ -1148,6 +1208,7 @@ static __attribute__((noinline)) HRESULT heap_free(struct heap *h, void *pointer
     if (__builtin_expect(atomic_load_explicit(&h->debug_count, memory_order_relaxed) != 0, 0))
         debug_forget(h, p);
     unsigned size_class = d->size_class;
+    owned_note(c, base + ((uintptr_t)k << SPAN_SHIFT), size_class); /* its slot, if another span had it */
     struct magazine *mag = &c->magazine[size_class];
     if (__builtin_expect(mag->count >= mag->capacity, 0))
         return free_to_span(h, c, s, size_class, pointer); /* its tag becomes a free tag there */
@@ -1241,26 +1302,25 @@ static HRESULT STDMETHODCALLTYPE h_debug_alloc(IHostMalloc *self, SIZE_T size,
     return heap_alloc(heap_from(self), size, level, file ? file : "?", line, out);
 }
 
-/* Free's common case - the owner frees a small block of a segment the heap's
- * hash knows, with room in its magazine - checks the same rules as heap_free
- * with fewer steps; anything else, refusals included, takes heap_free, which
- * checks everything again in order. A pointer below its span's first block
- * gives a huge offset, so the exactness test refuses it. */
+/* Free's common case - the owner frees a small block of a span its cache
+ * records as its own (owned), with room in its magazine - checks the same
+ * rules as heap_free with fewer steps; anything else, refusals included, takes
+ * heap_free, which checks everything again in order. */
 static HRESULT STDMETHODCALLTYPE h_free(IHostMalloc *self, void *pointer)
 {
     struct heap *h = heap_from(self);
     uintptr_t p = (uintptr_t)pointer;
-    uintptr_t base = p & ~(uintptr_t)(SEGMENT_SIZE - 1);
-    if (atomic_load_explicit(&h->segment_hash[(p >> SEGMENT_SHIFT) % SEGMENT_HASH], memory_order_acquire) ==
-            base &&
-        atomic_load_explicit(&h->m->state, memory_order_relaxed) == STATE_LIVE &&
-        !atomic_load_explicit(&h->debug_count, memory_order_relaxed)) {
-        const struct span_desc *d = &segment_at(base)->desc[(p - base) >> SPAN_SHIFT];
-        struct tcache *c = tcache_fast(h);
-        if (atomic_load_explicit(&d->in_use, memory_order_acquire) == 2 && block_of_span(d, p) && c &&
-            atomic_load_explicit(&d->owner, memory_order_relaxed) == c) {
-            struct magazine *mag = &c->magazine[d->size_class];
-            if (atomic_load_explicit(tag_of(pointer), memory_order_relaxed) == live_tag(h, pointer) &&
+    struct tcache *c = tcache_fast(h);
+    if (__builtin_expect(c != NULL, 1)) {
+        uintptr_t span = c->owned[(p >> SPAN_SHIFT) % OWNED];
+        /* a span of this cache, of this class: the block's tag is readable
+         * while the manager is live (after shutdown the segments are gone) */
+        if (((span ^ p) >> SPAN_SHIFT) == 0 &&
+            atomic_load_explicit(&h->m->state, memory_order_relaxed) == STATE_LIVE &&
+            !atomic_load_explicit(&h->debug_count, memory_order_relaxed)) {
+            struct magazine *mag = &c->magazine[span & 0xff];
+            if (block_offset_exact(mag, (p & (SPAN_SIZE - 1)) - FIRST_BLOCK) &&
+                atomic_load_explicit(tag_of(pointer), memory_order_relaxed) == live_tag(h, pointer) &&
                 mag->count < mag->capacity) {
                 magazine_push(h, mag, pointer); /* its tag becomes a free tag */
                 return S_OK;
