@@ -277,7 +277,6 @@ struct heap {
     IHostMalloc iface;
     struct manager *m;
     uint64_t id;
-    _Atomic size_t debug_count;
     /* the secrets of the tags and links (os_random at creation) */
     uintptr_t key_live, key_link, key_free;
     _Atomic uint32_t references;
@@ -331,6 +330,16 @@ _Static_assert(ADDRESS_BITS < 62, "a block's address leaves the tags' marks free
 static inline uintptr_t live_tag(const struct heap *h, const void *block)
 {
     return (uintptr_t)block ^ h->key_live; /* key_live has TAG_LIVE_BIT */
+}
+
+/* A block DebugAlloc recorded in the ledger has its live tag with bit 62
+ * flipped: still handed out, never a free tag (top bit set), and not the tag
+ * Free's fast path compares with, so its Free takes heap_free, which forgets
+ * the record. */
+#define TAG_DEBUG_BIT ((uintptr_t)1 << 62)
+static inline uintptr_t debug_tag(const struct heap *h, const void *block)
+{
+    return live_tag(h, block) ^ TAG_DEBUG_BIT;
 }
 
 /* block goes on a list in front of next: its link and its free tag say so. */
@@ -1061,9 +1070,9 @@ static HRESULT heap_alloc(struct heap *h, SIZE_T size, EMemoryCriticalLevel leve
             magazine_corrupted(h, mag);
             return E_OUTOFMEMORY;
         }
-        atomic_store_explicit(tag_of(b), live_tag(h, b), memory_order_relaxed);
         if (file)
             goto note_debug;
+        atomic_store_explicit(tag_of(b), live_tag(h, b), memory_order_relaxed);
         *out = b;
         return S_OK;
     }
@@ -1079,33 +1088,29 @@ static HRESULT heap_alloc(struct heap *h, SIZE_T size, EMemoryCriticalLevel leve
         if (!(b = span_pop(h, s, &corrupt)))
             return E_OUTOFMEMORY; /* its list was overwritten (refill leaves one with a block) */
     }
-    atomic_store_explicit(tag_of(b), live_tag(h, b), memory_order_relaxed);
     atomic_store_explicit(&s->used, atomic_load_explicit(&s->used, memory_order_relaxed) + 1,
                           memory_order_relaxed);
-note_debug:
-    if (file) {
-        if (lock_enter(h->m, h->lock) == S_OK) {
-            if (ledger_put(h, &h->debug, (struct block_info){(uintptr_t)b, size, file, line}))
-                atomic_fetch_add(&h->debug_count, 1);
-            lock_leave(h->m, h->lock);
-        }
+note_debug:;
+    uintptr_t tag = live_tag(h, b);
+    if (file && lock_enter(h->m, h->lock) == S_OK) {
+        /* a block whose record could not be made is an Alloc's block */
+        if (ledger_put(h, &h->debug, (struct block_info){(uintptr_t)b, size, file, line}))
+            tag = debug_tag(h, b);
+        lock_leave(h->m, h->lock);
     }
+    atomic_store_explicit(tag_of(b), tag, memory_order_relaxed);
     *out = b;
     return S_OK;
 }
 
-/* Forgets a DebugAlloc record, if the block has one. */
-static void debug_forget(struct heap *h, uintptr_t p)
+/* Forgets the DebugAlloc record of a block whose tag said it has one. */
+static __attribute__((noinline)) void debug_forget(struct heap *h, uintptr_t p)
 {
-    if (!atomic_load_explicit(&h->debug_count, memory_order_relaxed))
-        return;
     if (lock_enter(h->m, h->lock) != S_OK)
         return;
     struct block_info *e = ledger_find(&h->debug, p);
-    if (e) {
+    if (e)
         ledger_remove(&h->debug, e);
-        atomic_fetch_sub(&h->debug_count, 1);
-    }
     lock_leave(h->m, h->lock);
 }
 
@@ -1138,9 +1143,13 @@ static __attribute__((noinline)) HRESULT free_remote(struct heap *h, struct span
     uintptr_t live = live_tag(h, pointer);
     /* claimed: 0 until its link and free tag are written */
     if (!atomic_compare_exchange_strong_explicit(tag_of(pointer), &live, 0, memory_order_acq_rel,
-                                                 memory_order_relaxed))
-        return free_refused(h, pointer, live); /* freed already, or its tag overwritten */
-    debug_forget(h, (uintptr_t)pointer);
+                                                 memory_order_relaxed)) {
+        if (live != debug_tag(h, pointer) ||
+            !atomic_compare_exchange_strong_explicit(tag_of(pointer), &live, 0, memory_order_acq_rel,
+                                                     memory_order_relaxed))
+            return free_refused(h, pointer, live); /* freed already, or its tag overwritten */
+        debug_forget(h, (uintptr_t)pointer);
+    }
     void *head = atomic_load_explicit(&s->remote, memory_order_relaxed);
     do
         link_write(h, pointer, head);
@@ -1163,8 +1172,7 @@ static __attribute__((noinline)) HRESULT free_other(struct heap *h, uintptr_t p,
 {
     if (entry_id(e) != h->m->id || (e & ENTRY_KIND) != ENTRY_HEAP_LARGE)
         return HOST_E_INVALIDOPERATION; /* not in heap memory of this manager */
-    debug_forget(h, p);
-    return large_free(h, p);
+    return large_free(h, p); /* its DebugAlloc record is its entry in the large ledger */
 }
 
 /* Free through the address map, every rule in order: what h_free's fast path
@@ -1202,10 +1210,10 @@ static __attribute__((noinline)) HRESULT heap_free(struct heap *h, void *pointer
     /* The owner: only a racing free of the same block by another thread could
      * interfere, and that is the one double free this check cannot see. */
     uintptr_t tag = atomic_load_explicit(tag_of(pointer), memory_order_relaxed);
-    if (tag != live_tag(h, pointer))
+    if (tag != live_tag(h, pointer) && tag != debug_tag(h, pointer))
         return free_refused(h, pointer, tag); /* freed already, or its tag overwritten */
     atomic_store_explicit(tag_of(pointer), 0, memory_order_relaxed); /* claimed, until its free tag */
-    if (__builtin_expect(atomic_load_explicit(&h->debug_count, memory_order_relaxed) != 0, 0))
+    if (tag == debug_tag(h, pointer))
         debug_forget(h, p);
     unsigned size_class = d->size_class;
     owned_note(c, base + ((uintptr_t)k << SPAN_SHIFT), size_class); /* its slot, if another span had it */
@@ -1316,8 +1324,7 @@ static HRESULT STDMETHODCALLTYPE h_free(IHostMalloc *self, void *pointer)
         /* a span of this cache, of this class: the block's tag is readable
          * while the manager is live (after shutdown the segments are gone) */
         if (((span ^ p) >> SPAN_SHIFT) == 0 &&
-            atomic_load_explicit(&h->m->state, memory_order_relaxed) == STATE_LIVE &&
-            !atomic_load_explicit(&h->debug_count, memory_order_relaxed)) {
+            atomic_load_explicit(&h->m->state, memory_order_relaxed) == STATE_LIVE) {
             struct magazine *mag = &c->magazine[span & 0xff];
             if (block_offset_exact(mag, (p & (SPAN_SIZE - 1)) - FIRST_BLOCK) &&
                 atomic_load_explicit(tag_of(pointer), memory_order_relaxed) == live_tag(h, pointer) &&
@@ -1406,7 +1413,8 @@ HRESULT hostmem_heap_report(IHostMalloc *heap, FILE *out, size_t *live_blocks)
             const struct span_desc *d = &g->desc[k];
             for (uint32_t i = 0; i < d->capacity; i++) {
                 uintptr_t p = block_at(d, i);
-                if (atomic_load_explicit(tag_of((void *)p), memory_order_relaxed) != live_tag(h, (void *)p))
+                uintptr_t tag = atomic_load_explicit(tag_of((void *)p), memory_order_relaxed);
+                if (tag != live_tag(h, (void *)p) && tag != debug_tag(h, (void *)p))
                     continue;
                 struct block_info *e = ledger_find(&h->debug, p);
                 live++;
