@@ -641,7 +641,12 @@ static inline struct tcache *tcache_fast(struct heap *h)
         tls_last = tls_slots[id & 3];
         return tls_last.cache;
     }
-    return h->threadsafe ? NULL : &h->single;
+    if (h->threadsafe)
+        return NULL;
+    /* the one cache: remembered too, so that the fast paths find it in tls_last */
+    tls_slots[id & 3].heap_id = tls_last.heap_id = id;
+    tls_slots[id & 3].cache = tls_last.cache = &h->single;
+    return &h->single;
 }
 
 static inline struct tcache *tcache_get(struct heap *h)
@@ -1038,8 +1043,8 @@ static HRESULT large_free(struct heap *h, uintptr_t p)
 }
 
 /* ---- IHostMalloc ------------------------------------------------------------------------------ */
-static HRESULT heap_alloc(struct heap *h, SIZE_T size, EMemoryCriticalLevel level, const char *file,
-                          int line, void **out)
+static HRESULT heap_alloc(struct heap *h, SIZE_T size, EMemoryCriticalLevel level, void **out,
+                          const char *file, int line)
 {
     if (!out)
         return E_POINTER;
@@ -1287,27 +1292,38 @@ static HRESULT STDMETHODCALLTYPE h_alloc(IHostMalloc *self, SIZE_T size, EMemory
                                          void **out)
 {
     struct heap *h = heap_from(self);
-    if (__builtin_expect(out && size <= SMALL_MAX && (unsigned)level <= eProcessCritical, 1) &&
-        atomic_load_explicit(&h->m->state, memory_order_relaxed) == STATE_LIVE) {
-        struct tcache *c = tcache_fast(h);
-        if (__builtin_expect(c != NULL, 1)) {
-            struct magazine *mag = &c->magazine[class_of(size)];
-            void *b;
-            if (__builtin_expect(mag->count != 0, 1) && __builtin_expect((b = magazine_pop(h, mag)) != NULL, 1)) {
-                atomic_store_explicit(tag_of(b), live_tag(h, b), memory_order_relaxed);
-                *out = b;
-                return S_OK;
-            } /* an overwritten link: heap_alloc finds it again, counts and refuses */
-        }
-    }
-    return heap_alloc(h, size, level, NULL, 0, out);
+    /* one branch a rule (a condition folded with && costs flag moves) */
+    if (__builtin_expect(size > SMALL_MAX, 0))
+        goto full;
+    if (__builtin_expect((unsigned)level > eProcessCritical, 0))
+        goto full;
+    if (__builtin_expect(!out, 0))
+        goto full;
+    if (__builtin_expect(tls_last.heap_id != h->id, 0))
+        goto full;
+    if (__builtin_expect(atomic_load_explicit(&h->m->state, memory_order_relaxed) != STATE_LIVE, 0))
+        goto full;
+    struct magazine *mag = &tls_last.cache->magazine[class_of(size)];
+    void *b = mag->head; /* NULL exactly when count is 0 */
+    if (__builtin_expect(!b, 0))
+        goto full;
+    uintptr_t next = ((struct parked *)b)->link ^ (uintptr_t)b ^ h->key_link;
+    if (__builtin_expect(atomic_load_explicit(tag_of(b), memory_order_relaxed) != (next ^ h->key_free), 0))
+        goto full; /* an overwritten link: heap_alloc finds it again, counts and refuses */
+    mag->head = (void *)next; /* magazine_pop, inline */
+    mag->count--;
+    atomic_store_explicit(tag_of(b), live_tag(h, b), memory_order_relaxed);
+    *out = b;
+    return S_OK;
+full:
+    return heap_alloc(h, size, level, out, NULL, 0); /* the arguments in h_alloc's registers */
 }
 
 static HRESULT STDMETHODCALLTYPE h_debug_alloc(IHostMalloc *self, SIZE_T size,
                                                EMemoryCriticalLevel level, char *file, int line,
                                                void **out)
 {
-    return heap_alloc(heap_from(self), size, level, file ? file : "?", line, out);
+    return heap_alloc(heap_from(self), size, level, out, file ? file : "?", line);
 }
 
 /* Free's common case - the owner frees a small block of a span its cache
@@ -1318,8 +1334,8 @@ static HRESULT STDMETHODCALLTYPE h_free(IHostMalloc *self, void *pointer)
 {
     struct heap *h = heap_from(self);
     uintptr_t p = (uintptr_t)pointer;
-    struct tcache *c = tcache_fast(h);
-    if (__builtin_expect(c != NULL, 1)) {
+    if (__builtin_expect(tls_last.heap_id == h->id, 1)) {
+        struct tcache *c = tls_last.cache;
         uintptr_t span = c->owned[(p >> SPAN_SHIFT) % OWNED];
         /* a span of this cache, of this class: the block's tag is readable
          * while the manager is live (after shutdown the segments are gone) */
