@@ -287,11 +287,18 @@ void bench_heap(IHostMemoryManager *mgr)
         die("CreateMalloc", hr);
     const char *sname[3] = {"1 thread", "2 threads", "cross-thread frees"};
     for (int s = 0; s < 3; s++) {
+        /* the allocators in turn, run by run: another process's load falls on
+         * all of them alike, and the ratios are of one run */
         double rate[ALLOCATORS];
+        struct heap_case c[ALLOCATORS];
+        run_fn fn[ALLOCATORS];
+        void *ctx[ALLOCATORS];
         for (int a = 0; a < ALLOCATORS; a++) {
-            struct heap_case c = {&allocators[a], s};
-            rate[a] = median_of(heap_rate, &c);
+            c[a] = (struct heap_case){&allocators[a], s};
+            fn[a] = heap_rate;
+            ctx[a] = &c[a];
         }
+        medians_interleaved(ALLOCATORS, fn, ctx, rate);
         snprintf(note, sizeof note, "Mops/s: glibc %.1f, mimalloc %.1f, jemalloc %.1f, hostmem %.1f",
                  rate[0], rate[1], rate[2], rate[3]);
         snprintf(buf, sizeof buf, "IHostMalloc %s, vs glibc", sname[s]);
@@ -299,8 +306,8 @@ void bench_heap(IHostMemoryManager *mgr)
             s < 2 ? ">= 1.0x" : "", s < 2 ? ge(rate[A_HOSTMEM] / rate[A_GLIBC], 1.0) : INFO, note);
         snprintf(buf, sizeof buf, "IHostMalloc %s, vs mimalloc", sname[s]);
         add(buf, rate[A_HOSTMEM], "Mops/s", rate[A_MIMALLOC], "mimalloc",
-            rate[A_HOSTMEM] / rate[A_MIMALLOC], s < 2 ? ">= 0.8x" : "",
-            s < 2 ? ge(rate[A_HOSTMEM] / rate[A_MIMALLOC], 0.8) : INFO, NULL);
+            rate[A_HOSTMEM] / rate[A_MIMALLOC], s < 2 ? ">= 0.9x" : "",
+            s < 2 ? ge(rate[A_HOSTMEM] / rate[A_MIMALLOC], 0.9) : INFO, NULL);
     }
     IHostMalloc_Release(hostmem_heap);
     hostmem_heap = NULL;
