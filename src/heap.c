@@ -239,7 +239,7 @@ _Static_assert(sizeof(struct parked) <= 8 && sizeof(uintptr_t) == BLOCK_HEAD,
  * pointer matches an empty slot (not even one below 64 KiB against 0). The
  * owner's private record (in its cache, never among the blocks): a match proves
  * that a pointer lies in a span of this heap that the calling thread owns, in
- * use, of that class - without the segment hash, the header or the owner
+ * use, of that class - without the address map, the segment header or the owner
  * compare. Two spans that share a slot take turns (the last to be freed into
  * through heap_free holds it); the other's frees take the full path. */
 #define OWNED 1024
@@ -270,8 +270,6 @@ struct ledger {
     size_t capacity, count, used; /* used counts deleted slots too */
 };
 
-#define SEGMENT_HASH 256 /* 1 GiB of segments without a collision */
-_Static_assert(SEGMENT_HASH * SEGMENT_SIZE == (size_t)1 << 30, "the hash covers 1 GiB of segments");
 struct heap {
     /* what Alloc and Free read on every call: the first cache line */
     IHostMalloc iface;
@@ -282,11 +280,6 @@ struct heap {
     _Atomic uint32_t references;
     DWORD protect;
     bool threadsafe;
-    /* The heap's segments by base, slot (base >> SEGMENT_SHIFT) % SEGMENT_HASH; 1 =
-     * empty. Set once under the heap lock and kept until the heap goes (segments
-     * are never released before), so a match read without a lock proves the
-     * pointer lies in a segment of this heap: Free's fast path needs no map. */
-    _Atomic uintptr_t segment_hash[SEGMENT_HASH];
     void *lock;
     struct segment *segments;
     struct tcache *caches;
@@ -812,9 +805,6 @@ static HRESULT span_new(struct heap *h, struct tcache *c, unsigned size_class,
         }
         fresh->next = h->segments;
         h->segments = fresh;
-        _Atomic uintptr_t *slot = &h->segment_hash[(fresh->base >> SEGMENT_SHIFT) % SEGMENT_HASH];
-        if (atomic_load_explicit(slot, memory_order_relaxed) == 1)
-            atomic_store_explicit(slot, fresh->base, memory_order_release);
         g = fresh;
     }
     unsigned k = first_span;
@@ -1387,8 +1377,6 @@ HRESULT heap_create(struct manager *m, DWORD type, IHostMalloc **out)
     h->key_live = keys[0] | TAG_LIVE_BIT;
     h->key_link = keys[1];
     h->key_free = (keys[2] & ~TAG_LIVE_BIT) | TAG_FREE_BIT;
-    for (size_t i = 0; i < SEGMENT_HASH; i++)
-        atomic_init(&h->segment_hash[i], 1);
     tcache_init(&h->single, h);
     HRESULT hr = lock_create(m, &h->lock);
     if (hr != S_OK) {
