@@ -110,7 +110,11 @@ struct heap_job {
 };
 
 /* Random sizes 16-1024 B over a working set of SLOTS blocks: each step frees a
- * random slot (if full) and allocates into it. */
+ * random slot (if full) and allocates into it. The clock starts once the
+ * working set is full and the thread's allocator warm (4 steps a slot,
+ * untimed): a thread's first pages - its page faults, an allocator's purge of
+ * pages its previous threads left - are not the churn this measures, and
+ * runs taken in turn leave each allocator idle long enough for a purge. */
 static void *random_work(void *arg)
 {
     struct heap_job *j = arg;
@@ -118,6 +122,15 @@ static void *random_work(void *arg)
     memset(slots, 0, SLOTS * sizeof *slots);
     unsigned seed = j->seed;
     cpu_warm(0.02);
+    for (size_t i = 0; i < 4 * SLOTS; i++) {
+        seed = seed * 1103515245u + 12345u;
+        unsigned k = (seed >> 8) % SLOTS;
+        if (slots[k])
+            j->a->release(slots[k]);
+        char *p = j->a->alloc(16 + (seed >> 16) % 1009);
+        p[0] = 1;
+        slots[k] = p;
+    }
     double t0 = now();
     for (size_t i = 0; i < heap_ops / 2; i++) {
         seed = seed * 1103515245u + 12345u;
