@@ -1129,6 +1129,13 @@ static __attribute__((noinline)) HRESULT free_to_span(struct heap *h, struct tca
     return S_OK;
 }
 
+/* Free's fast path found the block live in a span of c and its magazine full. */
+static __attribute__((noinline)) HRESULT free_past_magazine(struct heap *h, struct tcache *c,
+                                                            unsigned size_class, void *pointer)
+{
+    return free_to_span(h, c, span_of_block(pointer), size_class, pointer); /* its tag becomes a free tag */
+}
+
 /* Another thread's span: claim the block, push it on the span's remote list; if
  * its owner gave the span up full, hand it back through the owner's notified
  * stack (once). */
@@ -1333,10 +1340,13 @@ static HRESULT STDMETHODCALLTYPE h_free(IHostMalloc *self, void *pointer)
             atomic_load_explicit(&h->m->state, memory_order_relaxed) == STATE_LIVE) {
             struct magazine *mag = &c->magazine[span & 0xff];
             if (block_offset_exact(mag, (p & (SPAN_SIZE - 1)) - FIRST_BLOCK) &&
-                atomic_load_explicit(tag_of(pointer), memory_order_relaxed) == live_tag(h, pointer) &&
-                mag->count < mag->capacity) {
-                magazine_push(h, mag, pointer); /* its tag becomes a free tag */
-                return S_OK;
+                atomic_load_explicit(tag_of(pointer), memory_order_relaxed) == live_tag(h, pointer)) {
+                if (__builtin_expect(mag->count < mag->capacity, 1)) {
+                    magazine_push(h, mag, pointer); /* its tag becomes a free tag */
+                    return S_OK;
+                }
+                /* a full magazine: every rule is checked, the span's list takes it */
+                return free_past_magazine(h, c, (unsigned)(span & 0xff), pointer);
             }
         }
     }
