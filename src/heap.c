@@ -234,7 +234,8 @@ _Static_assert(sizeof(struct parked) <= 8 && sizeof(uintptr_t) == BLOCK_HEAD,
                "a free block's link fits the smallest class, the tag its head");
 
 /* The spans a cache owns, by address: slot (base >> SPAN_SHIFT) % OWNED holds
- * base | size_class of a span this cache owns and has initialised, or else
+ * base | the byte offset of its class's magazine in the cache (owned_note), for
+ * a span this cache owns and has initialised, or else
  * owned_vacant(slot) - a span that can never map to that slot, so that no
  * pointer matches an empty slot (not even one below 64 KiB against 0). The
  * owner's private record (in its cache, never among the blocks): a match proves
@@ -243,7 +244,6 @@ _Static_assert(sizeof(struct parked) <= 8 && sizeof(uintptr_t) == BLOCK_HEAD,
  * compare. Two spans that share a slot take turns (the last to be freed into
  * through heap_free holds it); the other's frees take the full path. */
 #define OWNED 1024
-_Static_assert(CLASSES <= 0xff + 1 && SPAN_SIZE > 0xff, "a span's class fits below its base");
 
 struct tcache {
     struct heap *heap;
@@ -388,7 +388,14 @@ static inline uintptr_t owned_vacant(size_t slot)
 /* The span at span_base of size_class is c's (span_init) / no longer is. */
 static inline void owned_note(struct tcache *c, uintptr_t span_base, unsigned size_class)
 {
-    c->owned[(span_base >> SPAN_SHIFT) % OWNED] = span_base | size_class;
+    c->owned[(span_base >> SPAN_SHIFT) % OWNED] = span_base | (size_class * sizeof(struct magazine));
+}
+_Static_assert(CLASSES * sizeof(struct magazine) <= SPAN_SIZE, "a magazine's offset fits below a span's base");
+
+/* The magazine of the class of the span an owned slot names. */
+static inline struct magazine *owned_magazine(struct tcache *c, uintptr_t slot)
+{
+    return (struct magazine *)((char *)c->magazine + (slot & (SPAN_SIZE - 1)));
 }
 static inline void owned_forget(struct tcache *c, uintptr_t span_base)
 {
@@ -1338,7 +1345,7 @@ static HRESULT STDMETHODCALLTYPE h_free(IHostMalloc *self, void *pointer)
          * while the manager is live (after shutdown the segments are gone) */
         if (((span ^ p) >> SPAN_SHIFT) == 0 &&
             atomic_load_explicit(&h->m->state, memory_order_relaxed) == STATE_LIVE) {
-            struct magazine *mag = &c->magazine[span & 0xff];
+            struct magazine *mag = owned_magazine(c, span);
             if (block_offset_exact(mag, (p & (SPAN_SIZE - 1)) - FIRST_BLOCK) &&
                 atomic_load_explicit(tag_of(pointer), memory_order_relaxed) == live_tag(h, pointer)) {
                 if (__builtin_expect(mag->count < mag->capacity, 1)) {
@@ -1346,7 +1353,7 @@ static HRESULT STDMETHODCALLTYPE h_free(IHostMalloc *self, void *pointer)
                     return S_OK;
                 }
                 /* a full magazine: every rule is checked, the span's list takes it */
-                return free_past_magazine(h, c, (unsigned)(span & 0xff), pointer);
+                return free_past_magazine(h, c, (unsigned)(mag - c->magazine), pointer);
             }
         }
     }
