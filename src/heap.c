@@ -36,7 +36,9 @@
  * handed out, and becomes a free tag (claimed atomically by a thread that is
  * not the owner): a second free of the same block finds it free. Any failure
  * is HOST_E_INVALIDOPERATION and changes nothing; a tag that is neither live,
- * free nor never used is counted as a corruption too.
+ * free nor never used is counted as a corruption too. The owner's fast path
+ * takes the first three from its cache's record of the spans it owns (owned),
+ * which its thread alone writes, and reads the tag as the full path does.
  *
  * Memory goes back: a span whose blocks are all free is kept as the class's
  * one spare, or decommitted (the budget and committed bytes drop). Segments
