@@ -36,7 +36,9 @@
  * handed out, and becomes a free tag (claimed atomically by a thread that is
  * not the owner): a second free of the same block finds it free. Any failure
  * is HOST_E_INVALIDOPERATION and changes nothing; a tag that is neither live,
- * free nor never used is counted as a corruption too.
+ * free nor never used is counted as a corruption too. The owner's fast path
+ * takes the first three from its cache's record of the spans it owns (owned),
+ * which its thread alone writes, and reads the tag as the full path does.
  *
  * Memory goes back: a span whose blocks are all free is kept as the class's
  * one spare, or decommitted (the budget and committed bytes drop). Segments
@@ -200,6 +202,17 @@ static inline _Atomic uintptr_t *tag_of(void *block)
     return (_Atomic uintptr_t *)((char *)block - sizeof(uintptr_t));
 }
 
+/* The first block of every span is 16 bytes past the span's base (its tag
+ * fills the 8 before it; span_init), so that every block is 16-byte aligned. */
+#define FIRST_BLOCK 16
+
+/* Blocks in a span of a class: from FIRST_BLOCK, the last ending by the span's end. */
+static inline uint32_t span_capacity(unsigned size_class)
+{
+    uint32_t size = class_size[size_class];
+    return (uint32_t)((SPAN_SIZE - FIRST_BLOCK - size) / (size + BLOCK_HEAD) + 1);
+}
+
 /* Recently freed blocks of one class, reused first (they are still in the
  * cache): the owner's free and allocation touch nothing else. Their tags say
  * free; their spans still count them as used. The list runs through the
@@ -209,6 +222,9 @@ static inline _Atomic uintptr_t *tag_of(void *block)
 struct magazine {
     void *head;
     uint32_t count, capacity;
+    /* the class's shape, for Free's exactness test (block_offset_exact) */
+    uint64_t divider;  /* ceil(2^64 / stride) */
+    uint32_t last;     /* the last block's offset from the first */
 };
 
 /* A free block (in a magazine, on its span's list or its remote list): the
@@ -219,8 +235,21 @@ struct parked {
 _Static_assert(sizeof(struct parked) <= 8 && sizeof(uintptr_t) == BLOCK_HEAD,
                "a free block's link fits the smallest class, the tag its head");
 
+/* The spans a cache owns, by address: slot (base >> SPAN_SHIFT) % OWNED holds
+ * base | the byte offset of its class's magazine in the cache (owned_note), for
+ * a span this cache owns and has initialised, or else
+ * owned_vacant(slot) - a span that can never map to that slot, so that no
+ * pointer matches an empty slot (not even one below 64 KiB against 0). The
+ * owner's private record (in its cache, never among the blocks): a match proves
+ * that a pointer lies in a span of this heap that the calling thread owns, in
+ * use, of that class - without the address map, the segment header or the owner
+ * compare. Two spans that share a slot take turns (the last to be freed into
+ * through heap_free holds it); the other's frees take the full path. */
+#define OWNED 1024
+
 struct tcache {
     struct heap *heap;
+    uintptr_t owned[OWNED];
     struct magazine magazine[CLASSES];
     struct span *current[CLASSES];
     struct span *partial[CLASSES];
@@ -243,24 +272,16 @@ struct ledger {
     size_t capacity, count, used; /* used counts deleted slots too */
 };
 
-#define SEGMENT_HASH 256 /* 1 GiB of segments without a collision */
-_Static_assert(SEGMENT_HASH * SEGMENT_SIZE == (size_t)1 << 30, "the hash covers 1 GiB of segments");
 struct heap {
     /* what Alloc and Free read on every call: the first cache line */
     IHostMalloc iface;
     struct manager *m;
     uint64_t id;
-    _Atomic size_t debug_count;
     /* the secrets of the tags and links (os_random at creation) */
     uintptr_t key_live, key_link, key_free;
     _Atomic uint32_t references;
     DWORD protect;
     bool threadsafe;
-    /* The heap's segments by base, slot (base >> SEGMENT_SHIFT) % SEGMENT_HASH; 1 =
-     * empty. Set once under the heap lock and kept until the heap goes (segments
-     * are never released before), so a match read without a lock proves the
-     * pointer lies in a segment of this heap: Free's fast path needs no map. */
-    _Atomic uintptr_t segment_hash[SEGMENT_HASH];
     void *lock;
     struct segment *segments;
     struct tcache *caches;
@@ -306,6 +327,16 @@ static inline uintptr_t live_tag(const struct heap *h, const void *block)
     return (uintptr_t)block ^ h->key_live; /* key_live has TAG_LIVE_BIT */
 }
 
+/* A block DebugAlloc recorded in the ledger has its live tag with bit 62
+ * flipped: still handed out, never a free tag (top bit set), and not the tag
+ * Free's fast path compares with, so its Free takes heap_free, which forgets
+ * the record. */
+#define TAG_DEBUG_BIT ((uintptr_t)1 << 62)
+static inline uintptr_t debug_tag(const struct heap *h, const void *block)
+{
+    return live_tag(h, block) ^ TAG_DEBUG_BIT;
+}
+
 /* block goes on a list in front of next: its link and its free tag say so. */
 static inline void link_write(const struct heap *h, void *block, const void *next)
 {
@@ -339,6 +370,40 @@ static inline bool block_of_span(const struct span_desc *d, uintptr_t p)
     uint64_t offset = p - d->first;
     uint32_t index = (uint32_t)((offset * d->reciprocal) >> 32);
     return index < d->capacity && (uint64_t)index * d->stride == offset;
+}
+
+/* Is offset (from a span's first block) a block boundary of the class mag
+ * caches? Divisibility by the stride with one multiply (Lemire, Kaser and
+ * Kurz, "Faster remainder by direct computation", 2019: for 32-bit n and d,
+ * d divides n exactly when n * ceil(2^64 / d) mod 2^64 < ceil(2^64 / d)); an
+ * offset below the first block wrapped to a huge one and fails the first test. */
+static inline bool block_offset_exact(const struct magazine *mag, uint64_t offset)
+{
+    return offset <= mag->last && offset * mag->divider < mag->divider;
+}
+
+static inline uintptr_t owned_vacant(size_t slot)
+{
+    return (uintptr_t)(slot + 1) << SPAN_SHIFT; /* maps to slot + 1 */
+}
+
+/* The span at span_base of size_class is c's (span_init) / no longer is. */
+static inline void owned_note(struct tcache *c, uintptr_t span_base, unsigned size_class)
+{
+    c->owned[(span_base >> SPAN_SHIFT) % OWNED] = span_base | (size_class * sizeof(struct magazine));
+}
+_Static_assert(CLASSES * sizeof(struct magazine) <= SPAN_SIZE, "a magazine's offset fits below a span's base");
+
+/* The magazine of the class of the span an owned slot names. */
+static inline struct magazine *owned_magazine(struct tcache *c, uintptr_t slot)
+{
+    return (struct magazine *)((char *)c->magazine + (slot & (SPAN_SIZE - 1)));
+}
+static inline void owned_forget(struct tcache *c, uintptr_t span_base)
+{
+    size_t slot = (span_base >> SPAN_SHIFT) % OWNED;
+    if ((c->owned[slot] >> SPAN_SHIFT) == (span_base >> SPAN_SHIFT))
+        c->owned[slot] = owned_vacant(slot);
 }
 
 static inline void magazine_push(const struct heap *h, struct magazine *mag, void *block)
@@ -500,9 +565,15 @@ static void exit_key_init(void)
 static void tcache_init(struct tcache *c, struct heap *h)
 {
     c->heap = h;
+    for (size_t i = 0; i < OWNED; i++)
+        c->owned[i] = owned_vacant(i);
     for (unsigned k = 0; k < CLASSES; k++) {
         uint32_t fit = (uint32_t)(32768 / class_size[k]);
-        c->magazine[k].capacity = fit < 2 ? 2 : fit > MAGAZINE ? MAGAZINE : fit;
+        struct magazine *mag = &c->magazine[k];
+        mag->capacity = fit < 2 ? 2 : fit > MAGAZINE ? MAGAZINE : fit;
+        uint32_t stride = class_size[k] + BLOCK_HEAD;
+        mag->divider = UINT64_MAX / stride + 1;
+        mag->last = (span_capacity(k) - 1) * stride;
     }
 }
 
@@ -572,7 +643,12 @@ static inline struct tcache *tcache_fast(struct heap *h)
         tls_last = tls_slots[id & 3];
         return tls_last.cache;
     }
-    return h->threadsafe ? NULL : &h->single;
+    if (h->threadsafe)
+        return NULL;
+    /* the one cache: remembered too, so that the fast paths find it in tls_last */
+    tls_slots[id & 3].heap_id = tls_last.heap_id = id;
+    tls_slots[id & 3].cache = tls_last.cache = &h->single;
+    return &h->single;
 }
 
 static inline struct tcache *tcache_get(struct heap *h)
@@ -663,10 +739,8 @@ static void span_init(struct span *s, unsigned size_class, struct tcache *owner)
 {
     uint32_t size = class_size[size_class];
     uint32_t stride = size + BLOCK_HEAD;
-    uintptr_t end = span_base(s) + SPAN_SIZE;
-    uintptr_t first = (span_base(s) + BLOCK_HEAD + 15) & ~(uintptr_t)15; /* the span holds blocks only */
-    /* the last block ends by the span's end */
-    uint32_t capacity = (uint32_t)((end - first - size) / stride + 1);
+    uintptr_t first = span_base(s) + FIRST_BLOCK; /* the span holds blocks only */
+    uint32_t capacity = span_capacity(size_class);
     s->magic = SPAN_MAGIC;
     s->listed = 0;
     atomic_store_explicit(&s->used, 0, memory_order_relaxed);
@@ -685,6 +759,7 @@ static void span_init(struct span *s, unsigned size_class, struct tcache *owner)
     d->first = first;
     atomic_store_explicit(&d->owner, owner, memory_order_relaxed);
     atomic_store_explicit(&d->in_use, 2, memory_order_release);
+    owned_note(owner, span_base(s), size_class);
 }
 
 /* A new segment (no lock held): its header between two guard pages, committed
@@ -739,9 +814,6 @@ static HRESULT span_new(struct heap *h, struct tcache *c, unsigned size_class,
         }
         fresh->next = h->segments;
         h->segments = fresh;
-        _Atomic uintptr_t *slot = &h->segment_hash[(fresh->base >> SEGMENT_SHIFT) % SEGMENT_HASH];
-        if (atomic_load_explicit(slot, memory_order_relaxed) == 1)
-            atomic_store_explicit(slot, fresh->base, memory_order_release);
         g = fresh;
     }
     unsigned k = first_span;
@@ -774,6 +846,7 @@ static HRESULT span_retire(struct heap *h, struct span *s)
     struct segment *g = segment_at(segment_base_of(s));
     unsigned k = span_index(s);
     s->magic = 0;
+    owned_forget(atomic_load_explicit(&g->desc[k].owner, memory_order_relaxed), span_base(s));
     /* Free refuses the span from now on */
     atomic_store_explicit(&g->desc[k].in_use, 1, memory_order_release);
     HRESULT hr = vm_free_ex(h->m, (void *)span_base(s), SPAN_SIZE, MEM_DECOMMIT, VM_HEAP);
@@ -969,8 +1042,8 @@ static HRESULT large_free(struct heap *h, uintptr_t p)
 }
 
 /* ---- IHostMalloc ------------------------------------------------------------------------------ */
-static HRESULT heap_alloc(struct heap *h, SIZE_T size, EMemoryCriticalLevel level, const char *file,
-                          int line, void **out)
+static HRESULT heap_alloc(struct heap *h, SIZE_T size, EMemoryCriticalLevel level, void **out,
+                          const char *file, int line)
 {
     if (!out)
         return E_POINTER;
@@ -1001,9 +1074,9 @@ static HRESULT heap_alloc(struct heap *h, SIZE_T size, EMemoryCriticalLevel leve
             magazine_corrupted(h, mag);
             return E_OUTOFMEMORY;
         }
-        atomic_store_explicit(tag_of(b), live_tag(h, b), memory_order_relaxed);
         if (file)
             goto note_debug;
+        atomic_store_explicit(tag_of(b), live_tag(h, b), memory_order_relaxed);
         *out = b;
         return S_OK;
     }
@@ -1019,33 +1092,29 @@ static HRESULT heap_alloc(struct heap *h, SIZE_T size, EMemoryCriticalLevel leve
         if (!(b = span_pop(h, s, &corrupt)))
             return E_OUTOFMEMORY; /* its list was overwritten (refill leaves one with a block) */
     }
-    atomic_store_explicit(tag_of(b), live_tag(h, b), memory_order_relaxed);
     atomic_store_explicit(&s->used, atomic_load_explicit(&s->used, memory_order_relaxed) + 1,
                           memory_order_relaxed);
-note_debug:
-    if (file) {
-        if (lock_enter(h->m, h->lock) == S_OK) {
-            if (ledger_put(h, &h->debug, (struct block_info){(uintptr_t)b, size, file, line}))
-                atomic_fetch_add(&h->debug_count, 1);
-            lock_leave(h->m, h->lock);
-        }
+note_debug:;
+    uintptr_t tag = live_tag(h, b);
+    if (file && lock_enter(h->m, h->lock) == S_OK) {
+        /* a block whose record could not be made is an Alloc's block */
+        if (ledger_put(h, &h->debug, (struct block_info){(uintptr_t)b, size, file, line}))
+            tag = debug_tag(h, b);
+        lock_leave(h->m, h->lock);
     }
+    atomic_store_explicit(tag_of(b), tag, memory_order_relaxed);
     *out = b;
     return S_OK;
 }
 
-/* Forgets a DebugAlloc record, if the block has one. */
-static void debug_forget(struct heap *h, uintptr_t p)
+/* Forgets the DebugAlloc record of a block whose tag said it has one. */
+static __attribute__((noinline)) void debug_forget(struct heap *h, uintptr_t p)
 {
-    if (!atomic_load_explicit(&h->debug_count, memory_order_relaxed))
-        return;
     if (lock_enter(h->m, h->lock) != S_OK)
         return;
     struct block_info *e = ledger_find(&h->debug, p);
-    if (e) {
+    if (e)
         ledger_remove(&h->debug, e);
-        atomic_fetch_sub(&h->debug_count, 1);
-    }
     lock_leave(h->m, h->lock);
 }
 
@@ -1069,6 +1138,13 @@ static __attribute__((noinline)) HRESULT free_to_span(struct heap *h, struct tca
     return S_OK;
 }
 
+/* Free's fast path found the block live in a span of c and its magazine full. */
+static __attribute__((noinline)) HRESULT free_past_magazine(struct heap *h, struct tcache *c,
+                                                            unsigned size_class, void *pointer)
+{
+    return free_to_span(h, c, span_of_block(pointer), size_class, pointer); /* its tag becomes a free tag */
+}
+
 /* Another thread's span: claim the block, push it on the span's remote list; if
  * its owner gave the span up full, hand it back through the owner's notified
  * stack (once). */
@@ -1078,9 +1154,13 @@ static __attribute__((noinline)) HRESULT free_remote(struct heap *h, struct span
     uintptr_t live = live_tag(h, pointer);
     /* claimed: 0 until its link and free tag are written */
     if (!atomic_compare_exchange_strong_explicit(tag_of(pointer), &live, 0, memory_order_acq_rel,
-                                                 memory_order_relaxed))
-        return free_refused(h, pointer, live); /* freed already, or its tag overwritten */
-    debug_forget(h, (uintptr_t)pointer);
+                                                 memory_order_relaxed)) {
+        if (live != debug_tag(h, pointer) ||
+            !atomic_compare_exchange_strong_explicit(tag_of(pointer), &live, 0, memory_order_acq_rel,
+                                                     memory_order_relaxed))
+            return free_refused(h, pointer, live); /* freed already, or its tag overwritten */
+        debug_forget(h, (uintptr_t)pointer);
+    }
     void *head = atomic_load_explicit(&s->remote, memory_order_relaxed);
     do
         link_write(h, pointer, head);
@@ -1103,8 +1183,7 @@ static __attribute__((noinline)) HRESULT free_other(struct heap *h, uintptr_t p,
 {
     if (entry_id(e) != h->m->id || (e & ENTRY_KIND) != ENTRY_HEAP_LARGE)
         return HOST_E_INVALIDOPERATION; /* not in heap memory of this manager */
-    debug_forget(h, p);
-    return large_free(h, p);
+    return large_free(h, p); /* its DebugAlloc record is its entry in the large ledger */
 }
 
 /* Free through the address map, every rule in order: what h_free's fast path
@@ -1142,12 +1221,13 @@ static __attribute__((noinline)) HRESULT heap_free(struct heap *h, void *pointer
     /* The owner: only a racing free of the same block by another thread could
      * interfere, and that is the one double free this check cannot see. */
     uintptr_t tag = atomic_load_explicit(tag_of(pointer), memory_order_relaxed);
-    if (tag != live_tag(h, pointer))
+    if (tag != live_tag(h, pointer) && tag != debug_tag(h, pointer))
         return free_refused(h, pointer, tag); /* freed already, or its tag overwritten */
     atomic_store_explicit(tag_of(pointer), 0, memory_order_relaxed); /* claimed, until its free tag */
-    if (__builtin_expect(atomic_load_explicit(&h->debug_count, memory_order_relaxed) != 0, 0))
+    if (tag == debug_tag(h, pointer))
         debug_forget(h, p);
     unsigned size_class = d->size_class;
+    owned_note(c, base + ((uintptr_t)k << SPAN_SHIFT), size_class); /* its slot, if another span had it */
     struct magazine *mag = &c->magazine[size_class];
     if (__builtin_expect(mag->count >= mag->capacity, 0))
         return free_to_span(h, c, s, size_class, pointer); /* its tag becomes a free tag there */
@@ -1218,52 +1298,64 @@ static HRESULT STDMETHODCALLTYPE h_alloc(IHostMalloc *self, SIZE_T size, EMemory
                                          void **out)
 {
     struct heap *h = heap_from(self);
-    if (__builtin_expect(out && size <= SMALL_MAX && (unsigned)level <= eProcessCritical, 1) &&
-        atomic_load_explicit(&h->m->state, memory_order_relaxed) == STATE_LIVE) {
-        struct tcache *c = tcache_fast(h);
-        if (__builtin_expect(c != NULL, 1)) {
-            struct magazine *mag = &c->magazine[class_of(size)];
-            void *b;
-            if (__builtin_expect(mag->count != 0, 1) && __builtin_expect((b = magazine_pop(h, mag)) != NULL, 1)) {
-                atomic_store_explicit(tag_of(b), live_tag(h, b), memory_order_relaxed);
-                *out = b;
-                return S_OK;
-            } /* an overwritten link: heap_alloc finds it again, counts and refuses */
-        }
-    }
-    return heap_alloc(h, size, level, NULL, 0, out);
+    /* one branch a rule (a condition folded with && costs flag moves) */
+    if (__builtin_expect(size > SMALL_MAX, 0))
+        goto full;
+    if (__builtin_expect((unsigned)level > eProcessCritical, 0))
+        goto full;
+    if (__builtin_expect(!out, 0))
+        goto full;
+    if (__builtin_expect(tls_last.heap_id != h->id, 0))
+        goto full;
+    if (__builtin_expect(atomic_load_explicit(&h->m->state, memory_order_relaxed) != STATE_LIVE, 0))
+        goto full;
+    struct magazine *mag = &tls_last.cache->magazine[class_of(size)];
+    void *b = mag->head; /* NULL exactly when count is 0 */
+    if (__builtin_expect(!b, 0))
+        goto full;
+    uintptr_t next = ((struct parked *)b)->link ^ (uintptr_t)b ^ h->key_link;
+    if (__builtin_expect(atomic_load_explicit(tag_of(b), memory_order_relaxed) != (next ^ h->key_free), 0))
+        goto full; /* an overwritten link: heap_alloc finds it again, counts and refuses */
+    mag->head = (void *)next; /* magazine_pop, inline */
+    mag->count--;
+    atomic_store_explicit(tag_of(b), live_tag(h, b), memory_order_relaxed);
+    *out = b;
+    return S_OK;
+full:
+    return heap_alloc(h, size, level, out, NULL, 0); /* the arguments in h_alloc's registers */
 }
 
 static HRESULT STDMETHODCALLTYPE h_debug_alloc(IHostMalloc *self, SIZE_T size,
                                                EMemoryCriticalLevel level, char *file, int line,
                                                void **out)
 {
-    return heap_alloc(heap_from(self), size, level, file ? file : "?", line, out);
+    return heap_alloc(heap_from(self), size, level, out, file ? file : "?", line);
 }
 
-/* Free's common case - the owner frees a small block of a segment the heap's
- * hash knows, with room in its magazine - checks the same rules as heap_free
- * with fewer steps; anything else, refusals included, takes heap_free, which
- * checks everything again in order. A pointer below its span's first block
- * gives a huge offset, so the exactness test refuses it. */
+/* Free's common case - the owner frees a small block of a span its cache
+ * records as its own (owned), with room in its magazine - checks the same
+ * rules as heap_free with fewer steps; anything else, refusals included, takes
+ * heap_free, which checks everything again in order. */
 static HRESULT STDMETHODCALLTYPE h_free(IHostMalloc *self, void *pointer)
 {
     struct heap *h = heap_from(self);
     uintptr_t p = (uintptr_t)pointer;
-    uintptr_t base = p & ~(uintptr_t)(SEGMENT_SIZE - 1);
-    if (atomic_load_explicit(&h->segment_hash[(p >> SEGMENT_SHIFT) % SEGMENT_HASH], memory_order_acquire) ==
-            base &&
-        atomic_load_explicit(&h->m->state, memory_order_relaxed) == STATE_LIVE &&
-        !atomic_load_explicit(&h->debug_count, memory_order_relaxed)) {
-        const struct span_desc *d = &segment_at(base)->desc[(p - base) >> SPAN_SHIFT];
-        struct tcache *c = tcache_fast(h);
-        if (atomic_load_explicit(&d->in_use, memory_order_acquire) == 2 && block_of_span(d, p) && c &&
-            atomic_load_explicit(&d->owner, memory_order_relaxed) == c) {
-            struct magazine *mag = &c->magazine[d->size_class];
-            if (atomic_load_explicit(tag_of(pointer), memory_order_relaxed) == live_tag(h, pointer) &&
-                mag->count < mag->capacity) {
-                magazine_push(h, mag, pointer); /* its tag becomes a free tag */
-                return S_OK;
+    if (__builtin_expect(tls_last.heap_id == h->id, 1)) {
+        struct tcache *c = tls_last.cache;
+        uintptr_t span = c->owned[(p >> SPAN_SHIFT) % OWNED];
+        /* a span of this cache, of this class: the block's tag is readable
+         * while the manager is live (after shutdown the segments are gone) */
+        if (((span ^ p) >> SPAN_SHIFT) == 0 &&
+            atomic_load_explicit(&h->m->state, memory_order_relaxed) == STATE_LIVE) {
+            struct magazine *mag = owned_magazine(c, span);
+            if (block_offset_exact(mag, (p & (SPAN_SIZE - 1)) - FIRST_BLOCK) &&
+                atomic_load_explicit(tag_of(pointer), memory_order_relaxed) == live_tag(h, pointer)) {
+                if (__builtin_expect(mag->count < mag->capacity, 1)) {
+                    magazine_push(h, mag, pointer); /* its tag becomes a free tag */
+                    return S_OK;
+                }
+                /* a full magazine: every rule is checked, the span's list takes it */
+                return free_past_magazine(h, c, (unsigned)(mag - c->magazine), pointer);
             }
         }
     }
@@ -1304,8 +1396,6 @@ HRESULT heap_create(struct manager *m, DWORD type, IHostMalloc **out)
     h->key_live = keys[0] | TAG_LIVE_BIT;
     h->key_link = keys[1];
     h->key_free = (keys[2] & ~TAG_LIVE_BIT) | TAG_FREE_BIT;
-    for (size_t i = 0; i < SEGMENT_HASH; i++)
-        atomic_init(&h->segment_hash[i], 1);
     tcache_init(&h->single, h);
     HRESULT hr = lock_create(m, &h->lock);
     if (hr != S_OK) {
@@ -1346,7 +1436,8 @@ HRESULT hostmem_heap_report(IHostMalloc *heap, FILE *out, size_t *live_blocks)
             const struct span_desc *d = &g->desc[k];
             for (uint32_t i = 0; i < d->capacity; i++) {
                 uintptr_t p = block_at(d, i);
-                if (atomic_load_explicit(tag_of((void *)p), memory_order_relaxed) != live_tag(h, (void *)p))
+                uintptr_t tag = atomic_load_explicit(tag_of((void *)p), memory_order_relaxed);
+                if (tag != live_tag(h, (void *)p) && tag != debug_tag(h, (void *)p))
                     continue;
                 struct block_info *e = ledger_find(&h->debug, p);
                 live++;

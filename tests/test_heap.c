@@ -183,6 +183,178 @@ TEST(free_refuses_what_the_heap_did_not_hand_out_every_variant)
     }
 }
 
+/* Free accepts a block boundary and nothing else, in every size class: every
+ * offset inside and around three blocks of each class, below and above them,
+ * is HOST_E_INVALIDOPERATION and changes nothing; then the three blocks free
+ * once each. Free's fast path decides a block boundary with one multiply and
+ * the full path with another: both are walked, by the owner (the fast path)
+ * and by another thread (the full path). */
+static void free_refused_everywhere_in_block(IHostMalloc *h, char *x, size_t size, char *const live[3],
+                                              size_t *accepted)
+{
+    size_t reach = size + 48, step = size <= 1100 ? 1 : 7; /* past the block and its neighbour's tag */
+    for (size_t o = 1; o <= reach; o += step) {
+        char *at[2] = {x + o, x - o};
+        for (int k = 0; k < 2; k++) {
+            if (at[k] == live[0] || at[k] == live[1] || at[k] == live[2])
+                continue;
+            if (IHostMalloc_Free(h, at[k]) != HOST_E_INVALIDOPERATION)
+                (*accepted)++;
+        }
+    }
+}
+
+struct offsets_job {
+    IHostMalloc *h;
+    char *blocks[3];
+    size_t size, accepted;
+};
+
+static void *free_refused_from_another_thread(void *arg)
+{
+    struct offsets_job *j = arg;
+    for (int b = 0; b < 3; b++)
+        free_refused_everywhere_in_block(j->h, j->blocks[b], j->size, j->blocks, &j->accepted);
+    return NULL;
+}
+
+TEST(free_accepts_only_block_boundaries_in_every_size_class)
+{
+    static const DWORD kinds[] = {MALLOC_THREADSAFE, 0};
+    for (size_t v = 0; v < 2; v++) {
+        IHostMemoryManager *m;
+        REQUIRE_HR(hostmem_create(NULL, &m), S_OK);
+        IHostMalloc *h = heap_of(m, kinds[v]);
+        REQUIRE(h);
+        size_t sizes[100], n = 0;
+        for (size_t s = 8; s <= 1032; s += 16)
+            sizes[n++] = s;
+        for (size_t base = 1024; base < 16384; base *= 2)
+            for (size_t q = 1; q <= 4; q++)
+                sizes[n++] = base + base / 4 * q - (q == 4 ? 0 : 8); /* below and at each class's size */
+        sizes[n++] = 1;
+        sizes[n++] = 16384;
+        for (size_t i = 0; i < n; i++) {
+            size_t size = sizes[i], accepted = 0;
+            char *blocks[3];
+            for (int b = 0; b < 3; b++) {
+                REQUIRE_HR(IHostMalloc_Alloc(h, size, eTaskCritical, (void **)&blocks[b]), S_OK);
+                memset(blocks[b], 'a' + b, size);
+            }
+            for (int b = 0; b < 3; b++)
+                free_refused_everywhere_in_block(h, blocks[b], size, blocks, &accepted);
+            if (kinds[v] & MALLOC_THREADSAFE) {
+                struct offsets_job job = {h, {blocks[0], blocks[1], blocks[2]}, size, 0};
+                pthread_t t;
+                pthread_create(&t, NULL, free_refused_from_another_thread, &job);
+                pthread_join(t, NULL);
+                accepted += job.accepted;
+            }
+            if (accepted)
+                TEST_FAIL_AT("variant %zu, size %zu: %zu pointers that are no block boundary were accepted", v,
+                             size, accepted);
+            for (int b = 0; b < 3; b++)
+                for (size_t k = 0; k < size; k++)
+                    if (blocks[b][k] != 'a' + b) {
+                        TEST_FAIL_AT("variant %zu, size %zu: block %d was touched at %zu", v, size, b, k);
+                        break;
+                    }
+            for (int b = 0; b < 3; b++)
+                CHECK_HR(IHostMalloc_Free(h, blocks[b]), S_OK);
+            for (int b = 0; b < 3; b++)
+                CHECK_HR(IHostMalloc_Free(h, blocks[b]), HOST_E_INVALIDOPERATION);
+        }
+        size_t live = 99;
+        CHECK_HR(hostmem_heap_report(h, NULL, &live), S_OK);
+        CHECK_EQ(live, 0);
+        char why[256];
+        CHECK_HR(hostmem_validate(m, 0, why, sizeof why), S_OK);
+        CHECK_EQ(IHostMalloc_Release(h), 0);
+        CHECK_EQ(IHostMemoryManager_Release(m), 0);
+    }
+}
+
+/* A thread's cache records the spans it owns by address, one slot for every 64
+ * KiB of a 64 MiB window (docs/heap.md): spans 64 MiB apart share a slot and
+ * take turns in it. With more than 1024 spans, some must share: every block is
+ * still freed exactly once, by its owner and by another thread, in an order
+ * that makes the sharing spans take turns, and a second free of each is
+ * refused. */
+struct span_blocks {
+    IHostMalloc *h;
+    void **blocks;
+    size_t n;
+    size_t wrong;
+};
+
+static void *free_every_other_expecting(void *arg)
+{
+    struct span_blocks *j = arg;
+    for (size_t i = 1; i < j->n; i += 2)
+        if (IHostMalloc_Free(j->h, j->blocks[i]) != S_OK)
+            j->wrong++;
+    for (size_t i = 1; i < j->n; i += 2)
+        if (IHostMalloc_Free(j->h, j->blocks[i]) != HOST_E_INVALIDOPERATION)
+            j->wrong++;
+    return NULL;
+}
+
+TEST(spans_sharing_a_slot_of_their_owners_record_free_exactly)
+{
+    IHostMemoryManager *m;
+    REQUIRE_HR(hostmem_create(NULL, &m), S_OK);
+    IHostMalloc *h = heap_of(m, MALLOC_THREADSAFE);
+    REQUIRE(h);
+    /* 16 KiB blocks: three a span; 1100 spans and more (69 MiB) */
+    enum { N = 3 * 1100 };
+    void **blocks = malloc(N * sizeof *blocks);
+    REQUIRE(blocks);
+    for (size_t i = 0; i < N; i++)
+        REQUIRE_HR(IHostMalloc_Alloc(h, 16384, eTaskCritical, &blocks[i]), S_OK);
+    /* some spans share a slot: two spans whose 64 KiB numbers agree modulo 1024 */
+    size_t shared = 0;
+    for (size_t i = 0; i < N && !shared; i++)
+        for (size_t j = i + 1; j < N; j++) {
+            uintptr_t a = (uintptr_t)blocks[i] >> 16, b = (uintptr_t)blocks[j] >> 16;
+            if (a != b && a % 1024 == b % 1024) {
+                shared++;
+                break;
+            }
+        }
+    CHECK(shared);
+    /* the owner frees the even blocks from both ends towards the middle (the
+     * spans that share a slot alternate), another thread the odd ones */
+    size_t wrong = 0;
+    for (size_t lo = 0, hi = N - 1 - (N - 1) % 2; lo <= hi; lo += 2, hi -= 2) {
+        if (IHostMalloc_Free(h, blocks[lo]) != S_OK)
+            wrong++;
+        if (hi != lo && IHostMalloc_Free(h, blocks[hi]) != S_OK)
+            wrong++;
+    }
+    struct span_blocks other = {h, blocks, N, 0};
+    pthread_t t;
+    pthread_create(&t, NULL, free_every_other_expecting, &other);
+    pthread_join(t, NULL);
+    for (size_t i = 0; i < N; i++)
+        if (IHostMalloc_Free(h, blocks[i]) != HOST_E_INVALIDOPERATION)
+            wrong++;
+    CHECK_EQ(wrong, 0);
+    CHECK_EQ(other.wrong, 0);
+    size_t live = 99;
+    CHECK_HR(hostmem_heap_report(h, NULL, &live), S_OK);
+    CHECK_EQ(live, 0);
+    /* and the spans serve again */
+    for (size_t i = 0; i < N; i++)
+        REQUIRE_HR(IHostMalloc_Alloc(h, 16384, eTaskCritical, &blocks[i]), S_OK);
+    for (size_t i = 0; i < N; i++)
+        CHECK_HR(IHostMalloc_Free(h, blocks[N - 1 - i]), S_OK);
+    char why[256];
+    CHECK_HR(hostmem_validate(m, 0, why, sizeof why), S_OK);
+    free(blocks);
+    CHECK_EQ(IHostMalloc_Release(h), 0);
+    CHECK_EQ(IHostMemoryManager_Release(m), 0);
+}
+
 /* ---- threads ---------------------------------------------------------------------------- */
 struct channel {
     void *slots[4096];
@@ -499,6 +671,126 @@ TEST(debug_alloc_leak_report_names_file_and_line)
     CHECK_EQ(IHostMemoryManager_Release(m), 0);
 }
 
+/* A DebugAlloc'd block freed by another thread, or by its owner, loses its
+ * record in the leak report once, and a second Free of it is refused
+ * wherever it comes from. */
+struct debug_free {
+    IHostMalloc *h;
+    void *block;
+    HRESULT first, second;
+};
+
+static void *debug_free_twice(void *arg)
+{
+    struct debug_free *d = arg;
+    d->first = IHostMalloc_Free(d->h, d->block);
+    d->second = IHostMalloc_Free(d->h, d->block);
+    return NULL;
+}
+
+TEST(debug_alloc_blocks_free_once_from_any_thread)
+{
+    IHostMemoryManager *m;
+    REQUIRE_HR(hostmem_create(NULL, &m), S_OK);
+    IHostMalloc *h = heap_of(m, MALLOC_THREADSAFE);
+    REQUIRE(h);
+    void *mine, *theirs, *plain;
+    CHECK_HR(IHostMalloc_DebugAlloc(h, 40, eTaskCritical, (char *)"owner.c", 1, &mine), S_OK);
+    CHECK_HR(IHostMalloc_DebugAlloc(h, 40, eTaskCritical, (char *)"remote.c", 2, &theirs), S_OK);
+    CHECK_HR(IHostMalloc_Alloc(h, 40, eTaskCritical, &plain), S_OK);
+    struct debug_free d = {h, theirs, E_FAIL, E_FAIL};
+    pthread_t t;
+    pthread_create(&t, NULL, debug_free_twice, &d);
+    pthread_join(t, NULL);
+    CHECK_HR(d.first, S_OK);
+    CHECK_HR(d.second, HOST_E_INVALIDOPERATION);
+    CHECK_HR(IHostMalloc_Free(h, theirs), HOST_E_INVALIDOPERATION);
+    char *text = NULL;
+    size_t length = 0, live = 0;
+    FILE *f = open_memstream(&text, &length);
+    REQUIRE(f);
+    CHECK_HR(hostmem_heap_report(h, f, &live), S_OK);
+    fclose(f);
+    CHECK_EQ(live, 2);
+    CHECK(strstr(text, "owner.c:1") != NULL);
+    CHECK(strstr(text, "remote.c:2") == NULL);
+    free(text);
+    CHECK_HR(IHostMalloc_Free(h, mine), S_OK);
+    CHECK_HR(IHostMalloc_Free(h, mine), HOST_E_INVALIDOPERATION);
+    d = (struct debug_free){h, mine, E_FAIL, E_FAIL};
+    pthread_create(&t, NULL, debug_free_twice, &d);
+    pthread_join(t, NULL);
+    CHECK_HR(d.first, HOST_E_INVALIDOPERATION);
+    CHECK_HR(d.second, HOST_E_INVALIDOPERATION);
+    CHECK_HR(hostmem_heap_report(h, NULL, &live), S_OK);
+    CHECK_EQ(live, 1);
+    /* the blocks come back as plain blocks: no record, freed on the fast path */
+    void *again;
+    CHECK_HR(IHostMalloc_Alloc(h, 40, eTaskCritical, &again), S_OK);
+    CHECK_HR(IHostMalloc_Free(h, again), S_OK);
+    CHECK_HR(IHostMalloc_Free(h, again), HOST_E_INVALIDOPERATION);
+    CHECK_HR(IHostMalloc_Free(h, plain), S_OK);
+    CHECK_HR(hostmem_heap_report(h, NULL, &live), S_OK);
+    CHECK_EQ(live, 0);
+    CHECK_EQ(IHostMalloc_Release(h), 0);
+    CHECK_EQ(IHostMemoryManager_Release(m), 0);
+}
+
+/* A heap without MALLOC_THREADSAFE has one cache, which every thread's calls
+ * use in turn (the caller serialises them): blocks made on one thread are
+ * freed exactly on another and back, and double frees are refused on both. */
+struct in_turn {
+    IHostMalloc *h;
+    void **blocks;
+    size_t n;
+    size_t wrong;
+};
+
+static void *single_cache_turn(void *arg)
+{
+    struct in_turn *j = arg;
+    for (size_t i = 0; i < j->n; i += 2)
+        if (IHostMalloc_Free(j->h, j->blocks[i]) != S_OK)
+            j->wrong++;
+    for (size_t i = 0; i < j->n; i += 2)
+        if (IHostMalloc_Free(j->h, j->blocks[i]) != HOST_E_INVALIDOPERATION)
+            j->wrong++;
+    for (size_t i = 0; i < j->n; i += 2)
+        if (IHostMalloc_Alloc(j->h, 24 + i % 300, eTaskCritical, &j->blocks[i]) != S_OK)
+            j->wrong++;
+    return NULL;
+}
+
+TEST(single_cache_heap_serves_threads_in_turn)
+{
+    IHostMemoryManager *m;
+    REQUIRE_HR(hostmem_create(NULL, &m), S_OK);
+    IHostMalloc *h = heap_of(m, 0);
+    REQUIRE(h);
+    enum { N = 400 };
+    void *blocks[N];
+    for (size_t i = 0; i < N; i++)
+        REQUIRE_HR(IHostMalloc_Alloc(h, 24 + i % 300, eTaskCritical, &blocks[i]), S_OK);
+    struct in_turn j = {h, blocks, N, 0};
+    pthread_t t;
+    pthread_create(&t, NULL, single_cache_turn, &j);
+    pthread_join(t, NULL);
+    CHECK_EQ(j.wrong, 0);
+    size_t wrong = 0;
+    for (size_t i = 0; i < N; i++)
+        if (IHostMalloc_Free(h, blocks[i]) != S_OK)
+            wrong++;
+    for (size_t i = 0; i < N; i++)
+        if (IHostMalloc_Free(h, blocks[i]) != HOST_E_INVALIDOPERATION)
+            wrong++;
+    CHECK_EQ(wrong, 0);
+    size_t live = 99;
+    CHECK_HR(hostmem_heap_report(h, NULL, &live), S_OK);
+    CHECK_EQ(live, 0);
+    CHECK_EQ(IHostMalloc_Release(h), 0);
+    CHECK_EQ(IHostMemoryManager_Release(m), 0);
+}
+
 /* §8 leak report at shutdown: with HOSTMEM_LEAK_REPORT, releasing a heap that still
  * has blocks, and a manager that still has reservations, prints them to stderr. */
 TEST(leak_report_at_shutdown_goes_to_stderr)
@@ -678,11 +970,15 @@ int main(void)
     RUN(alloc_alignment_zero_size_and_contents_every_variant);
     RUN(free_refuses_what_the_heap_did_not_hand_out_every_variant);
     RUN(free_refuses_double_frees_wherever_the_block_rests);
+    RUN(free_accepts_only_block_boundaries_in_every_size_class);
+    RUN(spans_sharing_a_slot_of_their_owners_record_free_exactly);
+    RUN(single_cache_heap_serves_threads_in_turn);
     RUN(threadsafe_cross_thread_frees);
     RUN(threadsafe_concurrent_churn_keeps_contents);
     RUN(heap_pages_follow_the_budget_and_come_back);
     RUN(executable_heap_runs_generated_code);
     RUN(debug_alloc_leak_report_names_file_and_line);
+    RUN(debug_alloc_blocks_free_once_from_any_thread);
     RUN(leak_report_at_shutdown_goes_to_stderr);
     RUN(free_does_not_take_block_contents_for_its_state);
     RUN(heap_after_shutdown_is_clrnotavailable);
