@@ -368,8 +368,17 @@ size_t pending_in(const struct reservation *r, uint64_t lo, uint64_t hi)
     return (r->flags & RES_PENDING) ? pages_where(r, lo, hi, is_pending, false) : 0;
 }
 
-/* The thread slot (plus one) of the process's last deferred decommit. */
-static _Atomic unsigned last_decommitter;
+static uint64_t now_ns(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
+}
+
+/* The process's last two decommitters, each (thread slot + 1) << 48 | the
+ * millisecond of its last decommit: the last, and the one before it that was
+ * another thread. A heuristic, read and written without a lock. */
+static _Atomic uint64_t decommitter_last, decommitter_other;
 
 bool pending_defers(const struct manager *m, const struct reservation *r)
 {
@@ -377,11 +386,19 @@ bool pending_defers(const struct manager *m, const struct reservation *r)
      * the other CPUs' TLBs holding the process's mmap_lock for writing, which
      * every other thread's mprotect then waits for; discarded first, the flush
      * is madvise's, under the mapping's own lock. Another thread's decommit
-     * since this thread's last one says two are at it. */
-    unsigned me = thread_slot_held;
-    bool alone = atomic_load_explicit(&last_decommitter, memory_order_relaxed) == me;
-    if (!alone)
-        atomic_store_explicit(&last_decommitter, me, memory_order_relaxed);
+     * within the purge delay (10 ms by default) says two are at it. By time,
+     * not by turns: a thread whose decommits wait cycles faster, and would
+     * take more turns. */
+    uint64_t me = (uint64_t)thread_slot_held << 48, ms = (now_ns() / 1000000u) & ((1ull << 48) - 1);
+    uint64_t last = atomic_load_explicit(&decommitter_last, memory_order_relaxed);
+    uint64_t other = atomic_load_explicit(&decommitter_other, memory_order_relaxed);
+    if ((last & ~((1ull << 48) - 1)) != me) {
+        other = last;
+        atomic_store_explicit(&decommitter_other, last, memory_order_relaxed);
+    }
+    if (last != (me | ms))
+        atomic_store_explicit(&decommitter_last, me | ms, memory_order_relaxed);
+    bool alone = other == 0 || ms - (other & ((1ull << 48) - 1)) > m->purge_delay_ms;
     /* And only where a commit has followed a decommit: a waiting discard pays
      * off when its pages are committed again (no fault, no second TLB flush),
      * and costs a second flush when they are not - a reservation that is
@@ -389,13 +406,6 @@ bool pending_defers(const struct manager *m, const struct reservation *r)
      * finds no page to flush, and the release none to discard). */
     return alone && m->purge_delay_ms != UINT32_MAX && !m->compact && (r->flags & RES_RECOMMITS) &&
            !(r->flags & (RES_HEAP | RES_LARGE_PAGES | RES_WRITE_WATCH));
-}
-
-static uint64_t now_ns(void)
-{
-    struct timespec t;
-    clock_gettime(CLOCK_MONOTONIC, &t);
-    return (uint64_t)t.tv_sec * 1000000000u + (uint64_t)t.tv_nsec;
 }
 
 /* Discards the pending runs of a locked reservation; false when the kernel

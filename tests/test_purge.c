@@ -261,10 +261,10 @@ static void *decommit_one(void *arg)
     return NULL;
 }
 
-/* While two threads decommit in turn the discard comes at once (a waiting one
- * would flush the TLBs under the process's mmap_lock, held for writing, which
- * the other thread's mprotects wait for); a thread decommitting again after
- * its own last decommit defers once more. A decommit at once over pages still
+/* While another thread has decommitted within the purge delay the discard
+ * comes at once (a waiting one would flush the TLBs under the process's
+ * mmap_lock, held for writing, which the other thread's mprotects wait for);
+ * once the other thread's decommit is older than that, decommits wait again. A decommit at once over pages still
  * waiting discards them too: committed again, they read zero. Threads take
  * turns by join: no race. */
 TEST(two_threads_decommitting_in_turn_discard_at_once)
@@ -291,9 +291,22 @@ TEST(two_threads_decommitting_in_turn_discard_at_once)
     CHECK_EQ(b[0], 0);
     CHECK_EQ(b[2 * P], 0);
     CHECK_HR(m->lpVtbl->VirtualFree(m, b + 3 * P, P, MEM_DECOMMIT), S_OK);
-    CHECK_EQ(stats_of(m).purge_pending_bytes, P); /* alone again: it waits */
-    CHECK(resident(b + 3 * P));
+    CHECK_EQ(stats_of(m).purge_pending_bytes, 0); /* the other thread's is recent: at once still */
     CHECK_EQ(b[4 * P], 5);
+    validate(m);
+    CHECK_EQ(m->lpVtbl->Release(m), 0);
+    /* the other thread's decommit older than a manager's purge delay: alone */
+    m = manager(2, (size_t)1 << 30);
+    b = committed(m, 4);
+    REQUIRE(b);
+    struct timespec t0, now;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    do /* the delay, on the clock, and a millisecond of its rounding */
+        clock_gettime(CLOCK_MONOTONIC, &now);
+    while ((now.tv_sec - t0.tv_sec) * 1000000000L + (now.tv_nsec - t0.tv_nsec) < 4000000L);
+    CHECK_HR(m->lpVtbl->VirtualFree(m, b, P, MEM_DECOMMIT), S_OK);
+    CHECK_EQ(stats_of(m).purge_pending_bytes, P);
+    CHECK(resident(b));
     validate(m);
     CHECK_EQ(m->lpVtbl->Release(m), 0);
 }
