@@ -280,6 +280,7 @@ TEST(free_accepts_only_block_boundaries_in_every_size_class)
  * still freed exactly once, by its owner and by another thread, in an order
  * that makes the sharing spans take turns, and a second free of each is
  * refused. */
+/* Blocks a second thread frees: every other one, from first. */
 struct span_blocks {
     IHostMalloc *h;
     void **blocks;
@@ -287,15 +288,22 @@ struct span_blocks {
     size_t wrong;
 };
 
+/* Frees blocks first, first + 2, ... once (S_OK) and again (refused); the
+ * answers that were not so. */
+static size_t free_every_other_twice(IHostMalloc *h, void **blocks, size_t first, size_t n)
+{
+    size_t wrong = 0;
+    for (size_t i = first; i < n; i += 2)
+        wrong += IHostMalloc_Free(h, blocks[i]) != S_OK;
+    for (size_t i = first; i < n; i += 2)
+        wrong += IHostMalloc_Free(h, blocks[i]) != HOST_E_INVALIDOPERATION;
+    return wrong;
+}
+
 static void *free_every_other_expecting(void *arg)
 {
     struct span_blocks *j = arg;
-    for (size_t i = 1; i < j->n; i += 2)
-        if (IHostMalloc_Free(j->h, j->blocks[i]) != S_OK)
-            j->wrong++;
-    for (size_t i = 1; i < j->n; i += 2)
-        if (IHostMalloc_Free(j->h, j->blocks[i]) != HOST_E_INVALIDOPERATION)
-            j->wrong++;
+    j->wrong += free_every_other_twice(j->h, j->blocks, 1, j->n);
     return NULL;
 }
 
@@ -739,22 +747,10 @@ TEST(debug_alloc_blocks_free_once_from_any_thread)
 /* A heap without MALLOC_THREADSAFE has one cache, which every thread's calls
  * use in turn (the caller serialises them): blocks made on one thread are
  * freed exactly on another and back, and double frees are refused on both. */
-struct in_turn {
-    IHostMalloc *h;
-    void **blocks;
-    size_t n;
-    size_t wrong;
-};
-
 static void *single_cache_turn(void *arg)
 {
-    struct in_turn *j = arg;
-    for (size_t i = 0; i < j->n; i += 2)
-        if (IHostMalloc_Free(j->h, j->blocks[i]) != S_OK)
-            j->wrong++;
-    for (size_t i = 0; i < j->n; i += 2)
-        if (IHostMalloc_Free(j->h, j->blocks[i]) != HOST_E_INVALIDOPERATION)
-            j->wrong++;
+    struct span_blocks *j = arg;
+    j->wrong += free_every_other_twice(j->h, j->blocks, 0, j->n);
     for (size_t i = 0; i < j->n; i += 2)
         if (IHostMalloc_Alloc(j->h, 24 + i % 300, eTaskCritical, &j->blocks[i]) != S_OK)
             j->wrong++;
@@ -771,7 +767,7 @@ TEST(single_cache_heap_serves_threads_in_turn)
     void *blocks[N];
     for (size_t i = 0; i < N; i++)
         REQUIRE_HR(IHostMalloc_Alloc(h, 24 + i % 300, eTaskCritical, &blocks[i]), S_OK);
-    struct in_turn j = {h, blocks, N, 0};
+    struct span_blocks j = {h, blocks, N, 0};
     pthread_t t;
     pthread_create(&t, NULL, single_cache_turn, &j);
     pthread_join(t, NULL);
