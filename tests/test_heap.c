@@ -443,19 +443,14 @@ TEST(threadsafe_cross_thread_frees)
     CHECK_EQ(IHostMemoryManager_Release(m), 0);
 }
 
-struct refree {
-    IHostMalloc *h;
-    void **blocks;
-    size_t n;
-    size_t accepted;
-};
-
+/* Frees each of a span_blocks' blocks once more, from another thread: every
+ * one must be refused. */
 static void *free_again(void *arg)
 {
-    struct refree *r = arg;
+    struct span_blocks *r = arg;
     for (size_t i = 0; i < r->n; i++)
         if (IHostMalloc_Free(r->h, r->blocks[i]) != HOST_E_INVALIDOPERATION)
-            r->accepted++;
+            r->wrong++;
     return NULL;
 }
 
@@ -480,11 +475,11 @@ TEST(free_refuses_double_frees_wherever_the_block_rests)
         if (IHostMalloc_Free(h, blocks[i]) != HOST_E_INVALIDOPERATION)
             accepted++;
     CHECK_EQ(accepted, 0);
-    struct refree r = {h, blocks, N, 0};
+    struct span_blocks r = {h, blocks, N, 0};
     pthread_t t;
     pthread_create(&t, NULL, free_again, &r);
     pthread_join(t, NULL);
-    CHECK_EQ(r.accepted, 0);
+    CHECK_EQ(r.wrong, 0);
     /* each block comes back once: 2N allocations give 2N distinct blocks */
     void *again[2 * N];
     for (size_t i = 0; i < 2 * N; i++) {
