@@ -262,6 +262,9 @@ $(B)/tests/test_win32: tests/test_win32.c include/hostmem_win32.h $(B)/libhostme
 # uses hostmem.h (tests/test.h): both libraries.
 $(B)/tests/test_win32_code: tests/test_win32_code.c tests/test.h include/hostmem_win32.h $(B)/libhostmem_win32.a $(B)/libhostmem.a | $(B)/tests
 	$(CC) $(CFLAGS_BASE) $(OPT) $< $(B)/libhostmem_win32.a $(B)/libhostmem.a -o $@
+# tests/test_win32_modes.c: the face's guard-page and emulated write-watch modes, the same way.
+$(B)/tests/test_win32_modes: tests/test_win32_modes.c tests/test.h include/hostmem_win32.h $(B)/libhostmem_win32.a $(B)/libhostmem.a | $(B)/tests
+	$(CC) $(CFLAGS_BASE) $(OPT) $< $(B)/libhostmem_win32.a $(B)/libhostmem.a -o $@
 
 install: install-win32
 install-win32: $(B)/libhostmem_win32.a $(B)/libhostmem_win32.so

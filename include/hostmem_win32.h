@@ -165,6 +165,25 @@ void SetLastError(DWORD dwErrCode);
 struct IHostMemoryManager;
 struct IHostMemoryManager *hostmem_win32_manager(void);
 
+/*
+ * Not Windows: modes of that manager that install hostmem's process-wide
+ * SIGSEGV handler, and so are asked for (docs/win32.md): HOSTMEM_GUARD_PAGES
+ * (one-shot PAGE_GUARD, docs/guard.md) and HOSTMEM_EMULATE_WRITE_WATCH (write
+ * watch without the kernel's tracking, docs/writewatch.md), or'ed. Before the
+ * first call that creates the manager: TRUE, the flags added to those the
+ * environment asks for (HOSTMEM_GUARD_PAGES=1, HOSTMEM_EMULATE_WRITE_WATCH=1).
+ * After it: FALSE, last error ERROR_ALREADY_INITIALIZED, nothing changed.
+ * Another flag: FALSE, ERROR_INVALID_PARAMETER.
+ */
+#ifndef HOSTMEM_H
+#define HOSTMEM_GUARD_PAGES 0x4u
+#define HOSTMEM_EMULATE_WRITE_WATCH 0x8u
+#endif
+#ifndef ERROR_ALREADY_INITIALIZED
+#define ERROR_ALREADY_INITIALIZED 1247L
+#endif
+BOOL hostmem_win32_set_flags(DWORD flags);
+
 #if defined(__GNUC__)
 #pragma GCC visibility pop
 #endif

@@ -30,6 +30,7 @@
 
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -148,11 +149,59 @@ static HRESULT win32_dynamic_code(uint32_t *policy)
     return E_INVALIDARG;
 }
 
+/* The modes a program may ask of the face's manager before it exists
+ * (hostmem_win32_set_flags, or the environment): those that install the
+ * process-wide SIGSEGV handler, and so are asked for rather than taken. */
+#define WIN32_FLAGS (HOSTMEM_GUARD_PAGES | HOSTMEM_EMULATE_WRITE_WATCH)
+static pthread_mutex_t win32_flags_lock = PTHREAD_MUTEX_INITIALIZER;
+static DWORD win32_flags;     /* asked for by hostmem_win32_set_flags */
+static bool win32_flags_read; /* the manager is being (or was) created: too late */
+
+/* A flag's environment variable: "1" on, "0", empty or unset off; S_OK, or
+ * E_INVALIDARG said on stderr for another value (as HOSTMEM_DYNAMIC_CODE). */
+static HRESULT win32_flag_from(const char *name, DWORD flag, DWORD *flags)
+{
+    const char *value = getenv(name);
+    if (!value || !*value || strcmp(value, "0") == 0)
+        return S_OK;
+    if (strcmp(value, "1") == 0) {
+        *flags |= flag;
+        return S_OK;
+    }
+    fprintf(stderr, "hostmem: %s=%s: expected 1 or 0; the Win32 calls refuse every request\n", name, value);
+    return E_INVALIDARG;
+}
+
+BOOL hostmem_win32_set_flags(DWORD flags)
+{
+    if (flags & ~(DWORD)WIN32_FLAGS) {
+        win32_last_error = ERROR_INVALID_PARAMETER;
+        return FALSE;
+    }
+    pthread_mutex_lock(&win32_flags_lock);
+    bool late = win32_flags_read;
+    if (!late)
+        win32_flags |= flags;
+    pthread_mutex_unlock(&win32_flags_lock);
+    if (late)
+        win32_last_error = ERROR_ALREADY_INITIALIZED;
+    return !late;
+}
+
 static void win32_create(void)
 {
     IHostMemoryManager *m = NULL;
     hostmem_config config = {sizeof config};
+    pthread_mutex_lock(&win32_flags_lock);
+    win32_flags_read = true;
+    config.flags = win32_flags;
+    pthread_mutex_unlock(&win32_flags_lock);
     win32_create_result = win32_dynamic_code(&config.dynamic_code);
+    if (win32_create_result == S_OK)
+        win32_create_result = win32_flag_from("HOSTMEM_GUARD_PAGES", HOSTMEM_GUARD_PAGES, &config.flags);
+    if (win32_create_result == S_OK)
+        win32_create_result =
+            win32_flag_from("HOSTMEM_EMULATE_WRITE_WATCH", HOSTMEM_EMULATE_WRITE_WATCH, &config.flags);
     if (win32_create_result == S_OK)
         win32_create_result = hostmem_create(&config, &m);
     if (win32_create_result == S_OK)
