@@ -517,6 +517,10 @@ typedef struct hostmem_stats {
     size_t heap_corruptions;     /* heap free-list links and block tags found overwritten (a
                                     write into freed or neighbouring memory): each one refused,
                                     never followed (docs/heap.md, "Hardened metadata") */
+    size_t write_watch_gets;     /* hostmem_get_write_watch calls answered (S_OK) */
+    size_t write_watch_resets;   /* of those, with WRITE_WATCH_FLAG_RESET, and
+                                    hostmem_reset_write_watch calls answered */
+    size_t write_watch_pages;    /* pages hostmem_get_write_watch reported written */
 } hostmem_stats;
 HRESULT hostmem_get_stats(IHostMemoryManager *manager, hostmem_stats *stats);
 

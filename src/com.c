@@ -449,6 +449,9 @@ HRESULT hostmem_get_stats(IHostMemoryManager *manager, hostmem_stats *stats)
     s.dynamic_code_refusals = LOAD(p->code_refusals);
     s.dynamic_code = LOAD(p->dynamic_code);
     s.heap_corruptions = LOAD(m->heap_corruptions);
+    s.write_watch_gets = LOAD(m->watch_gets);
+    s.write_watch_resets = LOAD(m->watch_resets);
+    s.write_watch_pages = LOAD(m->watch_pages);
 #undef LOAD
     size_t n = stats->size < sizeof s ? stats->size : sizeof s;
     memcpy((char *)stats + sizeof s.size, (char *)&s + sizeof s.size, n - sizeof s.size);

@@ -654,6 +654,7 @@ struct manager {
     struct remembered slack;        /* stale slack (deferred.c), by base */
     _Atomic size_t stale_slacks;    /* how many there are */
     _Atomic size_t heap_corruptions; /* heap structures found overwritten (hresult.c's corruption_found) */
+    _Atomic size_t watch_gets, watch_resets, watch_pages; /* write watch's answers (watch.c) */
 
     struct policy policy;
 

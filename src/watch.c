@@ -369,6 +369,10 @@ HRESULT watch_get(struct manager *m, DWORD flags, void *base, SIZE_T size, void 
     }
     *count = found;
     *granularity = (ULONG)g_page;
+    counter_add(&m->watch_gets, 1);
+    counter_add(&m->watch_pages, found);
+    if (flags & WRITE_WATCH_FLAG_RESET)
+        counter_add(&m->watch_resets, 1);
     return range_unlock(m, &l, S_OK);
 }
 
@@ -381,8 +385,13 @@ HRESULT watch_reset(struct manager *m, void *base, SIZE_T size)
     uintptr_t start, end;
     if ((hr = watch_lock(m, base, size, &l, &start, &end)) != S_OK)
         return hr;
-    if (l.r->flags & RES_WATCH_EMULATED)
-        return range_unlock(m, &l, watch_clean_emulated(m, &l, start, end));
-    int err = os_watch_clean((void *)start, end - start);
-    return range_unlock(m, &l, err ? watch_refused(m, err, "userfaultfd write-protection") : S_OK);
+    if (l.r->flags & RES_WATCH_EMULATED) {
+        hr = watch_clean_emulated(m, &l, start, end);
+    } else {
+        int err = os_watch_clean((void *)start, end - start);
+        hr = err ? watch_refused(m, err, "userfaultfd write-protection") : S_OK;
+    }
+    if (hr == S_OK)
+        counter_add(&m->watch_resets, 1);
+    return range_unlock(m, &l, hr);
 }

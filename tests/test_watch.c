@@ -165,6 +165,32 @@ TEST(decommitted_pages_are_not_reported)
     CHECK_HR(M->lpVtbl->VirtualFree(M, b, 0, MEM_RELEASE), S_OK);
 }
 
+/* hostmem_stats counts the answers (a host checks that its collector really
+ * reads write watch): GetWriteWatch calls, those that reset and
+ * ResetWriteWatch calls, and the pages reported; a refused call counts nothing. */
+TEST(write_watch_answers_are_counted)
+{
+    if (!kernel_tracks())
+        TEST_SKIP("this kernel cannot track writes (%s); the emulated run covers it", hostmem_write_watch_mode());
+    hostmem_stats before = stats_of(M);
+    char *b = watched(8, MEM_RESERVE | MEM_COMMIT);
+    b[P] = b[4 * P] = b[7 * P] = 1;
+    size_t got[64];
+    CHECK_EQ(written(b, 8 * P, 0, 64, got), 3);
+    CHECK_EQ(written(b, 8 * P, WRITE_WATCH_FLAG_RESET, 2, got), 2);
+    CHECK_HR(hostmem_reset_write_watch(M, b, 8 * P), S_OK);
+    void *a[4];
+    uintptr_t count = 0;
+    ULONG granularity;
+    CHECK_HR(hostmem_get_write_watch(M, 0, b, 8 * P, a, &count, &granularity), INVALID);
+    CHECK_HR(hostmem_reset_write_watch(M, b, 0), INVALID);
+    hostmem_stats after = stats_of(M);
+    CHECK_EQ(after.write_watch_gets - before.write_watch_gets, 2);
+    CHECK_EQ(after.write_watch_resets - before.write_watch_resets, 2);
+    CHECK_EQ(after.write_watch_pages - before.write_watch_pages, 5);
+    CHECK_HR(M->lpVtbl->VirtualFree(M, b, 0, MEM_RELEASE), S_OK);
+}
+
 /* Threads write while GetWriteWatch resets and another thread commits and
  * decommits elsewhere in the same reservation: every page written is reported
  * at least once, and no page that was never written ever is (no write lost to
@@ -446,6 +472,7 @@ int main(void)
         RUN(reset_flag_resets_only_the_pages_returned);
         RUN(kernel_writes_count_and_protection_changes_do_not);
         RUN(decommitted_pages_are_not_reported);
+        RUN(write_watch_answers_are_counted);
         RUN(write_watch_under_concurrent_writes_and_changes);
         RUN(emulation_holds_64_watched_reservations);
         RUN(write_watch_parameters_as_windows);
