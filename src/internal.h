@@ -825,6 +825,12 @@ int range_hw_segments(struct manager *m, const struct reservation *r,
                       int (*fn)(void *context, uintptr_t start, uintptr_t end, int prot), void *context) HIDDEN;
 
 /* counters */
+/* The slot of write watch's books that r names (watch.c), or NULL. */
+static inline struct watched *watch_slot_of(struct manager *m, const struct reservation *r)
+{
+    return r->watch_slot ? &m->watched[r->watch_slot - 1] : NULL;
+}
+
 static inline void counter_add(_Atomic size_t *c, size_t v)
 {
     atomic_fetch_add_explicit(c, v, memory_order_relaxed);

@@ -148,11 +148,6 @@ static inline bool kernel_watched(const struct reservation *r)
  * are on); the SIGSEGV handler finds the slot after taking it. watch.c gives
  * slots out and back; everyone who changes a watched reservation's pages reads
  * and marks them. */
-static inline struct watched *watch_slot_of(struct manager *m, const struct reservation *r)
-{
-    return r->watch_slot ? &m->watched[r->watch_slot - 1] : NULL;
-}
-
 /* The slot whose written pages an emulated write watch keeps; NULL otherwise. */
 static inline struct watched *watched_res(struct manager *m, const struct reservation *r)
 {
