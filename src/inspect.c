@@ -396,8 +396,7 @@ static int check_step(void *context, uintptr_t g, uintptr_t e, struct reservatio
     struct watched *w = watch_slot_of(m, r);
     if (w) {
         c->watch_slots++;
-        if (!(r->flags & RES_WRITE_WATCH) || atomic_load(&w->base) != g || !w->captured ||
-            !w->bits != !(r->flags & RES_WATCH_EMULATED))
+        if (!(r->flags & RES_WRITE_WATCH) || atomic_load(&w->base) != g || !w->captured || !w->bits)
             complain(c->p, "reservation %p: write-watch slot %u is not its own", (void *)r, r->watch_slot - 1u);
     } else if (r->flags & RES_WATCH_EMULATED) {
         complain(c->p, "reservation %p: emulated write watch without its slot", (void *)r);

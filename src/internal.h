@@ -574,7 +574,8 @@ struct remembered {
 };
 /* Write watch's own books of one write-watched reservation (watch.c, range.h),
  * one bit a page in each map: written, the emulation's pages written since the
- * last reset (NULL for the kernel's tracking, which keeps its own); captured,
+ * last reset (under the kernel's tracking, which keeps its own, only those it
+ * reset before they were reported: watch.c's kernel_get); captured,
  * pages whose write a VirtualProtect captured, reported until they are reset
  * whatever happens to them (Windows' latch, docs/writewatch.md). An emulated
  * reservation has its slot from birth, a kernel-tracked one from its first

@@ -32,14 +32,15 @@ static HRESULT watch_refused(struct manager *m, int err, const char *what)
     return hr;
 }
 
-/* A slot for r's books, all pages clean and none captured: the written pages'
- * map too when the write watch is emulated (the kernel's tracking keeps its
- * own). E_OUTOFMEMORY when the kernel refuses the maps' memory or the
- * manager's WATCHED_SLOTS are taken. */
-static HRESULT watched_take(struct manager *m, struct reservation *r, uintptr_t base, uint64_t pages, bool emulated)
+/* A slot for r's books, all pages clean and none captured. The written
+ * pages' map holds every written page when the write watch is emulated; under
+ * the kernel's tracking, only those the kernel reset without their being
+ * reported (kernel_get). E_OUTOFMEMORY when the kernel refuses the maps'
+ * memory or the manager's WATCHED_SLOTS are taken. */
+static HRESULT watched_take(struct manager *m, struct reservation *r, uintptr_t base, uint64_t pages)
 {
     size_t words = (size_t)((pages + 63) / 64);
-    size_t bytes = words * sizeof(uint64_t) * (emulated ? 2 : 1);
+    size_t bytes = words * sizeof(uint64_t) * 2;
     bytes = (bytes + g_page - 1) & ~(g_page - 1);
     void *map;
     int err = pages_alloc(m, bytes, &map);
@@ -49,8 +50,8 @@ static HRESULT watched_take(struct manager *m, struct reservation *r, uintptr_t 
         uintptr_t free_ = 0;
         if (atomic_compare_exchange_strong(&m->watched[i].base, &free_, 1)) {
             struct watched *w = &m->watched[i];
-            w->bits = emulated ? map : NULL;
-            w->captured = (_Atomic uint64_t *)map + (emulated ? words : 0);
+            w->bits = map;
+            w->captured = (_Atomic uint64_t *)map + words;
             w->bytes = bytes;
             r->watch_slot = (uint16_t)(i + 1);
             atomic_store_explicit(&w->base, base, memory_order_release);
@@ -61,10 +62,10 @@ static HRESULT watched_take(struct manager *m, struct reservation *r, uintptr_t 
     return E_OUTOFMEMORY;
 }
 
-/* The maps' memory: one pages_alloc, the written pages' map first when there is one. */
+/* The maps' memory: one pages_alloc, the written pages' map first. */
 static void *watched_map(const struct watched *w)
 {
-    return w->bits ? (void *)w->bits : (void *)w->captured;
+    return (void *)w->bits;
 }
 
 void watch_give_back(struct manager *m, struct watched *w)
@@ -83,7 +84,7 @@ void watch_give_back(struct manager *m, struct watched *w)
 HRESULT watch_begin(struct manager *m, struct reservation *r, uintptr_t base, size_t bytes, bool emulate)
 {
     if (emulate) {
-        HRESULT hr = watched_take(m, r, base, bytes >> g_page_shift, true);
+        HRESULT hr = watched_take(m, r, base, bytes >> g_page_shift);
         if (hr != S_OK)
             return hr;
         r->flags |= RES_WRITE_WATCH | RES_WATCH_EMULATED;
@@ -137,7 +138,7 @@ void watch_slots_after_fork(struct manager *m)
         struct watched *w = &m->watched[i];
         uintptr_t base = atomic_load_explicit(&w->base, memory_order_relaxed);
         if (base == 1) { /* a vanished thread was filling or emptying it */
-            if (w->captured && w->bytes)
+            if (w->bits && w->bytes)
                 pages_free(m, watched_map(w), w->bytes);
             w->bits = NULL;
             w->captured = NULL;
@@ -234,6 +235,9 @@ void watch_changed(struct manager *m, struct locked *l, const struct survey *s, 
     if (!attr && s->committed_pages && kernel_watched(r) &&
         (err = os_watch_clean((void *)s->committed_start, s->committed_end - s->committed_start)) != 0)
         os_refused(m, err, "userfaultfd write-protection of decommitted pages");
+    struct watched *books = watch_slot_of(m, r);
+    if (!attr && books && kernel_watched(r)) /* the kernel's written pages the books keep: forgotten too */
+        mark_written(books, (start - l->base) >> g_page_shift, (end - l->base) >> g_page_shift, false);
     struct watched *watched = watched_res(m, r);
     if (!watched || applied == ATTR_STALE)
         return; /* a stale page keeps its bit, which its hardware still follows */
@@ -251,7 +255,7 @@ HRESULT watch_capture_ready(struct manager *m, struct locked *l)
     hm_assert(lock_held(l->stripe->lock));
     if (!(l->r->flags & RES_WRITE_WATCH) || watch_slot_of(m, l->r))
         return S_OK;
-    return watched_take(m, l->r, l->base, res_pages(l->r), false);
+    return watched_take(m, l->r, l->base, res_pages(l->r));
 }
 
 void watch_capture(struct manager *m, struct locked *l, uintptr_t start, uintptr_t end)
@@ -261,18 +265,18 @@ void watch_capture(struct manager *m, struct locked *l, uintptr_t start, uintptr
     if (!w)
         return;
     uint64_t first = (start - l->base) >> g_page_shift, last = (end - l->base) >> g_page_shift;
-    if (w->bits) { /* emulated: the written pages' bits, a word at a time */
-        for (uint64_t i = first; i < last;) {
-            uint64_t bit = i % 64, n = last - i < 64 - bit ? last - i : 64 - bit;
-            uint64_t mask = (n == 64 ? ~(uint64_t)0 : (((uint64_t)1 << n) - 1)) << bit;
-            uint64_t word = atomic_load_explicit(&w->bits[i / 64], memory_order_relaxed) & mask;
-            if (word)
-                atomic_fetch_or_explicit(&w->captured[i / 64], word, memory_order_relaxed);
-            i += n;
-        }
-        return;
+    /* the written pages of the books, a word at a time */
+    for (uint64_t i = first; i < last;) {
+        uint64_t bit = i % 64, n = last - i < 64 - bit ? last - i : 64 - bit;
+        uint64_t mask = (n == 64 ? ~(uint64_t)0 : (((uint64_t)1 << n) - 1)) << bit;
+        uint64_t word = atomic_load_explicit(&w->bits[i / 64], memory_order_relaxed) & mask;
+        if (word)
+            atomic_fetch_or_explicit(&w->captured[i / 64], word, memory_order_relaxed);
+        i += n;
     }
-    /* the kernel's: what it reports written, read without resetting it */
+    if (l->r->flags & RES_WATCH_EMULATED)
+        return;
+    /* and the kernel's: what it reports written, read without resetting it */
     void *found[64];
     for (uintptr_t at = start; at < end;) {
         size_t n = 0;
@@ -397,11 +401,19 @@ static HRESULT watch_clean_emulated(struct manager *m, struct locked *l, uintptr
     return S_OK;
 }
 
-/* The captured page at or after page i and below end; end if none. */
-static uint64_t captured_next(const struct watched *w, uint64_t i, uint64_t end)
+/* Kernel-tracked write watch: word i of the pages its books report - captured,
+ * or written and reset by the kernel before they were reported. */
+static uint64_t books_word(const struct watched *w, uint64_t i)
+{
+    return atomic_load_explicit(&w->captured[i], memory_order_relaxed) |
+           atomic_load_explicit(&w->bits[i], memory_order_relaxed);
+}
+
+/* The page of the books at or after page i and below end; end if none. */
+static uint64_t books_next(const struct watched *w, uint64_t i, uint64_t end)
 {
     while (i < end) {
-        uint64_t word = atomic_load_explicit(&w->captured[i / 64], memory_order_relaxed) >> (i % 64);
+        uint64_t word = books_word(w, i / 64) >> (i % 64);
         if (word) {
             i += (uint64_t)__builtin_ctzll(word);
             return i < end ? i : end;
@@ -411,13 +423,12 @@ static uint64_t captured_next(const struct watched *w, uint64_t i, uint64_t end)
     return end;
 }
 
-/* The last captured page below page i and at or after lo; UINT64_MAX if none. */
-static uint64_t captured_prev(const struct watched *w, uint64_t i, uint64_t lo)
+/* The last page of the books below page i and at or after lo; UINT64_MAX if none. */
+static uint64_t books_prev(const struct watched *w, uint64_t i, uint64_t lo)
 {
     while (i > lo) {
         uint64_t top = i - 1, bit = top % 64;
-        uint64_t word = atomic_load_explicit(&w->captured[top / 64], memory_order_relaxed) &
-                        (bit == 63 ? ~(uint64_t)0 : ((uint64_t)2 << bit) - 1);
+        uint64_t word = books_word(w, top / 64) & (bit == 63 ? ~(uint64_t)0 : ((uint64_t)2 << bit) - 1);
         if (word) {
             uint64_t page = top - bit + 63 - (uint64_t)__builtin_clzll(word);
             return page >= lo ? page : UINT64_MAX;
@@ -428,12 +439,13 @@ static uint64_t captured_prev(const struct watched *w, uint64_t i, uint64_t lo)
 }
 
 /*
- * The kernel's tracking: the pages it reports written, and the captured ones,
+ * The kernel's tracking: the pages it reports written, and those of the books,
  * in order, at most max, into out. The kernel's go into out first; the first
  * max of the two lists together are then written from the back, so that no
  * page of the kernel's is overwritten before it is read. With reset, the
  * pages answered are reset in both; a page the kernel reset but that did not
- * fit is captured, so that it is still reported.
+ * fit goes into the books' written pages, so that it is still reported - and,
+ * as any written page, forgotten by a decommit, captured by a VirtualProtect.
  */
 static HRESULT kernel_get(struct manager *m, struct locked *l, uintptr_t start, uintptr_t end, bool reset,
                           void **out, size_t max, size_t *found)
@@ -448,7 +460,7 @@ static HRESULT kernel_get(struct manager *m, struct locked *l, uintptr_t start, 
         return S_OK;
     }
 #define PAGE_OF(address) (((uintptr_t)(address) - l->base) >> g_page_shift)
-    uint64_t lo = PAGE_OF(start), hi = PAGE_OF(end), c = captured_next(w, lo, hi), cut = lo;
+    uint64_t lo = PAGE_OF(start), hi = PAGE_OF(end), c = books_next(w, lo, hi), cut = lo;
     size_t n = 0, used = 0; /* answers, and the kernel's among them */
     while (n < max) {
         uint64_t kp = used < k ? PAGE_OF(out[used]) : hi;
@@ -457,28 +469,30 @@ static HRESULT kernel_get(struct manager *m, struct locked *l, uintptr_t start, 
             break;
         used += kp == page;
         if (c == page)
-            c = captured_next(w, c + 1, hi);
+            c = books_next(w, c + 1, hi);
         n++;
         cut = page + 1;
     }
     for (size_t i = used; reset && i < k; i++) /* reset by the kernel, not answered */
-        bits_mark(w->captured, PAGE_OF(out[i]), PAGE_OF(out[i]) + 1, true);
-    uint64_t cp = captured_prev(w, cut, lo);
+        bits_mark(w->bits, PAGE_OF(out[i]), PAGE_OF(out[i]) + 1, true);
+    uint64_t cp = books_prev(w, cut, lo);
     for (size_t pos = n, kk = used; pos-- > 0;) {
         uint64_t page;
         if (kk && (cp == UINT64_MAX || PAGE_OF(out[kk - 1]) >= cp)) {
             page = PAGE_OF(out[--kk]);
             if (page == cp)
-                cp = captured_prev(w, cp, lo);
+                cp = books_prev(w, cp, lo);
         } else {
             page = cp;
-            cp = captured_prev(w, cp, lo);
+            cp = books_prev(w, cp, lo);
         }
         out[pos] = (void *)(l->base + (page << g_page_shift));
     }
 #undef PAGE_OF
-    if (reset)
+    if (reset) {
         bits_mark(w->captured, lo, cut, false);
+        bits_mark(w->bits, lo, cut, false);
+    }
     *found = n;
     return S_OK;
 }
@@ -539,8 +553,11 @@ HRESULT watch_reset(struct manager *m, void *base, SIZE_T size)
         int err = os_watch_clean((void *)start, end - start);
         hr = err ? watch_refused(m, err, "userfaultfd write-protection") : S_OK;
         struct watched *w = watch_slot_of(m, l.r);
-        if (hr == S_OK && w)
-            bits_mark(w->captured, (start - l.base) >> g_page_shift, (end - l.base) >> g_page_shift, false);
+        if (hr == S_OK && w) {
+            uint64_t first = (start - l.base) >> g_page_shift, last = (end - l.base) >> g_page_shift;
+            bits_mark(w->captured, first, last, false);
+            mark_written(w, first, last, false);
+        }
     }
     if (hr == S_OK)
         counter_add(&m->watch_resets, 1);
