@@ -7,6 +7,7 @@
  */
 #include <errno.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <string.h>
@@ -277,6 +278,68 @@ TEST(a_page_left_out_of_a_reset_answer_is_forgotten_by_decommit)
     CHECK_HR(M->lpVtbl->VirtualFree(M, b + 2 * P, P, MEM_DECOMMIT), S_OK);
     CHECK_EQ(written(b, 4 * P, 0, 64, got), 0);
     CHECK_HR(M->lpVtbl->VirtualFree(M, b, 0, MEM_RELEASE), S_OK);
+}
+
+/* A collector stops the world with a signal, and its handler writes to the
+ * heap (bdwgc's suspend handler does): such a signal may arrive while
+ * hostmem's SIGSEGV handler marks a first write, holding the stripe's busy
+ * word. hostmem's handler blocks every signal while it runs, so the other
+ * handler's write comes after and is marked as any other; without that the
+ * nested fault found the word held by its own thread and the process died. */
+static char *volatile interrupt_page;
+static _Atomic int interrupts;
+static void interrupt_writes(int sig)
+{
+    (void)sig;
+    interrupt_page[atomic_fetch_add(&interrupts, 1) % 64] = 1;
+}
+
+struct interrupted {
+    char *base;
+    _Atomic int done;
+};
+
+/* Writes pages 0-6 over and over: each first write after a reset faults. */
+static void *interrupted_writer(void *arg)
+{
+    struct interrupted *w = arg;
+    for (int i = 0; !atomic_load(&w->done); i++)
+        for (size_t k = 0; k < 7; k++)
+            ((volatile char *)w->base)[k * P] = (char)i;
+    return NULL;
+}
+
+static void interrupted_first_writes(void)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = interrupt_writes;
+    sa.sa_flags = SA_RESTART;
+    sigaction(SIGUSR1, &sa, NULL);
+    struct interrupted w = {watched(8, MEM_RESERVE | MEM_COMMIT), 0};
+    interrupt_page = w.base + 7 * P;
+    pthread_t t;
+    REQUIRE(pthread_create(&t, NULL, interrupted_writer, &w) == 0);
+    for (int i = 0; i < 20000; i++) { /* this thread resets; the writer's handler is interrupted */
+        CHECK_HR(hostmem_reset_write_watch(M, w.base, 8 * P), S_OK);
+        pthread_kill(t, SIGUSR1);
+    }
+    atomic_store(&w.done, 1);
+    pthread_join(t, NULL);
+    CHECK(atomic_load(&interrupts) > 0);
+    interrupt_writes(SIGUSR1); /* page 7, now from this thread: marked as any write */
+    size_t got[64];
+    CHECK(written(w.base, 8 * P, 0, 64, got) >= 1);
+    char why[256] = "";
+    CHECK_HR(hostmem_validate(M, HOSTMEM_VALIDATE_KERNEL, why, sizeof why), S_OK);
+    CHECK_HR(M->lpVtbl->VirtualFree(M, w.base, 0, MEM_RELEASE), S_OK);
+}
+
+TEST(a_signal_during_the_first_write_fault_is_held_back)
+{
+    if (!EMULATED)
+        return; /* the kernel's tracking takes no signal */
+    test_in_child(interrupted_first_writes, "signals whose handler writes, during first-write faults");
 }
 
 /* The rules above at random against a model of Windows' (written since reset
@@ -685,6 +748,7 @@ int main(void)
         RUN(only_writes_before_the_protection_change_are_latched);
         RUN(latched_and_written_pages_answer_in_order_within_the_count);
         RUN(a_page_left_out_of_a_reset_answer_is_forgotten_by_decommit);
+        RUN(a_signal_during_the_first_write_fault_is_held_back);
         RUN(write_watch_follows_the_model_at_random);
         RUN(write_watch_under_concurrent_writes_and_changes);
         RUN(write_watch_books_hold_1024_reservations);
