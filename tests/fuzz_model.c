@@ -1407,6 +1407,11 @@ static void gen_watch_range(int mi, int si, uintptr_t *a, size_t *size)
 {
     int stack_var = 0;
     unsigned r = u8() % 100;
+    if (si >= 0 && r >= 60) { /* the whole reservation, as a collector asks */
+        *a = S[si].base;
+        *size = S[si].npages * P;
+        return;
+    }
     if (si >= 0 && r >= 8) {
         gen_range(&S[si], a, size, r < 30);
         return;
