@@ -29,6 +29,50 @@
  * its arguments from the bytes that follow (0 once the input is exhausted). At
  * most MAX_STEPS operations per input.
  *
+ * Extended inputs (issue 25): when bytes 1-2 are EXT_MARKER0 EXT_MARKER1, byte
+ * 3 is a second configuration (EXT_*: HOSTMEM_GUARD_PAGES and
+ * HOSTMEM_EMULATE_WRITE_WATCH per manager) and the operations start at byte 4.
+ * There an operation whose manager byte has its top bit set is one of the
+ * extended ones, named by bits 1-6 of that byte (step_extended); the others
+ * decode as before. Inputs without the marker - every input made before it -
+ * replay exactly as they did (no byte of theirs is read differently), and a
+ * manager never gets guard pages or emulated write watch there.
+ *
+ * Write watch (docs/writewatch.md) is predicted per page of a reservation made
+ * with MEM_WRITE_WATCH: written (the fuzzer's own writes, which succeed on
+ * committed writable pages only; decommit forgets it; a commit or a read writes
+ * nothing) and captured (Windows' latch: a successful VirtualProtect captures
+ * the written pages of its range, and a captured page is reported through
+ * decommit, recommit and rewrite until it is reset). hostmem_get_write_watch is
+ * checked answer by answer: written and captured pages of the range as one
+ * ascending list cut at *count, *count and *granularity, WRITE_WATCH_FLAG_RESET
+ * resetting only the pages returned, and its errors in Windows' order
+ * (ERROR_INVALID_PARAMETER for a bad flag, size 0, NULL base, a range not
+ * wholly inside one of the manager's write-watched reservations or *count 0;
+ * ERROR_NOACCESS for a NULL count, granularity or address array; nothing
+ * written on a failure); hostmem_reset_write_watch forgets its range. The
+ * reservation itself: MEM_RESERVE (| MEM_COMMIT, MEM_TOP_DOWN) with the flag,
+ * E_INVALIDARG for the combinations Windows refuses, ERROR_NOT_SUPPORTED where
+ * hostmem_write_watch_mode() is "unavailable" and the manager does not
+ * emulate. The kernel-tracked and emulated paths get the same predictions (the
+ * fuzzer writes from user space only). hostmem_stats' write_watch_gets,
+ * write_watch_resets and write_watch_pages are checked after every step.
+ *
+ * Guard pages (docs/guard.md): in a manager made with HOSTMEM_GUARD_PAGES the
+ * fuzzer touches PAGE_GUARD pages (reads where the protection under the guard
+ * is readable, writes where it is writable; op_write's writes reach them too).
+ * The handler (on_guard, HOSTMEM_GUARD_RETRY) must be called once, for that
+ * page, with the access (x86-64), the guard cleared on that page only - the
+ * per-page VirtualQuery check sees the protection without PAGE_GUARD - and the
+ * access completed; a write to a guard page of a write-watched reservation then
+ * counts as a write. Every step checks that no handler was called that the
+ * model did not expect. In a manager without the flag guard pages are never
+ * touched (that would be an access violation), and hostmem_set_guard_handler
+ * is refused with E_INVALIDARG.
+ *
+ * FUZZ_MODEL_TRACE=1 prints every operation as it is made; FUZZ_MODEL_COVERAGE=1
+ * prints after every input how often each new prediction was checked.
+ *
  * The dynamic-code policy (issue 23) is predicted like every other rule:
  * refusals (HOSTMEM_E_DYNAMIC_CODE_BLOCKED) after the argument checks and
  * before the address, counted in hostmem_stats. Manager 0 holds the heap,
