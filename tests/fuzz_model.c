@@ -29,6 +29,50 @@
  * its arguments from the bytes that follow (0 once the input is exhausted). At
  * most MAX_STEPS operations per input.
  *
+ * Extended inputs (issue 25): when bytes 1-2 are EXT_MARKER0 EXT_MARKER1, byte
+ * 3 is a second configuration (EXT_*: HOSTMEM_GUARD_PAGES and
+ * HOSTMEM_EMULATE_WRITE_WATCH per manager) and the operations start at byte 4.
+ * There an operation whose manager byte has its top bit set is one of the
+ * extended ones, named by bits 1-6 of that byte (step_extended); the others
+ * decode as before. Inputs without the marker - every input made before it -
+ * replay exactly as they did (no byte of theirs is read differently), and a
+ * manager never gets guard pages or emulated write watch there.
+ *
+ * Write watch (docs/writewatch.md) is predicted per page of a reservation made
+ * with MEM_WRITE_WATCH: written (the fuzzer's own writes, which succeed on
+ * committed writable pages only; decommit forgets it; a commit or a read writes
+ * nothing) and captured (Windows' latch: a successful VirtualProtect captures
+ * the written pages of its range, and a captured page is reported through
+ * decommit, recommit and rewrite until it is reset). hostmem_get_write_watch is
+ * checked answer by answer: written and captured pages of the range as one
+ * ascending list cut at *count, *count and *granularity, WRITE_WATCH_FLAG_RESET
+ * resetting only the pages returned, and its errors in Windows' order
+ * (ERROR_INVALID_PARAMETER for a bad flag, size 0, NULL base, a range not
+ * wholly inside one of the manager's write-watched reservations or *count 0;
+ * ERROR_NOACCESS for a NULL count, granularity or address array; nothing
+ * written on a failure); hostmem_reset_write_watch forgets its range. The
+ * reservation itself: MEM_RESERVE (| MEM_COMMIT, MEM_TOP_DOWN) with the flag,
+ * E_INVALIDARG for the combinations Windows refuses, ERROR_NOT_SUPPORTED where
+ * hostmem_write_watch_mode() is "unavailable" and the manager does not
+ * emulate. The kernel-tracked and emulated paths get the same predictions (the
+ * fuzzer writes from user space only). hostmem_stats' write_watch_gets,
+ * write_watch_resets and write_watch_pages are checked after every step.
+ *
+ * Guard pages (docs/guard.md): in a manager made with HOSTMEM_GUARD_PAGES the
+ * fuzzer touches PAGE_GUARD pages (reads where the protection under the guard
+ * is readable, writes where it is writable; op_write's writes reach them too).
+ * The handler (on_guard, HOSTMEM_GUARD_RETRY) must be called once, for that
+ * page, with the access (x86-64), the guard cleared on that page only - the
+ * per-page VirtualQuery check sees the protection without PAGE_GUARD - and the
+ * access completed; a write to a guard page of a write-watched reservation then
+ * counts as a write. Every step checks that no handler was called that the
+ * model did not expect. In a manager without the flag guard pages are never
+ * touched (that would be an access violation), and hostmem_set_guard_handler
+ * is refused with E_INVALIDARG.
+ *
+ * FUZZ_MODEL_TRACE=1 prints every operation as it is made; FUZZ_MODEL_COVERAGE=1
+ * prints after every input how often each new prediction was checked.
+ *
  * The dynamic-code policy (issue 23) is predicted like every other rule:
  * refusals (HOSTMEM_E_DYNAMIC_CODE_BLOCKED) after the argument checks and
  * before the address, counted in hostmem_stats. Manager 0 holds the heap,
@@ -62,6 +106,20 @@
 #define ERR_ADDR HRESULT_FROM_WIN32(ERROR_INVALID_ADDRESS)
 #define ERR_BADLEN HRESULT_FROM_WIN32(ERROR_BAD_LENGTH)
 #define BLOCKED HOSTMEM_E_DYNAMIC_CODE_BLOCKED
+#define WW_INVALID HRESULT_FROM_WIN32(ERROR_INVALID_PARAMETER)
+#define WW_NOACCESS HRESULT_FROM_WIN32(ERROR_NOACCESS)
+#define WW_UNSUPPORTED HRESULT_FROM_WIN32(ERROR_NOT_SUPPORTED)
+
+/* Bytes 1 and 2 of an input that has a second configuration byte (byte 3). No
+ * input made before issue 25 starts so (tests/make_fuzz_corpus.py checks its
+ * seeds), so those replay as they always did. */
+#define EXT_MARKER0 0xFB
+#define EXT_MARKER1 0x57
+/* The second configuration byte. */
+#define EXT_GUARD0 0x01    /* manager 0 made with HOSTMEM_GUARD_PAGES */
+#define EXT_GUARD1 0x02    /* manager 1 made with HOSTMEM_GUARD_PAGES */
+#define EXT_EMULATE0 0x04  /* manager 0 made with HOSTMEM_EMULATE_WRITE_WATCH */
+#define EXT_EMULATE1 0x08  /* manager 1 made with HOSTMEM_EMULATE_WRITE_WATCH */
 
 /* A manager's dynamic-code setting in the configuration byte (2 bits). */
 enum { CODE_ANY, CODE_WX, CODE_NONE, CODE_LATER };
@@ -84,6 +142,9 @@ typedef struct slot {
     DWORD prot[MAXPAGES];
     uint64_t tag[MAXPAGES];        /* content pattern; 0 = zero */
     unsigned char known[MAXPAGES]; /* 0 after MEM_RESET */
+    int watched;                      /* reserved with MEM_WRITE_WATCH */
+    unsigned char written[MAXPAGES];  /* written since the last reset, while committed */
+    unsigned char captured[MAXPAGES]; /* written before a VirtualProtect (Windows' latch) */
 } slot;
 
 typedef struct freed_range {
@@ -112,6 +173,57 @@ static size_t limit1; /* the budget of manager 1; 0 = none */
 static uint32_t code_policy[NM];   /* each manager's dynamic-code policy in force */
 static size_t code_refusals[NM];   /* the refusals hostmem_stats must count */
 static int code_later1;            /* manager 1's policy is tightened at run time */
+static int extended;               /* the input has the second configuration byte */
+static int guard_on[NM];           /* HOSTMEM_GUARD_PAGES */
+static int emulate_ww[NM];         /* HOSTMEM_EMULATE_WRITE_WATCH */
+static int ww_kernel;              /* hostmem_write_watch_mode() is "kernel" */
+static size_t ww_gets[NM], ww_resets[NM], ww_pages[NM]; /* what hostmem_stats must count */
+static int guard_fired[NM];        /* the guard handler's calls the model expects */
+
+/* The guard handler of a manager with guard pages: counts, records the page and
+ * the access, and retries (runs in the SIGSEGV handler: stores only). */
+struct guard_seen {
+    volatile int calls;
+    void *volatile page;
+    volatile int access;
+};
+static struct guard_seen g_seen[NM];
+
+static int on_guard(void *context, void *page, int access)
+{
+    struct guard_seen *seen = context;
+    seen->page = page;
+    seen->access = access;
+    seen->calls++;
+    return HOSTMEM_GUARD_RETRY;
+}
+
+/* How often each new prediction was checked (FUZZ_MODEL_COVERAGE=1 prints them
+ * after every input). */
+enum {
+    COV_RESERVE_WATCH,
+    COV_RESERVE_WATCH_REFUSED,
+    COV_GET,
+    COV_GET_PAGES,
+    COV_GET_CUT,
+    COV_GET_RESET,
+    COV_GET_CAPTURED_DECOMMITTED,
+    COV_GET_REFUSED,
+    COV_RESET,
+    COV_RESET_REFUSED,
+    COV_CAPTURE,
+    COV_FORGOTTEN,
+    COV_WATCHED_WRITE,
+    COV_GUARD_READ,
+    COV_GUARD_WRITE,
+    COV_GUARD_WATCHED_WRITE,
+    COV_N
+};
+static const char *const cov_names[COV_N] = {
+    "reserve_watch", "reserve_watch_refused", "get", "get_pages", "get_cut", "get_reset",
+    "get_captured_decommitted", "get_refused", "reset", "reset_refused", "capture", "forgotten",
+    "watched_write", "guard_read", "guard_write", "guard_watched_write"};
+static unsigned long g_cov[COV_N];
 static unsigned char g_static[256];
 static unsigned char *g_libc;
 
@@ -147,6 +259,7 @@ static int chance(unsigned percent) { return u8() % 100 < percent; }
 static char g_op[320];
 static char g_log[NLOG][352];
 static long g_logn, g_step;
+static int g_trace; /* FUZZ_MODEL_TRACE=1: every operation to stderr as it is made */
 
 static const char *hrn(HRESULT hr)
 {
@@ -167,6 +280,8 @@ static void set_op(const char *fmt, ...)
     vsnprintf(g_op, sizeof g_op, fmt, ap);
     va_end(ap);
     snprintf(g_log[g_logn % NLOG], sizeof g_log[0], "[%ld] %s", g_step, g_op);
+    if (g_trace)
+        fprintf(stderr, "%s\n", g_log[g_logn % NLOG]);
     g_logn++;
 }
 
@@ -638,6 +753,15 @@ static void check_stats(void)
                  "%u and %zu (issue 23: every refusal counted, nothing else)",
                  mi, (unsigned)st.dynamic_code, st.dynamic_code_refusals, (unsigned)code_policy[mi],
                  code_refusals[mi]);
+        if (st.write_watch_gets != ww_gets[mi] || st.write_watch_resets != ww_resets[mi] ||
+            st.write_watch_pages != ww_pages[mi])
+            FAIL("hostmem_get_stats(manager %d): write_watch_gets %zu resets %zu pages %zu; expected "
+                 "%zu, %zu, %zu (docs/writewatch.md: the answers counted, refusals not)",
+                 mi, st.write_watch_gets, st.write_watch_resets, st.write_watch_pages, ww_gets[mi],
+                 ww_resets[mi], ww_pages[mi]);
+        if (g_seen[mi].calls != guard_fired[mi])
+            FAIL("manager %d's guard handler was called %d times; the model expects %d", mi,
+                 g_seen[mi].calls, guard_fired[mi]);
         char why[512] = "";
         uint32_t flags = g_step % 64 == 63 ? HOSTMEM_VALIDATE_KERNEL : 0;
         hr = hostmem_validate(M[mi], flags, why, sizeof why);
@@ -798,7 +922,7 @@ static void remember_freed(uintptr_t base, size_t npages)
         nfreed++;
 }
 
-static void model_new(int mi, uintptr_t base, size_t npages, DWORD aprot, int commit)
+static void model_new(int mi, uintptr_t base, size_t npages, DWORD aprot, int commit, int watched)
 {
     for (int i = 0; i < NSLOTS; i++) {
         slot *s = &S[i];
@@ -810,6 +934,7 @@ static void model_new(int mi, uintptr_t base, size_t npages, DWORD aprot, int co
         s->base = base;
         s->npages = npages;
         s->aprot = aprot;
+        s->watched = watched;
         for (size_t k = 0; k < npages; k++) {
             s->state[k] = commit ? MEM_COMMIT : MEM_RESERVE;
             s->prot[k] = commit ? aprot : 0;
@@ -828,6 +953,9 @@ static void model_decommit(slot *s, uintptr_t from, uintptr_t to)
         s->prot[k] = 0;
         s->tag[k] = 0;
         s->known[k] = 1;
+        if (s->written[k] && !s->captured[k])
+            g_cov[COV_FORGOTTEN]++;
+        s->written[k] = 0; /* decommit forgets the writes; never the captured pages */
     }
 }
 
@@ -881,7 +1009,7 @@ static void op_reserve(int mi)
                  (unsigned long)p, (unsigned long)S[i].base);
     if (overlaps_block(p, gend))
         FAIL("%s: *ppMem %#lx overlaps a live heap block", g_op, (unsigned long)p);
-    model_new(mi, p, npages, prot, (type & MEM_COMMIT) != 0);
+    model_new(mi, p, npages, prot, (type & MEM_COMMIT) != 0, 0);
 }
 
 /* A reservation at an address: inside a range released earlier (either
@@ -943,10 +1071,18 @@ static void op_reserve_at(int mi)
     if (p != nb)
         FAIL("%s: *ppMem %#lx, expected %#lx (the address rounded down to G)", g_op,
              (unsigned long)p, (unsigned long)nb);
-    model_new(mi, nb, (ne - nb) / P, prot, commit);
+    model_new(mi, nb, (ne - nb) / P, prot, commit, 0);
 }
 
-static void op_commit(int mi)
+/* A protection with PAGE_GUARD (where the base allows it) for the guard operations. */
+static DWORD with_guard(DWORD prot)
+{
+    if (!prot_valid(prot))
+        return prot;
+    return ((prot & 0xFFu) == PAGE_NOACCESS ? PAGE_READWRITE : prot & 0xFFu) | PAGE_GUARD;
+}
+
+static void op_commit_as(int mi, int guard)
 {
     int si = pick_slot(mi);
     if (si < 0)
@@ -955,6 +1091,8 @@ static void op_commit(int mi)
     size_t size;
     gen_range(&S[si], &a, &size, 1);
     DWORD prot = chance(4) ? gen_bad_prot() : gen_prot();
+    if (guard)
+        prot = with_guard(prot);
     if (chance(2))
         size = 0;
     EMemoryCriticalLevel level = gen_level();
@@ -976,9 +1114,11 @@ static void op_commit(int mi)
             s->tag[k] = 0;
             s->known[k] = 1;
         }
-        s->prot[k] = allocation_wide(s->aprot, prot);
+        s->prot[k] = allocation_wide(s->aprot, prot); /* a commit writes and captures nothing */
     }
 }
+
+static void op_commit(int mi) { op_commit_as(mi, 0); }
 
 static void op_decommit(int mi)
 {
@@ -1032,7 +1172,7 @@ static void op_release(int mi)
         model_release(&S[ts]);
 }
 
-static void op_protect(int mi)
+static void op_protect_as(int mi, int guard)
 {
     int si = pick_slot(mi);
     if (si < 0)
@@ -1051,6 +1191,8 @@ static void op_protect(int mi)
         null_old = 1;
     else if (r < 40)
         size = 0;
+    if (guard)
+        prot = with_guard(prot);
     int ts;
     HRESULT want = expect_protect(mi, a, size, prot, null_old, &ts);
     set_op("mgr%d VirtualProtect(%#lx, %#zx, %#x, %s)", mi, (unsigned long)a, size,
@@ -1068,9 +1210,17 @@ static void op_protect(int mi)
         FAIL("%s: *pflOldProtect %#x, expected %#x (SPEC §6)", g_op, (unsigned)old,
              (unsigned)s->prot[(pdown(a) - s->base) / P]);
     uintptr_t e = size ? range_end(a, size) : pdown(a) + P;
-    for (uintptr_t q = pdown(a); q < e; q += P)
-        s->prot[(q - s->base) / P] = allocation_wide(s->aprot, prot);
+    for (uintptr_t q = pdown(a); q < e; q += P) {
+        size_t k = (q - s->base) / P;
+        s->prot[k] = allocation_wide(s->aprot, prot);
+        if (s->watched && s->written[k] && !s->captured[k]) {
+            s->captured[k] = 1; /* Windows' latch: the writes before the call */
+            g_cov[COV_CAPTURE]++;
+        }
+    }
 }
+
+static void op_protect(int mi) { op_protect_as(mi, 0); }
 
 static void op_reset(int mi)
 {
@@ -1108,15 +1258,78 @@ static void op_reset(int mi)
     }
 }
 
-static void op_write(void)
+/* A guard page of a manager with guard pages that allows the access once its
+ * guard is gone (docs/guard.md: the first access clears it and is retried). */
+static int guard_allows(const slot *s, size_t k, int write)
+{
+    DWORD p = s->prot[k];
+    if (!guard_on[s->owner] || s->state[k] != MEM_COMMIT || !(p & PAGE_GUARD))
+        return 0;
+    return write ? writable(p & ~(DWORD)PAGE_GUARD) : readable(p & ~(DWORD)PAGE_GUARD);
+}
+
+/*
+ * An access by this thread to page k of s, which the model says succeeds. On a
+ * guard page (of a manager with guard pages) the guard fires once: the handler
+ * is told the page and the access, the guard is cleared on that page only, and
+ * the access is retried. A write to a write-watched page writes it - the
+ * retried write to a guard page too (the handler clears the guard and the
+ * write then happens, as any write); a read writes nothing.
+ */
+static void access_page(slot *s, size_t k, int write, uint64_t tag)
+{
+    int guard = (s->prot[k] & PAGE_GUARD) != 0;
+    int mi = s->owner, before = g_seen[mi].calls;
+    uintptr_t page = s->base + k * P;
+    if (write) {
+        uint64_t *w = (uint64_t *)page;
+        for (size_t i = 0; i < P / 8; i++)
+            w[i] = pattern(tag, i);
+    } else {
+        size_t word = (k * 37 + 5) % (P / 8);
+        uint64_t got = ((const volatile uint64_t *)page)[word];
+        if (s->known[k] && got != pattern(s->tag[k], word))
+            FAIL("%s: word %zu reads %#llx, expected %#llx", g_op, word, (unsigned long long)got,
+                 (unsigned long long)pattern(s->tag[k], word));
+    }
+    if (guard) {
+        guard_fired[mi]++;
+        if (g_seen[mi].calls != before + 1 || g_seen[mi].page != (void *)page)
+            FAIL("%s: the guard handler was called %d times (last for %p); expected once, for "
+                 "%#lx (docs/guard.md: the first access fires the guard)",
+                 g_op, g_seen[mi].calls - before, g_seen[mi].page, (unsigned long)page);
+#if defined(__x86_64__)
+        if (g_seen[mi].access != write)
+            FAIL("%s: the guard handler was told access %d, expected %d", g_op, g_seen[mi].access,
+                 write);
+#endif
+        s->prot[k] &= ~(DWORD)PAGE_GUARD; /* this page only */
+        g_cov[write ? (s->watched ? COV_GUARD_WATCHED_WRITE : COV_GUARD_WRITE) : COV_GUARD_READ]++;
+    } else if (g_seen[mi].calls != before) {
+        FAIL("%s: the guard handler was called for a page without PAGE_GUARD", g_op);
+    }
+    if (!write)
+        return;
+    s->tag[k] = tag;
+    s->known[k] = 1;
+    if (s->watched) {
+        s->written[k] = 1;
+        g_cov[COV_WATCHED_WRITE]++;
+    }
+}
+
+/* A write to a page the model says is writable (a guard page of a manager with
+ * guard pages too); with watched_only, of a write-watched reservation. */
+static void write_some_page(int watched_only)
 {
     int cs[NSLOTS * MAXPAGES];
     size_t ck[NSLOTS * MAXPAGES];
     int n = 0;
     for (int i = 0; i < NSLOTS; i++)
-        if (S[i].live)
+        if (S[i].live && (!watched_only || S[i].watched))
             for (size_t k = 0; k < S[i].npages; k++)
-                if (S[i].state[k] == MEM_COMMIT && writable(S[i].prot[k])) {
+                if ((S[i].state[k] == MEM_COMMIT && writable(S[i].prot[k])) ||
+                    guard_allows(&S[i], k, 1)) {
                     cs[n] = i;
                     ck[n++] = k;
                 }
@@ -1126,13 +1339,277 @@ static void op_write(void)
     slot *s = &S[cs[c]];
     size_t k = ck[c];
     uint64_t tag = u64() | 1;
-    set_op("write page %zu of %#lx (protect %#x) tag %#llx", k, (unsigned long)s->base,
-           (unsigned)s->prot[k], (unsigned long long)tag);
-    uint64_t *w = (uint64_t *)(s->base + k * P);
-    for (size_t i = 0; i < P / 8; i++)
-        w[i] = pattern(tag, i);
-    s->tag[k] = tag;
-    s->known[k] = 1;
+    set_op("write page %zu of %#lx (protect %#x%s) tag %#llx [%d/%d]", k, (unsigned long)s->base,
+           (unsigned)s->prot[k], s->watched ? ", watched" : "", (unsigned long long)tag, c, n);
+    access_page(s, k, 1, tag);
+}
+
+static void op_write(void) { write_some_page(0); }
+
+/* A read or a write of a guard page, in a manager with guard pages. */
+static void op_touch_guard(void)
+{
+    int cs[NSLOTS * MAXPAGES];
+    size_t ck[NSLOTS * MAXPAGES];
+    int n = 0;
+    for (int i = 0; i < NSLOTS; i++)
+        if (S[i].live)
+            for (size_t k = 0; k < S[i].npages; k++)
+                if (guard_allows(&S[i], k, 0)) {
+                    cs[n] = i;
+                    ck[n++] = k;
+                }
+    if (!n)
+        return;
+    int c = (int)pick((size_t)n);
+    slot *s = &S[cs[c]];
+    size_t k = ck[c];
+    int write = guard_allows(s, k, 1) && chance(50);
+    uint64_t tag = write ? u64() | 1 : 0;
+    set_op("%s guard page %zu of mgr%d %#lx (protect %#x%s)", write ? "write" : "read", k,
+           s->owner, (unsigned long)s->base, (unsigned)s->prot[k], s->watched ? ", watched" : "");
+    access_page(s, k, write, tag);
+}
+
+/* ---- write watch (docs/writewatch.md) ---------------------------------------------------------------- */
+
+/* MEM_RESERVE | MEM_WRITE_WATCH (with MEM_COMMIT, MEM_TOP_DOWN), and the
+ * combinations Windows refuses. Where the kernel cannot track writes and the
+ * manager does not emulate: ERROR_NOT_SUPPORTED, after the arguments and the
+ * dynamic-code policy, before the budget. */
+static void op_reserve_watch(int mi)
+{
+    if (count_live(mi) >= PER_MANAGER) {
+        op_release(mi);
+        return;
+    }
+    size_t npages = 1 + pick(MAXPAGES);
+    size_t size = npages * P - pick(P);
+    DWORD prot = gen_prot();
+    unsigned r = u8() % 100;
+    DWORD type = MEM_RESERVE | MEM_WRITE_WATCH | (r < 50 ? MEM_COMMIT : 0);
+    if (chance(25))
+        type |= MEM_TOP_DOWN;
+    if (r >= 92) {
+        static const DWORD refused[] = {MEM_WRITE_WATCH, MEM_COMMIT | MEM_WRITE_WATCH,
+                                        MEM_RESERVE | MEM_COMMIT | MEM_WRITE_WATCH | MEM_LARGE_PAGES,
+                                        MEM_RESET | MEM_WRITE_WATCH, MEM_WRITE_WATCH | MEM_TOP_DOWN};
+        type = refused[pick(sizeof refused / sizeof refused[0])];
+    }
+    EMemoryCriticalLevel level = gen_level();
+    HRESULT want = S_OK;
+    if (!alloc_type_valid(type))
+        want = E_INVALIDARG;
+    else if (code_policy_refuses(code_policy[mi], prot))
+        want = BLOCKED;
+    else if (!ww_kernel && !emulate_ww[mi])
+        want = WW_UNSUPPORTED;
+    else if ((type & MEM_COMMIT) && over_budget(mi, npages * P))
+        want = E_OUTOFMEMORY;
+    set_op("mgr%d VirtualAlloc(NULL, %#zx, %#x [write watch], %#x, level %d)", mi, size,
+           (unsigned)type, (unsigned)prot, (int)level);
+    uintptr_t p = call_alloc(mi, 0, size, type, prot, level, want);
+    if (want != S_OK) {
+        g_cov[COV_RESERVE_WATCH_REFUSED]++;
+        return;
+    }
+    if (p == 0 || p % G != 0)
+        FAIL("%s: *ppMem %#lx is not granule-aligned (SPEC §3)", g_op, (unsigned long)p);
+    uintptr_t gend = gup(p + npages * P);
+    for (int i = 0; i < NSLOTS; i++)
+        if (S[i].live && p < gup(slot_end(&S[i])) && S[i].base < gend)
+            FAIL("%s: *ppMem %#lx overlaps the granules of live reservation %#lx", g_op,
+                 (unsigned long)p, (unsigned long)S[i].base);
+    if (overlaps_block(p, gend))
+        FAIL("%s: *ppMem %#lx overlaps a live heap block", g_op, (unsigned long)p);
+    model_new(mi, p, npages, prot, (type & MEM_COMMIT) != 0, 1);
+    g_cov[COV_RESERVE_WATCH]++;
+}
+
+/* A write-watched reservation, mostly one of mi's, often one with pages to
+ * report; else any live one. -1 if none. */
+static int pick_watched(int mi)
+{
+    int cand[NSLOTS], n = 0;
+    int own = chance(90), reporting = chance(50);
+    for (int i = 0; i < NSLOTS; i++) {
+        int reports = 0;
+        for (size_t k = 0; k < S[i].npages; k++)
+            reports |= S[i].written[k] | S[i].captured[k];
+        if (S[i].live && S[i].watched && (!own || S[i].owner == mi) && (!reporting || reports))
+            cand[n++] = i;
+    }
+    for (int i = 0; !n && i < NSLOTS; i++)
+        if (S[i].live && S[i].watched && (!own || S[i].owner == mi))
+            cand[n++] = i;
+    return n ? cand[pick((size_t)n)] : pick_slot(mi);
+}
+
+/* A range for GetWriteWatch / ResetWriteWatch: inside a reservation (wildly
+ * at times), or a foreign address. */
+static void gen_watch_range(int mi, int si, uintptr_t *a, size_t *size)
+{
+    int stack_var = 0;
+    unsigned r = u8() % 100;
+    if (si >= 0 && r >= 60) { /* the whole reservation, as a collector asks */
+        *a = S[si].base;
+        *size = S[si].npages * P;
+        return;
+    }
+    if (si >= 0 && r >= 8) {
+        gen_range(&S[si], a, size, r < 30);
+        return;
+    }
+    *a = foreign_addr(mi, (uintptr_t)&stack_var);
+    *size = 1 + pick(4 * P);
+}
+
+/* docs/writewatch.md "Errors": the range rules of both calls. */
+static HRESULT expect_watch_range(int mi, uintptr_t a, size_t size, int *slot_out)
+{
+    *slot_out = -1;
+    if (!a || !size)
+        return WW_INVALID;
+    uintptr_t e = range_end(a, size);
+    int si = find_slot(pdown(a), mi);
+    if (!e || si < 0 || !S[si].watched || e > slot_end(&S[si]))
+        return WW_INVALID;
+    *slot_out = si;
+    return S_OK;
+}
+
+/* hostmem_get_write_watch: the written and the captured pages of the range, as
+ * one ascending list within *count; with WRITE_WATCH_FLAG_RESET those returned -
+ * only those - are reset. The errors in Windows' order; nothing written on a
+ * failure. */
+static void op_get_watch(int mi)
+{
+    int si = pick_watched(mi);
+    uintptr_t a;
+    size_t size;
+    gen_watch_range(mi, si, &a, &size);
+    DWORD flags = chance(50) ? WRITE_WATCH_FLAG_RESET : 0;
+    uintptr_t count;
+    unsigned c = u8() % 8;
+    count = c < 3 ? 1 + pick(4) : c < 7 ? 1 + pick(MAXPAGES) : (uintptr_t)u64() | MAXPAGES;
+    int null_count = 0, null_granularity = 0, null_addresses = 0;
+    unsigned r = u8() % 100;
+    if (r < 5)
+        flags = (DWORD)u64() | ((DWORD)2 << pick(31)); /* a flag other than the reset flag */
+    else if (r < 8)
+        size = 0;
+    else if (r < 10)
+        a = 0;
+    else if (r < 14) {
+        count = 0; /* before the pointers */
+        null_granularity = chance(30);
+        null_addresses = chance(30);
+    } else if (r < 17)
+        null_count = 1;
+    else if (r < 20)
+        null_granularity = 1;
+    else if (r < 23)
+        null_addresses = 1;
+    int ts;
+    HRESULT want = flags & ~(DWORD)WRITE_WATCH_FLAG_RESET ? WW_INVALID
+                                                           : expect_watch_range(mi, a, size, &ts);
+    if (want != S_OK && null_count)
+        return; /* docs/writewatch.md does not order a NULL count against the range */
+    if (want == S_OK && null_count)
+        want = WW_NOACCESS;
+    else if (want == S_OK && count == 0)
+        want = WW_INVALID;
+    else if (want == S_OK && (null_granularity || null_addresses))
+        want = WW_NOACCESS;
+    void *out[MAXPAGES + 8];
+    for (size_t i = 0; i < MAXPAGES + 8; i++)
+        out[i] = (void *)(uintptr_t)0xDEADBEEF;
+    uintptr_t n = count;
+    ULONG granularity = 7;
+    set_op("mgr%d hostmem_get_write_watch(%#x, %#lx, %#zx, %s, %s%#lx, %s)", mi, (unsigned)flags,
+           (unsigned long)a, size, null_addresses ? "NULL" : "out", null_count ? "NULL " : "&",
+           (unsigned long)count, null_granularity ? "NULL" : "&granularity");
+    HRESULT hr = hostmem_get_write_watch(M[mi], flags, (void *)a, size,
+                                         null_addresses ? NULL : out, null_count ? NULL : &n,
+                                         null_granularity ? NULL : &granularity);
+    if (hr != want)
+        FAIL("%s -> %s, expected %s (docs/writewatch.md)", g_op, hrn(hr), hrn(want));
+    if (want != S_OK) {
+        if (n != count || granularity != 7 || out[0] != (void *)(uintptr_t)0xDEADBEEF)
+            FAIL("%s -> %s wrote: *count %#lx, *granularity %u, addresses[0] %p (nothing is written "
+                 "on a failure)",
+                 g_op, hrn(hr), (unsigned long)n, (unsigned)granularity, out[0]);
+        g_cov[COV_GET_REFUSED]++;
+        return;
+    }
+    slot *s = &S[ts];
+    size_t lo = (pdown(a) - s->base) / P, hi = (range_end(a, size) - s->base) / P, k = 0;
+    if (granularity != P)
+        FAIL("%s: *granularity %u, expected %zu", g_op, (unsigned)granularity, P);
+    for (size_t i = lo; i < hi && k < count; i++) {
+        if (!s->written[i] && !s->captured[i])
+            continue;
+        if (k >= n || out[k] != (void *)(s->base + i * P))
+            FAIL("%s: answer %zu is %p of %lu answers; the model says page %zu (%#lx: %s%s%s)",
+                 g_op, k, k < n ? out[k] : NULL, (unsigned long)n, i,
+                 (unsigned long)(s->base + i * P), s->written[i] ? "written" : "",
+                 s->written[i] && s->captured[i] ? ", " : "", s->captured[i] ? "captured" : "");
+        if (s->captured[i] && s->state[i] != MEM_COMMIT)
+            g_cov[COV_GET_CAPTURED_DECOMMITTED]++;
+        if (flags & WRITE_WATCH_FLAG_RESET)
+            s->written[i] = s->captured[i] = 0;
+        k++;
+    }
+    if (n != k) {
+        size_t all = 0;
+        for (size_t i = lo; i < hi; i++)
+            all += s->written[i] || s->captured[i];
+        FAIL("%s: *count %lu (first extra answer %p), the model says %zu (written or captured "
+             "pages in the range: %zu)",
+             g_op, (unsigned long)n, n > k && k < MAXPAGES + 8 ? out[k] : NULL, k, all);
+    }
+    for (size_t i = lo; i < hi && k == count; i++)
+        if (s->written[i] || s->captured[i]) {
+            g_cov[COV_GET_CUT]++;
+            break;
+        }
+    ww_gets[mi]++;
+    ww_pages[mi] += n;
+    if (flags & WRITE_WATCH_FLAG_RESET) {
+        ww_resets[mi]++;
+        g_cov[COV_GET_RESET]++;
+    }
+    g_cov[COV_GET]++;
+    g_cov[COV_GET_PAGES] += n;
+}
+
+/* hostmem_reset_write_watch: every page of the range forgotten, captured or not. */
+static void op_reset_watch(int mi)
+{
+    int si = pick_watched(mi);
+    uintptr_t a;
+    size_t size;
+    gen_watch_range(mi, si, &a, &size);
+    unsigned r = u8() % 100;
+    if (r < 4)
+        size = 0;
+    else if (r < 7)
+        a = 0;
+    int ts;
+    HRESULT want = expect_watch_range(mi, a, size, &ts);
+    set_op("mgr%d hostmem_reset_write_watch(%#lx, %#zx)", mi, (unsigned long)a, size);
+    HRESULT hr = hostmem_reset_write_watch(M[mi], (void *)a, size);
+    if (hr != want)
+        FAIL("%s -> %s, expected %s (docs/writewatch.md)", g_op, hrn(hr), hrn(want));
+    if (want != S_OK) {
+        g_cov[COV_RESET_REFUSED]++;
+        return;
+    }
+    slot *s = &S[ts];
+    for (uintptr_t q = pdown(a); q < range_end(a, size); q += P)
+        s->written[(q - s->base) / P] = s->captured[(q - s->base) / P] = 0;
+    ww_resets[mi]++;
+    g_cov[COV_RESET]++;
 }
 
 /* VirtualAlloc with a bad type, protection, size or level: E_INVALIDARG
@@ -1546,9 +2023,48 @@ static void op_heap_bad(void)
 
 /* ---- one input ------------------------------------------------------------------------------------------------ */
 
+/* The operations of inputs with the second configuration byte: a manager byte
+ * with its top bit set names one itself (bits 1-6), so that a run of bytes from
+ * one sub-range favours one operation (tests/make_fuzz_corpus.py's themes):
+ *   0x80-0x8d reserve with MEM_WRITE_WATCH   0xc6-0xcd commit with PAGE_GUARD
+ *   0x8e-0xa3 hostmem_get_write_watch        0xce-0xdf write a watched page
+ *   0xa4-0xad hostmem_reset_write_watch      0xe0-0xe9 VirtualProtect (captures)
+ *   0xae-0xbb touch a guard page             0xea-0xf3 decommit (forgets)
+ *   0xbc-0xc5 VirtualProtect with PAGE_GUARD 0xf4-0xff commit */
+static void step_extended(unsigned manager_byte)
+{
+    int mi = (int)(manager_byte & 1);
+    unsigned op = (manager_byte >> 1) & 0x3F;
+    if (op < 7)
+        op_reserve_watch(mi);
+    else if (op < 18)
+        op_get_watch(mi);
+    else if (op < 23)
+        op_reset_watch(mi);
+    else if (op < 30)
+        op_touch_guard();
+    else if (op < 35)
+        op_protect_as(mi, 1);
+    else if (op < 39)
+        op_commit_as(mi, 1);
+    else if (op < 48)
+        write_some_page(1);
+    else if (op < 53)
+        op_protect(mi);
+    else if (op < 58)
+        op_decommit(mi);
+    else
+        op_commit(mi);
+}
+
 static void step(void)
 {
-    int mi = (int)(u8() & 1);
+    unsigned manager_byte = u8();
+    int mi = (int)(manager_byte & 1);
+    if (extended && (manager_byte & 0x80)) {
+        step_extended(manager_byte);
+        return;
+    }
     unsigned r = u8();
     if (r < 24)
         op_reserve(mi);
@@ -1586,7 +2102,7 @@ static void step(void)
         op_heap_bad();
 }
 
-static void setup(unsigned config)
+static void setup(unsigned config, unsigned config2)
 {
     P = hostmem_page_size();
     G = hostmem_granularity();
@@ -1603,11 +2119,19 @@ static void setup(unsigned config)
     g_step = -1;
     unsigned code[NM] = {(config >> 6) & 3, (config >> 4) & 3};
     code_later1 = code[1] == CODE_LATER;
+    ww_kernel = strcmp(hostmem_write_watch_mode(), "kernel") == 0;
     for (int i = 0; i < NM; i++) {
         hostmem_config cfg;
         memset(&cfg, 0, sizeof cfg);
         cfg.size = sizeof cfg;
         cfg.flags = (config >> i & 1) ? HOSTMEM_COMPACT : 0;
+        guard_on[i] = (config2 & (i ? EXT_GUARD1 : EXT_GUARD0)) != 0;
+        emulate_ww[i] = (config2 & (i ? EXT_EMULATE1 : EXT_EMULATE0)) != 0;
+        cfg.flags |= (guard_on[i] ? HOSTMEM_GUARD_PAGES : 0) |
+                     (emulate_ww[i] ? HOSTMEM_EMULATE_WRITE_WATCH : 0);
+        ww_gets[i] = ww_resets[i] = ww_pages[i] = 0;
+        guard_fired[i] = 0;
+        memset(&g_seen[i], 0, sizeof g_seen[i]);
         cfg.commit_limit = HOSTMEM_UNLIMITED; /* not the cgroup's: the model sets the budget */
         cfg.arena_size = (size_t)64 << 20;    /* keeps hostmem_validate cheap */
         cfg.dynamic_code = code[i] == CODE_LATER ? HOSTMEM_CODE_ANY : code[i];
@@ -1619,6 +2143,15 @@ static void setup(unsigned config)
         HRESULT hr = hostmem_create(&cfg, &M[i]);
         if (hr != S_OK)
             FAIL("%s -> %s", g_op, hrn(hr));
+        if (!extended)
+            continue;
+        /* docs/guard.md: a handler only for a manager with guard pages */
+        HRESULT want = guard_on[i] ? S_OK : E_INVALIDARG;
+        set_op("hostmem_set_guard_handler(manager %d, on_guard) [guard pages %s]", i,
+               guard_on[i] ? "on" : "off");
+        hr = hostmem_set_guard_handler(M[i], on_guard, &g_seen[i]);
+        if (hr != want)
+            FAIL("%s -> %s, expected %s", g_op, hrn(hr), hrn(want));
     }
     if (code[0] == CODE_LATER) {
         set_op("hostmem_restrict_dynamic_code(mgr0, HOSTMEM_CODE_WX)");
@@ -1698,11 +2231,25 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     in_data = data;
     in_size = size;
     in_pos = 0;
-    setup(u8());
+    unsigned config = u8(), config2 = 0;
+    extended = size >= 4 && data[1] == EXT_MARKER0 && data[2] == EXT_MARKER1;
+    if (extended) {
+        in_pos = 3;
+        config2 = u8();
+    }
+    memset(g_cov, 0, sizeof g_cov);
+    g_trace = getenv("FUZZ_MODEL_TRACE") != NULL;
+    setup(config, config2);
     for (g_step = 0; g_step < MAX_STEPS && in_pos < in_size; g_step++) {
         step();
         verify_all();
     }
     teardown();
+    if (getenv("FUZZ_MODEL_COVERAGE")) {
+        fprintf(stderr, "fuzz_model coverage:");
+        for (int i = 0; i < COV_N; i++)
+            fprintf(stderr, " %s=%lu", cov_names[i], g_cov[i]);
+        fputc('\n', stderr);
+    }
     return 0;
 }
