@@ -76,12 +76,15 @@ tests: $(addprefix $(B)/tests/,$(TEST_NAMES) $(EMBED_TESTS)) $(B)/tests/cxx_head
 # (apt-get source), patches, builds and runs them; tests/integration.sh adds up
 # what it reports. Without the sources they say so in one line and count
 # nothing, unless HOSTMEM_REQUIRE_INTEGRATIONS=1 (CI).
-INTEGRATIONS := mimalloc luajit pcre2
+INTEGRATIONS := mimalloc luajit pcre2 libffi
 INTEGRATION_TESTS := $(addprefix $(B)/integration-test/integration_,$(INTEGRATIONS))
 $(B)/integration-test/integration_%: tests/integration.sh $(B)/libhostmem.a $(B)/libhostmem_win32.a
 	mkdir -p $(@D)
 	printf '#!/bin/sh\nexec sh "%s/tests/integration.sh" "%s" "%s/$(B)"\n' "$(CURDIR)" "$*" "$(CURDIR)" > $@
 	chmod +x $@
+# libffi is a shared library: it and the programs of its test suite reach the
+# one manager of the shared libhostmem_win32.
+$(B)/integration-test/integration_libffi: $(B)/libhostmem.so $(B)/libhostmem_win32.so
 
 # After the C tests: tests/test_install.sh installs into a temporary prefix and a
 # DESTDIR stage and builds programs against them through pkg-config and through
