@@ -311,7 +311,7 @@ static bool stale_slack_restore(struct manager *m, uintptr_t base)
         bool standalone = (r->flags & RES_STANDALONE) != 0;
         if (standalone ? stale_slack_unmap(m, r, base)
                        : range_protect_back(m, &l, l.base, l.end, reserved_prot(m->compact)) == S_OK) {
-            struct watched *watched = watched_res(m, r);
+            struct watched *watched = watch_slot_of(m, r);
             res_set_alloc_protect(r, res_alloc_protect(r) & ~ALLOC_STALE_SLACK);
             counter_sub(&m->book_protected, hidden);
             counter_sub(&m->mapping_estimate, mappings);

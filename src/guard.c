@@ -166,11 +166,29 @@ static int access_kind(const void *context)
 #endif
 }
 
+/* Back to the signal mask a handler installed with extra would run under: the
+ * mask when the fault came, with sig (unless the flags say SA_NODEFER) and
+ * extra. The kernel restores the fault's own when the handler returns. */
+static void unmask_as(int sig, const void *context, const sigset_t *extra, int flags)
+{
+    sigset_t mask = ((const ucontext_t *)context)->uc_sigmask;
+    if (extra)
+        for (int s = 1; s < NSIG; s++)
+            if (sigismember(extra, s) == 1)
+                sigaddset(&mask, s);
+    if (!(flags & SA_NODEFER))
+        sigaddset(&mask, sig);
+    pthread_sigmask(SIG_SETMASK, &mask, NULL);
+}
+
 /* The fault is not hostmem's to handle: the handler before it takes it, or the
  * default action (set, and the signal raised again, so that an access that
  * now succeeds still dies as it would have). */
 static void pass_on(int sig, siginfo_t *info, void *context, bool raise_again)
 {
+    if ((previous.sa_flags & SA_SIGINFO) ? previous.sa_sigaction != NULL
+                                         : previous.sa_handler != SIG_DFL && previous.sa_handler != SIG_IGN)
+        unmask_as(sig, context, &previous.sa_mask, previous.sa_flags);
     if (previous.sa_flags & SA_SIGINFO) {
         if (previous.sa_sigaction) {
             previous.sa_sigaction(sig, info, context);
@@ -200,6 +218,8 @@ static void on_fault(int sig, siginfo_t *info, void *context)
         case SIGNAL_GUARD: {
             hostmem_guard_fn fn = atomic_load_explicit(&m->guard_fn, memory_order_acquire);
             void *fn_context = atomic_load_explicit(&m->guard_context, memory_order_relaxed);
+            if (fn)
+                unmask_as(sig, context, NULL, 0);
             if (fn && fn(fn_context, (void *)page, access) == HOSTMEM_GUARD_RETRY) {
                 errno = saved;
                 return;
@@ -236,7 +256,12 @@ int guard_install(void)
     memset(&mine, 0, sizeof mine);
     mine.sa_sigaction = on_fault;
     mine.sa_flags = SA_SIGINFO | SA_ONSTACK | SA_RESTART;
-    sigemptyset(&mine.sa_mask);
+    /* Every signal waits while hostmem changes books and hardware: a handler
+     * that interrupted it and touched a guard page or a clean watched one
+     * would find the stripe's busy word held by its own thread (a collector's
+     * stop-the-world handler writes to the heap). The runtime's callback and
+     * the previous handler run with the mask of the fault (unmask_as). */
+    sigfillset(&mine.sa_mask);
     if (sigaction(SIGSEGV, &mine, &previous)) {
         int err = errno;
         atomic_store(&installed, 0);

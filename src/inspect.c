@@ -346,6 +346,7 @@ struct check {
     struct expect_context kernel;
     struct problem *p;
     struct tally tally;
+    size_t watch_slots; /* write-watch slots the reservations name */
 };
 
 static int check_step(void *context, uintptr_t g, uintptr_t e, struct reservation *r)
@@ -391,6 +392,15 @@ static int check_step(void *context, uintptr_t g, uintptr_t e, struct reservatio
     if (!protect_valid(ap))
         complain(c->p, "reservation %p: bad allocation protect %#x", (void *)r, ap);
     check_runs(r, c->p);
+    /* write watch's books: its own slot, or none (docs/writewatch.md) */
+    struct watched *w = watch_slot_of(m, r);
+    if (w) {
+        c->watch_slots++;
+        if (!(r->flags & RES_WRITE_WATCH) || atomic_load(&w->base) != g || !w->captured || !w->bits)
+            complain(c->p, "reservation %p: write-watch slot %u is not its own", (void *)r, r->watch_slot - 1u);
+    } else if (r->flags & RES_WATCH_EMULATED) {
+        complain(c->p, "reservation %p: emulated write watch without its slot", (void *)r);
+    }
     vm_tally(m, r, &c->tally);
     uint64_t pages = res_pages(r);
     if (kernel && (r->flags & RES_WATCH_EMULATED)) {
@@ -487,6 +497,11 @@ HRESULT hostmem_validate(IHostMemoryManager *manager, uint32_t flags, char *why,
     if (t->book_protected != atomic_load(&m->book_protected))
         complain(&p, "%zu pages protected only in the books, counter says %zu", t->book_protected,
                  atomic_load(&m->book_protected));
+    size_t taken = 0;
+    for (size_t i = 0; i < WATCHED_SLOTS; i++)
+        taken += atomic_load(&m->watched[i].base) > 1;
+    if (taken != c.watch_slots)
+        complain(&p, "%zu write-watch slots taken, reservations name %zu", taken, c.watch_slots);
     maps_free(&maps);
     arenas_free(&arenas); /* none taken for the books alone */
     return p.found ? E_FAIL : S_OK;

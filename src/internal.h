@@ -402,7 +402,8 @@ struct arena;
  */
 struct reservation {
     uint16_t flags;               /* RES_*: writers only */
-    uint16_t unused;
+    uint16_t watch_slot;          /* its write watch's slot in its manager's (struct watched) + 1,
+                                     0 = none: writers only */
     uint32_t arena_index;         /* its arena's slot in the arena table: writers only */
     _Atomic uint64_t seq;         /* latch sequence, bumped by every change */
     _Atomic uintptr_t base;
@@ -571,14 +572,23 @@ struct remembered {
     _Atomic uintptr_t bases[16]; /* 0 = a free slot */
     _Atomic bool overflow;
 };
-/* Emulated write watch (watch.c, range.h): one write-watched reservation's written pages,
- * one bit a page. The SIGSEGV handler finds it by base without a lock, after
- * taking the stripe's busy word, which every change of it holds too. */
-#define WATCHED_SLOTS 64
+/* Write watch's own books of one write-watched reservation (watch.c, range.h),
+ * one bit a page in each map: written, the emulation's pages written since the
+ * last reset (under the kernel's tracking, which keeps its own, only those it
+ * reset before they were reported: watch.c's kernel_get); captured,
+ * pages whose write a VirtualProtect captured, reported until they are reset
+ * whatever happens to them (Windows' latch, docs/writewatch.md). An emulated
+ * reservation has its slot from birth, a kernel-tracked one from its first
+ * VirtualProtect. The reservation names its slot (watch_slot); the SIGSEGV
+ * handler reads it after taking the stripe's busy word, which every change of
+ * the maps holds too. */
+#define WATCHED_SLOTS 1024
+_Static_assert(WATCHED_SLOTS < UINT16_MAX, "a slot's number + 1 fits a reservation's watch_slot");
 struct watched {
-    _Atomic uintptr_t base; /* the reservation's; 0 = a free slot, 1 = being filled */
+    _Atomic uintptr_t base; /* the reservation's; 0 = a free slot, 1 = being filled or emptied */
     _Atomic uint64_t *bits;
-    size_t bytes;           /* of bits, from pages_alloc */
+    _Atomic uint64_t *captured;
+    size_t bytes;           /* of the maps' pages_alloc, which holds both */
 };
 #define STRIPES 64
 enum { STATE_LIVE = 0, STATE_DISABLED = 1, STATE_SHUTDOWN = 2 };
@@ -644,7 +654,7 @@ struct manager {
     _Atomic size_t book_protected;  /* pages of stale runs whose hardware is not reserved-page
                                        protection: protected only in the books (deferred.c) */
     struct remembered stale;        /* reservations that may hold stale runs (deferred.c) */
-    struct watched watched[WATCHED_SLOTS]; /* emulated write watch's written pages (watch.c) */
+    struct watched watched[WATCHED_SLOTS]; /* write watch's written and captured pages (watch.c) */
     /* deferred discard (deferred.c) */
     uint32_t purge_delay_ms;        /* UINT32_MAX: discard at once */
     size_t purge_cap;
@@ -816,6 +826,12 @@ int range_hw_segments(struct manager *m, const struct reservation *r,
                       int (*fn)(void *context, uintptr_t start, uintptr_t end, int prot), void *context) HIDDEN;
 
 /* counters */
+/* The slot of write watch's books that r names (watch.c), or NULL. */
+static inline struct watched *watch_slot_of(struct manager *m, const struct reservation *r)
+{
+    return r->watch_slot ? &m->watched[r->watch_slot - 1] : NULL;
+}
+
 static inline void counter_add(_Atomic size_t *c, size_t v)
 {
     atomic_fetch_add_explicit(c, v, memory_order_relaxed);

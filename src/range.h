@@ -141,26 +141,17 @@ static inline bool kernel_watched(const struct reservation *r)
     return (r->flags & (RES_WRITE_WATCH | RES_WATCH_EMULATED)) == RES_WRITE_WATCH;
 }
 
-/* ---- an emulated write watch's written pages --------------------------------------------
+/* ---- write watch's books: an emulated write watch's written pages -----------------------
  * One bit a page in a slot of its manager's (struct watched, internal.h), set
  * while the page was written since the last reset. The bits change only under
  * the stripe's busy word (writers hold it after their lock when signal changes
  * are on); the SIGSEGV handler finds the slot after taking it. watch.c gives
  * slots out and back; everyone who changes a watched reservation's pages reads
  * and marks them. */
-static inline struct watched *watched_of(struct manager *m, uintptr_t base)
-{
-    for (size_t i = 0; i < WATCHED_SLOTS; i++)
-        if (atomic_load_explicit(&m->watched[i].base, memory_order_acquire) == base)
-            return &m->watched[i];
-    return NULL;
-}
-
+/* The slot whose written pages an emulated write watch keeps; NULL otherwise. */
 static inline struct watched *watched_res(struct manager *m, const struct reservation *r)
 {
-    if (!(r->flags & RES_WATCH_EMULATED))
-        return NULL;
-    return watched_of(m, atomic_load_explicit(&((struct reservation *)r)->base, memory_order_relaxed));
+    return (r->flags & RES_WATCH_EMULATED) ? watch_slot_of(m, r) : NULL;
 }
 
 static inline bool written(const struct watched *w, uint64_t page)
@@ -168,18 +159,24 @@ static inline bool written(const struct watched *w, uint64_t page)
     return atomic_load_explicit(&w->bits[page / 64], memory_order_relaxed) >> (page % 64) & 1;
 }
 
-/* Pages [lo, hi) written (on) or clean. */
-static inline void mark_written(struct watched *w, uint64_t lo, uint64_t hi, bool on)
+/* Bits [lo, hi) of a page map set (on) or cleared. */
+static inline void bits_mark(_Atomic uint64_t *map, uint64_t lo, uint64_t hi, bool on)
 {
     while (lo < hi) {
         uint64_t word = lo / 64, bit = lo % 64, n = hi - lo < 64 - bit ? hi - lo : 64 - bit;
         uint64_t mask = (n == 64 ? ~(uint64_t)0 : (((uint64_t)1 << n) - 1)) << bit;
         if (on)
-            atomic_fetch_or_explicit(&w->bits[word], mask, memory_order_relaxed);
+            atomic_fetch_or_explicit(&map[word], mask, memory_order_relaxed);
         else
-            atomic_fetch_and_explicit(&w->bits[word], ~mask, memory_order_relaxed);
+            atomic_fetch_and_explicit(&map[word], ~mask, memory_order_relaxed);
         lo += n;
     }
+}
+
+/* Pages [lo, hi) written (on) or clean. */
+static inline void mark_written(struct watched *w, uint64_t lo, uint64_t hi, bool on)
+{
+    bits_mark(w->bits, lo, hi, on);
 }
 
 #endif /* HOSTMEM_RANGE_H */

@@ -397,6 +397,7 @@ void reservation_init(struct reservation *r, uintptr_t base, size_t size, unsign
     atomic_store_explicit(&r->runs[0], inline_make(attr, 0, 0), memory_order_relaxed);
     atomic_store_explicit(&r->runs[1], inline_make(attr, 0, 0), memory_order_relaxed);
     r->flags = flags;
+    r->watch_slot = 0;
     r->arena_index = arena_index;
     latch_close(r, seq);
 }

@@ -530,7 +530,7 @@ static HRESULT release_locked(struct manager *m, struct locked *l)
     }
     size_t committed = reservation_committed(r);
     heap_account(m, r, 0, committed << g_page_shift);
-    struct watched *watched = watched_res(m, r);
+    struct watched *watched = watch_slot_of(m, r);
     deferred_forget(m, l);
     if (slack_runs) /* nobody's heap now: its pages are slack's */
         slack_runs_apply(m, l);
@@ -615,7 +615,11 @@ HRESULT vm_protect(struct manager *m, void *address, SIZE_T size, DWORD protect,
     if (s.any_reserved)
         return range_unlock(m, &l, HRESULT_FROM_WIN32(ERROR_INVALID_ADDRESS));
     DWORD previous = attr_visible(s.first_attr);
-    hr = range_unlock(m, &l, change_range(m, &l, start, end, protect, &s));
+    bool watched = (l.r->flags & RES_WRITE_WATCH) != 0;
+    hr = watched ? watch_capture_ready(m, &l) : S_OK;
+    if (hr == S_OK && (hr = change_range(m, &l, start, end, protect, &s)) == S_OK && watched)
+        watch_capture(m, &l, start, end);
+    hr = range_unlock(m, &l, hr);
     if (hr == S_OK)
         *old = previous;
     return hr;

@@ -32,46 +32,59 @@ static HRESULT watch_refused(struct manager *m, int err, const char *what)
     return hr;
 }
 
-/* Emulated write watch: a slot and its bitmap for the reservation at base, all
- * pages clean; E_OUTOFMEMORY when the kernel refuses the bitmap's memory or the
- * manager's WATCHED_SLOTS are taken. */
-static HRESULT watched_take(struct manager *m, uintptr_t base, uint64_t pages)
+/* A slot for r's books, all pages clean and none captured. The written
+ * pages' map holds every written page when the write watch is emulated; under
+ * the kernel's tracking, only those the kernel reset without their being
+ * reported (kernel_get). E_OUTOFMEMORY when the kernel refuses the maps'
+ * memory or the manager's WATCHED_SLOTS are taken. */
+static HRESULT watched_take(struct manager *m, struct reservation *r, uintptr_t base, uint64_t pages)
 {
-    size_t bytes = (size_t)((pages + 63) / 64) * sizeof(uint64_t);
+    size_t words = (size_t)((pages + 63) / 64);
+    size_t bytes = words * sizeof(uint64_t) * 2;
     bytes = (bytes + g_page - 1) & ~(g_page - 1);
-    void *bits;
-    int err = pages_alloc(m, bytes, &bits);
+    void *map;
+    int err = pages_alloc(m, bytes, &map);
     if (err)
-        return os_refused(m, err, "mmap of the written pages' bitmap");
+        return os_refused(m, err, "mmap of write watch's page maps");
     for (size_t i = 0; i < WATCHED_SLOTS; i++) {
         uintptr_t free_ = 0;
         if (atomic_compare_exchange_strong(&m->watched[i].base, &free_, 1)) {
-            m->watched[i].bits = bits;
-            m->watched[i].bytes = bytes;
-            atomic_store_explicit(&m->watched[i].base, base, memory_order_release);
+            struct watched *w = &m->watched[i];
+            w->bits = map;
+            w->captured = (_Atomic uint64_t *)map + words;
+            w->bytes = bytes;
+            r->watch_slot = (uint16_t)(i + 1);
+            atomic_store_explicit(&w->base, base, memory_order_release);
             return S_OK;
         }
     }
-    pages_free(m, bits, bytes);
+    pages_free(m, map, bytes);
     return E_OUTOFMEMORY;
+}
+
+/* The maps' memory: one pages_alloc, the written pages' map first. */
+static void *watched_map(const struct watched *w)
+{
+    return (void *)w->bits;
 }
 
 void watch_give_back(struct manager *m, struct watched *w)
 {
     if (!w)
         return;
-    void *bits = (void *)w->bits;
+    void *map = watched_map(w);
     size_t bytes = w->bytes;
     atomic_store_explicit(&w->base, 1, memory_order_release);
     w->bits = NULL;
-    pages_free(m, bits, bytes);
+    w->captured = NULL;
+    pages_free(m, map, bytes);
     atomic_store_explicit(&w->base, 0, memory_order_release);
 }
 
 HRESULT watch_begin(struct manager *m, struct reservation *r, uintptr_t base, size_t bytes, bool emulate)
 {
     if (emulate) {
-        HRESULT hr = watched_take(m, base, bytes >> g_page_shift);
+        HRESULT hr = watched_take(m, r, base, bytes >> g_page_shift);
         if (hr != S_OK)
             return hr;
         r->flags |= RES_WRITE_WATCH | RES_WATCH_EMULATED;
@@ -86,8 +99,8 @@ HRESULT watch_begin(struct manager *m, struct reservation *r, uintptr_t base, si
 
 HRESULT watch_abandon(struct manager *m, struct reservation *r, uintptr_t base, size_t bytes, HRESULT hr)
 {
-    if (r->flags & RES_WATCH_EMULATED)
-        watch_give_back(m, watched_res(m, r));
+    watch_give_back(m, watch_slot_of(m, r));
+    r->watch_slot = 0;
     /* a standalone mapping goes whole, and its registration with it */
     if (kernel_watched(r) && !(r->flags & RES_STANDALONE)) {
         int err = os_watch_remove((void *)base, bytes);
@@ -126,8 +139,9 @@ void watch_slots_after_fork(struct manager *m)
         uintptr_t base = atomic_load_explicit(&w->base, memory_order_relaxed);
         if (base == 1) { /* a vanished thread was filling or emptying it */
             if (w->bits && w->bytes)
-                pages_free(m, (void *)w->bits, w->bytes);
+                pages_free(m, watched_map(w), w->bytes);
             w->bits = NULL;
+            w->captured = NULL;
             atomic_store_explicit(&w->base, 0, memory_order_relaxed);
             continue;
         }
@@ -137,7 +151,7 @@ void watch_slots_after_fork(struct manager *m)
         uintptr_t e = radix_load(base);
         struct reservation *r = e && entry_id(e) == m->id && !entry_is_slack(e) ? entry_pointer(e)
                                                                                 : arena_stale_slack_at(m, base);
-        if (!r || atomic_load_explicit(&r->base, memory_order_relaxed) != base || !(r->flags & RES_WATCH_EMULATED))
+        if (!r || atomic_load_explicit(&r->base, memory_order_relaxed) != base || watch_slot_of(m, r) != w)
             watch_give_back(m, w);
     }
 }
@@ -221,6 +235,9 @@ void watch_changed(struct manager *m, struct locked *l, const struct survey *s, 
     if (!attr && s->committed_pages && kernel_watched(r) &&
         (err = os_watch_clean((void *)s->committed_start, s->committed_end - s->committed_start)) != 0)
         os_refused(m, err, "userfaultfd write-protection of decommitted pages");
+    struct watched *books = watch_slot_of(m, r);
+    if (!attr && books && kernel_watched(r)) /* the kernel's written pages the books keep: forgotten too */
+        mark_written(books, (start - l->base) >> g_page_shift, (end - l->base) >> g_page_shift, false);
     struct watched *watched = watched_res(m, r);
     if (!watched || applied == ATTR_STALE)
         return; /* a stale page keeps its bit, which its hardware still follows */
@@ -229,6 +246,54 @@ void watch_changed(struct manager *m, struct locked *l, const struct survey *s, 
         mark_written(watched, (start - l->base) >> g_page_shift, (end - l->base) >> g_page_shift, false);
     else
         range_pieces(r, l->base, start, end, forget_uncommitted, watched);
+}
+
+/* ---- Windows' latch: a VirtualProtect captures the written pages ------------------------- */
+
+HRESULT watch_capture_ready(struct manager *m, struct locked *l)
+{
+    hm_assert(lock_held(l->stripe->lock));
+    if (!(l->r->flags & RES_WRITE_WATCH) || watch_slot_of(m, l->r))
+        return S_OK;
+    return watched_take(m, l->r, l->base, res_pages(l->r));
+}
+
+void watch_capture(struct manager *m, struct locked *l, uintptr_t start, uintptr_t end)
+{
+    hm_assert(lock_held(l->stripe->lock));
+    struct watched *w = watch_slot_of(m, l->r);
+    if (!w)
+        return;
+    uint64_t first = (start - l->base) >> g_page_shift, last = (end - l->base) >> g_page_shift;
+    /* the written pages of the books, a word at a time */
+    for (uint64_t i = first; i < last;) {
+        uint64_t bit = i % 64, n = last - i < 64 - bit ? last - i : 64 - bit;
+        uint64_t mask = (n == 64 ? ~(uint64_t)0 : (((uint64_t)1 << n) - 1)) << bit;
+        uint64_t word = atomic_load_explicit(&w->bits[i / 64], memory_order_relaxed) & mask;
+        if (word)
+            atomic_fetch_or_explicit(&w->captured[i / 64], word, memory_order_relaxed);
+        i += n;
+    }
+    if (l->r->flags & RES_WATCH_EMULATED)
+        return;
+    /* and the kernel's: what it reports written, read without resetting it */
+    void *found[64];
+    for (uintptr_t at = start; at < end;) {
+        size_t n = 0;
+        int err = os_watch_scan((void *)at, end - at, false, found, 64, &n);
+        if (err) { /* all of the rest reads as written: more than were, never fewer */
+            os_refused(m, err, "PAGEMAP_SCAN of pages a VirtualProtect changed");
+            bits_mark(w->captured, (at - l->base) >> g_page_shift, last, true);
+            return;
+        }
+        for (size_t i = 0; i < n; i++) {
+            uint64_t page = ((uintptr_t)found[i] - l->base) >> g_page_shift;
+            bits_mark(w->captured, page, page + 1, true);
+        }
+        if (n < 64)
+            return;
+        at = (uintptr_t)found[63] + g_page;
+    }
 }
 
 /* ---- GetWriteWatch and ResetWriteWatch ----------------------------------------------------- */
@@ -255,7 +320,7 @@ static HRESULT watch_lock(struct manager *m, void *base, SIZE_T size, struct loc
 }
 
 /* Emulated write watch: the written pages are the committed ones with their
- * bit set, in order. */
+ * bit set, and the captured ones, in order. */
 struct dirty_scan {
     const struct watched *w;
     uintptr_t base;
@@ -267,11 +332,13 @@ struct dirty_scan {
 static int dirty_step(void *context, const struct piece *piece)
 {
     struct dirty_scan *d = context;
-    if (!attr_visible(piece->attr))
-        return 0;
+    bool committed = attr_visible(piece->attr);
     uint64_t i = (piece->start - d->base) >> g_page_shift, end = (piece->end - d->base) >> g_page_shift;
     while (i < end) {
-        uint64_t word = atomic_load_explicit(&d->w->bits[i / 64], memory_order_relaxed) >> (i % 64);
+        uint64_t word = atomic_load_explicit(&d->w->captured[i / 64], memory_order_relaxed);
+        if (committed)
+            word |= atomic_load_explicit(&d->w->bits[i / 64], memory_order_relaxed);
+        word >>= i % 64;
         if (!word) { /* none written in the rest of this word */
             i = (i / 64 + 1) * 64;
             continue;
@@ -329,7 +396,104 @@ static HRESULT watch_clean_emulated(struct manager *m, struct locked *l, uintptr
     if (range_pieces(r, l->base, start, end, clean_step, &c))
         return range_undo_protect(m, l, start, c.failed_end, os_refused(m, c.err, "mprotect"));
     mark_written(w, first, last, false);
+    bits_mark(w->captured, first, last, false);
     counter_shift(&m->mapping_estimate, range_transitions(m, r, first, last) - before);
+    return S_OK;
+}
+
+/* Kernel-tracked write watch: word i of the pages its books report - captured,
+ * or written and reset by the kernel before they were reported. */
+static uint64_t books_word(const struct watched *w, uint64_t i)
+{
+    return atomic_load_explicit(&w->captured[i], memory_order_relaxed) |
+           atomic_load_explicit(&w->bits[i], memory_order_relaxed);
+}
+
+/* The page of the books at or after page i and below end; end if none. */
+static uint64_t books_next(const struct watched *w, uint64_t i, uint64_t end)
+{
+    while (i < end) {
+        uint64_t word = books_word(w, i / 64) >> (i % 64);
+        if (word) {
+            i += (uint64_t)__builtin_ctzll(word);
+            return i < end ? i : end;
+        }
+        i = (i / 64 + 1) * 64;
+    }
+    return end;
+}
+
+/* The last page of the books below page i and at or after lo; UINT64_MAX if none. */
+static uint64_t books_prev(const struct watched *w, uint64_t i, uint64_t lo)
+{
+    while (i > lo) {
+        uint64_t top = i - 1, bit = top % 64;
+        uint64_t word = books_word(w, top / 64) & (bit == 63 ? ~(uint64_t)0 : ((uint64_t)2 << bit) - 1);
+        if (word) {
+            uint64_t page = top - bit + 63 - (uint64_t)__builtin_clzll(word);
+            return page >= lo ? page : UINT64_MAX;
+        }
+        i = top - bit;
+    }
+    return UINT64_MAX;
+}
+
+/*
+ * The kernel's tracking: the pages it reports written, and those of the books,
+ * in order, at most max, into out. The kernel's go into out first; the first
+ * max of the two lists together are then written from the back, so that no
+ * page of the kernel's is overwritten before it is read. With reset, the
+ * pages answered are reset in both; a page the kernel reset but that did not
+ * fit goes into the books' written pages, so that it is still reported - and,
+ * as any written page, forgotten by a decommit, captured by a VirtualProtect.
+ */
+static HRESULT kernel_get(struct manager *m, struct locked *l, uintptr_t start, uintptr_t end, bool reset,
+                          void **out, size_t max, size_t *found)
+{
+    size_t k = 0;
+    int err = os_watch_scan((void *)start, end - start, reset, out, max, &k);
+    if (err)
+        return watch_refused(m, err, "PAGEMAP_SCAN");
+    struct watched *w = watch_slot_of(m, l->r);
+    if (!w) {
+        *found = k;
+        return S_OK;
+    }
+#define PAGE_OF(address) (((uintptr_t)(address) - l->base) >> g_page_shift)
+    uint64_t lo = PAGE_OF(start), hi = PAGE_OF(end), c = books_next(w, lo, hi), cut = lo;
+    size_t n = 0, used = 0; /* answers, and the kernel's among them */
+    while (n < max) {
+        uint64_t kp = used < k ? PAGE_OF(out[used]) : hi;
+        uint64_t page = kp < c ? kp : c;
+        if (page == hi)
+            break;
+        used += kp == page;
+        if (c == page)
+            c = books_next(w, c + 1, hi);
+        n++;
+        cut = page + 1;
+    }
+    for (size_t i = used; reset && i < k; i++) /* reset by the kernel, not answered */
+        bits_mark(w->bits, PAGE_OF(out[i]), PAGE_OF(out[i]) + 1, true);
+    uint64_t cp = books_prev(w, cut, lo);
+    for (size_t pos = n, kk = used; pos-- > 0;) {
+        uint64_t page;
+        if (kk && (cp == UINT64_MAX || PAGE_OF(out[kk - 1]) >= cp)) {
+            page = PAGE_OF(out[--kk]);
+            if (page == cp)
+                cp = books_prev(w, cp, lo);
+        } else {
+            page = cp;
+            cp = books_prev(w, cp, lo);
+        }
+        out[pos] = (void *)(l->base + (page << g_page_shift));
+    }
+#undef PAGE_OF
+    if (reset) {
+        bits_mark(w->captured, lo, cut, false);
+        bits_mark(w->bits, lo, cut, false);
+    }
+    *found = n;
     return S_OK;
 }
 
@@ -361,11 +525,9 @@ HRESULT watch_get(struct manager *m, DWORD flags, void *base, SIZE_T size, void 
         if ((flags & WRITE_WATCH_FLAG_RESET) && found &&
             (hr = watch_clean_emulated(m, &l, start, d.last_end)) != S_OK)
             return range_unlock(m, &l, hr);
-    } else {
-        int err = os_watch_scan((void *)start, end - start, (flags & WRITE_WATCH_FLAG_RESET) != 0, addresses,
-                                *count, &found);
-        if (err)
-            return range_unlock(m, &l, watch_refused(m, err, "PAGEMAP_SCAN"));
+    } else if ((hr = kernel_get(m, &l, start, end, (flags & WRITE_WATCH_FLAG_RESET) != 0, addresses, *count,
+                                &found)) != S_OK) {
+        return range_unlock(m, &l, hr);
     }
     *count = found;
     *granularity = (ULONG)g_page;
@@ -390,6 +552,12 @@ HRESULT watch_reset(struct manager *m, void *base, SIZE_T size)
     } else {
         int err = os_watch_clean((void *)start, end - start);
         hr = err ? watch_refused(m, err, "userfaultfd write-protection") : S_OK;
+        struct watched *w = watch_slot_of(m, l.r);
+        if (hr == S_OK && w) {
+            uint64_t first = (start - l.base) >> g_page_shift, last = (end - l.base) >> g_page_shift;
+            bits_mark(w->captured, first, last, false);
+            mark_written(w, first, last, false);
+        }
     }
     if (hr == S_OK)
         counter_add(&m->watch_resets, 1);

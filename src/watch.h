@@ -22,6 +22,13 @@ HRESULT watch_protect(struct manager *m, struct locked *l, uintptr_t start, uint
  * written, from the kernel too; newly committed ones start clean. */
 void watch_changed(struct manager *m, struct locked *l, const struct survey *s, uintptr_t start, uintptr_t end,
                    unsigned attr, unsigned applied) HIDDEN;
+/* Before a VirtualProtect of a write-watched reservation: the slot its
+ * captured pages need (E_OUTOFMEMORY, nothing changed, if none can be had). */
+HRESULT watch_capture_ready(struct manager *m, struct locked *l) HIDDEN;
+/* After it succeeded over [start,end): the pages written there are captured -
+ * reported until they are reset, decommitted and committed again or not
+ * (Windows' latch). */
+void watch_capture(struct manager *m, struct locked *l, uintptr_t start, uintptr_t end) HIDDEN;
 /* A reservation being released stops being watched: the kernel's
  * registration (S_OK, or E_FAIL through os_refused_stuck). */
 HRESULT watch_unregister(struct manager *m, struct locked *l) HIDDEN;
