@@ -17,15 +17,12 @@
  * UINT and the collector decides what it means. Every request is eTaskCritical:
  * bdwgc answers a refused heap growth by collecting.
  *
- * Three environment variables of its own, read at the first call:
+ * Two environment variables of its own, read at the first call:
  *   GC_HOSTMEM_BUDGET=N[K|M|G]  the manager's commit budget
  *                               (hostmem_set_commit_limit) before any commit;
  *   GC_HOSTMEM_REPORT=FILE      at exit, append one line to FILE: the manager's
  *                               counts and hostmem_validate's verdict
- *                               (integrations/bdwgc/run.sh reads it);
- *   GC_HOSTMEM_KEEP_HANDLER_MASK=1  leave hostmem's SIGSEGV handler as hostmem
- *                               installed it (see block_signals_in_fault_handler:
- *                               bdwgc then deadlocks or dies under emulation).
+ *                               (integrations/bdwgc/run.sh reads it).
  */
 #define _GNU_SOURCE
 #define COBJMACROS
@@ -35,7 +32,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
-#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -75,35 +71,12 @@ static size_t parse_size(const char *text)
     return *end == '\0' ? (size_t)value : 0;
 }
 
-/* hostmem's SIGSEGV handler (guard pages, emulated write watch) is installed
- * with an empty sa_mask, so bdwgc's stop-the-world signal can interrupt it:
- * the suspended thread then either holds the stripe's busy word, and the
- * collector's GetWriteWatch spins on it forever, or writes its thread record
- * in the heap from the suspend handler while SIGSEGV is still blocked by the
- * interrupted handler, and the kernel kills the process. bdwgc's own
- * MPROTECT_VDB handler blocks the suspend signal for that reason. Until
- * hostmem blocks signals in its handler, the glue does it for the handler it
- * finds: the same handler and flags, every signal blocked while it runs. */
-static void block_signals_in_fault_handler(void)
-{
-    struct sigaction current;
-    if (sigaction(SIGSEGV, NULL, &current) != 0 || !(current.sa_flags & SA_SIGINFO) ||
-        current.sa_sigaction == NULL)
-        return;
-    sigfillset(&current.sa_mask);
-    sigaction(SIGSEGV, &current, NULL);
-}
-
 static void setup(void)
 {
     const char *budget = getenv("GC_HOSTMEM_BUDGET");
-    const char *emulate = getenv("HOSTMEM_EMULATE_WRITE_WATCH");
-    const char *keep = getenv("GC_HOSTMEM_KEEP_HANDLER_MASK");
     manager = hostmem_win32_manager();
     if (manager == NULL)
         return;
-    if (emulate != NULL && strcmp(emulate, "1") == 0 && !(keep != NULL && strcmp(keep, "1") == 0))
-        block_signals_in_fault_handler();
     if (budget != NULL && *budget != '\0') {
         size_t bytes = parse_size(budget);
         if (bytes == 0 || hostmem_set_commit_limit(manager, bytes) != S_OK) {
