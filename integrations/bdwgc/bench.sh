@@ -8,17 +8,23 @@
 # -O2 -g), run in incremental mode:
 #   kernel    hostmem build (bdwgc-hostmem.patch, GWW_VDB), hostmem's kernel write watch
 #   emulated  the same binary, HOSTMEM_EMULATE_WRITE_WATCH=1
-#   soft      stock build, SOFT_VDB (soft-dirty bits from /proc/self/pagemap,
-#             bdwgc 8.2's default on Linux x86_64 where the kernel has them)
-#   mprotect  stock build, GC_USE_GETWRITEWATCH=0: MPROTECT_VDB (bdwgc's runtime switch)
-# on two programs: gctest (GC_ENABLE_INCREMENTAL=1; its "Completed N
-# collections in M ms" is the collector's own total time) and bench_heap.c
-# (BENCH_LIVE_MB, default 256, of live nodes and BENCH_MUTATIONS million
-# mutations, default 8; its pauses are the world-stopped intervals bdwgc
-# reports through GC_set_on_collection_event). Runs alternate (kernel emulated
-# soft mprotect, kernel ...), BENCH_RUNS (5) of each; medians are printed. The
-# hostmem build is run.sh's (run first if missing). A benchmark: it asserts
-# nothing; a failed run is printed as such.
+#   soft      stock build, SOFT_VDB: soft-dirty bits (/proc/self/clear_refs and
+#             /proc/self/pagemap), 8.2's default on Linux x86-64 where the
+#             kernel has them (CONFIG_MEM_SOFT_DIRTY); measured only if the
+#             stock gctest says "Using soft-dirty bit feature"
+#   mprotect  stock build, GC_USE_GETWRITEWATCH=0: MPROTECT_VDB (8.2's runtime
+#             switch between its two Linux dirty bits, os_dep.c soft_dirty_init);
+#             also what the default falls back to without soft-dirty bits
+# on two programs: gctest (GC_ENABLE_INCREMENTAL=1, GC_PRINT_STATS=1: its
+# "Completed N collections in M ms" is the collector's total time in full
+# collections, its "World-stopped marking took" lines the pauses) and
+# bench_heap.c (BENCH_LIVE_MB, default 256, of live nodes and BENCH_MUTATIONS
+# million mutations, default 8; its pauses are the world-stopped intervals
+# bdwgc reports through GC_set_on_collection_event). Runs alternate (kernel
+# emulated soft mprotect, kernel ...), BENCH_RUNS (5) of each; medians are
+# printed, and each kind's wall and pause medians over the best stock kind's.
+# The hostmem build is run.sh's (run first if missing). A benchmark: it
+# asserts nothing; a failed run is counted in the last column.
 set -u
 
 if [ $# -ne 1 ]; then
@@ -77,10 +83,11 @@ one() {
     gctest)
         if [ "$build_kind" = hostmem ]; then binary=$out/threads/gctest; else binary=$stock/gctest; fi
         started=$(date +%s.%N)
-        if "$@" GC_ENABLE_INCREMENTAL=1 "$binary" > "$logs/run.out" 2>&1; then
+        if "$@" GC_ENABLE_INCREMENTAL=1 GC_PRINT_STATS=1 "$binary" > "$logs/run.out" 2>&1; then
             awk -v a="$started" -v b="$(date +%s.%N)" '
                 /^Completed [0-9]+ collections in/ { ms = $5 }
-                END { printf "%.3f %s - -\n", b - a, ms }' "$logs/run.out"
+                /^World-stopped marking took/ { p = $4 + $6 / 1e6; total += p; if (p > max) max = p }
+                END { printf "%.3f %s %.1f %.2f\n", b - a, ms, total, max }' "$logs/run.out"
         else
             echo fail
         fi
@@ -104,14 +111,30 @@ median() {
         if (NR == 0) print "-"; else if (NR % 2) print v[(NR + 1) / 2]; else printf "%.3f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
 }
 
-kinds="kernel emulated soft mprotect"
-# Which dirty bits the stock build really uses here (gctest says it).
-GC_ENABLE_INCREMENTAL=1 "$stock/gctest" 2>&1 | grep -E 'Reading dirty bits|GetWriteWatch|mprotect' | head -1 > "$logs/soft.vdb"
-GC_USE_GETWRITEWATCH=0 GC_ENABLE_INCREMENTAL=1 "$stock/gctest" 2>&1 | grep -E 'Reading dirty bits|GetWriteWatch|mprotect' | head -1 > "$logs/mprotect.vdb"
-echo "# bdwgc $(basename "$tree") incremental, $(nproc) CPUs, $(uptime | sed 's/.*load average/load average/'), $(date -u +%Y-%m-%d)"
-echo "# stock default: $(cat "$logs/soft.vdb"); stock GC_USE_GETWRITEWATCH=0: $(cat "$logs/mprotect.vdb")"
+# Which dirty bits the stock build really uses here (gctest says it with GC_PRINT_STATS).
+vdb() {
+    env "$@" GC_ENABLE_INCREMENTAL=1 GC_PRINT_STATS=1 "$stock/gctest" 2>&1 |
+        grep -m1 -E 'Using soft-dirty bit feature|Soft-dirty bit is not supported|Running on old kernel' ||
+        echo "MPROTECT_VDB (soft-dirty not tried)"
+}
+soft_vdb=$(vdb)
+mprotect_vdb=$(vdb GC_USE_GETWRITEWATCH=0)
+kinds="kernel emulated mprotect"
+case $soft_vdb in
+"Using soft-dirty bit feature") kinds="kernel emulated soft mprotect" ;;
+esac
+echo "# bdwgc $(basename "$tree") incremental, $(nproc) CPUs, $(uname -r), $(date -u '+%Y-%m-%d %H:%M UTC')"
+echo "# load before: $(cut -d' ' -f1-3 /proc/loadavg)"
+echo "# stock default: $soft_vdb; stock GC_USE_GETWRITEWATCH=0: $mprotect_vdb"
+case $kinds in
+*soft*) ;;
+*) echo "# soft: not measured (this kernel has no soft-dirty bits; stock's default is mprotect here)" ;;
+esac
 echo "# medians of $runs alternating runs; bench_heap $live MiB live, $mutations M mutations"
-printf '%-8s %-9s %9s %9s %14s %14s %6s\n' program kind wall_s gc_ms pause_total_ms pause_max_ms failed
+echo "# gc_ms: gctest's collector time; pause: world-stopped, total and longest per run (ms)"
+echo "# wall_ratio, pause_ratio: over the best stock kind (lowest median) on that program"
+printf '%-8s %-9s %9s %9s %14s %14s %10s %11s %6s\n' program kind wall_s gc_ms pause_total_ms \
+    pause_max_ms wall_ratio pause_ratio failed
 for program in gctest heap; do
     for kind in $kinds; do eval "r_${kind}_wall='' r_${kind}_gc='' r_${kind}_pt='' r_${kind}_pm='' r_${kind}_fail=0"; done
     i=0
@@ -130,9 +153,24 @@ for program in gctest heap; do
         done
         i=$((i + 1))
     done
+    best_wall='' best_pause=''
     for kind in $kinds; do
-        eval "wall=\$r_${kind}_wall gc=\$r_${kind}_gc pt=\$r_${kind}_pt pm=\$r_${kind}_pm nfail=\$r_${kind}_fail"
-        printf '%-8s %-9s %9s %9s %14s %14s %6s\n' "$program" "$kind" "$(echo "$wall" | median)" \
-            "$(echo "$gc" | median)" "$(echo "$pt" | median)" "$(echo "$pm" | median)" "$nfail"
+        eval "wall=\$r_${kind}_wall pt=\$r_${kind}_pt"
+        eval "m_${kind}_wall=$(echo "$wall" | median) m_${kind}_pt=$(echo "$pt" | median)"
+        case $kind in
+        soft | mprotect)
+            eval "w=\$m_${kind}_wall p=\$m_${kind}_pt"
+            best_wall=$(awk -v a="$w" -v b="$best_wall" 'BEGIN { print (b == "" || a + 0 < b + 0) ? a : b }')
+            best_pause=$(awk -v a="$p" -v b="$best_pause" 'BEGIN { print (b == "" || a + 0 < b + 0) ? a : b }')
+            ;;
+        esac
+    done
+    for kind in $kinds; do
+        eval "gc=\$r_${kind}_gc pm=\$r_${kind}_pm nfail=\$r_${kind}_fail w=\$m_${kind}_wall p=\$m_${kind}_pt"
+        printf '%-8s %-9s %9s %9s %14s %14s %10s %11s %6s\n' "$program" "$kind" "$w" \
+            "$(echo "$gc" | median)" "$p" "$(echo "$pm" | median)" \
+            "$(awk -v a="$w" -v b="$best_wall" 'BEGIN { if (b + 0 > 0) printf "%.2f", a / b; else print "-" }')" \
+            "$(awk -v a="$p" -v b="$best_pause" 'BEGIN { if (b + 0 > 0) printf "%.2f", a / b; else print "-" }')" "$nfail"
     done
 done
+echo "# load after: $(cut -d' ' -f1-3 /proc/loadavg)"
