@@ -18,7 +18,7 @@
 # on two programs: gctest (GC_ENABLE_INCREMENTAL=1, GC_PRINT_STATS=1: its
 # "Completed N collections in M ms" is the collector's total time in full
 # collections, its "World-stopped marking took" lines the pauses) and
-# bench_heap.c (BENCH_LIVE_MB, default 256, of live nodes and BENCH_MUTATIONS
+# bench_heap.c (BENCH_LIVE_MB, default 96, of live nodes and BENCH_MUTATIONS
 # million mutations, default 8; its pauses are the world-stopped intervals
 # bdwgc reports through GC_set_on_collection_event). Runs alternate (kernel
 # emulated soft mprotect, kernel ...), BENCH_RUNS (5) of each; medians are
@@ -39,7 +39,7 @@ work=$out/bench
 logs=$work/logs
 CC=${CC:-cc}
 runs=${BENCH_RUNS:-5}
-live=${BENCH_LIVE_MB:-256}
+live=${BENCH_LIVE_MB:-96}
 mutations=${BENCH_MUTATIONS:-8}
 mkdir -p "$logs"
 

@@ -2,7 +2,7 @@
  * bench_heap.c - a large live heap under steady mutation, where incremental
  * marking matters: the benchmark of integrations/bdwgc/bench.sh.
  *
- *   bench_heap [LIVE_MB [MUTATIONS_MILLIONS]]     (defaults 256 and 8)
+ *   bench_heap [LIVE_MB [MUTATIONS_MILLIONS]]     (defaults 96 and 8)
  *
  * Builds LIVE_MB of live objects - a table of pointers to nodes of 64 bytes,
  * each pointing at another node - then, with incremental collection on,
@@ -75,7 +75,7 @@ static struct node *new_node(uintptr_t tag, struct node *link)
 
 int main(int argc, char **argv)
 {
-    size_t live_mb = argc > 1 ? strtoul(argv[1], NULL, 10) : 256;
+    size_t live_mb = argc > 1 ? strtoul(argv[1], NULL, 10) : 96;
     size_t mutations = (argc > 2 ? strtoul(argv[2], NULL, 10) : 8) * 1000000;
     size_t count = (live_mb << 20) / (sizeof(struct node) + sizeof(struct node *));
     uint64_t state = 0x9e3779b97f4a7c15u;
