@@ -76,7 +76,7 @@ tests: $(addprefix $(B)/tests/,$(TEST_NAMES) $(EMBED_TESTS)) $(B)/tests/cxx_head
 # (apt-get source), patches, builds and runs them; tests/integration.sh adds up
 # what it reports. Without the sources they say so in one line and count
 # nothing, unless HOSTMEM_REQUIRE_INTEGRATIONS=1 (CI).
-INTEGRATIONS := mimalloc luajit pcre2 libffi
+INTEGRATIONS := mimalloc luajit pcre2 libffi bdwgc
 INTEGRATION_TESTS := $(addprefix $(B)/integration-test/integration_,$(INTEGRATIONS))
 $(B)/integration-test/integration_%: tests/integration.sh $(B)/libhostmem.a $(B)/libhostmem_win32.a
 	mkdir -p $(@D)
@@ -177,6 +177,7 @@ $(B)/bench: $(BENCH_SRC) $(wildcard bench/*.h) $(B)/libhostmem.a
 bench: $(B)/bench
 	./$(B)/bench --svg docs/bench.svg $(BENCH_ARGS)
 	sh integrations/mimalloc/bench.sh $(B)
+	sh integrations/bdwgc/bench.sh $(B)
 
 clean:
 	rm -rf build
