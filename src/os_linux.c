@@ -407,7 +407,12 @@ static int linux_watch_scan(void *address, size_t size, int reset, void **pages,
     *found = 0;
     if (err)
         return err;
-    struct page_region vec[32];
+    /* Each PAGEMAP_SCAN with a reset flushes the TLBs once (an IPI, a VM exit
+     * on a guest): a GC's dirty pages are scattered, a region a page or two,
+     * so the vector's length is the number of calls. 512 regions (12 KiB of
+     * stack) scanned a 480 MiB heap with a quarter of its pages written in a
+     * third of the time 32 took (19-23 ms against 60-112). */
+    struct page_region vec[512];
     uintptr_t at = (uintptr_t)address, end = at + size, page = (uintptr_t)os_page_size();
     size_t n = 0;
     while (at < end && n < max) {
