@@ -116,8 +116,8 @@ static size_t distinct(uintptr_t *values, size_t n)
 
 static uintptr_t firsts[PROCESSES], offsets[PROCESSES];
 
-/* Over 1,000 processes the first reservation's address never repeats, at least
- * 20 of its bits vary, and it lies in the random place; the second manager's
+/* Over 1,000 processes the first reservation's address repeats no more often
+ * than chance allows (below), at least 20 of its bits vary, and it lies in the random place; the second manager's
  * offset from the first is not a constant. */
 TEST(first_reservation_is_at_a_random_place_in_every_process)
 {
@@ -144,7 +144,15 @@ TEST(first_reservation_is_at_a_random_place_in_every_process)
            ", bits %d to %d), from %#" PRIxPTR " to %#" PRIxPTR "\n",
            n, distinct(firsts, n), bits, varying, varying ? __builtin_ctzll(varying) : 0,
            varying ? 63 - __builtin_clzll(varying) : 0, lowest, highest);
-    CHECK_EQ(distinct(firsts, n), n);
+    /* Repeats are the birthday bound's: 1,000 draws of 30 bits (the place,
+     * docs/security.md) repeat with probability 0.05%, of the fallback's 22.6
+     * bits (64-448 GiB, where a sanitizer holds the place) 8% - so one repeat,
+     * or three under a sanitizer, is chance; more (P < 1e-5) is not random. */
+#if defined(UNDER_ASAN) || defined(UNDER_TSAN)
+    CHECK(distinct(firsts, n) + 3 >= n);
+#else
+    CHECK(distinct(firsts, n) + 1 >= n);
+#endif
     CHECK(bits >= 20);
 #if !defined(UNDER_ASAN) && !defined(UNDER_TSAN)
     CHECK(lowest >= PLACE_LOW && highest < PLACE_HIGH);
