@@ -159,17 +159,33 @@ static inline bool written(const struct watched *w, uint64_t page)
     return atomic_load_explicit(&w->bits[page / 64], memory_order_relaxed) >> (page % 64) & 1;
 }
 
+/* The bits of [lo, hi) in lo's word of a page map; *next: the first page past them. */
+static inline uint64_t bits_word_mask(uint64_t lo, uint64_t hi, uint64_t *next)
+{
+    uint64_t bit = lo % 64, n = hi - lo < 64 - bit ? hi - lo : 64 - bit;
+    *next = lo + n;
+    return (n == 64 ? ~(uint64_t)0 : (((uint64_t)1 << n) - 1)) << bit;
+}
+
 /* Bits [lo, hi) of a page map set (on) or cleared. */
 static inline void bits_mark(_Atomic uint64_t *map, uint64_t lo, uint64_t hi, bool on)
 {
-    while (lo < hi) {
-        uint64_t word = lo / 64, bit = lo % 64, n = hi - lo < 64 - bit ? hi - lo : 64 - bit;
-        uint64_t mask = (n == 64 ? ~(uint64_t)0 : (((uint64_t)1 << n) - 1)) << bit;
+    for (uint64_t next; lo < hi; lo = next) {
+        uint64_t mask = bits_word_mask(lo, hi, &next);
         if (on)
-            atomic_fetch_or_explicit(&map[word], mask, memory_order_relaxed);
+            atomic_fetch_or_explicit(&map[lo / 64], mask, memory_order_relaxed);
         else
-            atomic_fetch_and_explicit(&map[word], ~mask, memory_order_relaxed);
-        lo += n;
+            atomic_fetch_and_explicit(&map[lo / 64], ~mask, memory_order_relaxed);
+    }
+}
+
+/* Bits [lo, hi) of from set in to as well. */
+static inline void bits_or(_Atomic uint64_t *to, _Atomic uint64_t *from, uint64_t lo, uint64_t hi)
+{
+    for (uint64_t next; lo < hi; lo = next) {
+        uint64_t word = atomic_load_explicit(&from[lo / 64], memory_order_relaxed) & bits_word_mask(lo, hi, &next);
+        if (word)
+            atomic_fetch_or_explicit(&to[lo / 64], word, memory_order_relaxed);
     }
 }
 

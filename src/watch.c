@@ -62,17 +62,11 @@ static HRESULT watched_take(struct manager *m, struct reservation *r, uintptr_t 
     return E_OUTOFMEMORY;
 }
 
-/* The maps' memory: one pages_alloc, the written pages' map first. */
-static void *watched_map(const struct watched *w)
-{
-    return (void *)w->bits;
-}
-
 void watch_give_back(struct manager *m, struct watched *w)
 {
     if (!w)
         return;
-    void *map = watched_map(w);
+    void *map = (void *)w->bits; /* both maps: one pages_alloc, the written pages' first */
     size_t bytes = w->bytes;
     atomic_store_explicit(&w->base, 1, memory_order_release);
     w->bits = NULL;
@@ -139,7 +133,7 @@ void watch_slots_after_fork(struct manager *m)
         uintptr_t base = atomic_load_explicit(&w->base, memory_order_relaxed);
         if (base == 1) { /* a vanished thread was filling or emptying it */
             if (w->bits && w->bytes)
-                pages_free(m, watched_map(w), w->bytes);
+                pages_free(m, (void *)w->bits, w->bytes);
             w->bits = NULL;
             w->captured = NULL;
             atomic_store_explicit(&w->base, 0, memory_order_relaxed);
@@ -265,15 +259,7 @@ void watch_capture(struct manager *m, struct locked *l, uintptr_t start, uintptr
     if (!w)
         return;
     uint64_t first = (start - l->base) >> g_page_shift, last = (end - l->base) >> g_page_shift;
-    /* the written pages of the books, a word at a time */
-    for (uint64_t i = first; i < last;) {
-        uint64_t bit = i % 64, n = last - i < 64 - bit ? last - i : 64 - bit;
-        uint64_t mask = (n == 64 ? ~(uint64_t)0 : (((uint64_t)1 << n) - 1)) << bit;
-        uint64_t word = atomic_load_explicit(&w->bits[i / 64], memory_order_relaxed) & mask;
-        if (word)
-            atomic_fetch_or_explicit(&w->captured[i / 64], word, memory_order_relaxed);
-        i += n;
-    }
+    bits_or(w->captured, w->bits, first, last); /* the written pages of the books */
     if (l->r->flags & RES_WATCH_EMULATED)
         return;
     /* and the kernel's: what it reports written, read without resetting it */
